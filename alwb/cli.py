@@ -1,0 +1,256 @@
+"""Command line: thin subcommands over :mod:`alwb.loop` and :mod:`alwb.export`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import AlwbError
+
+
+def _add_project(p: argparse.ArgumentParser) -> None:
+    p.add_argument("project", type=Path, help="project folder (holds alwb.sqlite)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``alwb`` argument parser."""
+    from .query import list_strategies
+
+    ap = argparse.ArgumentParser(
+        prog="alwb",
+        description="Active-learning labeling workbench for images: label the images a CNN is least sure about.",
+        epilog="Run 'alwb COMMAND --help' for a command's options.",
+    )
+    ap.add_argument("--version", action="version", version=f"alwb {__version__}")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars or warnings")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("init", help="create a project from a folder or CSV manifest of images",
+                       description="Create PROJECT with its SQLite store and import SRC: an ImageFolder tree "
+                       "(class subfolders become labels with source 'import'), a flat folder (all unlabeled), "
+                       "or a CSV manifest with a 'path' column (relative to the CSV) and an optional 'label'.")
+    _add_project(p)
+    p.add_argument("--images", required=True, type=Path, metavar="SRC", help="folder or CSV manifest")
+    p.add_argument("--classes", help="comma-separated class names, in model order")
+    p.add_argument("--unlabeled", action="store_true", help="ignore labels in SRC (subfolders, label column)")
+    p.add_argument("--val-size", type=int, help="validation set size (default: 10%% of items, 10 to 200)")
+
+    p = sub.add_parser("add", help="import more images; the same content is never added twice")
+    _add_project(p)
+    p.add_argument("--images", required=True, type=Path, metavar="SRC", help="folder or CSV manifest")
+    p.add_argument("--unlabeled", action="store_true", help="ignore labels in SRC")
+
+    p = sub.add_parser("status", help="items, labels per class, rounds and the current model")
+    _add_project(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("query", help="the N items to label next, most informative first (read-only)")
+    _add_project(p)
+    p.add_argument("-n", type=int, default=None, help="how many items (default: the project's batch size)")
+    p.add_argument("--strategy", choices=list_strategies(), default=None,
+                   help="query strategy (default: the project's, margin)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("label", help="save answers from a CSV (columns id or path, and label) in one transaction",
+                       description="Columns: 'id' or 'path' (absolute, or relative to the CSV or the current "
+                       "folder) and 'label' (a class name, or <none> for 'none of these classes'). The file is "
+                       "one transaction: any bad line is reported with its number and nothing is written.")
+    _add_project(p)
+    p.add_argument("answers", type=Path, help="answers CSV")
+    p.add_argument("--annotator", default=os.environ.get("USER"), help="who labeled (default: $USER)")
+
+    p = sub.add_parser("train", help="one round: train, score every item, record the round")
+    _add_project(p)
+    p.add_argument("--from-scratch", action="store_true", help="do not warm-start from the last model")
+    p.add_argument("--epochs", type=int, help="epochs (default: chosen from the number of labels)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto: CUDA > MPS > CPU")
+    p.add_argument("--model", help="auto (default), smallcnn or resnet18")
+    p.add_argument("--augment", choices=["none", "crop", "crop+flip"], help="training augmentation")
+    p.add_argument("--balance", choices=["none", "weights"], help="class-weighted loss")
+    p.add_argument("--seed", type=int, help="random seed")
+
+    p = sub.add_parser("export", help="write the labeled dataset and the trained model to OUT")
+    _add_project(p)
+    p.add_argument("out", type=Path, help="output folder")
+    p.add_argument("--include-pseudo", action="store_true", help="also export pseudo-labels (marked as such)")
+
+    p = sub.add_parser("predict", help="classify images with an exported model folder (no project needed)")
+    p.add_argument("model_dir", type=Path, help="OUT/model from 'alwb export'")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser("demo", help="build a demo project from scikit-learn's digits and run it",
+                       description="Writes the 1,797 8x8 digits of scikit-learn as PNG files under DIR, creates a "
+                       "project there and runs labeling rounds in the terminal, the digits' own labels answering "
+                       "as the oracle, printing the validation accuracy per round.")
+    p.add_argument("--dir", type=Path, default=Path("data/demo"), help="where to build it (default data/demo)")
+    p.add_argument("--rounds", type=int, default=5, help="labeling rounds (default 5)")
+    p.add_argument("--batch", type=int, default=60, help="labels per round (default 60)")
+    p.add_argument("--strategy", choices=list_strategies(), default="margin")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
+                        format="alwb: %(levelname)s: %(message)s")
+    try:
+        return int(_dispatch(args) or 0)
+    except AlwbError as exc:
+        print(f"alwb: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("alwb: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug: one line, the traceback only on request
+        if os.environ.get("ALWB_DEBUG"):
+            raise
+        print(f"alwb: internal error: {type(exc).__name__}: {exc} (set ALWB_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    from .loop import Project
+
+    progress = not args.quiet and sys.stderr.isatty()
+    cmd = args.command
+    if cmd == "init":
+        classes = [c for c in (args.classes or "").split(",") if c.strip()]
+        with Project.create(args.project, classes=classes or None) as proj:
+            if args.val_size is not None:
+                proj.set_config(val_size=args.val_size)
+            report = proj.add_images(args.images, classes=classes or None, unlabeled=args.unlabeled,
+                                     progress=progress)
+            print(report.summary())
+            print(f"project {args.project}: {proj.store.item_count()} images, classes: "
+                  f"{', '.join(proj.classes) or '(none yet: use --classes or a labeled source)'}; "
+                  f"validation set {len(proj.store.val_item_ids())} items")
+        return 0
+    if cmd == "add":
+        with Project.open(args.project) as proj:
+            print(proj.add_images(args.images, unlabeled=args.unlabeled, progress=progress).summary())
+        return 0
+    if cmd == "status":
+        with Project.open(args.project) as proj:
+            st = proj.status()
+        print(json.dumps(st, indent=1) if args.json else _format_status(st))
+        return 0
+    if cmd == "query":
+        with Project.open(args.project) as proj:
+            res = proj.query(args.n, args.strategy)
+        if args.json:
+            print(json.dumps(res.to_dict(), indent=1))
+        else:
+            if res.note:
+                print(f"note: {res.note}", file=sys.stderr)
+            print("id\tscore\tpredicted\tprobability\treason\tpath")
+            for it in res.items:
+                score = "" if it.score is None else f"{it.score:.4f}"
+                prob = "" if it.probability is None else f"{it.probability:.3f}"
+                print(f"{it.id}\t{score}\t{it.predicted or ''}\t{prob}\t{it.reason}\t{it.path}")
+        return 0
+    if cmd == "label":
+        with Project.open(args.project) as proj:
+            batch, n = proj.label_file(args.answers, annotator=args.annotator)
+            print(f"saved {n} label(s) (batch {batch}); {len(proj.store.labeled_item_ids())} items labeled")
+        return 0
+    if cmd == "train":
+        with Project.open(args.project) as proj:
+            changes = {"model": args.model, "augment": args.augment, "balance": args.balance, "seed": args.seed}
+            if any(v is not None for v in changes.values()):
+                proj.set_train_config(**changes)
+            summary = proj.train(from_scratch=args.from_scratch, epochs=args.epochs, device=args.device,
+                                 verbose=progress)
+        for note in summary.notes:
+            print(f"note: {note}")
+        print(_format_round(summary.round, summary.n_labeled, summary.metrics, summary.timings,
+                            extra=f"{'warm' if summary.warm else 'cold'} start, {summary.epochs} epochs "
+                            f"on {summary.device}"))
+        return 0
+    if cmd == "export":
+        from .export import export_project
+
+        with Project.open(args.project) as proj:
+            rep = export_project(proj, args.out, include_pseudo=args.include_pseudo)
+        print(f"exported {rep.n_images} labeled image(s) ({rep.n_pseudo} pseudo) to {rep.dataset_dir}")
+        print("model: " + (str(rep.model_dir) if rep.model_dir else "none (no trained model yet)"))
+        return 0
+    if cmd == "predict":
+        from .export import Predictor
+
+        results = Predictor(args.model_dir).predict_paths(args.paths)
+        if args.json:
+            print(json.dumps(results, indent=1))
+        else:
+            for r in results:
+                if "error" in r:
+                    print(f"{r['path']}\terror: {r['error']}")
+                else:
+                    print(f"{r['path']}\t{r['predicted']}\t{r['probability']:.3f}")
+        return 1 if any("error" in r for r in results) else 0
+    if cmd == "demo":
+        from .demo import run_demo
+
+        return run_demo(args.dir, rounds=args.rounds, batch=args.batch, strategy=args.strategy,
+                        device=args.device, progress=progress)
+    raise AlwbError(f"unknown command {cmd}")  # pragma: no cover - argparse guards this
+
+
+def _fmt(x: Any, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec)
+
+
+def _format_round(number: int, n_labeled: int, metrics: dict[str, Any], timings: dict[str, float],
+                  extra: str = "") -> str:
+    val = metrics.get("val") or {}
+    if val.get("n"):
+        acc = (f"val accuracy {_fmt(val['accuracy'])} [{_fmt(val['accuracy_low'])}, {_fmt(val['accuracy_high'])}] "
+               f"(n={val['n']}), macro-F1 {_fmt(val['macro_f1'])}")
+    else:
+        acc = "val accuracy n/a (no validation labels yet)"
+    t = (f"train {timings.get('train_seconds', 0):.1f} s, score {timings.get('score_seconds', 0):.1f} s, "
+         f"round {timings.get('round_seconds', 0):.1f} s")
+    return f"round {number}: {n_labeled} labels, {acc}; {t}" + (f"; {extra}" if extra else "")
+
+
+def _format_status(st: dict[str, Any]) -> str:
+    it = st["items"]
+    lines = [
+        f"project {st['project']}",
+        f"items: {it['total']} accepted, {it['labeled']} labeled "
+        f"({', '.join(f'{k} {v}' for k, v in it['labeled_by_source'].items()) or 'none'}), "
+        f"{it['unlabeled']} unlabeled, {it['rejected']} rejected",
+        f"validation set: {it['validation']['labeled']} of {it['validation']['size']} labeled; "
+        f"pseudo-labels: {it['pseudo']}",
+    ]
+    for reason, n in it["rejected_reasons"].items():
+        lines.append(f"  rejected {n}: {reason}")
+    lines.append("labels per class:")
+    for c, by in st["classes"].items():
+        lines.append(f"  {c}: {sum(by.values())} ({', '.join(f'{k} {v}' for k, v in by.items()) or '-'})")
+    lines.append(f"rounds: {len(st['rounds'])}")
+    for r in st["rounds"]:
+        if r["status"] == "done":
+            lines.append("  " + _format_round(r["number"], r["n_labeled"], r["metrics"], r["timings"]))
+        else:
+            lines.append(f"  round {r['number']}: {r['status']}" + (f" ({r['error']})" if r["error"] else ""))
+    m = st["model"]
+    lines.append("model: " + ("none yet" if m is None else
+                              f"round {m['round']}, {m['arch']} {m['geometry']['channels']}x"
+                              f"{m['geometry']['image_size']}px, {m['path']}"))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

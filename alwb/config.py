@@ -1,0 +1,83 @@
+"""Frozen settings for training and querying, stored as JSON in the project."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+AUGMENTATIONS = ("none", "crop", "crop+flip")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+BALANCE = ("none", "weights", "smote", "adasyn")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How one round trains.
+
+    ``image_size``/``channels`` of 0 mean "choose from the images"; ``model`` ``auto`` picks the small CNN for
+    images of 64 px or less and ResNet-18 otherwise. ``epochs`` 0 means "choose from the number of labels".
+    """
+
+    model: str = "auto"
+    image_size: int = 0
+    channels: int = 0
+    epochs: int = 0
+    warm_epochs_ratio: float = 0.5
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.05
+    augment: str = "crop"
+    warm_start: bool = True
+    shrink: float = 0.6
+    perturb: float = 0.01
+    balance: str = "none"
+    pretrained: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, not {self.augment!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, not {self.device!r}")
+        if self.balance not in BALANCE:
+            raise ValueError(f"balance must be one of {BALANCE}, not {self.balance!r}")
+        if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0:
+            raise ValueError("batch_size must be ≥ 1, epochs ≥ 0 and lr > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> TrainConfig:
+        """Build from a dict, ignoring unknown keys (older or newer projects)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
+    def with_(self, **changes: Any) -> TrainConfig:
+        """A copy with some fields changed (``None`` values ignored)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """Project-wide settings: validation set and default query."""
+
+    val_size: int = 0
+    val_share: float = 0.25
+    strategy: str = "margin"
+    batch_size: int = 16
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> ProjectConfig:
+        """Build from a dict, ignoring unknown keys."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (d or {}).items() if k in names})

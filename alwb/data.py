@@ -1,0 +1,220 @@
+"""Pixels for the model: a memory-mapped uint8 cache at the model's geometry, transforms and datasets.
+
+Every accepted item is decoded once (eval geometry: shorter side resized, centre crop) into
+``PROJECT/cache/pixels_<C>x<S>.npy``; training augments those pixels, scoring reads them as they are, so the pool
+is always scored with eval transforms.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch.utils.data import Dataset
+
+from .errors import AlwbError, ImageRejected
+from .images import load_array
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+def choose_geometry(store: Store, image_size: int = 0, channels: int = 0) -> tuple[int, int]:
+    """Image size and channels for the model: given values win, else chosen from the accepted images.
+
+    Size: images up to 64 px keep their (median) size, at least 16 and rounded up to a multiple of 4;
+    larger images are resized to 160 px. Channels: 1 when every image is greyscale, else 3.
+    """
+    rows = store.con.execute("SELECT MIN(width, height), grey FROM items WHERE status='ok'").fetchall()
+    if not rows:
+        raise AlwbError("the project has no readable images")
+    if not image_size:
+        med = int(np.median([r[0] for r in rows]))
+        image_size = max(16, -(-med // 4) * 4) if med <= 64 else 160
+    if not channels:
+        channels = 1 if all(r[1] for r in rows) else 3
+    return int(image_size), int(channels)
+
+
+def _load_chunk(args: tuple[list[str], int, int]) -> tuple[np.ndarray, list[str | None]]:
+    paths, size, channels = args
+    out = np.zeros((len(paths), channels, size, size), dtype=np.uint8)
+    errors: list[str | None] = []
+    for i, p in enumerate(paths):
+        try:
+            out[i] = load_array(p, size, channels)
+            errors.append(None)
+        except ImageRejected as exc:
+            errors.append(exc.reason)
+        except Exception as exc:  # a file that changed since import must not stop training
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return out, errors
+
+
+class PixelCache:
+    """uint8 pixels of every accepted item, shape ``(N, C, S, S)``, rows aligned with ascending item ids."""
+
+    def __init__(self, project_dir: str | Path, image_size: int, channels: int) -> None:
+        self.dir = Path(project_dir) / "cache"
+        self.size = image_size
+        self.channels = channels
+        self.pixels_path = self.dir / f"pixels_{channels}x{image_size}.npy"
+        self.ids_path = self.dir / f"pixels_{channels}x{image_size}.ids.npy"
+        self.ids: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self.pixels: np.ndarray = np.zeros((0, channels, image_size, image_size), dtype=np.uint8)
+        self._open()
+
+    def _open(self) -> None:
+        if self.pixels_path.is_file() and self.ids_path.is_file():
+            try:
+                ids = np.load(self.ids_path)
+                pixels = np.load(self.pixels_path, mmap_mode="r")
+                if len(ids) == len(pixels) and pixels.shape[1:] == (self.channels, self.size, self.size):
+                    self.ids, self.pixels = ids, pixels
+                    return
+            except (OSError, ValueError):
+                pass
+            log.warning("pixel cache %s is inconsistent; rebuilding", self.pixels_path)
+
+    def sync(self, store: Store, *, progress: bool = False, workers: int | None = None) -> int:
+        """Decode items missing from the cache; items that became unreadable are marked rejected.
+
+        Returns the number of items decoded.
+        """
+        want = np.asarray(store.item_ids(), dtype=np.int64)
+        missing = np.setdiff1d(want, self.ids)
+        if missing.size == 0:
+            return 0
+        paths = [store.item(int(i))["path"] for i in missing]
+        new, errors = self._decode(paths, progress=progress, workers=workers)
+        bad = [(int(i), e) for i, e in zip(missing, errors, strict=True) if e is not None]
+        if bad:
+            with store.transaction():
+                for item_id, reason in bad:
+                    store.con.execute(
+                        "UPDATE items SET status='rejected', reason=? WHERE id=?",
+                        (f"unreadable when decoding for training: {reason}", item_id),
+                    )
+            log.warning("%d item(s) became unreadable and were rejected", len(bad))
+        ids = np.concatenate([self.ids, missing])
+        order = np.argsort(ids, kind="stable")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.pixels_path.with_suffix(".tmp.npy")
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(ids), self.channels, self.size, self.size)
+        )
+        old_n = len(self.ids)
+        step = 4096
+        for start in range(0, len(order), step):
+            sel = order[start : start + step]
+            block = np.empty((len(sel), self.channels, self.size, self.size), dtype=np.uint8)
+            from_old = sel < old_n  # both sources are ascending, so each part stays ascending
+            if from_old.any():
+                block[from_old] = self.pixels[sel[from_old]]
+            if (~from_old).any():
+                block[~from_old] = new[sel[~from_old] - old_n]
+            out[start : start + len(sel)] = block
+        out.flush()
+        del out
+        os.replace(tmp, self.pixels_path)
+        tmp_ids = self.ids_path.with_suffix(".tmp.npy")
+        np.save(tmp_ids, ids[order])
+        os.replace(tmp_ids, self.ids_path)
+        self.ids = np.load(self.ids_path)
+        self.pixels = np.load(self.pixels_path, mmap_mode="r")
+        return int(missing.size)
+
+    def _decode(
+        self, paths: list[str], *, progress: bool, workers: int | None
+    ) -> tuple[np.ndarray, list[str | None]]:
+        from tqdm import tqdm
+
+        n_workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+        chunk = 512
+        jobs = [(paths[i : i + chunk], self.size, self.channels) for i in range(0, len(paths), chunk)]
+        arrays, errors = [], []
+        with tqdm(total=len(paths), unit="img", desc="decoding", disable=not progress, file=sys.stderr) as bar:
+            if n_workers <= 1 or len(paths) < 1000:
+                results = map(_load_chunk, jobs)
+                for arr, err in results:
+                    arrays.append(arr)
+                    errors += err
+                    bar.update(len(err))
+            else:
+                with ProcessPoolExecutor(max_workers=n_workers) as pool:
+                    for arr, err in pool.map(_load_chunk, jobs):
+                        arrays.append(arr)
+                        errors += err
+                        bar.update(len(err))
+        empty = np.zeros((0, self.channels, self.size, self.size), dtype=np.uint8)
+        return (np.concatenate(arrays) if arrays else empty), errors
+
+    def positions(self, item_ids: Sequence[int] | npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """Row index of each item id (raises when an id is not cached)."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        pos = np.searchsorted(self.ids, ids)
+        if ids.size and (np.any(pos >= len(self.ids)) or np.any(self.ids[np.minimum(pos, len(self.ids) - 1)] != ids)):
+            raise KeyError("some items are not in the pixel cache (call sync first)")
+        return pos
+
+    def rows(self, item_ids: Sequence[int] | npt.NDArray[np.int64]) -> np.ndarray:
+        """uint8 pixels of the given items, in that order, loaded into memory."""
+        pos = self.positions(item_ids)
+        return np.asarray(self.pixels[np.sort(pos)])[np.argsort(np.argsort(pos))] if pos.size else np.zeros(
+            (0, self.channels, self.size, self.size), dtype=np.uint8
+        )
+
+    def stats(self, max_rows: int = 5000, seed: int = 0) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std (of pixels scaled to [0, 1]) over a random sample of rows."""
+        n = len(self.ids)
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.choice(n, size=min(n, max_rows), replace=False)) if n else np.zeros(0, int)
+        x = np.asarray(self.pixels[idx], dtype=np.float64) / 255.0
+        mean = x.mean(axis=(0, 2, 3)) if x.size else np.full(self.channels, 0.5)
+        std = x.std(axis=(0, 2, 3)) if x.size else np.full(self.channels, 0.25)
+        return [float(m) for m in mean], [float(max(s, 1e-3)) for s in std]
+
+
+def train_transform(augment: str, size: int):  # noqa: ANN201 - a torchvision transform
+    """Per-sample augmentation on uint8 CHW tensors: shifts via padded random crops, optional flips."""
+    from torchvision.transforms import v2
+
+    if augment == "none":
+        return None
+    pad = max(2, size // 8)
+    ops: list[object] = [v2.RandomCrop(size, padding=pad, padding_mode="constant")]
+    if size > 64:
+        ops = [v2.RandomResizedCrop(size, scale=(0.6, 1.0), antialias=True)]
+    if augment == "crop+flip":
+        ops.append(v2.RandomHorizontalFlip())
+    return v2.Compose(ops)
+
+
+class PixelDataset(Dataset):
+    """(uint8 image tensor, label) pairs with an optional per-sample transform."""
+
+    def __init__(self, pixels: np.ndarray, labels: npt.NDArray[np.int64], transform=None) -> None:  # noqa: ANN001
+        self.x = torch.from_numpy(np.ascontiguousarray(pixels))
+        self.y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.x[i]
+        if self.transform is not None:
+            x = self.transform(x)
+        return x, self.y[i]
+
+
+def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """uint8 ``(B, C, H, W)`` -> normalised float."""
+    return (x.float().div_(255.0) - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)

@@ -1,0 +1,39 @@
+"""Typed exceptions. Every error meant for a person derives from :class:`AlwbError`."""
+
+from __future__ import annotations
+
+
+class AlwbError(Exception):
+    """An error with a one-line message for the user (the CLI prints it and exits non-zero)."""
+
+
+class ProjectError(AlwbError):
+    """The project folder or its store is missing or unusable."""
+
+
+class ImageRejected(AlwbError):
+    """An image could not be read; ``reason`` is a short, specific explanation."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ManifestError(AlwbError):
+    """A CSV manifest or answers file is malformed."""
+
+
+class LabelError(AlwbError):
+    """A label file or batch was refused; nothing was written."""
+
+
+class EmptyPoolError(AlwbError):
+    """There is nothing left to query."""
+
+
+class NoLabelsError(AlwbError):
+    """Training needs labels that are not there yet."""
+
+
+class UnsafeModelFileError(AlwbError):
+    """A model file would need arbitrary unpickling, or fails validation."""

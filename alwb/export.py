@@ -1,0 +1,228 @@
+"""Export the labelled dataset and the trained model; load an exported model for prediction.
+
+The model folder is self-contained: ``weights.safetensors`` (no pickle), ``model.torchscript.pt``, ``labels.json``
+(class order), ``preprocess.json`` (geometry and normalisation) and ``MODEL_CARD.md``. Loading never unpickles
+arbitrary objects: weights come from safetensors, and ``.pt`` state_dicts only through ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import AlwbError, UnsafeModelFileError
+from .images import load_array
+from .loop import Project
+from .models import Classifier
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ExportReport:
+    """What :func:`export_project` wrote."""
+
+    dataset_dir: Path
+    model_dir: Path | None
+    n_images: int
+    n_pseudo: int
+    counts: dict[str, int]
+
+
+def _safe_name(name: str) -> str:
+    out = "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in name).strip(" .")
+    return out or "_"
+
+
+def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = False) -> tuple[Path, int, int]:
+    """Write ``OUT/dataset/<class>/<file>`` (copies) and ``OUT/manifest.csv`` / ``.parquet``.
+
+    Returns ``(dataset_dir, n_images, n_pseudo)``. Pseudo-labels appear only with ``include_pseudo`` and have
+    source ``pseudo``.
+    """
+    import pandas as pd
+
+    out = Path(out)
+    ds = out / "dataset"
+    if ds.exists():
+        shutil.rmtree(ds)
+    ds.mkdir(parents=True)
+    rows: list[dict[str, Any]] = []
+    for r in project.store.current_labels():
+        rows.append({"item_id": r["item_id"], "src": r["path"], "sha256": r["sha256"], "label": r["class"],
+                     "source": r["source"], "round": r["round"], "annotator": r["annotator"],
+                     "time": dt.datetime.fromtimestamp(r["created_at"], dt.timezone.utc).isoformat(),
+                     "split": r["split"], "confidence": None})
+    n_pseudo = 0
+    if include_pseudo:
+        for r in project.store.pseudo_labels():
+            rows.append({"item_id": r["item_id"], "src": r["path"], "sha256": r["sha256"], "label": r["class"],
+                         "source": "pseudo", "round": r["round"], "annotator": None, "time": None,
+                         "split": "pool", "confidence": r["confidence"]})
+            n_pseudo += 1
+    class_dirs = {c: _safe_name(c) for c in project.classes}
+    for row in rows:
+        src = Path(row["src"])
+        name = f"{row['sha256'][:12]}_{_safe_name(src.name)}"
+        dest = ds / class_dirs[row["label"]] / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dest)
+        row["path"] = dest.relative_to(out).as_posix()
+        row["original_path"] = row.pop("src")
+    cols = ["path", "sha256", "label", "source", "round", "annotator", "time", "split", "confidence",
+            "original_path", "item_id"]
+    df = pd.DataFrame(rows, columns=cols)
+    df.to_csv(out / "manifest.csv", index=False)
+    df.to_parquet(out / "manifest.parquet", index=False)
+    return ds, len(rows), n_pseudo
+
+
+def export_model(project: Project, out: str | Path) -> Path:
+    """Write ``OUT/model/`` from the project's current model."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    cur = project.store.current_model()
+    if cur is None:
+        raise AlwbError("no trained model yet: run 'alwb train' first")
+    geo = cur["config"]["geometry"]
+    classes = project.classes
+    model = _build(geo, len(classes))
+    state = load_file(cur["path"])
+    model.load_state_dict(state)
+    model.eval()
+    mdir = Path(out) / "model"
+    tmp = mdir.with_name("model.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_file(state, str(tmp / "weights.safetensors"), metadata={"arch": geo["arch"]})
+    example = torch.zeros(1, geo["channels"], geo["image_size"], geo["image_size"])
+    with torch.no_grad():
+        traced = torch.jit.trace(model, example)
+    traced.save(str(tmp / "model.torchscript.pt"))
+    (tmp / "labels.json").write_text(json.dumps(classes, indent=1))
+    pre = {"format_version": FORMAT_VERSION, "arch": geo["arch"], "image_size": geo["image_size"],
+           "channels": geo["channels"], "mean": geo["mean"], "std": geo["std"],
+           "resize": "shorter side to image_size, then centre crop", "scale": "pixels / 255, then (x - mean) / std",
+           "color": "L" if geo["channels"] == 1 else "RGB", "num_classes": len(classes), "emb_dim": model.emb_dim}
+    (tmp / "preprocess.json").write_text(json.dumps(pre, indent=1))
+    (tmp / "MODEL_CARD.md").write_text(_model_card(project, cur, pre, classes))
+    if mdir.exists():
+        shutil.rmtree(mdir)
+    os.replace(tmp, mdir)
+    return mdir
+
+
+def _model_card(project: Project, cur: dict[str, Any], pre: dict[str, Any], classes: list[str]) -> str:
+    counts = Counter(r["class"] for r in project.store.current_labels(split="pool"))
+    val = cur["metrics"].get("val", {})
+    lines = [
+        "# alwb model card", "",
+        f"- exported: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- trained: round {cur['round']} at "
+        f"{dt.datetime.fromtimestamp(cur['created_at'], dt.timezone.utc).isoformat(timespec='seconds')}",
+        f"- architecture: {pre['arch']}, input {pre['channels']}×{pre['image_size']}×{pre['image_size']}",
+        f"- classes ({len(classes)}): {', '.join(classes)}", "",
+        "## Training labels", "", "| class | labels |", "| --- | --- |",
+        *[f"| {c} | {counts.get(c, 0)} |" for c in classes], "",
+        "## Validation (random sample of the pool, never trained on)", "",
+    ]
+    if val.get("n"):
+        lines += [
+            f"- n = {val['n']}; accuracy {val['accuracy']:.3f} "
+            f"(95% Wilson interval {val['accuracy_low']:.3f}–{val['accuracy_high']:.3f})",
+            f"- macro-F1 {val['macro_f1']:.3f}; balanced accuracy {val['balanced_accuracy']:.3f}",
+        ]
+    else:
+        lines.append("- no validation labels yet: accuracy unknown")
+    return "\n".join(lines) + "\n"
+
+
+def export_project(project: Project, out: str | Path, *, include_pseudo: bool = False) -> ExportReport:
+    """Dataset and (when trained) model."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ds, n, n_pseudo = export_dataset(project, out, include_pseudo=include_pseudo)
+    mdir = export_model(project, out) if project.store.current_model() is not None else None
+    counts = Counter(r["class"] for r in project.store.current_labels())
+    return ExportReport(ds, mdir, n, n_pseudo, dict(counts))
+
+
+def _build(geo: dict[str, Any], num_classes: int) -> Classifier:
+    from .models import get_model
+
+    return get_model(geo["arch"], channels=geo["channels"], num_classes=num_classes,
+                     image_size=geo["image_size"], pretrained="none")
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, Any]:
+    """Load weights from ``.safetensors`` or a ``.pt`` state_dict; never unpickles arbitrary objects."""
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise UnsafeModelFileError(
+            f"refused to load {path.name}: not a plain tensor state_dict ({type(exc).__name__})"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UnsafeModelFileError(f"refused to load {path.name}: not a state_dict of tensors")
+    return state
+
+
+class Predictor:
+    """An exported model folder, loaded for prediction (no project needed)."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu") -> None:
+        d = Path(model_dir)
+        for name in ("labels.json", "preprocess.json"):
+            if not (d / name).is_file():
+                raise AlwbError(f"{d} is not an exported alwb model (missing {name})")
+        self.classes: list[str] = json.loads((d / "labels.json").read_text())
+        self.pre: dict[str, Any] = json.loads((d / "preprocess.json").read_text())
+        weights = d / "weights.safetensors"
+        if not weights.is_file():
+            weights = d / "weights.pt"
+        if not weights.is_file():
+            raise AlwbError(f"{d} has no weights.safetensors")
+        self.model = _build(self.pre, len(self.classes))
+        self.model.load_state_dict(load_state_dict_file(weights))
+        self.model.eval()
+        self.device = device
+
+    def predict_paths(self, paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+        """For each path: predicted class and probability, or the error reading it."""
+        from .errors import ImageRejected
+        from .train import predict_batches
+
+        size, ch = self.pre["image_size"], self.pre["channels"]
+        arrays, ok, out = [], [], []
+        for i, p in enumerate(paths):
+            try:
+                arrays.append(load_array(p, size, ch))
+                ok.append(i)
+                out.append({"path": str(p)})
+            except ImageRejected as exc:
+                out.append({"path": str(p), "error": exc.reason})
+        if arrays:
+            probs, _ = predict_batches(self.model, np.stack(arrays), mean=self.pre["mean"], std=self.pre["std"],
+                                       device=self.device)
+            for j, i in enumerate(ok):
+                k = int(probs[j].argmax())
+                out[i].update({"predicted": self.classes[k], "probability": float(probs[j, k]),
+                               "probabilities": {c: float(v) for c, v in zip(self.classes, probs[j], strict=True)}})
+        return out

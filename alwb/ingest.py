@@ -1,0 +1,350 @@
+"""Scan an image folder or CSV manifest and record its files in the store.
+
+Three kinds of source:
+
+* an ImageFolder tree (``SRC/<class>/.../<image>``): the folder names are labels, recorded with source ``import``;
+* a flat folder: every image unlabeled;
+* a CSV manifest with a ``path`` column (relative to the CSV) and an optional ``label`` column.
+
+Every file is hashed (SHA-256) and fully decoded once. The same content is never added twice. Unreadable files
+and unsafe manifest paths are recorded as ``rejected`` with a reason, and the import goes on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import AlwbError, ImageRejected, ManifestError
+from .images import ImageInfo, is_image_path, probe
+from .store import LabelRow, Store, validate_class_name
+
+MAX_FILE_BYTES = 512 * 1024 * 1024
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:(//|[^\\/])")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A file to import: its absolute path, an optional label, or a reason it is refused before reading."""
+
+    path: str
+    label: str | None = None
+    refused: str | None = None
+
+
+@dataclass
+class ScannedSource:
+    """What :func:`scan` found."""
+
+    kind: str
+    root: Path
+    candidates: list[Candidate]
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def labels(self) -> list[str]:
+        """Distinct labels in source order of first appearance (ImageFolder: sorted folder names)."""
+        seen: dict[str, None] = {}
+        for c in self.candidates:
+            if c.label is not None and c.refused is None:
+                seen.setdefault(c.label, None)
+        return list(seen)
+
+
+@dataclass
+class IngestReport:
+    """Summary of one import."""
+
+    kind: str
+    added: int = 0
+    labeled: int = 0
+    duplicates: int = 0
+    already_known: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    ignored: int = 0
+    seconds: float = 0.0
+    new_classes: list[str] = field(default_factory=list)
+
+    @property
+    def files_per_second(self) -> float:
+        """Files examined per second."""
+        n = self.added + self.duplicates + self.already_known + len(self.rejected)
+        return n / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        """One paragraph for the terminal."""
+        lines = [
+            f"imported {self.added} image(s) from a {self.kind} ({self.labeled} with labels), "
+            f"{self.duplicates} duplicate(s) skipped, {self.already_known} already in the project, "
+            f"{len(self.rejected)} rejected, {self.ignored} non-image file(s) ignored "
+            f"in {self.seconds:.1f} s"
+        ]
+        if self.new_classes:
+            lines.append("new classes: " + ", ".join(self.new_classes))
+        for path, reason in self.rejected[:20]:
+            lines.append(f"  rejected {path}: {reason}")
+        if len(self.rejected) > 20:
+            lines.append(f"  ... and {len(self.rejected) - 20} more (see 'alwb status')")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- scanning
+def _within(path: Path, root: Path) -> bool:
+    try:
+        path.relative_to(root)
+        return True
+    except ValueError:
+        return False
+
+
+def _walk(root: Path) -> Iterable[tuple[Path, Path]]:
+    """(path as found, resolved path) for every file under root, sorted, without following dir symlinks."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith("."):
+                continue
+            p = Path(dirpath) / name
+            yield p, p.resolve()
+
+
+def scan(src: str | Path, *, unlabeled: bool = False) -> ScannedSource:
+    """Find the candidate files of a folder or CSV manifest (nothing is decoded yet)."""
+    src = Path(src).expanduser()
+    if not src.exists():
+        raise AlwbError(f"image source not found: {src}")
+    if src.is_file():
+        if src.suffix.lower() not in (".csv", ".tsv"):
+            raise AlwbError(f"{src} is neither a folder nor a .csv manifest")
+        return _scan_manifest(src, unlabeled=unlabeled)
+    root = src.resolve()
+    top_images = [p for p in sorted(root.iterdir()) if p.is_file() and is_image_path(p)]
+    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    has_class_dirs = any(any(is_image_path(f) for f, _ in _walk(d)) for d in subdirs)
+    kind = "ImageFolder tree" if has_class_dirs and not unlabeled else "flat folder"
+    cands: list[Candidate] = []
+    ignored: list[str] = []
+    for found, resolved in _walk(root):
+        if not is_image_path(found):
+            ignored.append(str(found))
+            continue
+        if not _within(resolved, root):
+            cands.append(Candidate(str(found.absolute()), refused="symlink points outside the source folder"))
+            continue
+        label = None
+        if kind == "ImageFolder tree":
+            rel = found.relative_to(root)
+            label = rel.parts[0] if len(rel.parts) > 1 else None
+        cands.append(Candidate(str(resolved), label=label))
+    if not cands and not top_images:
+        raise AlwbError(f"no images found in {src}")
+    return ScannedSource(kind=kind, root=root, candidates=cands, ignored=ignored)
+
+
+def _scan_manifest(csv: Path, *, unlabeled: bool) -> ScannedSource:
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False, sep="\t" if csv.suffix == ".tsv" else ",")
+    except Exception as exc:  # pandas raises many types for malformed files
+        raise ManifestError(f"cannot read manifest {csv}: {exc}") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    if "path" not in df.columns:
+        raise ManifestError(f"manifest {csv} has no 'path' column (columns: {', '.join(df.columns)})")
+    root = csv.resolve().parent
+    has_label = "label" in df.columns and not unlabeled
+    cands: list[Candidate] = []
+    for i, row in enumerate(df.itertuples(index=False), start=2):
+        raw = str(row.path).strip()  # type: ignore[attr-defined]
+        label = str(row.label).strip() if has_label else ""  # type: ignore[attr-defined]
+        cands.append(_manifest_candidate(raw, root, label or None, line=i))
+    return ScannedSource(kind="CSV manifest", root=root, candidates=cands)
+
+
+def _manifest_candidate(raw: str, root: Path, label: str | None, *, line: int) -> Candidate:
+    shown = raw.replace("\x00", "\\0")
+    if not raw:
+        return Candidate(f"{root}/<line {line}: empty path>", refused=f"line {line}: empty path")
+    if "\x00" in raw:
+        return Candidate(f"{root}/{shown}", refused=f"line {line}: path contains a NUL byte")
+    if _URL.match(raw) and not re.match(r"^[A-Za-z]:[\\/]", raw):
+        return Candidate(raw, refused=f"line {line}: URLs are not imported (only local files)")
+    p = Path(raw)
+    full = p if p.is_absolute() else root / p
+    try:
+        resolved = full.resolve()
+    except (OSError, RuntimeError) as exc:
+        return Candidate(str(full), refused=f"line {line}: cannot resolve path ({exc})")
+    if not _within(resolved, root):
+        return Candidate(str(full), refused=f"line {line}: path resolves outside the manifest's folder")
+    return Candidate(str(resolved), label=label)
+
+
+# ---------------------------------------------------------------------------- checking one file
+def check_file(path: str) -> tuple[str, str | None, int, ImageInfo | None, str | None]:
+    """Hash and decode one file: (path, sha256, size, info, reject reason)."""
+    p = Path(path)
+    try:
+        st = p.stat()
+    except FileNotFoundError:
+        return path, None, 0, None, "file not found"
+    except OSError as exc:
+        return path, None, 0, None, f"cannot read file: {exc.strerror or exc}"
+    if not p.is_file():
+        return path, None, 0, None, "not a regular file"
+    if st.st_size > MAX_FILE_BYTES:
+        return path, None, st.st_size, None, f"file larger than {MAX_FILE_BYTES // 2**20} MB"
+    try:
+        with open(p, "rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError as exc:
+        return path, None, st.st_size, None, f"cannot read file: {exc.strerror or exc}"
+    try:
+        info = probe(p)
+    except ImageRejected as exc:
+        return path, digest, st.st_size, None, exc.reason
+    except Exception as exc:  # a decoder bug must not stop the import
+        return path, digest, st.st_size, None, f"unreadable image ({type(exc).__name__}: {exc})"
+    return path, digest, st.st_size, info, None
+
+
+def _check_chunk(paths: Sequence[str]) -> list[tuple[str, str | None, int, ImageInfo | None, str | None]]:
+    return [check_file(p) for p in paths]
+
+
+# ---------------------------------------------------------------------------- import
+def ingest(
+    store: Store,
+    src: str | Path,
+    *,
+    classes: Sequence[str] | None = None,
+    unlabeled: bool = False,
+    progress: bool = True,
+    workers: int | None = None,
+    annotator: str | None = None,
+) -> IngestReport:
+    """Import ``src`` into ``store``; returns an :class:`IngestReport`.
+
+    Labels found in the source must be among ``classes`` (when given) or the project's classes; new ones are
+    added when the project has no fixed class list yet.
+    """
+    t0 = time.perf_counter()
+    source = scan(src, unlabeled=unlabeled)
+    report = IngestReport(kind=source.kind, ignored=len(source.ignored))
+
+    known_classes = store.classes()
+    labels = [validate_class_name(c) for c in source.labels]
+    if classes:
+        wanted = [validate_class_name(c) for c in classes]
+        unknown = [c for c in labels if c not in wanted and c not in known_classes]
+        if unknown:
+            raise AlwbError(
+                f"label(s) {', '.join(map(repr, unknown[:5]))} in {src} are not among --classes "
+                f"({', '.join(wanted)})"
+            )
+        report.new_classes = store.add_classes(wanted)
+    if labels:
+        report.new_classes += store.add_classes(labels)
+
+    known_paths = store.known_paths()
+    known_hashes = store.known_hashes()
+    todo: list[Candidate] = []
+    for c in source.candidates:
+        if c.path in known_paths:
+            report.already_known += 1
+        else:
+            todo.append(c)
+            known_paths.add(c.path)
+
+    by_path = {c.path: c for c in todo}
+    to_check = [c.path for c in todo if c.refused is None]
+    refused = [c for c in todo if c.refused is not None]
+
+    now = time.time()
+    with store.transaction():
+        for c in refused:
+            _insert_reject(store, c.path, None, 0, c.refused or "refused", now)
+            report.rejected.append((c.path, c.refused or "refused"))
+
+    results = _run_checks(to_check, progress=progress, workers=workers)
+    batch: list[tuple[str, str | None, int, ImageInfo | None, str | None]] = []
+    for res in results:
+        batch.append(res)
+        if len(batch) >= 2000:
+            _commit_batch(store, batch, by_path, known_hashes, report, annotator)
+            batch = []
+    if batch:
+        _commit_batch(store, batch, by_path, known_hashes, report, annotator)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _run_checks(paths: list[str], *, progress: bool, workers: int | None):  # noqa: ANN202 - generator
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(paths), unit="img", desc="importing", disable=not progress, file=sys.stderr)
+    n_workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
+    try:
+        if n_workers <= 1 or len(paths) < 500:
+            for p in paths:
+                yield check_file(p)
+                bar.update(1)
+            return
+        chunk = 256
+        chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+        with ProcessPoolExecutor(max_workers=n_workers) as pool:
+            for res in pool.map(_check_chunk, chunks):
+                yield from res
+                bar.update(len(res))
+    finally:
+        bar.close()
+
+
+def _insert_reject(store: Store, path: str, sha: str | None, size: int, reason: str, now: float) -> None:
+    store.con.execute(
+        "INSERT INTO items(path, sha256, size, status, reason, added_at) VALUES(?, ?, ?, 'rejected', ?, ?)"
+        " ON CONFLICT(path) DO NOTHING",
+        (path, sha, size, reason, now),
+    )
+
+
+def _commit_batch(store, batch, by_path, known_hashes, report, annotator) -> None:  # noqa: ANN001
+    now = time.time()
+    labels: list[tuple[int, str]] = []
+    with store.transaction():
+        for path, sha, size, info, reason in batch:
+            if info is None:
+                _insert_reject(store, path, sha, size, reason or "unreadable", now)
+                report.rejected.append((path, reason or "unreadable"))
+                continue
+            if sha in known_hashes:
+                report.duplicates += 1
+                continue
+            known_hashes.add(sha)
+            cur = store.con.execute(
+                "INSERT INTO items(path, sha256, size, width, height, mode, format, grey, status, added_at)"
+                " VALUES(?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?)",
+                (path, sha, size, info.width, info.height, info.mode, info.format, int(info.grey), now),
+            )
+            report.added += 1
+            label = by_path[path].label
+            if label is not None:
+                labels.append((int(cur.lastrowid or 0), label))
+        if labels:
+            store.add_labels(
+                [LabelRow(i, c) for i, c in labels], source="import", round_number=0, annotator=annotator
+            )
+            report.labeled += len(labels)
+
+
+def reject_reasons(store: Store) -> Counter[str]:
+    """Count rejected files by reason (line-number prefixes removed)."""
+    return Counter(re.sub(r"^line \d+: ", "", r["reason"] or "") for r in store.rejected())

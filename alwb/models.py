@@ -1,0 +1,151 @@
+"""Model registry: a small CNN for small images and torchvision's ResNet-18, split into backbone and head.
+
+Every model takes normalised float images ``(B, C, H, W)`` and returns logits; ``embed`` returns the
+penultimate-layer features used for pseudo-labels, balancing and diverse batches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class Classifier(nn.Module):
+    """``backbone`` (images -> ``emb_dim`` features) followed by a linear ``head``."""
+
+    def __init__(self, backbone: nn.Module, emb_dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(emb_dim, num_classes)
+        self.emb_dim = emb_dim
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate-layer features, shape ``(B, emb_dim)``."""
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, shape ``(B, num_classes)``."""
+        return self.head(self.backbone(x))
+
+
+def _block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    )
+
+
+def small_cnn(channels: int, num_classes: int, width: int = 32) -> Classifier:
+    """A VGG-style CNN (3 stages of two 3×3 convs) with global average pooling; ~0.3 M parameters."""
+    w = width
+    backbone = nn.Sequential(
+        _block(channels, w),
+        nn.MaxPool2d(2),
+        _block(w, 2 * w),
+        nn.MaxPool2d(2),
+        _block(2 * w, 4 * w),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+    )
+    return Classifier(backbone, 4 * w, num_classes)
+
+
+def resnet18(channels: int, num_classes: int, *, image_size: int, pretrained: str = "auto") -> Classifier:
+    """torchvision's ResNet-18; for inputs under 64 px the stem is a 3×3 stride-1 conv without max-pool.
+
+    ``pretrained``: ``auto`` uses ImageNet weights when they are available offline (torchvision's cache), ``none``
+    never does, anything else is a path to a state_dict file. Weights load with ``weights_only=True``.
+    """
+    from torchvision.models import ResNet18_Weights
+    from torchvision.models import resnet18 as tv_resnet18
+
+    net = tv_resnet18(weights=None)
+    state = None
+    if pretrained != "none":
+        path = Path(pretrained) if pretrained != "auto" else _cached_weights(ResNet18_Weights.DEFAULT.url)
+        if path is not None and path.is_file():
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            net.load_state_dict(state)
+            log.info("loaded pretrained ResNet-18 weights from %s", path)
+        elif pretrained != "auto":
+            from .errors import AlwbError
+
+            raise AlwbError(f"pretrained weights file not found: {pretrained}")
+        else:
+            log.warning(
+                "ImageNet weights for ResNet-18 are not available offline (looked in %s); "
+                "starting from random initialisation",
+                _hub_dir(),
+            )
+    small = image_size < 64
+    if small:
+        net.conv1 = nn.Conv2d(channels, 64, 3, stride=1, padding=1, bias=False)
+        net.maxpool = nn.Identity()  # type: ignore[assignment]
+    elif channels != 3:
+        w = net.conv1.weight.detach()
+        net.conv1 = nn.Conv2d(channels, 64, 7, stride=2, padding=3, bias=False)
+        if state is not None:
+            with torch.no_grad():
+                net.conv1.weight.copy_(w.mean(dim=1, keepdim=True).repeat(1, channels, 1, 1))
+    emb_dim = net.fc.in_features
+    net.fc = nn.Identity()  # type: ignore[assignment]
+    return Classifier(net, emb_dim, num_classes)
+
+
+def _hub_dir() -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _cached_weights(url: str) -> Path | None:
+    p = _hub_dir() / url.rsplit("/", 1)[-1]
+    return p if p.is_file() else None
+
+
+def pretrained_available() -> bool:
+    """True when ImageNet ResNet-18 weights are in torchvision's offline cache."""
+    from torchvision.models import ResNet18_Weights
+
+    return _cached_weights(ResNet18_Weights.DEFAULT.url) is not None
+
+
+_REGISTRY: dict[str, Callable[..., Classifier]] = {
+    "smallcnn": lambda channels, num_classes, image_size, pretrained: small_cnn(channels, num_classes),
+    "resnet18": lambda channels, num_classes, image_size, pretrained: resnet18(
+        channels, num_classes, image_size=image_size, pretrained=pretrained
+    ),
+}
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`get_model`."""
+    return sorted(_REGISTRY)
+
+
+def choose_arch(name: str, image_size: int) -> str:
+    """Resolve ``auto``: the small CNN up to 64 px, ResNet-18 above."""
+    if name == "auto":
+        return "smallcnn" if image_size <= 64 else "resnet18"
+    if name not in _REGISTRY:
+        from .errors import AlwbError
+
+        raise AlwbError(f"unknown model {name!r} (choose from: auto, {', '.join(list_models())})")
+    return name
+
+
+def get_model(
+    name: str, *, channels: int, num_classes: int, image_size: int, pretrained: str = "none"
+) -> Classifier:
+    """Build a registered model."""
+    arch = choose_arch(name, image_size)
+    return _REGISTRY[arch](channels, num_classes, image_size, pretrained)

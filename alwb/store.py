@@ -1,0 +1,489 @@
+"""The SQLite label store: one file per project, WAL, foreign keys, versioned schema.
+
+Tables
+------
+items         every file ever seen: path, sha256, size, geometry, status (``ok`` / ``rejected``) and reason,
+              ``split`` (``pool`` or ``val``: the validation set drawn at random, never trained on).
+classes       class names in model order (``position``).
+labels        the label history. The current label of an item is its row with ``superseded_at IS NULL``
+              (a partial unique index guarantees at most one); a changed label keeps the old row.
+pseudo_labels the pseudo-labels of the latest round (replaced every round, never exported as human labels).
+rounds        one row per training round: strategy, counts, metrics, timings, status, error.
+models        one row per trained model file.
+meta          schema version and project settings.
+
+Every write that the user sees as "saved" is one committed transaction (``synchronous=FULL``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import LabelError, ProjectError
+
+SCHEMA_VERSION = 1
+LABEL_SOURCES = ("human", "import", "pseudo")
+
+_SCHEMA_V1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE items (
+    id INTEGER PRIMARY KEY,
+    path TEXT NOT NULL UNIQUE,
+    sha256 TEXT,
+    size INTEGER,
+    width INTEGER,
+    height INTEGER,
+    mode TEXT,
+    format TEXT,
+    grey INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('ok', 'rejected')),
+    reason TEXT,
+    split TEXT NOT NULL DEFAULT 'pool' CHECK (split IN ('pool', 'val')),
+    added_at REAL NOT NULL
+);
+CREATE UNIQUE INDEX items_sha_ok ON items(sha256) WHERE status = 'ok';
+CREATE INDEX items_status ON items(status, split);
+CREATE TABLE classes (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    position INTEGER NOT NULL UNIQUE
+);
+CREATE TABLE labels (
+    id INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    class_id INTEGER REFERENCES classes(id),
+    source TEXT NOT NULL CHECK (source IN ('human', 'import')),
+    round INTEGER NOT NULL,
+    annotator TEXT,
+    batch_id TEXT,
+    created_at REAL NOT NULL,
+    superseded_at REAL
+);
+CREATE UNIQUE INDEX labels_current ON labels(item_id) WHERE superseded_at IS NULL;
+CREATE INDEX labels_batch ON labels(batch_id);
+CREATE TABLE pseudo_labels (
+    item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
+    class_id INTEGER NOT NULL REFERENCES classes(id),
+    confidence REAL NOT NULL,
+    round INTEGER NOT NULL
+);
+CREATE TABLE models (
+    id INTEGER PRIMARY KEY,
+    round INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    arch TEXT NOT NULL,
+    config TEXT NOT NULL,
+    metrics TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE rounds (
+    id INTEGER PRIMARY KEY,
+    number INTEGER NOT NULL UNIQUE,
+    strategy TEXT,
+    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
+    n_labeled INTEGER,
+    n_pseudo INTEGER,
+    n_val INTEGER,
+    metrics TEXT,
+    timings TEXT,
+    model_id INTEGER REFERENCES models(id),
+    error TEXT,
+    started_at REAL NOT NULL,
+    finished_at REAL
+);
+"""
+
+#: Migrations from version N-1 to N, applied in order inside one transaction each.
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    """One answer to store: ``class_name=None`` means "none of these classes"."""
+
+    item_id: int
+    class_name: str | None
+
+
+class Store:
+    """A connection to a project's SQLite file. Not shared between threads: open one per thread."""
+
+    def __init__(self, path: str | Path, *, create: bool = False, timeout: float = 60.0) -> None:
+        self.path = Path(path)
+        if not create and not self.path.exists():
+            raise ProjectError(f"no alwb store at {self.path} (run 'alwb init' first)")
+        self.con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        self.con.row_factory = sqlite3.Row
+        self.con.execute("PRAGMA journal_mode=WAL")
+        self.con.execute("PRAGMA foreign_keys=ON")
+        self.con.execute("PRAGMA synchronous=FULL")
+        self.con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        self._migrate()
+
+    # ------------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        """Close the connection."""
+        self.con.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolls back on any exception. Nested use is flattened."""
+        if self.con.in_transaction:
+            yield self.con
+            return
+        self.con.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        else:
+            self.con.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = self.con.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise ProjectError(
+                f"store {self.path} has schema version {version}, newer than this alwb ({SCHEMA_VERSION})"
+            )
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self.transaction():
+                for stmt in _split_sql(_MIGRATIONS[target]):
+                    self.con.execute(stmt)
+                self.con.execute(f"PRAGMA user_version={target}")
+
+    def integrity_ok(self) -> bool:
+        """``PRAGMA integrity_check`` returns ``ok``."""
+        return self.con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+    # ------------------------------------------------------------------ meta / settings
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        """A JSON value from the meta table."""
+        row = self.con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON value in the meta table."""
+        with self.transaction():
+            self.con.execute(
+                "INSERT INTO meta(key, value) VALUES(?, ?) ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, json.dumps(value)),
+            )
+
+    # ------------------------------------------------------------------ classes
+    def classes(self) -> list[str]:
+        """Class names in model order."""
+        return [r[0] for r in self.con.execute("SELECT name FROM classes ORDER BY position")]
+
+    def class_ids(self) -> dict[str, int]:
+        """Map class name -> row id."""
+        return {r["name"]: r["id"] for r in self.con.execute("SELECT id, name FROM classes")}
+
+    def add_classes(self, names: Iterable[str]) -> list[str]:
+        """Add classes not yet known (keeping order); return the ones added."""
+        added = []
+        with self.transaction():
+            existing = set(self.classes())
+            pos = self.con.execute("SELECT COALESCE(MAX(position), -1) FROM classes").fetchone()[0]
+            for name in names:
+                name = validate_class_name(name)
+                if name in existing:
+                    continue
+                pos += 1
+                self.con.execute("INSERT INTO classes(name, position) VALUES(?, ?)", (name, pos))
+                existing.add(name)
+                added.append(name)
+        return added
+
+    def rename_class(self, old: str, new: str) -> None:
+        """Rename a class; labels follow (they reference the id)."""
+        new = validate_class_name(new)
+        with self.transaction():
+            cur = self.con.execute("UPDATE classes SET name=? WHERE name=?", (new, old))
+            if cur.rowcount != 1:
+                raise LabelError(f"unknown class {old!r}")
+
+    # ------------------------------------------------------------------ items
+    def known_hashes(self) -> set[str]:
+        """SHA-256 of every accepted item."""
+        return {r[0] for r in self.con.execute("SELECT sha256 FROM items WHERE status='ok'")}
+
+    def known_paths(self) -> set[str]:
+        """Every path seen, accepted or rejected."""
+        return {r[0] for r in self.con.execute("SELECT path FROM items")}
+
+    def item_count(self, status: str = "ok") -> int:
+        """Number of items with ``status``."""
+        return self.con.execute("SELECT COUNT(*) FROM items WHERE status=?", (status,)).fetchone()[0]
+
+    def items(self, *, status: str = "ok") -> list[sqlite3.Row]:
+        """Item rows ordered by id."""
+        return self.con.execute("SELECT * FROM items WHERE status=? ORDER BY id", (status,)).fetchall()
+
+    def item_ids(self) -> list[int]:
+        """Ids of accepted items, ascending."""
+        return [r[0] for r in self.con.execute("SELECT id FROM items WHERE status='ok' ORDER BY id")]
+
+    def item(self, item_id: int) -> sqlite3.Row | None:
+        """One item row."""
+        return self.con.execute("SELECT * FROM items WHERE id=?", (item_id,)).fetchone()
+
+    def item_by_path(self, path: str) -> sqlite3.Row | None:
+        """An item by its stored (absolute) path."""
+        return self.con.execute("SELECT * FROM items WHERE path=?", (path,)).fetchone()
+
+    def rejected(self) -> list[sqlite3.Row]:
+        """Rejected files with their reasons."""
+        return self.con.execute("SELECT path, reason FROM items WHERE status='rejected' ORDER BY id").fetchall()
+
+    def val_item_ids(self) -> list[int]:
+        """Items in the validation split."""
+        return [r[0] for r in self.con.execute("SELECT id FROM items WHERE status='ok' AND split='val'")]
+
+    def mark_validation(self, item_ids: Sequence[int]) -> None:
+        """Move items to the validation split (never trained on, never pseudo-labelled)."""
+        with self.transaction():
+            self.con.executemany("UPDATE items SET split='val' WHERE id=?", [(int(i),) for i in item_ids])
+
+    # ------------------------------------------------------------------ labels
+    def add_labels(
+        self,
+        rows: Sequence[LabelRow],
+        *,
+        source: str = "human",
+        round_number: int | None = None,
+        annotator: str | None = None,
+        batch_id: str | None = None,
+    ) -> int:
+        """Record a batch of labels in ONE transaction (all or nothing); return how many were written.
+
+        An item's previous current label is superseded (kept in the history). A label equal to the current
+        one is not duplicated.
+        """
+        if source not in ("human", "import"):
+            raise LabelError(f"label source must be human or import, not {source!r}")
+        now = time.time()
+        with self.transaction():
+            cids = self.class_ids()
+            rnd = self.current_round() if round_number is None else round_number
+            written = 0
+            for row in rows:
+                cid = None
+                if row.class_name is not None:
+                    if row.class_name not in cids:
+                        raise LabelError(f"unknown class {row.class_name!r}")
+                    cid = cids[row.class_name]
+                cur = self.con.execute(
+                    "SELECT id, class_id FROM labels WHERE item_id=? AND superseded_at IS NULL", (row.item_id,)
+                ).fetchone()
+                if cur is not None:
+                    if cur["class_id"] == cid:
+                        continue
+                    self.con.execute("UPDATE labels SET superseded_at=? WHERE id=?", (now, cur["id"]))
+                try:
+                    self.con.execute(
+                        "INSERT INTO labels(item_id, class_id, source, round, annotator, batch_id, created_at)"
+                        " VALUES(?, ?, ?, ?, ?, ?, ?)",
+                        (int(row.item_id), cid, source, rnd, annotator, batch_id, now),
+                    )
+                except sqlite3.IntegrityError as exc:
+                    raise LabelError(f"item {row.item_id} does not exist") from exc
+                written += 1
+            # an item labelled by a person is no longer a pseudo-label
+            self.con.executemany(
+                "DELETE FROM pseudo_labels WHERE item_id=?", [(int(r.item_id),) for r in rows]
+            )
+        return written
+
+    def undo_batch(self, batch_id: str) -> int:
+        """Remove the labels written by ``batch_id`` and restore what they superseded; one transaction."""
+        with self.transaction():
+            rows = self.con.execute(
+                "SELECT id, item_id, created_at FROM labels WHERE batch_id=? AND superseded_at IS NULL",
+                (batch_id,),
+            ).fetchall()
+            for r in rows:
+                self.con.execute("DELETE FROM labels WHERE id=?", (r["id"],))
+                prev = self.con.execute(
+                    "SELECT id FROM labels WHERE item_id=? AND superseded_at=? ORDER BY id DESC LIMIT 1",
+                    (r["item_id"], r["created_at"]),
+                ).fetchone()
+                if prev is not None:
+                    self.con.execute("UPDATE labels SET superseded_at=NULL WHERE id=?", (prev["id"],))
+        return len(rows)
+
+    def current_labels(self, *, split: str | None = None, include_none: bool = False) -> list[sqlite3.Row]:
+        """Current labels joined with items and classes: item_id, path, sha256, class, position, source, ..."""
+        sql = (
+            "SELECT l.item_id, i.path, i.sha256, i.split, c.name AS class, c.position, l.source, l.round,"
+            " l.annotator, l.created_at FROM labels l JOIN items i ON i.id=l.item_id"
+            " LEFT JOIN classes c ON c.id=l.class_id WHERE l.superseded_at IS NULL AND i.status='ok'"
+        )
+        args: list[Any] = []
+        if not include_none:
+            sql += " AND l.class_id IS NOT NULL"
+        if split is not None:
+            sql += " AND i.split=?"
+            args.append(split)
+        return self.con.execute(sql + " ORDER BY l.item_id", args).fetchall()
+
+    def label_history(self, item_id: int) -> list[sqlite3.Row]:
+        """Every label an item ever had, oldest first."""
+        return self.con.execute(
+            "SELECT l.*, c.name AS class FROM labels l LEFT JOIN classes c ON c.id=l.class_id"
+            " WHERE item_id=? ORDER BY l.id",
+            (item_id,),
+        ).fetchall()
+
+    def labeled_item_ids(self) -> set[int]:
+        """Items with a current answer (including "none of these")."""
+        return {r[0] for r in self.con.execute("SELECT item_id FROM labels WHERE superseded_at IS NULL")}
+
+    def unlabeled_item_ids(self, split: str | None = "pool") -> list[int]:
+        """Accepted items without a current answer."""
+        sql = (
+            "SELECT id FROM items WHERE status='ok' AND id NOT IN "
+            "(SELECT item_id FROM labels WHERE superseded_at IS NULL)"
+        )
+        args: list[Any] = []
+        if split is not None:
+            sql += " AND split=?"
+            args.append(split)
+        return [r[0] for r in self.con.execute(sql + " ORDER BY id", args)]
+
+    def label_counts(self) -> dict[str, dict[str, int]]:
+        """{class: {source: count}} over current labels."""
+        out: dict[str, dict[str, int]] = {c: {} for c in self.classes()}
+        for r in self.con.execute(
+            "SELECT c.name, l.source, COUNT(*) FROM labels l JOIN classes c ON c.id=l.class_id"
+            " JOIN items i ON i.id=l.item_id WHERE l.superseded_at IS NULL AND i.status='ok'"
+            " GROUP BY c.name, l.source"
+        ):
+            out.setdefault(r[0], {})[r[1]] = r[2]
+        return out
+
+    # ------------------------------------------------------------------ pseudo-labels
+    def replace_pseudo_labels(self, rows: Sequence[tuple[int, str, float]], round_number: int) -> None:
+        """Replace every pseudo-label with ``rows`` of (item_id, class, confidence)."""
+        with self.transaction():
+            cids = self.class_ids()
+            self.con.execute("DELETE FROM pseudo_labels")
+            self.con.executemany(
+                "INSERT INTO pseudo_labels(item_id, class_id, confidence, round) VALUES(?, ?, ?, ?)",
+                [(int(i), cids[c], float(p), round_number) for i, c, p in rows],
+            )
+
+    def pseudo_labels(self) -> list[sqlite3.Row]:
+        """Current pseudo-labels joined with items and classes."""
+        return self.con.execute(
+            "SELECT p.item_id, i.path, i.sha256, c.name AS class, c.position, p.confidence, p.round"
+            " FROM pseudo_labels p JOIN items i ON i.id=p.item_id JOIN classes c ON c.id=p.class_id"
+            " ORDER BY p.item_id"
+        ).fetchall()
+
+    # ------------------------------------------------------------------ rounds and models
+    def current_round(self) -> int:
+        """The number of the last finished round (0 before any)."""
+        r = self.con.execute("SELECT COALESCE(MAX(number), 0) FROM rounds WHERE status='done'").fetchone()
+        return int(r[0])
+
+    def start_round(self, strategy: str | None) -> int:
+        """Insert a ``running`` round and return its number (failed attempts are replaced)."""
+        with self.transaction():
+            number = self.current_round() + 1
+            self.con.execute("DELETE FROM rounds WHERE number>=? AND status!='done'", (number,))
+            self.con.execute(
+                "INSERT INTO rounds(number, strategy, status, started_at) VALUES(?, ?, 'running', ?)",
+                (number, strategy, time.time()),
+            )
+        return number
+
+    def finish_round(
+        self,
+        number: int,
+        *,
+        model_path: str,
+        arch: str,
+        config: dict[str, Any],
+        metrics: dict[str, Any],
+        timings: dict[str, float],
+        n_labeled: int,
+        n_pseudo: int,
+        n_val: int,
+    ) -> int:
+        """Record the model and mark the round done, in one transaction; return the model id."""
+        now = time.time()
+        with self.transaction():
+            cur = self.con.execute(
+                "INSERT INTO models(round, path, arch, config, metrics, created_at) VALUES(?, ?, ?, ?, ?, ?)",
+                (number, model_path, arch, json.dumps(config), json.dumps(metrics), now),
+            )
+            model_id = int(cur.lastrowid or 0)
+            self.con.execute(
+                "UPDATE rounds SET status='done', n_labeled=?, n_pseudo=?, n_val=?, metrics=?, timings=?,"
+                " model_id=?, finished_at=? WHERE number=?",
+                (n_labeled, n_pseudo, n_val, json.dumps(metrics), json.dumps(timings), model_id, now, number),
+            )
+        return model_id
+
+    def fail_round(self, number: int, error: str) -> None:
+        """Mark a round failed with its error; the previous model stays current."""
+        with self.transaction():
+            self.con.execute(
+                "UPDATE rounds SET status='failed', error=?, finished_at=? WHERE number=?",
+                (error, time.time(), number),
+            )
+
+    def rounds(self) -> list[dict[str, Any]]:
+        """All rounds as dicts with decoded metrics and timings."""
+        out = []
+        for r in self.con.execute("SELECT * FROM rounds ORDER BY number, id"):
+            d = dict(r)
+            d["metrics"] = json.loads(d["metrics"]) if d["metrics"] else {}
+            d["timings"] = json.loads(d["timings"]) if d["timings"] else {}
+            out.append(d)
+        return out
+
+    def current_model(self) -> dict[str, Any] | None:
+        """The model of the last finished round, or None."""
+        r = self.con.execute(
+            "SELECT m.* FROM rounds r JOIN models m ON m.id=r.model_id WHERE r.status='done'"
+            " ORDER BY r.number DESC LIMIT 1"
+        ).fetchone()
+        if r is None:
+            return None
+        d = dict(r)
+        d["config"] = json.loads(d["config"])
+        d["metrics"] = json.loads(d["metrics"])
+        return d
+
+
+def validate_class_name(name: str) -> str:
+    """Strip and check a class name: non-empty, no path separators or control characters, ≤ 100 chars."""
+    if not isinstance(name, str):
+        raise LabelError(f"class name must be text, not {type(name).__name__}")
+    name = name.strip()
+    if not name:
+        raise LabelError("class name is empty")
+    if len(name) > 100:
+        raise LabelError(f"class name longer than 100 characters: {name[:20]!r}...")
+    if any(ch in name for ch in "/\\") or name in (".", "..") or any(ord(ch) < 32 for ch in name):
+        raise LabelError(f"class name {name!r} contains a path separator or control character")
+    return name
+
+
+def _split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]

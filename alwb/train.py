@@ -1,0 +1,233 @@
+"""One round of training: seeded, warm-started or from scratch, on CUDA (bf16 autocast) / MPS / CPU."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .config import TrainConfig
+from .data import PixelDataset, normalise, train_transform
+from .models import Classifier, get_model
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; an explicit device that is missing is an error."""
+    from .errors import AlwbError
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise AlwbError("--device cuda was asked for but no CUDA GPU is available")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise AlwbError("--device mps was asked for but MPS is not available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU runs are then reproducible)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def auto_epochs(n_labels: int, batch_size: int, *, warm: bool, cfg: TrainConfig) -> int:
+    """Epochs for about 800 optimiser steps from scratch (fewer when warm-started), 3 to 150 epochs."""
+    if cfg.epochs:
+        return cfg.epochs if not warm else max(1, round(cfg.epochs * cfg.warm_epochs_ratio))
+    steps_per_epoch = max(1, math.ceil(n_labels / batch_size))
+    target = 800 * (cfg.warm_epochs_ratio if warm else 1.0)
+    return int(min(150, max(3, math.ceil(target / steps_per_epoch))))
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_model` returns."""
+
+    model: Classifier
+    epochs: int
+    seconds: float
+    device: str
+    amp: bool
+    warm: bool
+    losses: list[float] = field(default_factory=list)
+    train_accuracy: float = float("nan")
+
+
+def shrink_perturb(model: nn.Module, fresh: nn.Module, shrink: float, perturb: float) -> None:
+    """Ash & Adams (2020): ``θ ← shrink·θ + perturb·θ_fresh`` for every trainable parameter."""
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), fresh.parameters(), strict=True):
+            p.mul_(shrink).add_(q, alpha=perturb)
+
+
+def build_model(
+    arch: str, *, channels: int, num_classes: int, image_size: int, pretrained: str = "none"
+) -> Classifier:
+    """Wrapper over :func:`alwb.models.get_model`."""
+    return get_model(arch, channels=channels, num_classes=num_classes, image_size=image_size, pretrained=pretrained)
+
+
+def train_model(
+    x: np.ndarray,
+    y: npt.NDArray[np.int64],
+    *,
+    arch: str,
+    num_classes: int,
+    mean: list[float],
+    std: list[float],
+    cfg: TrainConfig,
+    init_state: dict[str, torch.Tensor] | None = None,
+    class_weights: npt.NDArray[np.float64] | None = None,
+    sample_weights: npt.NDArray[np.float64] | None = None,
+    progress: ProgressFn | None = None,
+) -> TrainResult:
+    """Train a model on uint8 pixels ``x`` ``(N, C, S, S)`` and labels ``y`` ``(N,)``.
+
+    ``init_state`` (a previous round's state_dict) warm-starts the model with shrink-and-perturb; a head of the
+    wrong shape (classes added) is re-initialised. ``sample_weights`` scale each sample's loss (pseudo-labels).
+    """
+    t0 = time.perf_counter()
+    seed_everything(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    device = resolve_device(cfg.device)
+    channels, size = int(x.shape[1]), int(x.shape[2])
+    model = build_model(
+        arch, channels=channels, num_classes=num_classes, image_size=size,
+        pretrained=cfg.pretrained if init_state is None else "none",
+    )
+    warm = False
+    if init_state is not None:
+        fresh = build_model(arch, channels=channels, num_classes=num_classes, image_size=size)
+        own = model.state_dict()
+        usable = {k: v for k, v in init_state.items() if k in own and own[k].shape == v.shape}
+        model.load_state_dict(usable, strict=False)
+        shrink_perturb(model, fresh, cfg.shrink, cfg.perturb)
+        warm = True
+    model.to(device)
+    epochs = auto_epochs(len(y), cfg.batch_size, warm=warm, cfg=cfg)
+
+    ds = PixelDataset(x, y, transform=train_transform(cfg.augment, size))
+    if sample_weights is not None:
+        ds_w = torch.as_tensor(sample_weights, dtype=torch.float32)
+    else:
+        ds_w = torch.ones(len(y), dtype=torch.float32)
+    idx_ds = _Indexed(ds)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = DataLoader(
+        idx_ds, batch_size=min(cfg.batch_size, len(ds)), shuffle=True, drop_last=len(ds) > cfg.batch_size,
+        generator=gen, num_workers=0,
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = max(1, epochs * len(loader))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
+    cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=device)
+    loss_fn = nn.CrossEntropyLoss(weight=cw, label_smoothing=cfg.label_smoothing, reduction="none")
+    m = torch.tensor(mean, device=device)
+    s = torch.tensor(std, device=device)
+    amp = device.type == "cuda"
+    losses: list[float] = []
+    model.train()
+    for epoch in range(epochs):
+        total, count = 0.0, 0
+        for xb, yb, ib in loader:
+            xb = normalise(xb.to(device, non_blocking=True), m, s)
+            yb = yb.to(device, non_blocking=True)
+            wb = ds_w[ib].to(device)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                logits = model(xb)
+            loss_each = loss_fn(logits.float(), yb)
+            loss = (loss_each * wb).sum() / wb.sum().clamp_min(1e-8)
+            if not torch.isfinite(loss):
+                from .errors import AlwbError
+
+                raise AlwbError(f"training diverged: loss is {loss.item()} in epoch {epoch + 1}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(yb)
+            count += len(yb)
+        losses.append(total / max(count, 1))
+        if progress is not None:
+            progress(epoch + 1, epochs, losses[-1])
+    model.eval()
+    return TrainResult(
+        model=model, epochs=epochs, seconds=time.perf_counter() - t0, device=str(device), amp=amp,
+        warm=warm, losses=losses,
+    )
+
+
+class _Indexed(torch.utils.data.Dataset):
+    def __init__(self, ds: PixelDataset) -> None:
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x, y = self.ds[i]
+        return x, y, i
+
+
+@torch.inference_mode()
+def predict_batches(
+    model: Classifier,
+    pixels: np.ndarray,
+    *,
+    mean: list[float],
+    std: list[float],
+    device: torch.device | str = "cpu",
+    batch_size: int = 1024,
+    out_probs: np.ndarray | None = None,
+    out_emb: np.ndarray | None = None,
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities ``(N, K)`` and embeddings ``(N, D)`` of uint8 ``pixels``, eval mode, no augmentation.
+
+    ``pixels`` may be a memory map; it is read in chunks, and results go into ``out_probs`` / ``out_emb`` when given
+    (memory maps, so a large pool need not fit in RAM).
+    """
+    device = torch.device(device)
+    model.eval().to(device)
+    n = len(pixels)
+    k = model.head.out_features
+    probs = out_probs if out_probs is not None else np.zeros((n, k), dtype=np.float32)
+    emb = out_emb if out_emb is not None else np.zeros((n, model.emb_dim), dtype=np.float32)
+    m = torch.tensor(mean, device=device)
+    s = torch.tensor(std, device=device)
+    amp = device.type == "cuda"
+    for start in range(0, n, batch_size):
+        xb = torch.from_numpy(np.array(pixels[start : start + batch_size])).to(device)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            e = model.embed(normalise(xb, m, s))
+            logits = model.head(e)
+        probs[start : start + len(xb)] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        emb[start : start + len(xb)] = e.float().cpu().numpy()
+        if progress is not None:
+            progress(min(n, start + batch_size), n, 0.0)
+    return probs, emb
+
+
+def default_threads() -> int:
+    """Threads torch uses (all cores)."""
+    return os.cpu_count() or 1
