@@ -32,10 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars or warnings")
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("init", help="create a project from a folder or CSV manifest of images",
-                       description="Create PROJECT with its SQLite store and import SRC: an ImageFolder tree "
-                       "(class subfolders become labels with source 'import'), a flat folder (all unlabeled), "
-                       "or a CSV manifest with a 'path' column (relative to the CSV) and an optional 'label'.")
+    p = sub.add_parser(
+        "init",
+        help="create a project from a folder or CSV manifest of images",
+        description="Create PROJECT with its SQLite store and import SRC: an ImageFolder tree "
+        "(class subfolders become labels with source 'import'), a flat folder (all unlabeled), "
+        "or a CSV manifest with a 'path' column (relative to the CSV) and an optional 'label'.",
+    )
     _add_project(p)
     p.add_argument("--images", required=True, type=Path, metavar="SRC", help="folder or CSV manifest")
     p.add_argument("--classes", help="comma-separated class names, in model order")
@@ -54,14 +57,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("query", help="the N items to label next, most informative first (read-only)")
     _add_project(p)
     p.add_argument("-n", type=int, default=None, help="how many items (default: the project's batch size)")
-    p.add_argument("--strategy", choices=list_strategies(), default=None,
-                   help="query strategy (default: the project's, margin)")
+    p.add_argument(
+        "--strategy", choices=list_strategies(), default=None, help="query strategy (default: the project's, margin)"
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("label", help="save answers from a CSV (columns id or path, and label) in one transaction",
-                       description="Columns: 'id' or 'path' (absolute, or relative to the CSV or the current "
-                       "folder) and 'label' (a class name, or <none> for 'none of these classes'). The file is "
-                       "one transaction: any bad line is reported with its number and nothing is written.")
+    p = sub.add_parser(
+        "label",
+        help="save answers from a CSV (columns id or path, and label) in one transaction",
+        description="Columns: 'id' or 'path' (absolute, or relative to the CSV or the current "
+        "folder) and 'label' (a class name, or <none> for 'none of these classes'). The file is "
+        "one transaction: any bad line is reported with its number and nothing is written.",
+    )
     _add_project(p)
     p.add_argument("answers", type=Path, help="answers CSV")
     p.add_argument("--annotator", default=os.environ.get("USER"), help="who labeled (default: $USER)")
@@ -86,10 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("demo", help="build a demo project from scikit-learn's digits and run it",
-                       description="Writes the 1,797 8x8 digits of scikit-learn as PNG files under DIR, creates a "
-                       "project there and runs labeling rounds in the terminal, the digits' own labels answering "
-                       "as the oracle, printing the validation accuracy per round.")
+    p = sub.add_parser(
+        "demo",
+        help="build a demo project from scikit-learn's digits and run it",
+        description="Writes the 1,797 8x8 digits of scikit-learn as PNG files under DIR, creates a "
+        "project there and runs labeling rounds in the terminal, the digits' own labels answering "
+        "as the oracle, printing the validation accuracy per round.",
+    )
     p.add_argument("--dir", type=Path, default=Path("data/demo"), help="where to build it (default data/demo)")
     p.add_argument("--rounds", type=int, default=5, help="labeling rounds (default 5)")
     p.add_argument("--batch", type=int, default=60, help="labels per round (default 60)")
@@ -102,8 +112,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     ap = build_parser()
     args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.ERROR if args.quiet else logging.WARNING,
-                        format="alwb: %(levelname)s: %(message)s")
+    logging.basicConfig(
+        level=logging.ERROR if args.quiet else logging.WARNING, format="alwb: %(levelname)s: %(message)s"
+    )
     try:
         return int(_dispatch(args) or 0)
     except AlwbError as exc:
@@ -115,8 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # a bug: one line, the traceback only on request
         if os.environ.get("ALWB_DEBUG"):
             raise
-        print(f"alwb: internal error: {type(exc).__name__}: {exc} (set ALWB_DEBUG=1 for the traceback)",
-              file=sys.stderr)
+        print(
+            f"alwb: internal error: {type(exc).__name__}: {exc} (set ALWB_DEBUG=1 for the traceback)", file=sys.stderr
+        )
         return 1
 
 
@@ -130,12 +142,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         with Project.create(args.project, classes=classes or None) as proj:
             if args.val_size is not None:
                 proj.set_config(val_size=args.val_size)
-            report = proj.add_images(args.images, classes=classes or None, unlabeled=args.unlabeled,
-                                     progress=progress)
+            report = proj.add_images(args.images, classes=classes or None, unlabeled=args.unlabeled, progress=progress)
             print(report.summary())
-            print(f"project {args.project}: {proj.store.item_count()} images, classes: "
-                  f"{', '.join(proj.classes) or '(none yet: use --classes or a labeled source)'}; "
-                  f"validation set {len(proj.store.val_item_ids())} items")
+            print(
+                f"project {args.project}: {proj.store.item_count()} images, classes: "
+                f"{', '.join(proj.classes) or '(none yet: use --classes or a labeled source)'}; "
+                f"validation set {len(proj.store.val_item_ids())} items"
+            )
         return 0
     if cmd == "add":
         with Project.open(args.project) as proj:
@@ -170,13 +183,20 @@ def _dispatch(args: argparse.Namespace) -> int:
             changes = {"model": args.model, "augment": args.augment, "balance": args.balance, "seed": args.seed}
             if any(v is not None for v in changes.values()):
                 proj.set_train_config(**changes)
-            summary = proj.train(from_scratch=args.from_scratch, epochs=args.epochs, device=args.device,
-                                 verbose=progress)
+            summary = proj.train(
+                from_scratch=args.from_scratch, epochs=args.epochs, device=args.device, verbose=progress
+            )
         for note in summary.notes:
             print(f"note: {note}")
-        print(_format_round(summary.round, summary.n_labeled, summary.metrics, summary.timings,
-                            extra=f"{'warm' if summary.warm else 'cold'} start, {summary.epochs} epochs "
-                            f"on {summary.device}"))
+        print(
+            _format_round(
+                summary.round,
+                summary.n_labeled,
+                summary.metrics,
+                summary.timings,
+                extra=f"{'warm' if summary.warm else 'cold'} start, {summary.epochs} epochs on {summary.device}",
+            )
+        )
         return 0
     if cmd == "export":
         from .export import export_project
@@ -202,8 +222,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "demo":
         from .demo import run_demo
 
-        return run_demo(args.dir, rounds=args.rounds, batch=args.batch, strategy=args.strategy,
-                        device=args.device, progress=progress)
+        return run_demo(
+            args.dir,
+            rounds=args.rounds,
+            batch=args.batch,
+            strategy=args.strategy,
+            device=args.device,
+            progress=progress,
+        )
     raise AlwbError(f"unknown command {cmd}")  # pragma: no cover - argparse guards this
 
 
@@ -211,16 +237,21 @@ def _fmt(x: Any, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def _format_round(number: int, n_labeled: int, metrics: dict[str, Any], timings: dict[str, float],
-                  extra: str = "") -> str:
+def _format_round(
+    number: int, n_labeled: int, metrics: dict[str, Any], timings: dict[str, float], extra: str = ""
+) -> str:
     val = metrics.get("val") or {}
     if val.get("n"):
-        acc = (f"val accuracy {_fmt(val['accuracy'])} [{_fmt(val['accuracy_low'])}, {_fmt(val['accuracy_high'])}] "
-               f"(n={val['n']}), macro-F1 {_fmt(val['macro_f1'])}")
+        acc = (
+            f"val accuracy {_fmt(val['accuracy'])} [{_fmt(val['accuracy_low'])}, {_fmt(val['accuracy_high'])}] "
+            f"(n={val['n']}), macro-F1 {_fmt(val['macro_f1'])}"
+        )
     else:
         acc = "val accuracy n/a (no validation labels yet)"
-    t = (f"train {timings.get('train_seconds', 0):.1f} s, score {timings.get('score_seconds', 0):.1f} s, "
-         f"round {timings.get('round_seconds', 0):.1f} s")
+    t = (
+        f"train {timings.get('train_seconds', 0):.1f} s, score {timings.get('score_seconds', 0):.1f} s, "
+        f"round {timings.get('round_seconds', 0):.1f} s"
+    )
     return f"round {number}: {n_labeled} labels, {acc}; {t}" + (f"; {extra}" if extra else "")
 
 
@@ -246,9 +277,15 @@ def _format_status(st: dict[str, Any]) -> str:
         else:
             lines.append(f"  round {r['number']}: {r['status']}" + (f" ({r['error']})" if r["error"] else ""))
     m = st["model"]
-    lines.append("model: " + ("none yet" if m is None else
-                              f"round {m['round']}, {m['arch']} {m['geometry']['channels']}x"
-                              f"{m['geometry']['image_size']}px, {m['path']}"))
+    lines.append(
+        "model: "
+        + (
+            "none yet"
+            if m is None
+            else f"round {m['round']}, {m['arch']} {m['geometry']['channels']}x"
+            f"{m['geometry']['image_size']}px, {m['path']}"
+        )
+    )
     return "\n".join(lines)
 
 

@@ -131,9 +131,7 @@ class PixelCache:
         self.pixels = np.load(self.pixels_path, mmap_mode="r")
         return int(missing.size)
 
-    def _decode(
-        self, paths: list[str], *, progress: bool, workers: int | None
-    ) -> tuple[np.ndarray, list[str | None]]:
+    def _decode(self, paths: list[str], *, progress: bool, workers: int | None) -> tuple[np.ndarray, list[str | None]]:
         from tqdm import tqdm
 
         n_workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
@@ -167,8 +165,10 @@ class PixelCache:
     def rows(self, item_ids: Sequence[int] | npt.NDArray[np.int64]) -> np.ndarray:
         """uint8 pixels of the given items, in that order, loaded into memory."""
         pos = self.positions(item_ids)
-        return np.asarray(self.pixels[np.sort(pos)])[np.argsort(np.argsort(pos))] if pos.size else np.zeros(
-            (0, self.channels, self.size, self.size), dtype=np.uint8
+        return (
+            np.asarray(self.pixels[np.sort(pos)])[np.argsort(np.argsort(pos))]
+            if pos.size
+            else np.zeros((0, self.channels, self.size, self.size), dtype=np.uint8)
         )
 
     def stats(self, max_rows: int = 5000, seed: int = 0) -> tuple[list[float], list[float]]:

@@ -46,7 +46,12 @@ def read_oracle(oracle_csv: str | Path) -> dict[str, str]:
 
 
 def run_demo(
-    folder: str | Path, *, rounds: int = 5, batch: int = 60, strategy: str = "margin", device: str = "auto",
+    folder: str | Path,
+    *,
+    rounds: int = 5,
+    batch: int = 60,
+    strategy: str = "margin",
+    device: str = "auto",
     progress: bool = False,
 ) -> int:
     """Build (or reopen) the demo project and run ``rounds`` labeling rounds with the oracle answering."""
@@ -63,9 +68,11 @@ def run_demo(
         proj.set_train_config(augment="crop", device=device)
         report = proj.add_images(images, progress=progress)
         print(report.summary())
-    print(f"demo: {proj.store.item_count()} digits, validation set of {len(proj.store.val_item_ids())} "
-          f"(random, never trained on); {rounds} rounds of {batch} labels by {strategy} sampling, "
-          "the digits' true labels answering")
+    print(
+        f"demo: {proj.store.item_count()} digits, validation set of {len(proj.store.val_item_ids())} "
+        f"(random, never trained on); {rounds} rounds of {batch} labels by {strategy} sampling, "
+        "the digits' true labels answering"
+    )
     from .cli import _format_round
 
     with proj:
@@ -75,8 +82,14 @@ def run_demo(
             answers = [(it.id, oracle[it.path]) for it in res.items]
             proj.label(answers, annotator="oracle")
             summary = proj.train(device=device)
-            print(_format_round(summary.round, summary.n_labeled, summary.metrics, summary.timings,
-                                extra=f"{len(res.items)} queried ({res.note or strategy}), "
-                                f"{time.perf_counter() - t0:.1f} s"))
+            print(
+                _format_round(
+                    summary.round,
+                    summary.n_labeled,
+                    summary.metrics,
+                    summary.timings,
+                    extra=f"{len(res.items)} queried ({res.note or strategy}), {time.perf_counter() - t0:.1f} s",
+                )
+            )
     print(f"project kept at {project_dir}; try: alwb status {project_dir}")
     return 0

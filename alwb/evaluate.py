@@ -21,9 +21,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     return float(ci.low), float(ci.high)
 
 
-def classification_metrics(
-    y_true: npt.ArrayLike, y_pred: npt.ArrayLike, classes: Sequence[str]
-) -> dict[str, Any]:
+def classification_metrics(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, classes: Sequence[str]) -> dict[str, Any]:
     """Metrics of predictions against labels (class indices ``0..K-1``), JSON-able.
 
     Returns accuracy, ``accuracy_low``/``accuracy_high`` (Wilson 95%), ``macro_f1``, ``balanced_accuracy``,
@@ -39,8 +37,16 @@ def classification_metrics(
     k = len(classes)
     n = int(yt.size)
     if n == 0:
-        return {"n": 0, "accuracy": None, "accuracy_low": None, "accuracy_high": None, "macro_f1": None,
-                "balanced_accuracy": None, "recall": {c: None for c in classes}, "confusion": []}
+        return {
+            "n": 0,
+            "accuracy": None,
+            "accuracy_low": None,
+            "accuracy_high": None,
+            "macro_f1": None,
+            "balanced_accuracy": None,
+            "recall": {c: None for c in classes},
+            "confusion": [],
+        }
     correct = int((yt == yp).sum())
     low, high = wilson_interval(correct, n)
     labels = list(range(k))

@@ -58,16 +58,37 @@ def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = 
     ds.mkdir(parents=True)
     rows: list[dict[str, Any]] = []
     for r in project.store.current_labels():
-        rows.append({"item_id": r["item_id"], "src": r["path"], "sha256": r["sha256"], "label": r["class"],
-                     "source": r["source"], "round": r["round"], "annotator": r["annotator"],
-                     "time": dt.datetime.fromtimestamp(r["created_at"], dt.timezone.utc).isoformat(),
-                     "split": r["split"], "confidence": None})
+        rows.append(
+            {
+                "item_id": r["item_id"],
+                "src": r["path"],
+                "sha256": r["sha256"],
+                "label": r["class"],
+                "source": r["source"],
+                "round": r["round"],
+                "annotator": r["annotator"],
+                "time": dt.datetime.fromtimestamp(r["created_at"], dt.timezone.utc).isoformat(),
+                "split": r["split"],
+                "confidence": None,
+            }
+        )
     n_pseudo = 0
     if include_pseudo:
         for r in project.store.pseudo_labels():
-            rows.append({"item_id": r["item_id"], "src": r["path"], "sha256": r["sha256"], "label": r["class"],
-                         "source": "pseudo", "round": r["round"], "annotator": None, "time": None,
-                         "split": "pool", "confidence": r["confidence"]})
+            rows.append(
+                {
+                    "item_id": r["item_id"],
+                    "src": r["path"],
+                    "sha256": r["sha256"],
+                    "label": r["class"],
+                    "source": "pseudo",
+                    "round": r["round"],
+                    "annotator": None,
+                    "time": None,
+                    "split": "pool",
+                    "confidence": r["confidence"],
+                }
+            )
             n_pseudo += 1
     class_dirs = {c: _safe_name(c) for c in project.classes}
     for row in rows:
@@ -78,8 +99,19 @@ def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = 
         shutil.copyfile(src, dest)
         row["path"] = dest.relative_to(out).as_posix()
         row["original_path"] = row.pop("src")
-    cols = ["path", "sha256", "label", "source", "round", "annotator", "time", "split", "confidence",
-            "original_path", "item_id"]
+    cols = [
+        "path",
+        "sha256",
+        "label",
+        "source",
+        "round",
+        "annotator",
+        "time",
+        "split",
+        "confidence",
+        "original_path",
+        "item_id",
+    ]
     df = pd.DataFrame(rows, columns=cols)
     df.to_csv(out / "manifest.csv", index=False)
     df.to_parquet(out / "manifest.parquet", index=False)
@@ -110,10 +142,19 @@ def export_model(project: Project, out: str | Path) -> Path:
         traced = torch.jit.trace(model, example)
     traced.save(str(tmp / "model.torchscript.pt"))
     (tmp / "labels.json").write_text(json.dumps(classes, indent=1))
-    pre = {"format_version": FORMAT_VERSION, "arch": geo["arch"], "image_size": geo["image_size"],
-           "channels": geo["channels"], "mean": geo["mean"], "std": geo["std"],
-           "resize": "shorter side to image_size, then centre crop", "scale": "pixels / 255, then (x - mean) / std",
-           "color": "L" if geo["channels"] == 1 else "RGB", "num_classes": len(classes), "emb_dim": model.emb_dim}
+    pre = {
+        "format_version": FORMAT_VERSION,
+        "arch": geo["arch"],
+        "image_size": geo["image_size"],
+        "channels": geo["channels"],
+        "mean": geo["mean"],
+        "std": geo["std"],
+        "resize": "shorter side to image_size, then centre crop",
+        "scale": "pixels / 255, then (x - mean) / std",
+        "color": "L" if geo["channels"] == 1 else "RGB",
+        "num_classes": len(classes),
+        "emb_dim": model.emb_dim,
+    }
     (tmp / "preprocess.json").write_text(json.dumps(pre, indent=1))
     (tmp / "MODEL_CARD.md").write_text(_model_card(project, cur, pre, classes))
     if mdir.exists():
@@ -126,15 +167,22 @@ def _model_card(project: Project, cur: dict[str, Any], pre: dict[str, Any], clas
     counts = Counter(r["class"] for r in project.store.current_labels(split="pool"))
     val = cur["metrics"].get("val", {})
     lines = [
-        "# alwb model card", "",
+        "# alwb model card",
+        "",
         f"- exported: {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}",
         f"- trained: round {cur['round']} at "
         f"{dt.datetime.fromtimestamp(cur['created_at'], dt.timezone.utc).isoformat(timespec='seconds')}",
         f"- architecture: {pre['arch']}, input {pre['channels']}×{pre['image_size']}×{pre['image_size']}",
-        f"- classes ({len(classes)}): {', '.join(classes)}", "",
-        "## Training labels", "", "| class | labels |", "| --- | --- |",
-        *[f"| {c} | {counts.get(c, 0)} |" for c in classes], "",
-        "## Validation (random sample of the pool, never trained on)", "",
+        f"- classes ({len(classes)}): {', '.join(classes)}",
+        "",
+        "## Training labels",
+        "",
+        "| class | labels |",
+        "| --- | --- |",
+        *[f"| {c} | {counts.get(c, 0)} |" for c in classes],
+        "",
+        "## Validation (random sample of the pool, never trained on)",
+        "",
     ]
     if val.get("n"):
         lines += [
@@ -160,8 +208,9 @@ def export_project(project: Project, out: str | Path, *, include_pseudo: bool = 
 def _build(geo: dict[str, Any], num_classes: int) -> Classifier:
     from .models import get_model
 
-    return get_model(geo["arch"], channels=geo["channels"], num_classes=num_classes,
-                     image_size=geo["image_size"], pretrained="none")
+    return get_model(
+        geo["arch"], channels=geo["channels"], num_classes=num_classes, image_size=geo["image_size"], pretrained="none"
+    )
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Any]:
@@ -219,10 +268,16 @@ class Predictor:
             except ImageRejected as exc:
                 out.append({"path": str(p), "error": exc.reason})
         if arrays:
-            probs, _ = predict_batches(self.model, np.stack(arrays), mean=self.pre["mean"], std=self.pre["std"],
-                                       device=self.device)
+            probs, _ = predict_batches(
+                self.model, np.stack(arrays), mean=self.pre["mean"], std=self.pre["std"], device=self.device
+            )
             for j, i in enumerate(ok):
                 k = int(probs[j].argmax())
-                out[i].update({"predicted": self.classes[k], "probability": float(probs[j, k]),
-                               "probabilities": {c: float(v) for c, v in zip(self.classes, probs[j], strict=True)}})
+                out[i].update(
+                    {
+                        "predicted": self.classes[k],
+                        "probability": float(probs[j, k]),
+                        "probabilities": {c: float(v) for c, v in zip(self.classes, probs[j], strict=True)},
+                    }
+                )
         return out

@@ -247,8 +247,7 @@ def ingest(
         unknown = [c for c in labels if c not in wanted and c not in known_classes]
         if unknown:
             raise AlwbError(
-                f"label(s) {', '.join(map(repr, unknown[:5]))} in {src} are not among --classes "
-                f"({', '.join(wanted)})"
+                f"label(s) {', '.join(map(repr, unknown[:5]))} in {src} are not among --classes ({', '.join(wanted)})"
             )
         report.new_classes = store.add_classes(wanted)
     if labels:
@@ -339,9 +338,7 @@ def _commit_batch(store, batch, by_path, known_hashes, report, annotator) -> Non
             if label is not None:
                 labels.append((int(cur.lastrowid or 0), label))
         if labels:
-            store.add_labels(
-                [LabelRow(i, c) for i, c in labels], source="import", round_number=0, annotator=annotator
-            )
+            store.add_labels([LabelRow(i, c) for i, c in labels], source="import", round_number=0, annotator=annotator)
             report.labeled += len(labels)
 
 

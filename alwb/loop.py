@@ -62,8 +62,12 @@ class QueryResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form."""
-        return {"strategy": self.strategy, "round": self.round, "note": self.note,
-                "items": [asdict(i) for i in self.items]}
+        return {
+            "strategy": self.strategy,
+            "round": self.round,
+            "note": self.note,
+            "items": [asdict(i) for i in self.items],
+        }
 
 
 @dataclass
@@ -174,8 +178,13 @@ class Project:
 
     # ------------------------------------------------------------------ ingest
     def add_images(
-        self, src: str | Path, *, classes: Sequence[str] | None = None, unlabeled: bool = False,
-        progress: bool = False, workers: int | None = None,
+        self,
+        src: str | Path,
+        *,
+        classes: Sequence[str] | None = None,
+        unlabeled: bool = False,
+        progress: bool = False,
+        workers: int | None = None,
     ) -> IngestReport:
         """Import a folder or manifest, then top up the validation set."""
         report = ingest(self.store, src, classes=classes, unlabeled=unlabeled, progress=progress, workers=workers)
@@ -197,9 +206,11 @@ class Project:
         if current >= target:
             return 0
         rng = np.random.default_rng(self.config.seed + current)
-        pool = np.asarray(self.store.unlabeled_item_ids(split="pool") + [
-            r["item_id"] for r in self.store.current_labels(split="pool") if r["source"] == "import"
-        ], dtype=np.int64)
+        pool = np.asarray(
+            self.store.unlabeled_item_ids(split="pool")
+            + [r["item_id"] for r in self.store.current_labels(split="pool") if r["source"] == "import"],
+            dtype=np.int64,
+        )
         if pool.size == 0:
             return 0
         chosen = rng.choice(np.sort(pool), size=min(target - current, pool.size), replace=False)
@@ -283,10 +294,16 @@ class Project:
             if scores is not None and rows is not None and rows[j] >= 0:
                 p = np.asarray(scores.probs[rows[j]])
                 pred, prob = scores.classes[int(p.argmax())], float(p.max())
-            out.append(QueryItem(
-                id=int(item_id), path=path, score=None if sc is None else float(sc[j]),
-                predicted=pred, probability=prob, reason=reason,
-            ))
+            out.append(
+                QueryItem(
+                    id=int(item_id),
+                    path=path,
+                    score=None if sc is None else float(sc[j]),
+                    predicted=pred,
+                    probability=prob,
+                    reason=reason,
+                )
+            )
         return out
 
     # ------------------------------------------------------------------ labels
@@ -388,9 +405,12 @@ class Project:
         cfg = cfg or self.train_config
         geo = self.store.get_meta("geometry")
         size, channels = choose_geometry(self.store, cfg.image_size, cfg.channels)
-        if geo and (not cfg.image_size or geo["image_size"] == size) and (
-            not cfg.channels or geo["channels"] == channels
-        ) and (cfg.model in ("auto", geo["arch"])):
+        if (
+            geo
+            and (not cfg.image_size or geo["image_size"] == size)
+            and (not cfg.channels or geo["channels"] == channels)
+            and (cfg.model in ("auto", geo["arch"]))
+        ):
             return geo
         arch = choose_arch(cfg.model, size)
         return {"image_size": size, "channels": channels, "arch": arch, "mean": None, "std": None}
@@ -452,9 +472,12 @@ class Project:
             notes: list[str] = []
             if not from_scratch and cfg.warm_start and prev is not None:
                 pcfg = prev["config"]
-                if pcfg.get("geometry", {}).get("arch") == geo["arch"] and pcfg["geometry"].get(
-                    "image_size") == geo["image_size"] and pcfg["geometry"].get("channels") == geo["channels"] and (
-                        Path(prev["path"]).is_file()):
+                if (
+                    pcfg.get("geometry", {}).get("arch") == geo["arch"]
+                    and pcfg["geometry"].get("image_size") == geo["image_size"]
+                    and pcfg["geometry"].get("channels") == geo["channels"]
+                    and (Path(prev["path"]).is_file())
+                ):
                     init_state = load_file(prev["path"])
                 else:
                     notes.append("model settings changed: trained from scratch")
@@ -465,11 +488,21 @@ class Project:
                 class_weights = cw(y, len(classes))
             tick = None
             if progress is not None:
+
                 def tick(done: int, total: int, _loss: float) -> None:
                     progress("train", done, total)
+
             result = train_model(
-                x, y, arch=geo["arch"], num_classes=len(classes), mean=geo["mean"], std=geo["std"], cfg=cfg,
-                init_state=init_state, class_weights=class_weights, progress=tick,
+                x,
+                y,
+                arch=geo["arch"],
+                num_classes=len(classes),
+                mean=geo["mean"],
+                std=geo["std"],
+                cfg=cfg,
+                init_state=init_state,
+                class_weights=class_weights,
+                progress=tick,
             )
             t_train = result.seconds
 
@@ -487,12 +520,20 @@ class Project:
             emb = np.lib.format.open_memmap(tmp_dir / "emb.npy", "w+", np.float32, (n_all, result.model.emb_dim))
             sprog = None
             if progress is not None:
+
                 def sprog(done: int, total: int, _x: float) -> None:
                     progress("score", done, total)
+
             with torch.inference_mode():
                 predict_batches(
-                    result.model, cache.pixels, mean=geo["mean"], std=geo["std"],
-                    device=resolve_device(cfg.device), out_probs=probs, out_emb=emb, progress=sprog,
+                    result.model,
+                    cache.pixels,
+                    mean=geo["mean"],
+                    std=geo["std"],
+                    device=resolve_device(cfg.device),
+                    out_probs=probs,
+                    out_emb=emb,
+                    progress=sprog,
                 )
             probs.flush()
             emb.flush()
@@ -502,17 +543,34 @@ class Project:
 
             scores = Scores(number, cache.ids, probs, emb, classes)
             metrics = self._round_metrics(scores, ids, y, classes)
-            timings = {"data_seconds": t_data, "train_seconds": t_train, "score_seconds": t_score,
-                       "round_seconds": time.perf_counter() - t_start}
-            config = {**cfg.to_dict(), "geometry": geo, "epochs_run": result.epochs, "warm": result.warm,
-                      "device_used": result.device, "amp": result.amp}
+            timings = {
+                "data_seconds": t_data,
+                "train_seconds": t_train,
+                "score_seconds": t_score,
+                "round_seconds": time.perf_counter() - t_start,
+            }
+            config = {
+                **cfg.to_dict(),
+                "geometry": geo,
+                "epochs_run": result.epochs,
+                "warm": result.warm,
+                "device_used": result.device,
+                "amp": result.amp,
+            }
             if score_dir.exists():
                 shutil.rmtree(score_dir)
             os.replace(tmp_dir, score_dir)
             self.store.set_meta("geometry", geo)
             self.store.finish_round(
-                number, model_path=str(model_path), arch=geo["arch"], config=config, metrics=metrics,
-                timings=timings, n_labeled=len(ids), n_pseudo=0, n_val=int(metrics.get("val", {}).get("n") or 0),
+                number,
+                model_path=str(model_path),
+                arch=geo["arch"],
+                config=config,
+                metrics=metrics,
+                timings=timings,
+                n_labeled=len(ids),
+                n_pseudo=0,
+                n_val=int(metrics.get("val", {}).get("n") or 0),
             )
         except BaseException as exc:
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -522,9 +580,16 @@ class Project:
             raise
         self._prune_scores(number)
         return RoundSummary(
-            round=number, n_labeled=len(ids), n_val=int(metrics.get("val", {}).get("n") or 0), metrics=metrics,
-            timings=timings, model_path=str(model_path), device=result.device, epochs=result.epochs,
-            warm=result.warm, notes=notes,
+            round=number,
+            n_labeled=len(ids),
+            n_val=int(metrics.get("val", {}).get("n") or 0),
+            metrics=metrics,
+            timings=timings,
+            model_path=str(model_path),
+            device=result.device,
+            epochs=result.epochs,
+            warm=result.warm,
+            notes=notes,
         )
 
     def _round_metrics(
@@ -575,8 +640,10 @@ class Project:
                 "labeled_by_source": dict(by_source),
                 "none_of_these": sum(1 for r in labeled if r["class"] is None),
                 "unlabeled": total - len(labeled),
-                "validation": {"size": len(st.val_item_ids()),
-                               "labeled": len(st.current_labels(split="val", include_none=True))},
+                "validation": {
+                    "size": len(st.val_item_ids()),
+                    "labeled": len(st.current_labels(split="val", include_none=True)),
+                },
                 "pseudo": len(st.pseudo_labels()),
                 "rejected": len(rej),
                 "rejected_reasons": dict(reasons.most_common()),
@@ -584,12 +651,31 @@ class Project:
             },
             "classes": {c: v for c, v in st.label_counts().items()},
             "rounds": [
-                {k: r[k] for k in ("number", "strategy", "status", "n_labeled", "n_pseudo", "n_val", "metrics",
-                                   "timings", "error", "started_at", "finished_at")}
+                {
+                    k: r[k]
+                    for k in (
+                        "number",
+                        "strategy",
+                        "status",
+                        "n_labeled",
+                        "n_pseudo",
+                        "n_val",
+                        "metrics",
+                        "timings",
+                        "error",
+                        "started_at",
+                        "finished_at",
+                    )
+                }
                 for r in st.rounds()
             ],
-            "model": None if model is None else {
-                "round": model["round"], "path": model["path"], "arch": model["arch"],
-                "geometry": model["config"].get("geometry"), "device": model["config"].get("device_used"),
+            "model": None
+            if model is None
+            else {
+                "round": model["round"],
+                "path": model["path"],
+                "arch": model["arch"],
+                "geometry": model["config"].get("geometry"),
+                "device": model["config"].get("device_used"),
             },
         }

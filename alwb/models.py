@@ -143,9 +143,7 @@ def choose_arch(name: str, image_size: int) -> str:
     return name
 
 
-def get_model(
-    name: str, *, channels: int, num_classes: int, image_size: int, pretrained: str = "none"
-) -> Classifier:
+def get_model(name: str, *, channels: int, num_classes: int, image_size: int, pretrained: str = "none") -> Classifier:
     """Build a registered model."""
     arch = choose_arch(name, image_size)
     return _REGISTRY[arch](channels, num_classes, image_size, pretrained)

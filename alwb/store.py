@@ -303,9 +303,7 @@ class Store:
                     raise LabelError(f"item {row.item_id} does not exist") from exc
                 written += 1
             # an item labelled by a person is no longer a pseudo-label
-            self.con.executemany(
-                "DELETE FROM pseudo_labels WHERE item_id=?", [(int(r.item_id),) for r in rows]
-            )
+            self.con.executemany("DELETE FROM pseudo_labels WHERE item_id=?", [(int(r.item_id),) for r in rows])
         return written
 
     def undo_batch(self, batch_id: str) -> int:

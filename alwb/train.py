@@ -79,9 +79,7 @@ def shrink_perturb(model: nn.Module, fresh: nn.Module, shrink: float, perturb: f
             p.mul_(shrink).add_(q, alpha=perturb)
 
 
-def build_model(
-    arch: str, *, channels: int, num_classes: int, image_size: int, pretrained: str = "none"
-) -> Classifier:
+def build_model(arch: str, *, channels: int, num_classes: int, image_size: int, pretrained: str = "none") -> Classifier:
     """Wrapper over :func:`alwb.models.get_model`."""
     return get_model(arch, channels=channels, num_classes=num_classes, image_size=image_size, pretrained=pretrained)
 
@@ -112,7 +110,10 @@ def train_model(
     device = resolve_device(cfg.device)
     channels, size = int(x.shape[1]), int(x.shape[2])
     model = build_model(
-        arch, channels=channels, num_classes=num_classes, image_size=size,
+        arch,
+        channels=channels,
+        num_classes=num_classes,
+        image_size=size,
         pretrained=cfg.pretrained if init_state is None else "none",
     )
     warm = False
@@ -134,8 +135,12 @@ def train_model(
     idx_ds = _Indexed(ds)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = DataLoader(
-        idx_ds, batch_size=min(cfg.batch_size, len(ds)), shuffle=True, drop_last=len(ds) > cfg.batch_size,
-        generator=gen, num_workers=0,
+        idx_ds,
+        batch_size=min(cfg.batch_size, len(ds)),
+        shuffle=True,
+        drop_last=len(ds) > cfg.batch_size,
+        generator=gen,
+        num_workers=0,
     )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = max(1, epochs * len(loader))
@@ -172,8 +177,13 @@ def train_model(
             progress(epoch + 1, epochs, losses[-1])
     model.eval()
     return TrainResult(
-        model=model, epochs=epochs, seconds=time.perf_counter() - t0, device=str(device), amp=amp,
-        warm=warm, losses=losses,
+        model=model,
+        epochs=epochs,
+        seconds=time.perf_counter() - t0,
+        device=str(device),
+        amp=amp,
+        warm=warm,
+        losses=losses,
     )
 
 
