@@ -182,8 +182,30 @@ class PixelCache:
         return [float(m) for m in mean], [float(max(s, 1e-3)) for s in std]
 
 
+def random_shift_flip(
+    x: torch.Tensor, *, pad: int, flip: bool, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Batched augmentation of uint8 ``(B, C, H, W)``: each image shifted by up to ``pad`` px (zero fill),
+    and mirrored left-right with probability 1/2 when ``flip``. Equivalent to torchvision's padded
+    ``RandomCrop`` + ``RandomHorizontalFlip`` per sample, done for the whole batch at once.
+    """
+    b, _, h, w = x.shape
+    dev = x.device
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(dev)
+    rows = dy[:, None] + torch.arange(h, device=dev)[None, :]
+    cols = dx[:, None] + torch.arange(w, device=dev)[None, :]
+    if flip:
+        mirror = (torch.rand(b, generator=generator) < 0.5).to(dev)
+        cols = torch.where(mirror[:, None], cols.flip(1), cols)
+    bi = torch.arange(b, device=dev)[:, None, None]
+    out = xp.permute(0, 2, 3, 1)[bi, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
 def train_transform(augment: str, size: int):  # noqa: ANN201 - a torchvision transform
-    """Per-sample augmentation on uint8 CHW tensors: shifts via padded random crops, optional flips."""
+    """Per-sample augmentation on uint8 CHW tensors (large images): random resized crops, optional flips."""
     from torchvision.transforms import v2
 
     if augment == "none":

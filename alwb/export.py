@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import os
 import shutil
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -138,7 +139,8 @@ def export_model(project: Project, out: str | Path) -> Path:
     tmp.mkdir(parents=True)
     save_file(state, str(tmp / "weights.safetensors"), metadata={"arch": geo["arch"]})
     example = torch.zeros(1, geo["channels"], geo["image_size"], geo["image_size"])
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream but still loads
         traced = torch.jit.trace(model, example)
     traced.save(str(tmp / "model.torchscript.pt"))
     (tmp / "labels.json").write_text(json.dumps(classes, indent=1))

@@ -17,8 +17,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageRejected
 
-#: Pillow format names that alwb decodes.
-ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "MPO", "GIF", "BMP", "WEBP", "TIFF")
+#: Pillow format names that alwb decodes. MPO (multi-picture JPEG) is opened by the JPEG plugin; it has no opener
+#: of its own, and naming it here would make ``Image.open`` raise ``KeyError`` for every non-PNG/JPEG file.
+ALLOWED_FORMATS: tuple[str, ...] = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 #: File extensions picked up when scanning a folder (case-insensitive).
 IMAGE_EXTENSIONS: frozenset[str] = frozenset(
     {".png", ".jpg", ".jpeg", ".jpe", ".gif", ".bmp", ".dib", ".webp", ".tif", ".tiff"}
@@ -56,7 +57,7 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(p, formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise ImageRejected(f"decompression bomb: {exc}".split(" could be")[0]) from None
+        raise ImageRejected(f"decompression bomb: {exc}".split(" could be")[0].rstrip(",")) from None
     except UnidentifiedImageError:
         raise ImageRejected(
             "not a supported image (unrecognised content; accepted: PNG, JPEG, GIF, BMP, WebP, TIFF)"
@@ -67,6 +68,9 @@ def _open(path: str | os.PathLike[str]) -> Image.Image:
         w, h = img.size
         img.close()
         raise ImageRejected(f"decompression bomb: {w}x{h} = {w * h} pixels exceeds the limit of {limit}")
+    if img.mode == "LAB":  # Pillow's LAB -> RGB conversion gives wrong colours and LAB -> L fails
+        img.close()
+        raise ImageRejected("unsupported colour mode LAB (save the image as RGB)")
     return img
 
 
@@ -148,6 +152,8 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
         img = img.convert("RGBA") if "transparency" in img.info else img.convert("RGB")
     elif mode == "PA":
         img = img.convert("RGBA")
+    elif mode in ("L", "RGB") and img.info.get("transparency") is not None:
+        img = img.convert("LA" if mode == "L" else "RGBA")  # a tRNS colour key becomes an alpha channel
     elif mode == "1":
         img = img.convert("L")
     elif mode == "La":

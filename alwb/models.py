@@ -34,26 +34,23 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+def _conv_bn(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 def small_cnn(channels: int, num_classes: int, width: int = 32) -> Classifier:
-    """A VGG-style CNN (3 stages of two 3×3 convs) with global average pooling; ~0.3 M parameters."""
+    """Three 3×3 conv-BN-ReLU stages (``width``, 2×, 4× channels; max-pool between) and global average pooling.
+
+    About 0.1 M parameters and 7.5 M multiply-adds for a 28×28 image: cheap enough to score a 60,000-image pool
+    on two CPU cores every round.
+    """
     w = width
     backbone = nn.Sequential(
-        _block(channels, w),
+        _conv_bn(channels, w),
         nn.MaxPool2d(2),
-        _block(w, 2 * w),
+        _conv_bn(w, 2 * w),
         nn.MaxPool2d(2),
-        _block(2 * w, 4 * w),
+        _conv_bn(2 * w, 4 * w),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
         nn.Dropout(0.2),

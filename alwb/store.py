@@ -21,6 +21,7 @@ import contextlib
 import json
 import sqlite3
 import time
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,12 +121,16 @@ class Store:
         if not create and not self.path.exists():
             raise ProjectError(f"no alwb store at {self.path} (run 'alwb init' first)")
         self.con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-        self.con.row_factory = sqlite3.Row
-        self.con.execute("PRAGMA journal_mode=WAL")
-        self.con.execute("PRAGMA foreign_keys=ON")
-        self.con.execute("PRAGMA synchronous=FULL")
-        self.con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-        self._migrate()
+        try:
+            self.con.row_factory = sqlite3.Row
+            self.con.execute("PRAGMA journal_mode=WAL")
+            self.con.execute("PRAGMA foreign_keys=ON")
+            self.con.execute("PRAGMA synchronous=FULL")
+            self.con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self._migrate()
+        except BaseException:
+            self.con.close()  # a refused store must not stay open
+            raise
 
     # ------------------------------------------------------------------ plumbing
     def close(self) -> None:
@@ -212,7 +217,10 @@ class Store:
         """Rename a class; labels follow (they reference the id)."""
         new = validate_class_name(new)
         with self.transaction():
-            cur = self.con.execute("UPDATE classes SET name=? WHERE name=?", (new, old))
+            try:
+                cur = self.con.execute("UPDATE classes SET name=? WHERE name=?", (new, old))
+            except sqlite3.IntegrityError:
+                raise LabelError(f"cannot rename {old!r} to {new!r}: that class already exists") from None
             if cur.rowcount != 1:
                 raise LabelError(f"unknown class {old!r}")
 
@@ -276,11 +284,15 @@ class Store:
         if source not in ("human", "import"):
             raise LabelError(f"label source must be human or import, not {source!r}")
         now = time.time()
+        latest: dict[int, LabelRow] = {}
+        for row in rows:  # an item answered twice in one batch: the last answer wins
+            latest.pop(int(row.item_id), None)
+            latest[int(row.item_id)] = row
         with self.transaction():
             cids = self.class_ids()
             rnd = self.current_round() if round_number is None else round_number
             written = 0
-            for row in rows:
+            for row in latest.values():
                 cid = None
                 if row.class_name is not None:
                     if row.class_name not in cids:
@@ -478,7 +490,7 @@ def validate_class_name(name: str) -> str:
         raise LabelError("class name is empty")
     if len(name) > 100:
         raise LabelError(f"class name longer than 100 characters: {name[:20]!r}...")
-    if any(ch in name for ch in "/\\") or name in (".", "..") or any(ord(ch) < 32 for ch in name):
+    if any(ch in name for ch in "/\\") or name in (".", "..") or any(unicodedata.category(ch) == "Cc" for ch in name):
         raise LabelError(f"class name {name!r} contains a path separator or control character")
     return name
 

@@ -14,10 +14,9 @@ import numpy as np
 import numpy.typing as npt
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from .config import TrainConfig
-from .data import PixelDataset, normalise, train_transform
+from .data import normalise, random_shift_flip, train_transform
 from .models import Classifier, get_model
 
 log = logging.getLogger(__name__)
@@ -52,7 +51,7 @@ def seed_everything(seed: int) -> None:
 def auto_epochs(n_labels: int, batch_size: int, *, warm: bool, cfg: TrainConfig) -> int:
     """Epochs for about 800 optimiser steps from scratch (fewer when warm-started), 3 to 150 epochs."""
     if cfg.epochs:
-        return cfg.epochs if not warm else max(1, round(cfg.epochs * cfg.warm_epochs_ratio))
+        return cfg.epochs
     steps_per_epoch = max(1, math.ceil(n_labels / batch_size))
     target = 800 * (cfg.warm_epochs_ratio if warm else 1.0)
     return int(min(150, max(3, math.ceil(target / steps_per_epoch))))
@@ -127,23 +126,10 @@ def train_model(
     model.to(device)
     epochs = auto_epochs(len(y), cfg.batch_size, warm=warm, cfg=cfg)
 
-    ds = PixelDataset(x, y, transform=train_transform(cfg.augment, size))
-    if sample_weights is not None:
-        ds_w = torch.as_tensor(sample_weights, dtype=torch.float32)
-    else:
-        ds_w = torch.ones(len(y), dtype=torch.float32)
-    idx_ds = _Indexed(ds)
     gen = torch.Generator().manual_seed(cfg.seed)
-    loader = DataLoader(
-        idx_ds,
-        batch_size=min(cfg.batch_size, len(ds)),
-        shuffle=True,
-        drop_last=len(ds) > cfg.batch_size,
-        generator=gen,
-        num_workers=0,
-    )
+    batches = _BatchIterator(x, y, sample_weights, cfg=cfg, size=size, generator=gen)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = max(1, epochs * len(loader))
+    steps = max(1, epochs * len(batches))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps, pct_start=0.15)
     cw = None if class_weights is None else torch.as_tensor(class_weights, dtype=torch.float32, device=device)
     loss_fn = nn.CrossEntropyLoss(weight=cw, label_smoothing=cfg.label_smoothing, reduction="none")
@@ -154,10 +140,10 @@ def train_model(
     model.train()
     for epoch in range(epochs):
         total, count = 0.0, 0
-        for xb, yb, ib in loader:
+        for xb, yb, wb in batches:
             xb = normalise(xb.to(device, non_blocking=True), m, s)
             yb = yb.to(device, non_blocking=True)
-            wb = ds_w[ib].to(device)
+            wb = wb.to(device, non_blocking=True)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                 logits = model(xb)
             loss_each = loss_fn(logits.float(), yb)
@@ -187,16 +173,50 @@ def train_model(
     )
 
 
-class _Indexed(torch.utils.data.Dataset):
-    def __init__(self, ds: PixelDataset) -> None:
-        self.ds = ds
+class _BatchIterator:
+    """Shuffled, augmented mini-batches of (uint8 images, labels, sample weights), reproducible per seed.
+
+    Small images (≤ 64 px) are augmented a whole batch at a time (:func:`random_shift_flip`); larger ones per
+    sample with torchvision's random resized crop.
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: npt.NDArray[np.int64],
+        w: npt.NDArray[np.float64] | None,
+        *,
+        cfg: TrainConfig,
+        size: int,
+        generator: torch.Generator,
+    ) -> None:
+        self.x = torch.from_numpy(np.array(x, dtype=np.uint8))
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        self.w = torch.ones(len(y)) if w is None else torch.as_tensor(w, dtype=torch.float32)
+        self.bs = min(cfg.batch_size, len(y))
+        # keep every sample each epoch; only a trailing batch of one (BatchNorm cannot train on it) is dropped
+        self.drop_last = len(y) % self.bs == 1 and len(y) > 1
+        self.gen = generator
+        self.augment = cfg.augment
+        self.size = size
+        self.per_sample = train_transform(cfg.augment, size) if size > 64 else None
 
     def __len__(self) -> int:
-        return len(self.ds)
+        n = len(self.y)
+        return n // self.bs if self.drop_last else -(-n // self.bs)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        x, y = self.ds[i]
-        return x, y, i
+    def __iter__(self):  # noqa: ANN204 - generator
+        perm = torch.randperm(len(self.y), generator=self.gen)
+        for k in range(len(self)):
+            idx = perm[k * self.bs : (k + 1) * self.bs]
+            xb = self.x[idx]
+            if self.augment != "none":
+                if self.per_sample is not None:
+                    xb = torch.stack([self.per_sample(img) for img in xb])
+                else:
+                    pad = max(2, self.size // 8)
+                    xb = random_shift_flip(xb, pad=pad, flip=self.augment == "crop+flip", generator=self.gen)
+            yield xb, self.y[idx], self.w[idx]
 
 
 @torch.inference_mode()
