@@ -129,7 +129,8 @@ def scan(src: str | Path, *, unlabeled: bool = False) -> ScannedSource:
         return _scan_manifest(src, unlabeled=unlabeled)
     root = src.resolve()
     top_images = [p for p in sorted(root.iterdir()) if p.is_file() and is_image_path(p)]
-    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".")]
+    # symlinked folders are not walked (see _walk), so they cannot make this an ImageFolder tree either
+    subdirs = [d for d in sorted(root.iterdir()) if d.is_dir() and not d.is_symlink() and not d.name.startswith(".")]
     has_class_dirs = any(any(is_image_path(f) for f, _ in _walk(d)) for d in subdirs)
     kind = "ImageFolder tree" if has_class_dirs and not unlabeled else "flat folder"
     cands: list[Candidate] = []
@@ -153,7 +154,7 @@ def scan(src: str | Path, *, unlabeled: bool = False) -> ScannedSource:
 
 def _scan_manifest(csv: Path, *, unlabeled: bool) -> ScannedSource:
     try:
-        df = pd.read_csv(csv, dtype=str, keep_default_na=False, sep="\t" if csv.suffix == ".tsv" else ",")
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False, sep="\t" if csv.suffix.lower() == ".tsv" else ",")
     except Exception as exc:  # pandas raises many types for malformed files
         raise ManifestError(f"cannot read manifest {csv}: {exc}") from None
     df.columns = [str(c).strip().lower() for c in df.columns]
@@ -203,8 +204,7 @@ def check_file(path: str) -> tuple[str, str | None, int, ImageInfo | None, str |
     if st.st_size > MAX_FILE_BYTES:
         return path, None, st.st_size, None, f"file larger than {MAX_FILE_BYTES // 2**20} MB"
     try:
-        with open(p, "rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        digest = _sha256(p)
     except OSError as exc:
         return path, None, st.st_size, None, f"cannot read file: {exc.strerror or exc}"
     try:
@@ -214,6 +214,15 @@ def check_file(path: str) -> tuple[str, str | None, int, ImageInfo | None, str |
     except Exception as exc:  # a decoder bug must not stop the import
         return path, digest, st.st_size, None, f"unreadable image ({type(exc).__name__}: {exc})"
     return path, digest, st.st_size, info, None
+
+
+def _sha256(path: Path) -> str:
+    """SHA-256 of a file, read in 1 MiB blocks (``hashlib.file_digest`` needs Python 3.11)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _check_chunk(paths: Sequence[str]) -> list[tuple[str, str | None, int, ImageInfo | None, str | None]]:
