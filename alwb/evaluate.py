@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,13 +55,18 @@ def classification_metrics(y_true: npt.ArrayLike, y_pred: npt.ArrayLike, classes
     support = cm.sum(axis=1)
     recall = {c: (float(cm[i, i] / support[i]) if support[i] else None) for i, c in enumerate(classes)}
     present = sorted(set(yt.tolist()))
+    with warnings.catch_warnings():
+        # a round may see one class only, or predict classes absent from the labels: expected, not news
+        warnings.simplefilter("ignore", UserWarning)
+        macro_f1 = float(f1_score(yt, yp, labels=present, average="macro", zero_division=0))
+        balanced = float(balanced_accuracy_score(yt, yp)) if present else None
     return {
         "n": n,
         "accuracy": correct / n,
         "accuracy_low": low,
         "accuracy_high": high,
-        "macro_f1": float(f1_score(yt, yp, labels=present, average="macro", zero_division=0)),
-        "balanced_accuracy": float(balanced_accuracy_score(yt, yp)) if present else None,
+        "macro_f1": macro_f1,
+        "balanced_accuracy": balanced,
         "recall": recall,
         "confusion": cm.tolist(),
     }

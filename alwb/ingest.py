@@ -30,7 +30,7 @@ from .images import ImageInfo, is_image_path, probe
 from .store import LabelRow, Store, validate_class_name
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:(//|[^\\/])")
+_URL = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*://|(file|https?|ftp|data|javascript|s3|gs):)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -242,8 +242,9 @@ def ingest(
 ) -> IngestReport:
     """Import ``src`` into ``store``; returns an :class:`IngestReport`.
 
-    Labels found in the source must be among ``classes`` (when given) or the project's classes; new ones are
-    added when the project has no fixed class list yet.
+    Labels found in the source must be among ``classes`` when those are given; otherwise labels that are not
+    yet classes of the project become new classes (listed in the report). Files rejected by an earlier import
+    are checked again.
     """
     t0 = time.perf_counter()
     source = scan(src, unlabeled=unlabeled)
@@ -262,7 +263,8 @@ def ingest(
     if labels:
         report.new_classes += store.add_classes(labels)
 
-    known_paths = store.known_paths()
+    # accepted files are never read again; files rejected earlier are checked again (they may be fixed now)
+    known_paths = {r[0] for r in store.con.execute("SELECT path FROM items WHERE status='ok'")}
     known_hashes = store.known_hashes()
     todo: list[Candidate] = []
     for c in source.candidates:
@@ -319,7 +321,8 @@ def _run_checks(paths: list[str], *, progress: bool, workers: int | None):  # no
 def _insert_reject(store: Store, path: str, sha: str | None, size: int, reason: str, now: float) -> None:
     store.con.execute(
         "INSERT INTO items(path, sha256, size, status, reason, added_at) VALUES(?, ?, ?, 'rejected', ?, ?)"
-        " ON CONFLICT(path) DO NOTHING",
+        " ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size, reason=excluded.reason"
+        " WHERE status='rejected'",
         (path, sha, size, reason, now),
     )
 
@@ -337,15 +340,18 @@ def _commit_batch(store, batch, by_path, known_hashes, report, annotator) -> Non
                 report.duplicates += 1
                 continue
             known_hashes.add(sha)
-            cur = store.con.execute(
+            store.con.execute(
                 "INSERT INTO items(path, sha256, size, width, height, mode, format, grey, status, added_at)"
-                " VALUES(?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?)",
+                " VALUES(?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?) ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256,"
+                " size=excluded.size, width=excluded.width, height=excluded.height, mode=excluded.mode,"
+                " format=excluded.format, grey=excluded.grey, status='ok', reason=NULL, added_at=excluded.added_at",
                 (path, sha, size, info.width, info.height, info.mode, info.format, int(info.grey), now),
             )
             report.added += 1
             label = by_path[path].label
             if label is not None:
-                labels.append((int(cur.lastrowid or 0), label))
+                item_id = store.con.execute("SELECT id FROM items WHERE path=?", (path,)).fetchone()[0]
+                labels.append((int(item_id), label))
         if labels:
             store.add_labels([LabelRow(i, c) for i, c in labels], source="import", round_number=0, annotator=annotator)
             report.labeled += len(labels)

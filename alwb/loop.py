@@ -258,7 +258,8 @@ class Project:
         pool = np.asarray([i for i in self.store.unlabeled_item_ids(split="pool") if i not in excluded], np.int64)
         if not pending_val and pool.size == 0:
             raise EmptyPoolError("every item is labeled: nothing left to query")
-        k_val = min(len(pending_val), math.ceil(n * cfg.val_share)) if pool.size else min(len(pending_val), n)
+        # validation items take up to val_share of the batch, and fill it when the pool runs short
+        k_val = min(len(pending_val), max(math.ceil(n * cfg.val_share), n - int(pool.size)))
         k_pool = min(n - k_val, int(pool.size))
         scores = self.scores()
         note = None
@@ -376,7 +377,7 @@ class Project:
     def _resolve_answer_item(self, row: dict[str, str | None], base: Path) -> int | str:
         raw_id = (row.get("id") or "").strip()
         if raw_id:
-            if not raw_id.isdigit():
+            if not (raw_id.isascii() and raw_id.isdecimal()):
                 return f"id {raw_id!r} is not a number"
             item = self.store.item(int(raw_id))
             if item is None or item["status"] != "ok":

@@ -30,7 +30,10 @@ from typing import Any
 from .errors import LabelError, ProjectError
 
 SCHEMA_VERSION = 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 LABEL_SOURCES = ("human", "import", "pseudo")
+#: Answers that are not classes ("none of these classes", "skip").
+RESERVED_NAMES = frozenset({"<none>", "<skip>"})
 
 _SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -246,7 +249,9 @@ class Store:
         return [r[0] for r in self.con.execute("SELECT id FROM items WHERE status='ok' ORDER BY id")]
 
     def item(self, item_id: int) -> sqlite3.Row | None:
-        """One item row."""
+        """One item row (None for an id no item can have, e.g. beyond SQLite's 64-bit integers)."""
+        if not _INT64_MIN <= int(item_id) <= _INT64_MAX:
+            return None
         return self.con.execute("SELECT * FROM items WHERE id=?", (item_id,)).fetchone()
 
     def item_by_path(self, path: str) -> sqlite3.Row | None:
@@ -286,6 +291,8 @@ class Store:
         now = time.time()
         latest: dict[int, LabelRow] = {}
         for row in rows:  # an item answered twice in one batch: the last answer wins
+            if not _INT64_MIN <= int(row.item_id) <= _INT64_MAX:
+                raise LabelError(f"item {row.item_id} does not exist")
             latest.pop(int(row.item_id), None)
             latest[int(row.item_id)] = row
         with self.transaction():
@@ -390,6 +397,9 @@ class Store:
         """Replace every pseudo-label with ``rows`` of (item_id, class, confidence)."""
         with self.transaction():
             cids = self.class_ids()
+            unknown = sorted({c for _, c, _ in rows if c not in cids})
+            if unknown:
+                raise LabelError(f"unknown class(es) for pseudo-labels: {', '.join(map(repr, unknown))}")
             self.con.execute("DELETE FROM pseudo_labels")
             self.con.executemany(
                 "INSERT INTO pseudo_labels(item_id, class_id, confidence, round) VALUES(?, ?, ?, ?)",
@@ -442,11 +452,13 @@ class Store:
                 (number, model_path, arch, json.dumps(config), json.dumps(metrics), now),
             )
             model_id = int(cur.lastrowid or 0)
-            self.con.execute(
+            upd = self.con.execute(
                 "UPDATE rounds SET status='done', n_labeled=?, n_pseudo=?, n_val=?, metrics=?, timings=?,"
-                " model_id=?, finished_at=? WHERE number=?",
+                " model_id=?, finished_at=? WHERE number=? AND status='running'",
                 (n_labeled, n_pseudo, n_val, json.dumps(metrics), json.dumps(timings), model_id, now, number),
             )
+            if upd.rowcount != 1:
+                raise ProjectError(f"round {number} is not running; its result was not recorded")
         return model_id
 
     def fail_round(self, number: int, error: str) -> None:
@@ -492,6 +504,8 @@ def validate_class_name(name: str) -> str:
         raise LabelError(f"class name longer than 100 characters: {name[:20]!r}...")
     if any(ch in name for ch in "/\\") or name in (".", "..") or any(unicodedata.category(ch) == "Cc" for ch in name):
         raise LabelError(f"class name {name!r} contains a path separator or control character")
+    if name.lower() in RESERVED_NAMES:
+        raise LabelError(f"class name {name!r} is reserved for answers that are not a class")
     return name
 
 

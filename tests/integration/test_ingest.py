@@ -155,9 +155,28 @@ def test_reimport_adds_nothing(tmp_path: Path, project: Project) -> None:
 
     again = project.add_images(src, workers=1)
     assert again.added == 0
-    assert again.already_known == len(GOOD) + len(BAD) == first.added + len(first.rejected)
-    assert again.duplicates == 0 and again.rejected == [] and again.labeled == 0
+    assert again.already_known == len(GOOD) == first.added
+    # files rejected before are checked again (they may have been fixed); still bad, nothing changes
+    assert sorted(again.rejected) == sorted(first.rejected)
+    assert again.duplicates == 0 and again.labeled == 0
     assert (_items(project), _rejected(project)) == before
+
+
+def test_a_rejected_file_that_was_fixed_is_accepted_on_reimport(tmp_path: Path, project: Project) -> None:
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("RGB", (12, 12), (10, 200, 30)).save(src / "ok.png")
+    (src / "later.png").write_bytes(b"")
+    first = project.add_images(src, workers=1)
+    assert first.added == 1 and [r for _, r in first.rejected] == ["empty file (0 bytes)"]
+    Image.new("RGB", (14, 10), (200, 10, 30)).save(src / "later.png")
+    again = project.add_images(src, workers=1)
+    assert again.added == 1 and again.rejected == [] and again.already_known == 1
+    row = project.store.item_by_path(_key(src / "later.png"))
+    assert row["status"] == "ok" and row["reason"] is None and (row["width"], row["height"]) == (14, 10)
+    assert project.store.rejected() == [] and project.store.item_count() == 2
 
 
 def test_same_content_under_a_new_name_is_a_duplicate(tmp_path: Path, project: Project) -> None:
@@ -168,7 +187,7 @@ def test_same_content_under_a_new_name_is_a_duplicate(tmp_path: Path, project: P
     report = project.add_images(src, workers=1)
     assert report.added == 0
     assert report.duplicates == 1
-    assert report.already_known == len(GOOD) + len(BAD)
+    assert report.already_known == len(GOOD)
     assert project.store.item_by_path(_key(src / "photo copy.jpg")) is None
     assert project.store.item_count() == len(GOOD)
 
@@ -378,10 +397,11 @@ def test_manifest_reimport_adds_nothing(tmp_path: Path, project: Project) -> Non
     for name, reason in BAD.items():
         assert reason in _rejected(project)[_key(src / name)]
     again = project.add_images(csv, workers=1)
-    assert (again.added, again.already_known, again.rejected) == (0, len(GOOD) + len(BAD), [])
+    assert (again.added, again.already_known, len(again.rejected)) == (0, len(GOOD), len(BAD))
     # the same files seen through the folder are already known too
     folder = project.add_images(src, workers=1)
-    assert (folder.added, folder.already_known) == (0, len(GOOD) + len(BAD))
+    assert (folder.added, folder.already_known) == (0, len(GOOD))
+    assert project.store.item_count() == len(GOOD) and len(project.store.rejected()) == len(BAD)
 
 
 # ----------------------------------------------------------------------------- the process pool
@@ -433,3 +453,18 @@ def test_process_pool_gives_the_same_result(tmp_path: Path, monkeypatch) -> None
     assert classes == ["even", "odd"]
     assert {Path(p).name for p, _ in rejected} == {"broken.png", "zero.png"}
     assert len(rows) == 602
+
+
+def test_manifest_file_names_with_a_colon_are_not_urls(tmp_path: Path, project: Project) -> None:
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    Image.new("L", (9, 9), 77).save(src / "img:1.png")
+    (src / "list.csv").write_text("path\nimg:1.png\nhttps://example.com/x.png\nFILE:/etc/hosts\n")
+    report = project.add_images(src / "list.csv", workers=1)
+    assert report.added == 1
+    assert sorted(r for _, r in report.rejected) == [
+        "line 3: URLs are not imported (only local files)",
+        "line 4: URLs are not imported (only local files)",
+    ]
