@@ -82,6 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=["none", "crop", "crop+flip"], help="training augmentation")
     p.add_argument("--balance", choices=["none", "weights"], help="class-weighted loss")
     p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
+
+    p = sub.add_parser(
+        "ui",
+        help="start the browser workbench on a project",
+        description="Starts the Streamlit workbench and prints its address. It listens on "
+        "127.0.0.1 only, unless --host says otherwise (--host 0.0.0.0 opens it to the network).",
+    )
+    p.add_argument(
+        "project",
+        type=Path,
+        nargs="?",
+        default=None,
+        help="project folder to open (optional: the Start page can open or create one)",
+    )
+    p.add_argument("--port", type=int, default=8501, help="port (default 8501)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1, this machine only)")
 
     p = sub.add_parser("export", help="write the labeled dataset and the trained model to OUT")
     _add_project(p)
@@ -179,13 +196,38 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"saved {n} label(s) (batch {batch}); {len(proj.store.labeled_item_ids())} items labeled")
         return 0
     if cmd == "train":
-        with Project.open(args.project) as proj:
+        from .jobs import TrainingBusy, training_lock, write_progress
+
+        root = args.project
+        with Project.open(root) as proj:
             changes = {"model": args.model, "augment": args.augment, "balance": args.balance, "seed": args.seed}
             if any(v is not None for v in changes.values()):
                 proj.set_train_config(**changes)
-            summary = proj.train(
-                from_scratch=args.from_scratch, epochs=args.epochs, device=args.device, verbose=progress
-            )
+            try:
+                lock = training_lock(root)
+                lock.__enter__()
+            except TrainingBusy as exc:
+                raise AlwbError(str(exc)) from None
+            try:
+
+                def prog(phase: str, done: int, total: int) -> None:
+                    write_progress(root, phase=phase, done=done, total=total, pid=os.getpid())
+
+                write_progress(root, phase="preparing", done=0, total=0, pid=os.getpid())
+                try:
+                    summary = proj.train(
+                        from_scratch=args.from_scratch,
+                        epochs=args.epochs,
+                        device=args.device,
+                        verbose=progress and not args.background,
+                        progress=prog,
+                    )
+                except BaseException as exc:
+                    write_progress(root, phase="failed", error=f"{type(exc).__name__}: {exc}", done=0, total=0)
+                    raise
+                write_progress(root, phase="done", round=summary.round, done=1, total=1)
+            finally:
+                lock.__exit__(None, None, None)
         for note in summary.notes:
             print(f"note: {note}")
         print(
@@ -198,6 +240,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    if cmd == "ui":
+        from .uilaunch import launch
+
+        return launch(args.project, port=args.port, host=args.host)
     if cmd == "export":
         from .export import export_project
 

@@ -70,6 +70,7 @@ class ProjectConfig:
     val_share: float = 0.25
     strategy: str = "margin"
     batch_size: int = 16
+    retrain_every: int = 50
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

@@ -342,6 +342,20 @@ class Store:
                     self.con.execute("UPDATE labels SET superseded_at=NULL WHERE id=?", (prev["id"],))
         return len(rows)
 
+    def last_batch_id(self) -> str | None:
+        """The batch id of the most recent human batch that still has current labels (for undo)."""
+        row = self.con.execute(
+            "SELECT batch_id FROM labels WHERE source='human' AND batch_id IS NOT NULL AND superseded_at IS NULL"
+            " ORDER BY created_at DESC, id DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else row[0]
+
+    def human_label_count(self) -> int:
+        """Current human answers with a class (what a round trains on, besides imports)."""
+        return self.con.execute(
+            "SELECT COUNT(*) FROM labels WHERE superseded_at IS NULL AND source='human' AND class_id IS NOT NULL"
+        ).fetchone()[0]
+
     def current_labels(self, *, split: str | None = None, include_none: bool = False) -> list[sqlite3.Row]:
         """Current labels joined with items and classes: item_id, path, sha256, class, position, source, ..."""
         sql = (
@@ -405,6 +419,12 @@ class Store:
                 "INSERT INTO pseudo_labels(item_id, class_id, confidence, round) VALUES(?, ?, ?, ?)",
                 [(int(i), cids[c], float(p), round_number) for i, c, p in rows],
             )
+
+    def remove_pseudo_labels(self, item_ids: Sequence[int]) -> int:
+        """Delete the pseudo-labels of these items (rejected in review); returns how many were removed."""
+        with self.transaction():
+            cur = self.con.executemany("DELETE FROM pseudo_labels WHERE item_id=?", [(int(i),) for i in item_ids])
+        return cur.rowcount
 
     def pseudo_labels(self) -> list[sqlite3.Row]:
         """Current pseudo-labels joined with items and classes."""

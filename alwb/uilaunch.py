@@ -1,0 +1,61 @@
+"""``alwb ui``: start the Streamlit workbench (``ui/app.py``) in a child process, print its address."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from .errors import AlwbError
+
+
+def app_path() -> Path:
+    """``ui/app.py`` of this checkout (alwb is installed in development mode next to it)."""
+    p = Path(__file__).resolve().parent.parent / "ui" / "app.py"
+    if not p.is_file():
+        raise AlwbError(f"the workbench app is missing ({p}); install alwb from its source folder with pip -e")
+    return p
+
+
+def streamlit_command(project: Path | None, *, port: int, host: str) -> list[str]:
+    """The command line that serves the workbench (XSRF protection on, no telemetry, no browser opened)."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path()),
+        "--server.port",
+        str(port),
+        "--server.address",
+        host,
+        "--server.headless",
+        "true",
+        "--server.enableXsrfProtection",
+        "true",
+        "--server.fileWatcherType",
+        "none",
+        "--browser.gatherUsageStats",
+        "false",
+        "--server.maxUploadSize",
+        "1024",
+        "--client.toolbarMode",
+        "minimal",
+    ]
+    if project is not None:
+        cmd += ["--", "--project", str(project.resolve())]
+    return cmd
+
+
+def launch(project: Path | None, *, port: int = 8501, host: str = "127.0.0.1") -> int:
+    """Run the workbench until interrupted; returns Streamlit's exit status."""
+    if project is not None and not (project / "alwb.sqlite").is_file():
+        raise AlwbError(f"{project} is not an alwb project (run 'alwb init' first, or start 'alwb ui' without it)")
+    shown = "localhost" if host in ("127.0.0.1", "localhost") else host
+    print(f"alwb workbench: http://{shown}:{port}" + (f"  (project {project})" if project else ""), flush=True)
+    env = {**os.environ, "ALWB_PROJECT": str(project.resolve()) if project else ""}
+    try:
+        return subprocess.call(streamlit_command(project, port=port, host=host), env=env)
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,74 @@
+"""Safe extraction of uploaded zip files: nothing may land outside the destination folder."""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+from typing import IO
+
+from .errors import AlwbError
+
+MAX_RATIO = 100
+MAX_TOTAL_BYTES = 4 * 1024**3
+MAX_ENTRIES = 200_000
+
+
+def safe_extract(source: str | Path | IO[bytes], dest: str | Path) -> list[Path]:
+    """Extract regular files of a zip into ``dest``; refuse the whole archive when any entry is unsafe.
+
+    Refused: absolute names, ``..`` components, drive letters, symlinks and other special entries, more than
+    ``MAX_ENTRIES`` entries, a declared total over ``MAX_TOTAL_BYTES`` and a compression ratio over ``MAX_RATIO``
+    (zip bombs). Sizes are enforced while writing, so a lying header cannot exceed them.
+    """
+    dest = Path(dest).resolve()
+    try:
+        zf = zipfile.ZipFile(source)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise AlwbError(f"not a readable zip file: {exc}") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > MAX_ENTRIES:
+            raise AlwbError(f"zip has {len(infos)} entries (limit {MAX_ENTRIES})")
+        total = sum(i.file_size for i in infos)
+        packed = sum(i.compress_size for i in infos)
+        if total > MAX_TOTAL_BYTES:
+            raise AlwbError(f"zip would extract to {total} bytes (limit {MAX_TOTAL_BYTES})")
+        if total > 1024**2 and total > MAX_RATIO * max(packed, 1):
+            raise AlwbError(f"zip bomb refused: compression ratio {total / max(packed, 1):.0f}x exceeds {MAX_RATIO}x")
+        plan: list[tuple[zipfile.ZipInfo, Path]] = []
+        for info in infos:
+            name = info.filename
+            mode = info.external_attr >> 16
+            if "\x00" in name:
+                raise AlwbError("zip entry name contains a NUL byte")
+            pure = PurePosixPath(name.replace("\\", "/"))
+            if pure.is_absolute() or (pure.parts and ":" in pure.parts[0]) or ".." in pure.parts:
+                raise AlwbError(f"unsafe zip entry {name!r}: it would land outside the project")
+            if stat.S_ISLNK(mode):
+                raise AlwbError(f"zip entry {name!r} is a symbolic link; links are not extracted")
+            if info.is_dir():
+                continue
+            if mode and not stat.S_ISREG(mode):
+                raise AlwbError(f"zip entry {name!r} is not a regular file")
+            target = (dest / pure).resolve()
+            if not target.is_relative_to(dest):
+                raise AlwbError(f"unsafe zip entry {name!r}: it would land outside the project")
+            plan.append((info, target))
+        written: list[Path] = []
+        budget = MAX_TOTAL_BYTES
+        for info, target in plan:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            limit = min(info.file_size, budget)
+            with zf.open(info) as src, open(target, "wb") as out:
+                n = 0
+                while chunk := src.read(1 << 20):
+                    n += len(chunk)
+                    if n > limit:
+                        out.close()
+                        target.unlink(missing_ok=True)
+                        raise AlwbError(f"zip entry {info.filename!r} is larger than it declares")
+                    out.write(chunk)
+            budget -= n
+            written.append(target)
+        return written

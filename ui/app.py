@@ -1,0 +1,49 @@
+"""alwb workbench: ``streamlit run ui/app.py -- --project PROJECT`` (or ``alwb ui PROJECT``).
+
+Navigation only; every page lives in ``views/`` and calls the library. No business logic here.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+for p in (str(_HERE), str(_HERE.parent)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+import streamlit as st  # noqa: E402
+
+import state  # noqa: E402
+from views import export, label, progress, review, settings, start  # noqa: E402
+
+st.set_page_config(page_title="alwb workbench", page_icon="🏷️", layout="wide")
+
+root = state.project_root()
+start_page = st.Page(start.render, title="Start", icon=":material/folder_open:", url_path="start")
+label_page = st.Page(label.render, title="Label", icon=":material/label:", url_path="label")
+
+
+def _home() -> None:
+    """The address without a page: Label when a project is open, else Start."""
+    st.switch_page(label_page if state.project_root() is not None else start_page)
+
+
+pages = [
+    st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden"),
+    start_page,
+    label_page,
+    st.Page(progress.render, title="Progress", icon=":material/monitoring:", url_path="progress"),
+    st.Page(review.render, title="Review", icon=":material/fact_check:", url_path="review"),
+    st.Page(settings.render, title="Settings", icon=":material/settings:", url_path="settings"),
+    st.Page(export.render, title="Export", icon=":material/download:", url_path="export"),
+]
+page = st.navigation(pages)
+with st.sidebar:
+    if root is not None:
+        st.caption("Project")
+        st.text(root.name)
+    else:
+        st.caption("No project open")
+page.run()

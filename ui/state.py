@@ -1,0 +1,161 @@
+"""The only module that touches ``st.session_state``, ``st.query_params`` and Streamlit caches.
+
+The project path lives in the URL (``?project=...``), so reloading a page or opening a second tab keeps it;
+labels live in the store. The session only holds the batch on screen and in-progress answers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from alwb.loop import STORE_FILE, Project
+
+SKIP = "⏭ skip"
+NONE = "∅ none of these"
+
+
+def _argv_project() -> str | None:
+    argv = sys.argv
+    if "--project" in argv:
+        i = argv.index("--project")
+        if i + 1 < len(argv):
+            return argv[i + 1]
+    return os.environ.get("ALWB_PROJECT") or None
+
+
+def project_root() -> Path | None:
+    """The open project's folder: from the URL, else the command line; None when none is open."""
+    raw = st.query_params.get("project") or _argv_project()
+    if not raw:
+        return None
+    root = Path(raw)
+    return root if (root / STORE_FILE).is_file() else None
+
+
+def set_project(root: Path | None) -> None:
+    """Open ``root`` (kept in the URL) or close the project."""
+    if root is None:
+        st.query_params.pop("project", None)
+    else:
+        st.query_params["project"] = str(Path(root).resolve())
+    reset_batch()
+
+
+@contextlib.contextmanager
+def open_project() -> Iterator[Project | None]:
+    """A fresh store connection for this script run (connections are never shared between sessions)."""
+    root = project_root()
+    if root is None:
+        yield None
+        return
+    proj = Project.open(root)
+    try:
+        yield proj
+    finally:
+        proj.close()
+
+
+def annotator() -> str:
+    """Who is labeling: ``?annotator=`` in the URL, else the server's user."""
+    return st.query_params.get("annotator") or os.environ.get("USER") or "workbench"
+
+
+# ---------------------------------------------------------------------- the batch on screen
+def batch() -> dict[str, Any] | None:
+    """The batch on screen: ``{"items": [QueryItem...], "round": int, "note": str|None}``."""
+    return st.session_state.get("batch")
+
+
+def set_batch(value: dict[str, Any] | None) -> None:
+    """Replace the batch on screen (answers of the old one are dropped)."""
+    old = st.session_state.get("batch")
+    if old:
+        for it in old["items"]:
+            st.session_state.pop(answer_key(it.id), None)
+    st.session_state["batch"] = value
+    st.session_state["focus"] = 0
+
+
+def reset_batch() -> None:
+    """Forget the batch so the next run queries a fresh one."""
+    set_batch(None)
+
+
+def answer_key(item_id: int) -> str:
+    """Widget key of an item's answer."""
+    return f"ans_{item_id}"
+
+
+def answer(item_id: int) -> str | None:
+    """The answer currently chosen for an item."""
+    return st.session_state.get(answer_key(item_id))
+
+
+def set_answer(item_id: int, value: str) -> None:
+    """Choose an answer (keyboard shortcuts use this before the widgets render)."""
+    st.session_state[answer_key(item_id)] = value
+
+
+def focus() -> int:
+    """Index of the image that keyboard answers go to."""
+    return int(st.session_state.get("focus", 0))
+
+
+def set_focus(i: int) -> None:
+    """Move the keyboard focus."""
+    st.session_state["focus"] = i
+
+
+def skipped() -> set[int]:
+    """Items skipped in this session (not stored: a skip is not a label)."""
+    return st.session_state.setdefault("skipped", set())
+
+
+def flash(message: str | None = None, kind: str = "success") -> tuple[str, str] | None:
+    """Set a one-time message, or pop it when called without one."""
+    if message is None:
+        return st.session_state.pop("flash", None)
+    st.session_state["flash"] = (kind, message)
+    return None
+
+
+def remember(key: str, value: Any = None) -> Any:
+    """Small per-session UI memory (e.g. the last seen round)."""
+    if value is not None:
+        st.session_state[key] = value
+    return st.session_state.get(key)
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def thumbnail(path: str, mtime: float, size: int, channels: int = 3) -> bytes:
+    """PNG bytes of an image scaled for display: small images are enlarged without blur (nearest neighbour)."""
+    from PIL import Image
+
+    from alwb.images import load_image
+
+    img = load_image(path, channels)
+    w, h = img.size
+    scale = size / max(w, h)
+    method = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
+    if scale >= 1:
+        scale = max(1, int(scale))
+    img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), method)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def image_bytes(path: str, size: int = 192) -> bytes | None:
+    """Display bytes of ``path``, or None when the file can no longer be read."""
+    try:
+        return thumbnail(path, os.path.getmtime(path), size)
+    except Exception:  # a file removed or broken since import must not break the page
+        return None

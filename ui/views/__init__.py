@@ -1,0 +1,1 @@
+"""Workbench pages: each module has ``render()``."""

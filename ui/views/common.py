@@ -1,0 +1,59 @@
+"""Pieces shared by pages: project guard, training status."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from alwb.jobs import read_progress
+from alwb.loop import Project
+
+
+def need_project(proj: Project | None) -> Project:
+    """Stop the page with a pointer to Start when no project is open."""
+    if proj is None:
+        st.info("No project is open. Open or create one on the Start page.")
+        st.stop()
+    return proj
+
+
+def training_status(proj: Project) -> dict:
+    """Progress of the background round plus the last failed round's error (if newer than the last success)."""
+    prog = read_progress(proj.root)
+    rounds = proj.store.rounds()
+    failed = [r for r in rounds if r["status"] == "failed"]
+    done = [r for r in rounds if r["status"] == "done"]
+    if failed and (not done or failed[-1]["started_at"] > done[-1]["started_at"]) and not prog.get("running"):
+        prog["last_error"] = failed[-1]["error"]
+    return prog
+
+
+def show_training(prog: dict) -> None:
+    """A progress bar while a round runs; the error of a failed round."""
+    if prog.get("running"):
+        phase = prog.get("phase", "training")
+        done, total = int(prog.get("done") or 0), int(prog.get("total") or 0)
+        frac = done / total if total else 0.0
+        words = {
+            "train": "training",
+            "score": "scoring the pool",
+            "preparing": "preparing data",
+            "starting": "starting",
+        }.get(phase, phase)
+        st.progress(
+            min(1.0, frac),
+            text=f"Round in progress: {words} {done}/{total}" if total else f"Round in progress: {words}…",
+        )
+    elif prog.get("last_error"):
+        st.error(
+            f"The last training round failed; the previous model is still in use. Error: {prog['last_error']}", icon="⚠️"
+        )
+
+
+def ago(t: float | None) -> str:
+    """'12 s ago' style."""
+    if not t:
+        return "never"
+    d = max(0, time.time() - t)
+    return f"{d:.0f} s ago" if d < 120 else f"{d / 60:.0f} min ago" if d < 7200 else f"{d / 3600:.0f} h ago"

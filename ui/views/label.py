@@ -1,0 +1,215 @@
+"""Label: the next batch in the strategy's order; answer by mouse or keyboard, submit in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+
+import streamlit as st
+
+import state
+from alwb.errors import AlwbError, EmptyPoolError
+from alwb.jobs import is_training, start_training
+from alwb.loop import Project
+from views.common import need_project, show_training, training_status
+
+KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
+COLUMNS = 4
+
+
+def _fetch_batch(proj: Project) -> dict | None:
+    cfg = proj.config
+    try:
+        res = proj.query(cfg.batch_size, cfg.strategy, exclude=sorted(state.skipped()))
+    except EmptyPoolError:
+        return None
+    return {"items": res.items, "round": res.round, "note": res.note, "strategy": res.strategy}
+
+
+def _submit(root: str, item_ids: list[int], annotator: str) -> None:
+    """Button callback: one transaction for the whole batch; the message appears only after the commit."""
+    answers: list[tuple[int, str | None]] = []
+    skipped = 0
+    for item_id in item_ids:
+        a = state.answer(item_id)
+        if a is None or a == state.SKIP:
+            state.skipped().add(item_id)
+            skipped += 1
+        elif a == state.NONE:
+            answers.append((item_id, None))
+        else:
+            answers.append((item_id, a))
+    proj = Project.open(root)
+    try:
+        if answers:
+            proj.label(answers, annotator=annotator, batch_id=uuid.uuid4().hex)
+        msg = f"Saved {len(answers)} label(s) to the store" + (f", {skipped} skipped" if skipped else "") + "."
+        if _maybe_retrain(proj):
+            msg += " Retraining started in the background."
+        state.flash(msg)
+    except AlwbError as exc:
+        state.flash(f"Nothing was saved: {exc}", "error")
+        return
+    finally:
+        proj.close()
+    state.reset_batch()
+
+
+def _maybe_retrain(proj: Project) -> bool:
+    every = proj.config.retrain_every
+    if every <= 0 or is_training(proj.root):
+        return False
+    rounds = [r for r in proj.store.rounds() if r["status"] == "done"]
+    trained_on = rounds[-1]["n_labeled"] if rounds else 0
+    have = len(proj.store.current_labels(split="pool"))
+    classes_seen = {r["class"] for r in proj.store.current_labels(split="pool")}
+    if have - trained_on >= every and len(classes_seen) >= 2:
+        return start_training(proj.root, device=proj.train_config.device)
+    return False
+
+
+def _key_answer(value: str, item_ids: list[int]) -> None:
+    i = state.focus()
+    if 0 <= i < len(item_ids):
+        state.set_answer(item_ids[i], value)
+        state.set_focus(min(i + 1, len(item_ids) - 1))
+
+
+def _move(delta: int, n: int) -> None:
+    state.set_focus(max(0, min(n - 1, state.focus() + delta)))
+
+
+def _undo(root: str) -> None:
+    proj = Project.open(root)
+    try:
+        batch_id = proj.store.last_batch_id()
+        if batch_id is None:
+            state.flash("There is no saved batch to undo.", "info")
+            return
+        n = proj.undo(batch_id)
+        state.flash(f"Undid the last batch: {n} label(s) removed (earlier labels restored).", "info")
+    finally:
+        proj.close()
+    state.reset_batch()
+
+
+def _retrain(root: str, device: str) -> None:
+    if start_training(root, device=device):
+        state.flash("Training started in the background; keep labeling.", "info")
+    else:
+        state.flash("A training round is already running.", "info")
+
+
+@st.fragment(run_every=2)
+def _training_panel(root: str, batch_round: int) -> None:
+    proj = Project.open(root)
+    try:
+        prog = training_status(proj)
+        show_training(prog)
+        current = proj.store.current_round()
+    finally:
+        proj.close()
+    if current > batch_round:
+        untouched = st.session_state.get("touched") is not True
+        if untouched:
+            state.reset_batch()
+            st.rerun(scope="app")
+        else:
+            st.info(f"Round {current} finished: the next batch will use the new model.", icon="🆕")
+
+
+def render() -> None:
+    """Draw the page."""
+    with state.open_project() as proj:
+        proj = need_project(proj)
+        root = str(proj.root)
+        classes = proj.classes
+        st.title("Label")
+        msg = state.flash()
+        if msg:
+            {"success": st.success, "error": st.error, "info": st.info}[msg[0]](msg[1])
+        if not classes:
+            st.warning("This project has no classes yet: add them on the Start page.")
+            st.stop()
+        b = state.batch()
+        if b is None or not b["items"]:
+            b = _fetch_batch(proj)
+            state.set_batch(b)
+            if b is not None:
+                for it in b["items"]:
+                    if it.predicted in classes:
+                        state.set_answer(it.id, it.predicted)
+            st.session_state["touched"] = False
+        n_labeled = len(proj.store.labeled_item_ids())
+        total = proj.store.item_count()
+        cfg = proj.config
+        device = proj.train_config.device
+    top = st.columns([3, 1, 1])
+    top[0].caption(
+        f"{n_labeled} of {total} items answered · strategy {cfg.strategy} · retrain every {cfg.retrain_every} labels"
+    )
+    top[1].button("Retrain now", on_click=_retrain, args=(root, device), key="retrain")
+    top[2].button("Undo last batch", on_click=_undo, args=(root,), key="undo")
+    _training_panel(root, b["round"] if b else 0)
+    if b is None:
+        st.success("Every item is answered (or skipped in this session). Nothing left to label.")
+        return
+    if b["note"]:
+        st.info(b["note"])
+    items = b["items"]
+    ids = [it.id for it in items]
+    options = [*classes, state.SKIP, state.NONE]
+    focus = min(state.focus(), len(items) - 1)
+
+    keys = st.container(horizontal=True)
+    for k, cls in zip(KEYS, classes, strict=False):
+        keys.button(f"{k} · {_short(cls)}", key=f"key_{k}", shortcut=k, on_click=_key_answer, args=(cls, ids))
+    keys.button("S · skip", key="key_skip", shortcut="S", on_click=_key_answer, args=(state.SKIP, ids))
+    keys.button("N · none", key="key_none", shortcut="N", on_click=_key_answer, args=(state.NONE, ids))
+    keys.button("◀", key="key_left", shortcut="Left", on_click=_move, args=(-1, len(ids)))
+    keys.button("▶", key="key_right", shortcut="Right", on_click=_move, args=(1, len(ids)))
+
+    for row_start in range(0, len(items), COLUMNS):
+        cols = st.columns(COLUMNS)
+        for col, j in zip(cols, range(row_start, min(row_start + COLUMNS, len(items))), strict=False):
+            it = items[j]
+            with col.container(border=True, key=f"cell_{j}"):
+                data = state.image_bytes(it.path)
+                if data is None:
+                    st.warning("image no longer readable")
+                else:
+                    st.image(data, width="stretch")
+                head = f"{'▶ ' if j == focus else ''}#{j + 1}"
+                if it.reason == "validation":
+                    head += " · validation sample"
+                elif it.predicted is not None:
+                    head += f" · model: {it.predicted} ({it.probability:.0%})"
+                st.text(head)
+                key = state.answer_key(it.id)
+                kwargs = {} if key in st.session_state else {"index": None}
+                st.selectbox(
+                    f"answer {j + 1}",
+                    options,
+                    key=key,
+                    placeholder="choose…",
+                    label_visibility="collapsed",
+                    on_change=_touch,
+                    **kwargs,
+                )
+    st.button(
+        f"Submit batch of {len(items)} (Enter)",
+        type="primary",
+        shortcut="Enter",
+        key="submit",
+        on_click=_submit,
+        args=(root, ids, state.annotator()),
+    )
+
+
+def _touch() -> None:
+    st.session_state["touched"] = True
+
+
+def _short(name: str, n: int = 14) -> str:
+    from text import md_escape
+
+    return md_escape(name if len(name) <= n else name[: n - 1] + "…")

@@ -1,0 +1,135 @@
+"""Progress: the honest accuracy curve, labels per class, confusion matrix, pseudo-labels, time per round."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+import state
+from views.common import need_project, show_training, training_status
+
+
+def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
+    """One row per finished round with the plotted figures."""
+    rows = []
+    for r in rounds:
+        if r["status"] != "done":
+            continue
+        val = r["metrics"].get("val") or {}
+        t = r["timings"] or {}
+        rows.append(
+            {
+                "round": r["number"],
+                "labels": r["n_labeled"],
+                "pseudo": r["n_pseudo"] or 0,
+                "val_accuracy": val.get("accuracy"),
+                "low": val.get("accuracy_low"),
+                "high": val.get("accuracy_high"),
+                "macro_f1": val.get("macro_f1"),
+                "val_n": val.get("n") or 0,
+                "train_s": t.get("train_seconds"),
+                "score_s": t.get("score_seconds"),
+                "round_s": t.get("round_seconds"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def render() -> None:
+    """Draw the page."""
+    with state.open_project() as proj:
+        proj = need_project(proj)
+        st.title("Progress")
+        show_training(training_status(proj))
+        rounds = proj.store.rounds()
+        counts = proj.store.label_counts()
+        classes = proj.classes
+        n_pseudo_now = len(proj.store.pseudo_labels())
+    df = rounds_frame(rounds)
+    if df.empty:
+        st.info("No round has finished yet: label a batch, then train (Label page).")
+    else:
+        last = df.iloc[-1]
+        c = st.columns(4)
+        c[0].metric(
+            "Validation accuracy",
+            "n/a" if pd.isna(last.val_accuracy) else f"{last.val_accuracy:.1%}",
+            delta=None
+            if len(df) < 2 or pd.isna(df.iloc[-2].val_accuracy) or pd.isna(last.val_accuracy)
+            else f"{(last.val_accuracy - df.iloc[-2].val_accuracy) * 100:+.1f} pts",
+        )
+        c[1].metric("95% interval", "n/a" if pd.isna(last.low) else f"{last.low:.1%} – {last.high:.1%}")
+        c[2].metric("Training labels", int(last.labels))
+        c[3].metric("Validation labels", int(last.val_n))
+        st.subheader("Accuracy per round")
+        st.caption(
+            "Validation accuracy on a random sample of the pool that is never trained on; the band is its "
+            "95% Wilson interval. Macro-F1 dashed."
+        )
+        base = alt.Chart(df).encode(x=alt.X("labels:Q", title="training labels"))
+        band = base.mark_area(opacity=0.25).encode(
+            y=alt.Y("low:Q", title="validation score", scale=alt.Scale(domain=[0, 1])), y2="high:Q"
+        )
+        line = base.mark_line(point=True).encode(
+            y="val_accuracy:Q", tooltip=["round", "labels", "val_accuracy", "low", "high", "val_n"]
+        )
+        f1 = base.mark_line(strokeDash=[4, 3], color="#e45756").encode(y="macro_f1:Q")
+        st.altair_chart(band + line + f1, width="stretch")
+
+        cols = st.columns(2)
+        with cols[0]:
+            st.subheader("Time per round")
+            tdf = df.melt(
+                id_vars=["round"], value_vars=["train_s", "score_s"], var_name="part", value_name="seconds"
+            ).dropna()
+            st.altair_chart(
+                alt.Chart(tdf).mark_bar().encode(x="round:O", y="seconds:Q", color="part:N"), width="stretch"
+            )
+        with cols[1]:
+            st.subheader("Pseudo-labels per round")
+            st.altair_chart(
+                alt.Chart(df).mark_bar().encode(x="round:O", y=alt.Y("pseudo:Q", title="pseudo-labels")),
+                width="stretch",
+            )
+            st.caption(f"{n_pseudo_now} pseudo-label(s) in use now.")
+        conf = (rounds[-1]["metrics"].get("val") or {}).get("confusion") if rounds else None
+        done = [r for r in rounds if r["status"] == "done"]
+        conf = (done[-1]["metrics"].get("val") or {}).get("confusion") if done else None
+        if conf and len(conf) == len(classes):
+            st.subheader("Confusion matrix (validation, last round)")
+            cm = pd.DataFrame(
+                [(t, p, conf[i][j]) for i, t in enumerate(classes) for j, p in enumerate(classes)],
+                columns=["true", "predicted", "count"],
+            )
+            heat = (
+                alt.Chart(cm)
+                .mark_rect()
+                .encode(
+                    x=alt.X("predicted:N", sort=classes),
+                    y=alt.Y("true:N", sort=classes),
+                    color=alt.Color("count:Q", scale=alt.Scale(scheme="blues")),
+                    tooltip=["true", "predicted", "count"],
+                )
+            )
+            text = (
+                alt.Chart(cm)
+                .mark_text()
+                .encode(x=alt.X("predicted:N", sort=classes), y=alt.Y("true:N", sort=classes), text="count:Q")
+            )
+            st.altair_chart(heat + text, width="stretch")
+    st.subheader("Labels per class")
+    lc = pd.DataFrame(
+        [(c, src, n) for c, by in counts.items() for src, n in by.items()], columns=["class", "source", "labels"]
+    )
+    if lc.empty:
+        st.caption("No labels yet.")
+    else:
+        st.altair_chart(
+            alt.Chart(lc)
+            .mark_bar()
+            .encode(
+                y=alt.Y("class:N", sort=classes), x="labels:Q", color="source:N", tooltip=["class", "source", "labels"]
+            ),
+            width="stretch",
+        )

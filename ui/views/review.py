@@ -1,0 +1,143 @@
+"""Review: browse labeled images by class, source or disagreement with the model; fix labels; review pseudo-labels."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import streamlit as st
+
+import state
+from alwb.errors import AlwbError
+from alwb.loop import Project
+from views.common import need_project
+
+PAGE = 24
+COLUMNS = 6
+
+
+def _save(root: str, changes: dict[int, str], annotator: str) -> None:
+    proj = Project.open(root)
+    try:
+        answers = [(i, None if c == state.NONE else c) for i, c in changes.items()]
+        _, n = proj.label(answers, annotator=annotator, batch_id=uuid.uuid4().hex)
+        state.flash(f"Saved {n} corrected label(s); the earlier labels stay in the history.")
+    except AlwbError as exc:
+        state.flash(f"Nothing was saved: {exc}", "error")
+    finally:
+        proj.close()
+
+
+def _pseudo(root: str, item_ids: list[int], classes: list[str], accept: bool, annotator: str) -> None:
+    proj = Project.open(root)
+    try:
+        if accept:
+            _, n = proj.label(list(zip(item_ids, classes, strict=True)), annotator=annotator, batch_id=uuid.uuid4().hex)
+            state.flash(f"Accepted {n} pseudo-label(s) as human labels.")
+        else:
+            n = proj.store.remove_pseudo_labels(item_ids)
+            state.flash(f"Rejected {n} pseudo-label(s).")
+    finally:
+        proj.close()
+
+
+def render() -> None:
+    """Draw the page."""
+    with state.open_project() as proj:
+        proj = need_project(proj)
+        root = str(proj.root)
+        st.title("Review")
+        msg = state.flash()
+        if msg:
+            (st.error if msg[0] == "error" else st.success)(msg[1])
+        classes = proj.classes
+        tab_labels, tab_pseudo = st.tabs(["Labels", "Pseudo-labels"])
+        with tab_labels:
+            f = st.columns(3)
+            cls = f[0].selectbox("Class", ["all", *classes])
+            source = f[1].selectbox("Source", ["all", "human", "import"])
+            disagree = f[2].toggle("Only where the model disagrees")
+            rows = proj.store.current_labels()
+            if cls != "all":
+                rows = [r for r in rows if r["class"] == cls]
+            if source != "all":
+                rows = [r for r in rows if r["source"] == source]
+            scores = proj.scores()
+            pred: dict[int, tuple[str, float]] = {}
+            if scores is not None and rows:
+                ids = np.asarray([r["item_id"] for r in rows])
+                pos = scores.rows(ids)
+                for r, p in zip(rows, pos, strict=True):
+                    if p >= 0:
+                        pr = np.asarray(scores.probs[p])
+                        pred[r["item_id"]] = (scores.classes[int(pr.argmax())], float(pr.max()))
+            if disagree:
+                rows = [r for r in rows if r["item_id"] in pred and pred[r["item_id"]][0] != r["class"]]
+            st.caption(f"{len(rows)} labeled image(s)")
+            pages = max(1, -(-len(rows) // PAGE))
+            page = st.number_input("Page", 1, pages, 1) if pages > 1 else 1
+            shown = rows[(page - 1) * PAGE : page * PAGE]
+            options = [*classes, state.NONE]
+            with st.form("fix"):
+                for start in range(0, len(shown), COLUMNS):
+                    cols = st.columns(COLUMNS)
+                    for col, r in zip(cols, shown[start : start + COLUMNS], strict=False):
+                        with col:
+                            data = state.image_bytes(r["path"], 128)
+                            if data:
+                                st.image(data, width="stretch")
+                            p = pred.get(r["item_id"])
+                            st.text(f"{r['source']}" + (f" · model: {p[0]} ({p[1]:.0%})" if p else ""))
+                            st.selectbox(
+                                "label",
+                                options,
+                                index=options.index(r["class"]),
+                                key=f"fix_{r['item_id']}",
+                                label_visibility="collapsed",
+                            )
+                submitted = st.form_submit_button("Save corrections", type="primary", disabled=not shown)
+            if submitted:
+                changes = {
+                    r["item_id"]: st.session_state[f"fix_{r['item_id']}"]
+                    for r in shown
+                    if st.session_state.get(f"fix_{r['item_id']}") != r["class"]
+                }
+                if changes:
+                    _save(root, changes, state.annotator())
+                else:
+                    state.flash("No label was changed.", "info")
+                st.rerun()
+        with tab_pseudo:
+            pl = proj.store.pseudo_labels()
+            if not pl:
+                st.info("No pseudo-labels in use. They are chosen anew each round when pseudo-labelling is on.")
+            else:
+                st.caption(
+                    f"{len(pl)} pseudo-label(s) from round {pl[0]['round']}; accepting makes them human "
+                    "labels, rejecting removes them."
+                )
+                shown = pl[:PAGE]
+                picks = []
+                for start in range(0, len(shown), COLUMNS):
+                    cols = st.columns(COLUMNS)
+                    for col, r in zip(cols, shown[start : start + COLUMNS], strict=False):
+                        with col:
+                            data = state.image_bytes(r["path"], 128)
+                            if data:
+                                st.image(data, width="stretch")
+                            st.text(f"{r['class']} ({r['confidence']:.0%})")
+                            if st.checkbox("select", key=f"ps_{r['item_id']}", value=True):
+                                picks.append(r)
+                b = st.columns(2)
+                b[0].button(
+                    "Accept selected",
+                    on_click=_pseudo,
+                    key="ps_accept",
+                    args=(root, [r["item_id"] for r in picks], [r["class"] for r in picks], True, state.annotator()),
+                )
+                b[1].button(
+                    "Reject selected",
+                    on_click=_pseudo,
+                    key="ps_reject",
+                    args=(root, [r["item_id"] for r in picks], [r["class"] for r in picks], False, state.annotator()),
+                )

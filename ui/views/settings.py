@@ -1,0 +1,66 @@
+"""Settings: strategy, batch size, retraining, model, augmentation, imbalance, device."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import state
+from alwb.config import AUGMENTATIONS, DEVICES
+from alwb.errors import AlwbError
+from alwb.models import list_models
+from alwb.query import list_strategies
+from views.common import need_project
+
+
+def render() -> None:
+    """Draw the page."""
+    with state.open_project() as proj:
+        proj = need_project(proj)
+        st.title("Settings")
+        msg = state.flash()
+        if msg:
+            st.success(msg[1])
+        cfg, tcfg = proj.config, proj.train_config
+        with st.form("settings"):
+            st.subheader("Labeling")
+            strategies = list_strategies()
+            strategy = st.selectbox("Query strategy", strategies, index=strategies.index(cfg.strategy))
+            batch = st.slider("Images per batch", 4, 48, cfg.batch_size, step=4)
+            every = st.number_input(
+                "Retrain automatically every N new labels (0: only on request)", 0, 10000, cfg.retrain_every, step=10
+            )
+            st.subheader("Model and training")
+            models = ["auto", *list_models()]
+            model = st.selectbox(
+                "Model",
+                models,
+                index=models.index(tcfg.model) if tcfg.model in models else 0,
+                help="auto: the small CNN up to 64 px, ResNet-18 above",
+            )
+            augment = st.selectbox(
+                "Augmentation",
+                AUGMENTATIONS,
+                index=AUGMENTATIONS.index(tcfg.augment),
+                help="crop: random shifts; flip: mirror left-right (not for text or digits)",
+            )
+            balances = ["none", "weights"]
+            balance = st.selectbox(
+                "Class imbalance",
+                balances,
+                index=balances.index(tcfg.balance) if tcfg.balance in balances else 0,
+                help="weights: class-weighted loss",
+            )
+            device = st.selectbox("Device", DEVICES, index=DEVICES.index(tcfg.device))
+            epochs = st.number_input("Epochs per round (0: automatic)", 0, 500, tcfg.epochs)
+            if st.form_submit_button("Save settings", type="primary"):
+                try:
+                    proj.set_config(strategy=strategy, batch_size=int(batch), retrain_every=int(every))
+                    proj.set_train_config(
+                        model=model, augment=augment, balance=balance, device=device, epochs=int(epochs)
+                    )
+                except (AlwbError, ValueError) as exc:
+                    st.error(f"Not saved: {exc}")
+                else:
+                    state.reset_batch()
+                    state.flash("Settings saved.")
+                    st.rerun()
