@@ -21,3 +21,66 @@ def class_weights(y: npt.ArrayLike, num_classes: int) -> npt.NDArray[np.float64]
     if present.size:
         w[present] = compute_class_weight("balanced", classes=present, y=y)
     return w
+
+
+def resample_embeddings(
+    emb: npt.ArrayLike, y: npt.ArrayLike, *, method: str = "smote", k_neighbors: int = 5, seed: int = 0
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:
+    """Oversample minority classes in embedding space with imbalanced-learn; safe for tiny classes.
+
+    ``method`` is ``smote`` or ``adasyn``. ``k_neighbors`` shrinks to fit the smallest class with at least two
+    examples; classes with a single example (where interpolation is impossible) are first duplicated by
+    ``RandomOverSampler`` up to two, and when every class is that small the result is plain random oversampling.
+    ADASYN refuses some distributions (no minority example has majority neighbours): SMOTE is used then.
+    Returns ``(X, y)`` including the originals first.
+    """
+    from imblearn.over_sampling import ADASYN, SMOTE, RandomOverSampler
+
+    x = np.asarray(emb, dtype=np.float64)
+    yy = np.asarray(y, dtype=np.int64)
+    if method not in ("smote", "adasyn"):
+        raise ValueError(f"method must be smote or adasyn, not {method!r}")
+    classes, counts = np.unique(yy, return_counts=True)
+    if classes.size < 2:
+        return x, yy
+    if counts.min() < 2:
+        # lift single-example classes to two so that neighbours exist
+        strategy = {int(c): max(2, int(n)) for c, n in zip(classes, counts, strict=True)}
+        x, yy = RandomOverSampler(sampling_strategy=strategy, random_state=seed).fit_resample(x, yy)
+        classes, counts = np.unique(yy, return_counts=True)
+    k = int(min(k_neighbors, counts.min() - 1))
+    if k < 1 or counts.min() == counts.max():
+        return RandomOverSampler(random_state=seed).fit_resample(x, yy) if counts.min() != counts.max() else (x, yy)
+    if method == "adasyn":
+        try:
+            return ADASYN(n_neighbors=k, random_state=seed).fit_resample(x, yy)
+        except (ValueError, RuntimeError):
+            pass
+    return SMOTE(k_neighbors=k, random_state=seed).fit_resample(x, yy)
+
+
+def fit_linear_head(
+    emb: npt.ArrayLike, y: npt.ArrayLike, num_classes: int, *, seed: int = 0, c: float = 1.0
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Multinomial logistic regression (scikit-learn) on embeddings -> ``(weight (K, D), bias (K,))``.
+
+    Classes absent from ``y`` get zero weights and a bias far below the others, so they are never predicted.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.asarray(emb, dtype=np.float64)
+    yy = np.asarray(y, dtype=np.int64)
+    present = np.unique(yy)
+    w = np.zeros((num_classes, x.shape[1]))
+    b = np.full(num_classes, -30.0)
+    if present.size == 1:
+        b[present[0]] = 0.0
+        return w, b
+    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, yy)
+    coef, icpt = clf.coef_, clf.intercept_
+    if present.size == 2:  # binary: sklearn stores one row for the positive class
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        icpt = np.array([-icpt[0] / 2, icpt[0] / 2])
+    w[clf.classes_] = coef
+    b[clf.classes_] = icpt
+    return w, b

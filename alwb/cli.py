@@ -80,7 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto: CUDA > MPS > CPU")
     p.add_argument("--model", help="auto (default), smallcnn or resnet18")
     p.add_argument("--augment", choices=["none", "crop", "crop+flip"], help="training augmentation")
-    p.add_argument("--balance", choices=["none", "weights"], help="class-weighted loss")
+    p.add_argument(
+        "--balance",
+        choices=["none", "weights", "smote", "adasyn"],
+        help="imbalance: class-weighted loss, or SMOTE / ADASYN on the embeddings to fit the head",
+    )
+    p.add_argument(
+        "--pseudo-label",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add confident unlabeled items to training as pseudo-labels (chosen anew each round)",
+    )
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
 
@@ -109,6 +119,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_dir", type=Path, help="OUT/model from 'alwb export'")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+
+    p = sub.add_parser(
+        "simulate",
+        help="compare strategies with an oracle on a labeled dataset",
+        description="Runs the workbench's engine with an oracle that reveals a training image's "
+        "label when it is queried. DATASET has train/ and test/ (or val/) in ImageFolder layout; the "
+        "test split is only used to measure each round. Writes OUT/curve.csv and OUT/curve.png and "
+        "resumes an interrupted run.",
+    )
+    p.add_argument("dataset", type=Path, help="folder with train/ and test/ (or val/)")
+    p.add_argument("--strategy", default="margin,random", help="comma-separated strategies (default margin,random)")
+    p.add_argument("--initial", type=int, default=100, help="random labels to start (default 100)")
+    p.add_argument("--batch", type=int, default=100, help="labels per round (default 100)")
+    p.add_argument("--budget", type=int, default=1000, help="labels in all (default 1000)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--pseudo-label", action="store_true", help="semi-supervised pseudo-labelling")
+    p.add_argument("--balance", choices=["none", "weights", "smote", "adasyn"], default="none")
+    p.add_argument("--train-manifest", type=Path, help="take the pool from this CSV (path,label) instead of train/")
+    p.add_argument(
+        "--val-size",
+        type=int,
+        default=500,
+        help="random validation sample labeled by the oracle (not counted in the budget; default 500)",
+    )
+    p.add_argument("--epochs", type=int, default=0, help="epochs per round (default: automatic)")
+    p.add_argument("--augment", choices=["none", "crop", "crop+flip"], default="crop+flip")
+    p.add_argument("--from-scratch", action="store_true", help="retrain from scratch every round")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument("--out", type=Path, default=Path("data/simulation"), help="output folder")
 
     p = sub.add_parser(
         "demo",
@@ -200,7 +239,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         root = args.project
         with Project.open(root) as proj:
-            changes = {"model": args.model, "augment": args.augment, "balance": args.balance, "seed": args.seed}
+            changes = {
+                "model": args.model,
+                "augment": args.augment,
+                "balance": args.balance,
+                "seed": args.seed,
+                "pseudo": args.pseudo_label,
+            }
             if any(v is not None for v in changes.values()):
                 proj.set_train_config(**changes)
             try:
@@ -265,6 +310,36 @@ def _dispatch(args: argparse.Namespace) -> int:
                 else:
                     print(f"{r['path']}\t{r['predicted']}\t{r['probability']:.3f}")
         return 1 if any("error" in r for r in results) else 0
+    if cmd == "simulate":
+        from .simulate import SimSettings, simulate
+
+        settings = SimSettings(
+            initial=args.initial,
+            batch=args.batch,
+            budget=args.budget,
+            pseudo=args.pseudo_label,
+            balance=args.balance,
+            val_size=args.val_size,
+            device=args.device,
+            epochs=args.epochs,
+            augment=args.augment,
+            warm_start=not args.from_scratch,
+        )
+        try:
+            seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+        except ValueError:
+            raise AlwbError(f"--seeds must be comma-separated integers, not {args.seeds!r}") from None
+        strategies = [x.strip() for x in args.strategy.split(",") if x.strip()]
+        curve = simulate(
+            args.dataset,
+            args.out,
+            strategies=strategies,
+            seeds=seeds,
+            settings=settings,
+            train_manifest=args.train_manifest,
+        )
+        print(f"wrote {curve} and {curve.with_suffix('.png')}")
+        return 0
     if cmd == "demo":
         from .demo import run_demo
 

@@ -32,6 +32,9 @@ class TrainConfig:
     shrink: float = 0.6
     perturb: float = 0.01
     balance: str = "none"
+    pseudo: bool = False
+    pseudo_threshold: float = 0.95
+    pseudo_cap: float = 1.0
     pretrained: str = "auto"
     device: str = "auto"
     seed: int = 0

@@ -29,7 +29,7 @@ from .errors import AlwbError, EmptyPoolError, LabelError, NoLabelsError, Projec
 from .evaluate import classification_metrics
 from .ingest import IngestReport, ingest
 from .models import choose_arch
-from .query import list_strategies, select
+from .query import NEEDS_EMBEDDINGS, list_strategies, select, select_diverse
 from .store import LabelRow, Store
 
 log = logging.getLogger(__name__)
@@ -277,7 +277,11 @@ class Project:
                         rows = rows[rows >= 0]
                         note = "some new items are not scored yet (train again to score them)"
                     probs = np.asarray(scores.probs[np.sort(rows)])[np.argsort(np.argsort(rows))]
-            ids, sc = select(probs, pool, k_pool, use, rng=rng)
+            if use in NEEDS_EMBEDDINGS and probs is not None and scores is not None:
+                emb = np.asarray(scores.emb[np.sort(rows)])[np.argsort(np.argsort(rows))]
+                ids, sc = select_diverse(probs, emb, pool, k_pool, seed=int(rng.integers(2**31)))
+            else:
+                ids, sc = select(probs, pool, k_pool, use, rng=rng)
             items += self._describe(ids, sc, scores, reason=use)
         if k_val:
             vids = rng.choice(np.asarray(pending_val, dtype=np.int64), size=k_val, replace=False)
@@ -482,11 +486,22 @@ class Project:
                     init_state = load_file(prev["path"])
                 else:
                     notes.append("model settings changed: trained from scratch")
+            x_train, y_train, sample_weights = x, y, None
+            pseudo_rows: list[tuple[int, str, float]] = []
+            if cfg.pseudo:
+                pid, pcls, pconf = self._choose_pseudo(cfg, y, len(classes))
+                if pid.size:
+                    x_train = np.concatenate([x, cache.rows(pid)])
+                    y_train = np.concatenate([y, pcls])
+                    sample_weights = np.concatenate([np.ones(len(y)), np.ones(len(pid))])
+                    pseudo_rows = [
+                        (int(i), classes[int(c)], float(p)) for i, c, p in zip(pid, pcls, pconf, strict=True)
+                    ]
             class_weights = None
             if cfg.balance == "weights":
                 from .balance import class_weights as cw
 
-                class_weights = cw(y, len(classes))
+                class_weights = cw(y_train, len(classes))
             tick = None
             if progress is not None:
 
@@ -494,8 +509,8 @@ class Project:
                     progress("train", done, total)
 
             result = train_model(
-                x,
-                y,
+                x_train,
+                y_train,
                 arch=geo["arch"],
                 num_classes=len(classes),
                 mean=geo["mean"],
@@ -503,9 +518,12 @@ class Project:
                 cfg=cfg,
                 init_state=init_state,
                 class_weights=class_weights,
+                sample_weights=sample_weights,
                 progress=tick,
             )
-            t_train = result.seconds
+            if cfg.balance in ("smote", "adasyn"):
+                self._refit_head(result.model, x, y, len(classes), geo, cfg)
+            t_train = time.perf_counter() - t0 - t_data
 
             t1 = time.perf_counter()
             model_dir.mkdir(parents=True, exist_ok=True)
@@ -562,6 +580,7 @@ class Project:
                 shutil.rmtree(score_dir)
             os.replace(tmp_dir, score_dir)
             self.store.set_meta("geometry", geo)
+            self.store.replace_pseudo_labels(pseudo_rows, number)
             self.store.finish_round(
                 number,
                 model_path=str(model_path),
@@ -570,7 +589,7 @@ class Project:
                 metrics=metrics,
                 timings=timings,
                 n_labeled=len(ids),
-                n_pseudo=0,
+                n_pseudo=len(pseudo_rows),
                 n_val=int(metrics.get("val", {}).get("n") or 0),
             )
         except BaseException as exc:
@@ -592,6 +611,41 @@ class Project:
             warm=result.warm,
             notes=notes,
         )
+
+    def _choose_pseudo(
+        self, cfg: TrainConfig, y: npt.NDArray[np.int64], num_classes: int
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+        """Confident unlabeled pool items under the previous model (never validation items)."""
+        from .pseudo import choose_pseudo_labels
+
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+        scores = self.scores()
+        if scores is None or scores.classes != self.classes:
+            return empty
+        pool = np.asarray(self.store.unlabeled_item_ids(split="pool"), dtype=np.int64)
+        rows = scores.rows(pool)
+        pool, rows = pool[rows >= 0], rows[rows >= 0]
+        if pool.size == 0:
+            return empty
+        probs = np.asarray(scores.probs[np.sort(rows)])[np.argsort(np.argsort(rows))]
+        counts = np.bincount(y, minlength=num_classes)
+        return choose_pseudo_labels(probs, pool, counts, threshold=cfg.pseudo_threshold, cap_ratio=cfg.pseudo_cap)
+
+    def _refit_head(
+        self, model: Any, x: np.ndarray, y: npt.NDArray[np.int64], num_classes: int, geo: dict, cfg: TrainConfig
+    ) -> None:
+        """SMOTE / ADASYN on the labeled items' embeddings, then a logistic-regression head that scores the pool."""
+        import torch
+
+        from .balance import fit_linear_head, resample_embeddings
+        from .train import predict_batches, resolve_device
+
+        _, emb = predict_batches(model, x, mean=geo["mean"], std=geo["std"], device=resolve_device(cfg.device))
+        xr, yr = resample_embeddings(emb, y, method=cfg.balance, seed=cfg.seed)
+        w, b = fit_linear_head(xr, yr, num_classes, seed=cfg.seed)
+        with torch.no_grad():
+            model.head.weight.copy_(torch.as_tensor(w, dtype=model.head.weight.dtype))
+            model.head.bias.copy_(torch.as_tensor(b, dtype=model.head.bias.dtype))
 
     def _round_metrics(
         self, scores: Scores, train_ids: npt.NDArray[np.int64], y_train: npt.NDArray[np.int64], classes: list[str]

@@ -58,8 +58,17 @@ STRATEGIES: dict[str, Strategy] = {
     "least-confidence": Strategy(
         "least-confidence", uncertainty_sampling, classifier_uncertainty, "lowest top-class probability"
     ),
+    "diverse": Strategy(
+        "diverse",
+        margin_sampling,
+        _neg_margin,
+        "margin sampling spread over k-means clusters of the embeddings (no near-duplicates in a batch)",
+    ),
     "random": Strategy("random", None, None, "uniform random baseline"),
 }
+
+#: Strategies that need the pool's embeddings.
+NEEDS_EMBEDDINGS = frozenset({"diverse"})
 
 
 def list_strategies() -> list[str]:
@@ -112,6 +121,48 @@ def select(
     scores = uncertainty_scores(np.asarray(proba[picked]), strategy)
     order = np.lexsort((ids[picked], -scores))  # most informative first, ties by id
     return ids[picked][order], scores[order]
+
+
+def select_diverse(
+    proba: np.ndarray,
+    emb: np.ndarray,
+    item_ids: npt.ArrayLike,
+    n: int,
+    *,
+    candidates_per_item: int = 10,
+    seed: int = 0,
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """A batch that is uncertain and diverse (Zhdanov 2019, "diverse mini-batch active learning").
+
+    modAL's margin sampling pre-selects the ``candidates_per_item * n`` most uncertain items; scikit-learn's
+    k-means groups their embeddings into ``n`` clusters, and the most uncertain item of each cluster is taken.
+    Returns ``(ids, scores)`` most informative first.
+    """
+    from sklearn.cluster import KMeans
+
+    ids = np.asarray(item_ids, dtype=np.int64)
+    if ids.size == 0:
+        raise EmptyPoolError("no unlabeled items left to query")
+    n = int(min(n, ids.size))
+    m = int(min(ids.size, max(n, candidates_per_item * n)))
+    rows = np.arange(ids.size).reshape(-1, 1)
+    cand, _ = margin_sampling(StoredProba(proba), rows, n_instances=m)
+    cand = np.asarray(cand, dtype=np.int64).reshape(-1)
+    scores = uncertainty_scores(np.asarray(proba[cand]), "margin")
+    if n == m:
+        chosen = np.arange(m)
+    else:
+        x = np.asarray(emb[cand], dtype=np.float64)
+        labels = KMeans(n_clusters=n, n_init=1, random_state=seed).fit_predict(x)
+        chosen = np.asarray(
+            [np.flatnonzero(labels == c)[np.argmax(scores[labels == c])] for c in np.unique(labels)], dtype=np.int64
+        )
+        if chosen.size < n:  # k-means may leave clusters empty on duplicates: fill by uncertainty
+            rest = np.setdiff1d(np.arange(m), chosen)
+            chosen = np.concatenate([chosen, rest[np.argsort(-scores[rest], kind="stable")][: n - chosen.size]])
+    out_ids, out_scores = ids[cand][chosen], scores[chosen]
+    order = np.lexsort((out_ids, -out_scores))
+    return out_ids[order], out_scores[order]
 
 
 def _get(name: str) -> Strategy:

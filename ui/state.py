@@ -32,20 +32,32 @@ def _argv_project() -> str | None:
 
 
 def project_root() -> Path | None:
-    """The open project's folder: from the URL, else the command line; None when none is open."""
-    raw = st.query_params.get("project") or _argv_project()
+    """The open project's folder: from the URL, else this session, else the command line; None when none is open.
+
+    Streamlit clears the URL's query parameters when the page changes (sidebar links, ``st.switch_page``), so the
+    session remembers the project and puts it back into the URL.
+    """
+    raw = st.query_params.get("project")
+    if not raw:
+        raw = st.session_state["project"] if "project" in st.session_state else _argv_project()
     if not raw:
         return None
     root = Path(raw)
-    return root if (root / STORE_FILE).is_file() else None
+    if not (root / STORE_FILE).is_file():
+        return None
+    st.session_state["project"] = raw
+    if st.query_params.get("project") != raw:
+        st.query_params["project"] = raw
+    return root
 
 
 def set_project(root: Path | None) -> None:
-    """Open ``root`` (kept in the URL) or close the project."""
+    """Open ``root`` (kept in the URL and the session) or close the project."""
     if root is None:
         st.query_params.pop("project", None)
+        st.session_state["project"] = ""  # closed: the command line's project does not come back either
     else:
-        st.query_params["project"] = str(Path(root).resolve())
+        st.query_params["project"] = st.session_state["project"] = str(Path(root).resolve())
     reset_batch()
 
 

@@ -1,0 +1,324 @@
+"""The simulator: the workbench's engine with an oracle that answers from a labeled dataset.
+
+``DATASET/train`` (or a ``--train-manifest`` CSV) is the pool; ``DATASET/test`` (or ``val``) is never imported into
+the project, so it is never trained on, queried or pseudo-labelled: it only measures each round's model. Every run
+(strategy × seed) is a real project under ``OUT/runs/``; rows go to ``OUT/curve.csv`` as rounds finish, and a run
+that was interrupted resumes from its store.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import AlwbError
+from .evaluate import classification_metrics
+from .images import is_image_path, load_array
+from .ingest import scan
+from .loop import Project
+from .query import list_strategies
+
+CURVE_COLUMNS = [
+    "strategy",
+    "setting",
+    "seed",
+    "round",
+    "n_labeled",
+    "n_pseudo",
+    "test_accuracy",
+    "test_macro_f1",
+    "test_balanced_accuracy",
+    "val_accuracy",
+    "val_accuracy_low",
+    "val_accuracy_high",
+    "val_n",
+    "train_seconds",
+    "score_seconds",
+    "query_seconds",
+    "round_seconds",
+    "epochs",
+    "warm",
+]
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """One simulated setting (shared by its strategies and seeds)."""
+
+    initial: int = 100
+    batch: int = 100
+    budget: int = 1000
+    pseudo: bool = False
+    balance: str = "none"
+    val_size: int = 500
+    device: str = "auto"
+    epochs: int = 0
+    augment: str = "crop+flip"
+    model: str = "auto"
+    warm_start: bool = True
+
+    @property
+    def name(self) -> str:
+        """Short label of what differs from plain training, e.g. ``pseudo+smote``."""
+        parts = (["pseudo"] if self.pseudo else []) + ([self.balance] if self.balance != "none" else [])
+        parts += [] if self.warm_start else ["scratch"]
+        return "+".join(parts) or "plain"
+
+
+def _test_dir(dataset: Path) -> Path:
+    for name in ("test", "val"):
+        if (dataset / name).is_dir():
+            return dataset / name
+    raise AlwbError(f"{dataset} has no test/ or val/ folder")
+
+
+def _template(dataset: Path, out: Path, train_manifest: Path | None, s: SimSettings) -> tuple[Path, dict[int, int]]:
+    """Import the pool once (unlabeled) with its pixel cache; return the template folder and item -> class oracle."""
+    tdir = out / "template"
+    oracle_file = tdir / "oracle.json"
+    if oracle_file.is_file():
+        return tdir, {int(k): v for k, v in json.loads(oracle_file.read_text()).items()}
+    shutil.rmtree(tdir, ignore_errors=True)
+    src = train_manifest if train_manifest is not None else dataset / "train"
+    if not src.exists():
+        raise AlwbError(f"training pool not found: {src}")
+    found = scan(src)
+    truth = {c.path: c.label for c in found.candidates if c.refused is None and c.label is not None}
+    if not truth:
+        raise AlwbError(f"{src} has no labels for the oracle (need class folders or a label column)")
+    classes = sorted({v for v in truth.values()})
+    with Project.create(tdir, classes=classes) as proj:
+        proj.set_config(val_size=s.val_size)
+        rep = proj.add_images(src, unlabeled=True, progress=sys.stderr.isatty())
+        print(f"pool: {rep.added} images, {len(rep.rejected)} rejected, {len(classes)} classes", file=sys.stderr)
+        proj.set_train_config(augment=s.augment, model=s.model)
+        proj.pixel_cache(progress=sys.stderr.isatty())
+        proj.store.set_meta("geometry", proj.geometry())
+        pos = {c: i for i, c in enumerate(classes)}
+        oracle = {int(r["id"]): pos[truth[r["path"]]] for r in proj.store.items() if r["path"] in truth}
+    oracle_file.write_text(json.dumps(oracle))
+    return tdir, oracle
+
+
+def _test_pixels(
+    dataset: Path, out: Path, classes: list[str], size: int, channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    cache = out / f"test_{channels}x{size}.npz"
+    if cache.is_file():
+        d = np.load(cache)
+        return d["x"], d["y"]
+    tdir = _test_dir(dataset)
+    xs, ys = [], []
+    pos = {c: i for i, c in enumerate(classes)}
+    for cdir in sorted(p for p in tdir.iterdir() if p.is_dir()):
+        if cdir.name not in pos:
+            raise AlwbError(f"test class {cdir.name!r} is not a training class")
+        for f in sorted(cdir.rglob("*")):
+            if f.is_file() and is_image_path(f):
+                xs.append(load_array(f, size, channels))
+                ys.append(pos[cdir.name])
+    if not xs:
+        raise AlwbError(f"no test images in {tdir}")
+    x, y = np.stack(xs), np.asarray(ys, dtype=np.int64)
+    np.savez(cache, x=x, y=y)
+    return x, y
+
+
+def _recorded(curve: Path) -> list[dict[str, str]]:
+    if not curve.is_file():
+        return []
+    with open(curve, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _append(curve: Path, row: dict[str, Any]) -> None:
+    new = not curve.is_file()
+    with open(curve, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CURVE_COLUMNS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k) for k in CURVE_COLUMNS})
+        fh.flush()
+
+
+def _evaluate(proj: Project, x_test: np.ndarray, y_test: np.ndarray, device: str) -> dict[str, Any]:
+    from .export import _build, load_state_dict_file
+    from .train import predict_batches, resolve_device
+
+    cur = proj.store.current_model()
+    assert cur is not None
+    geo = cur["config"]["geometry"]
+    model = _build(geo, len(proj.classes))
+    model.load_state_dict(load_state_dict_file(cur["path"]))
+    probs, _ = predict_batches(model, x_test, mean=geo["mean"], std=geo["std"], device=resolve_device(device))
+    return classification_metrics(y_test, probs.argmax(1), proj.classes)
+
+
+def simulate(
+    dataset: str | Path,
+    out: str | Path,
+    *,
+    strategies: Sequence[str] = ("margin", "random"),
+    seeds: Sequence[int] = (0, 1, 2),
+    settings: SimSettings = SimSettings(),
+    train_manifest: str | Path | None = None,
+    log: bool = True,
+) -> Path:
+    """Run (or resume) every strategy × seed; returns the path of ``curve.csv``."""
+    dataset, out = Path(dataset), Path(out)
+    for s in strategies:
+        if s not in list_strategies():
+            raise AlwbError(f"unknown strategy {s!r} (choose from: {', '.join(list_strategies())})")
+    if settings.initial < 1 or settings.batch < 1 or settings.budget < settings.initial:
+        raise AlwbError("need initial ≥ 1, batch ≥ 1 and budget ≥ initial")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "settings.json").write_text(
+        json.dumps(
+            {
+                **asdict(settings),
+                "strategies": list(strategies),
+                "seeds": list(seeds),
+                "dataset": str(dataset),
+                "train_manifest": str(train_manifest or ""),
+            },
+            indent=1,
+        )
+    )
+    tdir, oracle = _template(dataset, out, Path(train_manifest) if train_manifest else None, settings)
+    with Project.open(tdir) as t:
+        classes, geo = t.classes, t.store.get_meta("geometry")
+    x_test, y_test = _test_pixels(dataset, out, classes, geo["image_size"], geo["channels"])
+    curve = out / "curve.csv"
+    for strategy in strategies:
+        for seed in seeds:
+            _run(tdir, oracle, out, curve, strategy, int(seed), settings, x_test, y_test, log=log)
+    plot_curve(curve, out / "curve.png")
+    return curve
+
+
+def _run(
+    tdir: Path,
+    oracle: dict[int, int],
+    out: Path,
+    curve: Path,
+    strategy: str,
+    seed: int,
+    s: SimSettings,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    *,
+    log: bool,
+) -> None:
+    key = (strategy, s.name, str(seed))
+    run_dir = out / "runs" / f"{strategy}-{s.name}-seed{seed}"
+    if not (run_dir / "alwb.sqlite").is_file():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        shutil.copytree(tdir, run_dir, ignore=shutil.ignore_patterns("oracle.json", "*-wal", "*-shm"))
+        with Project.open(run_dir) as proj:
+            proj.set_config(seed=seed, val_size=s.val_size, strategy=strategy)
+            proj.set_train_config(
+                seed=seed,
+                pseudo=s.pseudo,
+                balance=s.balance,
+                device=s.device,
+                epochs=s.epochs,
+                augment=s.augment,
+                warm_start=s.warm_start,
+                model=s.model,
+            )
+            with proj.store.transaction():
+                proj.store.con.execute("UPDATE items SET split='pool'")
+            proj.ensure_validation()
+            classes = proj.classes
+            val = proj.store.val_item_ids()
+            pool = np.asarray(proj.store.unlabeled_item_ids(split="pool"))
+            rng = np.random.default_rng(seed)
+            first = rng.choice(pool, size=min(s.initial, pool.size), replace=False)
+            proj.label([(int(i), classes[oracle[int(i)]]) for i in val], annotator="oracle-val")
+            proj.label([(int(i), classes[oracle[int(i)]]) for i in first], annotator="oracle")
+    done = {int(r["round"]) for r in _recorded(curve) if (r["strategy"], r["setting"], r["seed"]) == key}
+    query_seconds = 0.0
+    with Project.open(run_dir) as proj:
+        classes = proj.classes
+        while True:
+            rounds = [r for r in proj.store.rounds() if r["status"] == "done"]
+            last = rounds[-1] if rounds else None
+            if last is not None and last["number"] not in done:
+                m = _evaluate(proj, x_test, y_test, s.device)
+                val = last["metrics"].get("val") or {}
+                t = last["timings"]
+                cfg = (proj.store.current_model() or {}).get("config", {})
+                row = {
+                    "strategy": strategy,
+                    "setting": s.name,
+                    "seed": seed,
+                    "round": last["number"],
+                    "n_labeled": last["n_labeled"],
+                    "n_pseudo": last["n_pseudo"],
+                    "test_accuracy": m["accuracy"],
+                    "test_macro_f1": m["macro_f1"],
+                    "test_balanced_accuracy": m["balanced_accuracy"],
+                    "val_accuracy": val.get("accuracy"),
+                    "val_accuracy_low": val.get("accuracy_low"),
+                    "val_accuracy_high": val.get("accuracy_high"),
+                    "val_n": val.get("n"),
+                    "train_seconds": round(t.get("train_seconds", 0.0), 3),
+                    "score_seconds": round(t.get("score_seconds", 0.0), 3),
+                    "query_seconds": round(query_seconds, 3),
+                    "round_seconds": round(t.get("round_seconds", 0.0) + query_seconds, 3),
+                    "epochs": cfg.get("epochs_run"),
+                    "warm": cfg.get("warm"),
+                }
+                _append(curve, row)
+                done.add(last["number"])
+                if log:
+                    print(
+                        f"[{strategy} {s.name} seed {seed}] round {last['number']}: {last['n_labeled']} labels, "
+                        f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, val "
+                        f"{val.get('accuracy', float('nan')):.4f} [{val.get('accuracy_low', 0):.3f}, "
+                        f"{val.get('accuracy_high', 0):.3f}], {row['round_seconds']:.1f} s",
+                        file=sys.stderr,
+                    )
+            n = len(proj.store.current_labels(split="pool"))
+            if last is None or n > last["n_labeled"]:
+                proj.train(device=s.device, strategy=strategy)
+                continue
+            if n >= s.budget:
+                return
+            t0 = time.perf_counter()
+            res = proj.query(min(s.batch, s.budget - n), strategy, seed=seed)
+            proj.label([(it.id, classes[oracle[it.id]]) for it in res.items], annotator="oracle")
+            query_seconds = time.perf_counter() - t0
+
+
+def plot_curve(curve: str | Path, png: str | Path) -> None:
+    """Mean test accuracy against labels, one line per strategy and setting, with the min–max band over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    df = pd.read_csv(curve)
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for (strategy, setting), g in df.groupby(["strategy", "setting"], sort=True):
+        agg = g.groupby("n_labeled")["test_accuracy"].agg(["mean", "min", "max", "count"]).reset_index()
+        label = strategy if setting == "plain" else f"{strategy} ({setting})"
+        ax.plot(agg["n_labeled"], agg["mean"], marker="o", ms=3, label=label)
+        ax.fill_between(agg["n_labeled"], agg["min"], agg["max"], alpha=0.2)
+    ax.set_xlabel("labels")
+    ax.set_ylabel("test accuracy (mean, band = min–max over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)

@@ -1,0 +1,429 @@
+"""The workbench pages driven headless by Streamlit's ``AppTest`` (no browser, no network, CPU only).
+
+How pages are reached: ``ui/app.py`` registers callable pages with ``st.navigation``, and
+``AppTest.switch_page`` only accepts *file* pages, so
+
+* Start and Label are run through the real entry point ``ui/app.py``: its hidden default page calls
+  ``st.switch_page`` to Label (a project is open) or Start, which AppTest follows;
+* Progress, Review, Settings and Export are run with ``AppTest.from_function`` on a two-line script that imports
+  ``views.<page>`` and calls its ``render()``, the same function ``st.navigation`` runs.
+
+The project is given as ``?project=`` like in the browser. Streamlit caches are global to the process, so they are
+cleared around every test.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+from conftest import make_shapes
+
+pytest.importorskip("streamlit")
+import streamlit as st  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from alwb.jobs import is_training  # noqa: E402
+from alwb.loop import Project  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+UI = REPO / "ui"
+APP = UI / "app.py"
+TIMEOUT = 60  # seconds per script run (the first one imports torch)
+SHAPES = ["circle", "square", "triangle"]
+NONE = "∅ none of these"
+SKIP = "⏭ skip"
+
+if str(UI) not in sys.path:  # for ui/text.py
+    sys.path.insert(0, str(UI))
+
+
+# ---------------------------------------------------------------------- fixtures and helpers
+@pytest.fixture(autouse=True)
+def _fresh_streamlit(monkeypatch: pytest.MonkeyPatch):
+    """No project from the environment; no cached thumbnails or resources from an earlier test."""
+    monkeypatch.delenv("ALWB_PROJECT", raising=False)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+def _project(tmp_path: Path, classes: list[str] = SHAPES) -> tuple[Path, dict[str, str]]:
+    """A project over 60 flat shape images (20 per class) with ``classes``; returns (root, {path: true class})."""
+    truth = make_shapes(tmp_path / "shapes", 20, layout="flat")
+    root = tmp_path / "proj"
+    with Project.create(root, classes=classes) as proj:
+        proj.add_images(tmp_path / "shapes")
+    return root, truth
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    return _project(tmp_path)
+
+
+@pytest.fixture
+def trained(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A project with every validation item and 30 pool items labeled, and one finished round."""
+    root, truth = _project(tmp_path)
+    with Project.open(root) as proj:
+        val = proj.store.val_item_ids()
+        pool = proj.store.unlabeled_item_ids(split="pool")[:30]
+        answers = [(i, truth[proj.store.item(i)["path"]]) for i in [*val, *pool]]
+        proj.label(answers, annotator="fixture")
+        proj.train(epochs=2, device="cpu")
+    return root, truth
+
+
+def app(root: Path | None = None) -> AppTest:
+    """Run ``ui/app.py`` once (with ``?project=root`` when given)."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    if root is not None:
+        at.query_params["project"] = str(root)
+    return ok(at.run())
+
+
+def _page_script(ui_dir: str, page: str) -> None:
+    import importlib
+    import os
+    import sys
+
+    for p in (ui_dir, os.path.dirname(ui_dir)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    importlib.import_module(f"views.{page}").render()
+
+
+def page(name: str, root: Path) -> AppTest:
+    """Run one page's ``render()`` with ``?project=root``."""
+    at = AppTest.from_function(_page_script, kwargs={"ui_dir": str(UI), "page": name}, default_timeout=TIMEOUT)
+    at.query_params["project"] = str(root)
+    return ok(at.run())
+
+
+def ok(at: AppTest) -> AppTest:
+    """The run raised nothing."""
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def item_ids(at: AppTest) -> list[int]:
+    """Ids of the batch on the Label page, in screen order (from the answer widgets' keys ``ans_<id>``)."""
+    return [int(s.key.removeprefix("ans_")) for s in at.selectbox if s.key and s.key.startswith("ans_")]
+
+
+def labels(root: Path) -> dict[int, dict]:
+    with Project.open(root) as proj:
+        return {r["item_id"]: dict(r) for r in proj.store.current_labels(include_none=True)}
+
+
+def path_of(root: Path, item_id: int) -> str:
+    with Project.open(root) as proj:
+        return proj.store.item(item_id)["path"]
+
+
+# ---------------------------------------------------------------------- 1. the library never imports streamlit
+def test_library_does_not_import_streamlit() -> None:
+    code = (
+        "import importlib, pkgutil, sys, alwb\n"
+        "names = [m.name for m in pkgutil.iter_modules(alwb.__path__) if m.name != '__main__']\n"
+        "for n in names: importlib.import_module('alwb.' + n)\n"
+        "assert {'loop', 'cli', 'jobs', 'store', 'export'} <= set(names), names\n"
+        "bad = sorted(m for m in sys.modules if m == 'streamlit' or m.startswith('streamlit.'))\n"
+        "assert not bad, bad\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+
+
+# ---------------------------------------------------------------------- 2. start page
+def test_start_page_creates_a_project(tmp_path: Path) -> None:
+    make_shapes(tmp_path / "shapes", 5, layout="flat")
+    at = app()
+    assert [t.value for t in at.title] == ["alwb workbench"]
+    assert [t.label for t in at.tabs] == ["Open a project", "Create a project"]
+    assert at.button[0].label == "Open" and at.button[0].disabled
+
+    root = tmp_path / "new-project"
+    at.text_input[1].input(str(root))  # New project folder
+    at.text_input[2].input(str(tmp_path / "shapes"))  # Image folder or CSV manifest
+    at.text_input[3].input("circle, square,triangle")
+    ok(at.button[1].click().run())  # Create project
+
+    assert (root / "alwb.sqlite").is_file()
+    assert at.query_params.get("project") == str(root.resolve())
+    with Project.open(root) as proj:
+        assert proj.classes == SHAPES
+        assert proj.store.item_count() == 15
+    # the app reruns on the open project: the Start page now shows it
+    assert "Open project" in [s.value for s in at.subheader]
+    assert any("15" in s.value for s in at.success), [s.value for s in at.success]
+
+
+# ---------------------------------------------------------------------- 3. label page with the mouse
+def test_label_page_submits_the_chosen_answers(project) -> None:
+    root, _ = project
+    at = app(root)
+    assert [t.value for t in at.title] == ["Label"]
+    ids = item_ids(at)
+    assert len(ids) == 16 == len(set(ids))
+    assert any("no model yet" in i.value and "random" in i.value for i in at.info), [i.value for i in at.info]
+    assert at.selectbox(key=f"ans_{ids[0]}").options == [*SHAPES, SKIP, NONE]
+    assert all(at.selectbox(key=f"ans_{i}").value is None for i in ids)
+
+    chosen = {ids[0]: "circle", ids[1]: "square", ids[2]: "triangle", ids[3]: NONE, ids[4]: SKIP}
+    for item_id, value in chosen.items():
+        at.selectbox(key=f"ans_{item_id}").select(value)
+    ok(at.button(key="submit").click().run())
+
+    stored = labels(root)
+    assert set(stored) == {ids[0], ids[1], ids[2], ids[3]}
+    assert {i: r["class"] for i, r in stored.items()} == {
+        ids[0]: "circle",
+        ids[1]: "square",
+        ids[2]: "triangle",
+        ids[3]: None,
+    }
+    assert {r["source"] for r in stored.values()} == {"human"}
+    assert len({r["batch_id"] for r in stored.values()}) == 1
+    assert any("Saved 4 label(s)" in s.value for s in at.success), [s.value for s in at.success]
+
+    # a fresh batch without the answered items (nor the ones skipped in this session)
+    new_ids = item_ids(at)
+    assert len(new_ids) == 16
+    assert not set(new_ids) & set(ids)
+
+
+# ---------------------------------------------------------------------- 4. keyboard shortcuts
+def test_keyboard_buttons_answer_the_focused_image(project) -> None:
+    root, _ = project
+    at = app(root)
+    ids = item_ids(at)
+    assert at.text[0].value.startswith("▶ #1")
+
+    for key in ["key_1", "key_2", "key_none", "key_skip", "key_left", "key_3"]:
+        ok(at.button(key=key).click().run())
+    # 1 → circle on #1, 2 → square on #2, N → none on #3, S → skip on #4, ◀ back to #4, 3 → triangle on #4
+    values = [at.selectbox(key=f"ans_{i}").value for i in ids[:6]]
+    assert values == ["circle", "square", NONE, "triangle", None, None]
+    assert at.text[4].value.startswith("▶ #5")
+
+    ok(at.button(key="submit").click().run())
+    stored = labels(root)
+    assert {i: r["class"] for i, r in stored.items()} == {
+        ids[0]: "circle",
+        ids[1]: "square",
+        ids[2]: None,
+        ids[3]: "triangle",
+    }
+    assert any("Saved 4 label(s)" in s.value for s in at.success)
+
+
+# ---------------------------------------------------------------------- 5. undo
+def test_undo_last_batch(project) -> None:
+    root, _ = project
+    at = app(root)
+    first = item_ids(at)
+    at.selectbox(key=f"ans_{first[0]}").select("circle")
+    ok(at.button(key="submit").click().run())
+    second = item_ids(at)
+    at.selectbox(key=f"ans_{second[0]}").select("square")
+    at.selectbox(key=f"ans_{second[1]}").select("triangle")
+    ok(at.button(key="submit").click().run())
+    assert set(labels(root)) == {first[0], second[0], second[1]}
+
+    ok(at.button(key="undo").click().run())
+    assert {i: r["class"] for i, r in labels(root).items()} == {first[0]: "circle"}
+    assert any("2 label(s) removed" in i.value for i in at.info), [i.value for i in at.info]
+
+
+# ---------------------------------------------------------------------- 6. background retraining
+def test_submit_starts_background_training_then_progress_shows_it(project) -> None:
+    root, truth = project
+    with Project.open(root) as proj:
+        proj.set_config(retrain_every=10)
+        proj.set_train_config(epochs=3, device="cpu")
+    at = app(root)
+    ids = item_ids(at)
+    for i in ids:  # 12 pool + 4 validation items, answered truthfully
+        at.selectbox(key=f"ans_{i}").select(truth[path_of(root, i)])
+    ok(at.button(key="submit").click().run())
+    assert any("Retraining started in the background" in s.value for s in at.success), [s.value for s in at.success]
+
+    deadline = time.monotonic() + 120
+    while True:
+        with Project.open(root) as proj:
+            rounds = proj.store.rounds()
+            current = proj.store.current_round()
+        if current == 1 and not is_training(root):
+            break
+        log = root / "train.log"
+        assert not any(r["status"] == "failed" for r in rounds), log.read_text() if log.exists() else rounds
+        assert time.monotonic() < deadline, "no finished round after 120 s: " + (
+            log.read_text() if log.exists() else ""
+        )
+        time.sleep(0.5)
+    progress = json.loads((root / "train_progress.json").read_text())
+    assert progress.get("phase") is not None
+
+    at = page("progress", root)
+    assert [m.label for m in at.metric] == [
+        "Validation accuracy",
+        "95% interval",
+        "Training labels",
+        "Validation labels",
+    ]
+    assert at.metric[2].value == "12"
+    assert len(at.get("arrow_vega_lite_chart")) >= 3
+
+    # the Label page now queries with the model
+    at = app(root)
+    assert not any("no model yet" in i.value for i in at.info)
+    assert any("model:" in t.value for t in at.text), [t.value for t in at.text]
+
+
+# ---------------------------------------------------------------------- 7. the other pages after a round
+def test_progress_page(trained) -> None:
+    root, _ = trained
+    at = page("progress", root)
+    assert len(at.metric) == 4
+    assert at.metric[2].value == "30" and at.metric[3].value == "10"
+    assert "Confusion matrix (validation, last round)" in [s.value for s in at.subheader]
+
+
+def test_progress_page_without_rounds(project) -> None:
+    root, _ = project
+    at = page("progress", root)
+    assert any("No round has finished yet" in i.value for i in at.info)
+
+
+def test_settings_page_saves_the_strategy(trained) -> None:
+    root, _ = trained
+    at = page("settings", root)
+    strategy = at.selectbox[0]
+    assert strategy.label == "Query strategy" and strategy.value == "margin"
+    assert "entropy" in strategy.options
+    strategy.select("entropy")
+    ok(at.button[0].click().run())  # Save settings
+    with Project.open(root) as proj:
+        assert proj.config.strategy == "entropy"
+        assert proj.train_config.device == "auto"  # untouched fields keep their values
+    assert any("Settings saved" in s.value for s in at.success)
+
+
+def test_review_page_corrects_a_label_and_keeps_history(trained) -> None:
+    root, _ = trained
+    at = page("review", root)
+    fixes = [s for s in at.selectbox if s.key and s.key.startswith("fix_")]
+    assert len(fixes) == 24  # one page
+    target = fixes[0]
+    item_id = int(target.key.removeprefix("fix_"))
+    old = target.value
+    new = next(c for c in SHAPES if c != old)
+    target.select(new)
+    ok(at.button[0].click().run())  # Save corrections (the form's submit button)
+
+    with Project.open(root) as proj:
+        history = proj.store.label_history(item_id)
+        current = {r["item_id"]: r["class"] for r in proj.store.current_labels()}
+    assert current[item_id] == new
+    assert [h["class"] for h in history][-2:] in ([old, new], [new, old])
+    assert len(history) == 2
+    assert any("Saved 1 corrected label(s)" in s.value for s in at.success), [s.value for s in at.success]
+
+
+def test_export_page_matches_the_cli(trained, tmp_path: Path) -> None:
+    root, _ = trained
+    at = page("export", root)
+    assert not at.get("download_button")
+    ok(at.button[0].click().run())  # Prepare export
+    assert any("Exported 40 image(s)" in s.value for s in at.success), [s.value for s in at.success]
+    assert len(at.get("download_button")) == 2
+
+    cli_out = tmp_path / "cli-export"
+    res = subprocess.run(
+        [sys.executable, "-m", "alwb", "export", str(root), str(cli_out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+
+    def files(base: Path, *tops: str) -> set[str]:
+        return {
+            p.relative_to(base).as_posix() for t in tops for p in [base / t, *(base / t).rglob("*")] if p.is_file()
+        }
+
+    ds = set(zipfile.ZipFile(root / "exports" / "dataset.zip").namelist())
+    model = set(zipfile.ZipFile(root / "exports" / "model.zip").namelist())
+    assert ds == files(cli_out, "dataset", "manifest.csv", "manifest.parquet")
+    assert {"manifest.csv", "manifest.parquet"} <= ds
+    assert sum(n.startswith("dataset/") for n in ds) == 40
+    assert model == files(cli_out, "model")
+    assert {
+        "model/weights.safetensors",
+        "model/labels.json",
+        "model/preprocess.json",
+        "model/model.torchscript.pt",
+        "model/MODEL_CARD.md",
+    } <= model
+    with zipfile.ZipFile(root / "exports" / "model.zip") as zf:
+        assert json.loads(zf.read("model/labels.json")) == json.loads((cli_out / "model" / "labels.json").read_text())
+
+
+# ---------------------------------------------------------------------- 8. text from users is never markup
+HOSTILE = ["<b>bold</b>", "**star**", ":red[x]"]
+
+
+def test_md_escape() -> None:
+    from text import md_escape
+
+    assert md_escape("plain text 12") == "plain text 12"
+    for ch in "\\`*_{}[]()#+-.!|~<>$:&":
+        assert md_escape(ch) == "\\" + ch
+    assert md_escape("<b>bold</b>") == r"\<b\>bold\</b\>"
+    assert md_escape("**star**") == r"\*\*star\*\*"
+    assert md_escape(":red[x]") == r"\:red\[x\]"
+    assert md_escape("$x$ and `code`") == r"\$x\$ and \`code\`"
+    assert md_escape("two\nlines") == "two lines"
+    assert md_escape(3) == "3"
+
+
+def test_label_page_shows_class_names_as_text(tmp_path: Path) -> None:
+    from text import md_escape
+
+    root, _ = _project(tmp_path, classes=HOSTILE)
+    at = app(root)
+    ids = item_ids(at)
+    assert at.selectbox(key=f"ans_{ids[0]}").options == [*HOSTILE, SKIP, NONE]  # options are plain text
+    labels_by_key = {b.key: b.label for b in at.button}
+    for k, name in zip("123", HOSTILE, strict=True):
+        assert labels_by_key[f"key_{k}"] == f"{k} · {md_escape(name)}"
+
+    # every element whose body Streamlit renders as Markdown: no raw tag, emphasis or colour directive
+    rendered = [
+        *(b.label for b in at.button),
+        *(m.value for m in at.markdown),
+        *(c.value for c in at.caption),
+        *(t.value for t in at.title),
+        *(e.value for kind in (at.info, at.success, at.warning, at.error) for e in kind),
+        *(s.label for s in at.selectbox),
+    ]
+    for body in rendered:
+        assert "<b>" not in body and "**star**" not in body and ":red[" not in body, body
+
+    # the names still round-trip into the store untouched
+    at.selectbox(key=f"ans_{ids[0]}").select(HOSTILE[0])
+    ok(at.button(key="key_2").click().run())  # focus is on #1 → overrides with the 2nd class
+    ok(at.button(key="key_3").click().run())  # #2 → the 3rd class
+    ok(at.button(key="submit").click().run())
+    assert {i: r["class"] for i, r in labels(root).items()} == {ids[0]: HOSTILE[1], ids[1]: HOSTILE[2]}

@@ -1,0 +1,357 @@
+"""End to end in a real browser: ``alwb ui`` served by Streamlit, driven by Chromium through Playwright.
+
+One test walks the workbench the way a person does: label a batch with the mouse, a batch with the keyboard,
+let background training run two rounds, look at the accuracy chart, export and download both zip files. A
+full-page screenshot of every page lands in ``tmp_path/screenshots`` (and in ``$ALWB_SCREENSHOTS`` when set).
+
+Needs Debian's ``/usr/bin/chromium`` (``.ci/run`` installs it) and the ``playwright`` package; Playwright's own
+browser download is never used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import SHAPES, make_shapes
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+BATCH = 12
+TIMEOUT_MS = 60_000  # one page load or rerun on a slow 2-core machine
+ROUNDS_WAIT_S = 150
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"{CHROMIUM} is missing (apt-get install chromium)"),
+]
+
+
+# ---------------------------------------------------------------------- project and server
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A project of 60 shape images (3 classes), small batches, quick CPU rounds; and the true classes."""
+    from alwb.loop import Project
+
+    truth = make_shapes(tmp_path / "shapes", 20, layout="flat")
+    root = tmp_path / "project"
+    proj = Project.create(root, classes=list(SHAPES))
+    try:
+        proj.add_images(tmp_path / "shapes")
+        proj.set_config(batch_size=BATCH, retrain_every=BATCH)
+        proj.set_train_config(epochs=3, device="cpu")
+    finally:
+        proj.close()
+    return root, truth
+
+
+def _stop_training(root: Path) -> None:
+    """Stop a background round this test started (its pid is in the lock file it holds)."""
+    from alwb.jobs import LOCK_FILE, is_training
+
+    if not is_training(root):
+        return
+    with contextlib.suppress(ValueError, OSError):
+        os.kill(int((root / LOCK_FILE).read_text().strip()), signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while is_training(root) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def server(project: tuple[Path, dict[str, str]], tmp_path: Path) -> Iterator[str]:
+    """``alwb ui PROJECT`` on a free port; yields its address. Always stopped (with its Streamlit child)."""
+    root, _ = project
+    port = _free_port()
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in the finally below
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "alwb", "ui", str(root), "--port", str(port), "--host", "127.0.0.1"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # its own process group: the Streamlit child is stopped with it
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"alwb ui exited with {proc.returncode}:\n{_read(tmp_path / 'server.log')}")
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                    if resp.read().decode().strip() == "ok":
+                        break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"alwb ui did not answer in 90 s:\n{_read(tmp_path / 'server.log')}")
+            time.sleep(0.25)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=15)
+        log.close()
+        _stop_training(root)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(errors="replace")[-4000:] if path.is_file() else ""
+
+
+# ---------------------------------------------------------------------- browser helpers
+@pytest.fixture
+def browser_page() -> Iterator:
+    """A Chromium page (Debian's binary, headless, no network beyond localhost)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+            context.set_default_timeout(TIMEOUT_MS)
+            page = context.new_page()
+            yield page
+            context.close()
+        finally:
+            browser.close()
+
+
+def settle(page) -> None:
+    """Wait until Streamlit has finished the current run: no status widget, no stale element."""
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
+        " && !document.querySelector('[data-stale=\"true\"]')",
+        timeout=TIMEOUT_MS,
+    )
+
+
+def open_page(page, url: str, title: str) -> None:
+    """Load a page and wait for its title and the end of its first run."""
+    page.goto(url)
+    page.get_by_role("heading", name=title, exact=True).wait_for()
+    settle(page)
+
+
+def screenshot(page, folder: Path, name: str) -> Path:
+    """A full-page screenshot: Streamlit scrolls inside its main block, so grow the viewport to its height."""
+    settle(page)
+    height = page.evaluate(
+        "() => Math.max(document.body.scrollHeight, ...Array.from(document.querySelectorAll('*'))"
+        ".filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowY)).map(e => e.scrollHeight))"
+    )
+    size = page.viewport_size
+    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height) + 40, 8000))})
+    try:
+        page.wait_for_timeout(300)  # layout and images after the resize; nothing to wait for by condition
+        path = folder / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+    finally:
+        page.set_viewport_size(size)
+    return path
+
+
+def cell(page, j: int):
+    """The j-th image card of the batch on screen (``st.container(key="cell_j")``)."""
+    return page.locator(f".st-key-cell_{j}")
+
+
+def expected_batch(root: Path) -> list[int]:
+    """The item ids of the batch the Label page shows: the query is deterministic for a given store state."""
+    from alwb.loop import Project
+
+    with Project.open(root) as proj:
+        return [it.id for it in proj.query(BATCH).items]
+
+
+def human_labels(root: Path) -> list[tuple[int, str | None, str]]:
+    """(item id, class, batch id) of every current human label."""
+    from alwb.loop import Project
+
+    with Project.open(root) as proj:
+        rows = proj.store.con.execute(
+            "SELECT l.item_id, c.name, l.batch_id FROM labels l LEFT JOIN classes c ON c.id=l.class_id"
+            " WHERE l.superseded_at IS NULL AND l.source='human' ORDER BY l.item_id"
+        ).fetchall()
+    return [(int(r[0]), r[1], r[2]) for r in rows]
+
+
+def done_rounds(root: Path) -> list[dict]:
+    from alwb.loop import Project
+
+    with Project.open(root) as proj:
+        return [r for r in proj.store.rounds() if r["status"] == "done"]
+
+
+def item_paths(root: Path, ids: list[int]) -> list[str]:
+    from alwb.loop import Project
+
+    with Project.open(root) as proj:
+        return [str(Path(proj.store.item(i)["path"]).resolve()) for i in ids]
+
+
+# ---------------------------------------------------------------------- the walk-through
+def test_workbench_in_a_browser(project, server, browser_page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    root, truth = project
+    page = browser_page
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+    t0 = time.monotonic()
+
+    # --- Start
+    open_page(page, f"{server}/start", "alwb workbench")
+    expect(page.get_by_text("60 images · 0 answered")).to_be_visible()
+    screenshot(page, shots, "1_start")
+
+    # --- Label, batch 1 with the mouse: open each card's selectbox and click the true class
+    ids1 = expected_batch(root)
+    truth1 = [truth[p] for p in item_paths(root, ids1)]
+    open_page(page, f"{server}/label", "Label")
+    expect(cell(page, BATCH - 1)).to_be_visible()
+    expect(cell(page, BATCH)).to_have_count(0)
+    screenshot(page, shots, "2_label")
+    for j, cls in enumerate(truth1):
+        box = cell(page, j).get_by_role("combobox")
+        box.click()
+        page.get_by_role("option", name=cls, exact=True).click()
+        expect(box).to_have_value(cls)
+        settle(page)
+    page.get_by_role("button", name=f"Submit batch of {BATCH}").click()
+    expect(page.get_by_text(f"Saved {BATCH} label(s) to the store")).to_be_visible()
+    labels = human_labels(root)
+    assert [(i, c) for i, c, _ in labels] == sorted(zip(ids1, truth1, strict=True))
+    assert len({b for _, _, b in labels}) == 1, "one batch, one transaction"
+
+    # --- Label, batch 2 with the keyboard: a digit answers the focused card and moves the focus on; Enter submits
+    ids2 = expected_batch(root)
+    assert not set(ids2) & set(ids1)
+    truth2 = [truth[p] for p in item_paths(root, ids2)]
+    expect(cell(page, 0).get_by_text("▶ #1")).to_be_visible()
+    expect(cell(page, 0).get_by_role("combobox")).to_have_value("")
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    for j, cls in enumerate(truth2):
+        page.keyboard.press(str(SHAPES.index(cls) + 1))
+        expect(cell(page, j).get_by_role("combobox")).to_have_value(cls)
+        if j + 1 < BATCH:
+            expect(cell(page, j + 1).get_by_text(f"▶ #{j + 2}")).to_be_visible()
+    settle(page)
+    page.keyboard.press("Enter")
+    expect(page.get_by_text(f"Saved {BATCH} label(s) to the store")).to_be_visible()
+    labels = human_labels(root)
+    assert [(i, c) for i, c, _ in labels] == sorted(zip(ids1 + ids2, truth1 + truth2, strict=True))
+    batches = {b for _, _, b in labels}
+    assert len(batches) == 2, "each submitted batch is one transaction with its own batch id"
+    # 18 pool labels (a quarter of each batch is validation) ≥ retrain_every: a round started by itself
+    expect(page.get_by_text("Retraining started in the background")).to_be_visible()
+
+    # --- two finished rounds: the automatic one, then "Retrain now"
+    deadline = time.monotonic() + ROUNDS_WAIT_S
+    clicked = False
+    while len(done_rounds(root)) < 2:
+        assert time.monotonic() < deadline, f"rounds done: {len(done_rounds(root))}:\n{_read(root / 'train.log')}"
+        failed = [r for r in _all_rounds(root) if r["status"] == "failed"]
+        assert not failed, f"a round failed: {failed[-1]['error']}\n{_read(root / 'train.log')}"
+        if len(done_rounds(root)) == 1 and not clicked and not _training(root):
+            settle(page)
+            page.get_by_role("button", name="Retrain now").click()
+            expect(page.get_by_text("Training started in the background")).to_be_visible()
+            clicked = True
+        time.sleep(0.5)
+    rounds = done_rounds(root)
+    assert [r["n_labeled"] for r in rounds] == [18, 18]
+
+    # --- Progress: the accuracy curve has two points
+    open_page(page, f"{server}/progress", "Progress")
+    expect(page.get_by_role("heading", name="Accuracy per round")).to_be_visible()
+    chart = page.locator('[data-testid="stVegaLiteChart"]').first
+    expect(chart.locator("canvas, svg").first).to_be_visible()
+    expect(page.get_by_text("No round has finished yet")).to_have_count(0)
+    screenshot(page, shots, "3_progress")
+
+    # --- Review and Settings: they render without an error
+    for name, title in (("review", "Review"), ("settings", "Settings")):
+        open_page(page, f"{server}/{name}", title)
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+        screenshot(page, shots, f"4_{name}" if name == "review" else f"5_{name}")
+
+    # --- Export: prepare, then download both zip files through the browser
+    open_page(page, f"{server}/export", "Export")
+    page.get_by_role("button", name="Prepare export").click()
+    expect(page.get_by_text("Exported 24 image(s)")).to_be_visible()
+    settle(page)
+    downloads = tmp_path / "downloads"
+    for name in ("dataset.zip", "model.zip"):
+        with page.expect_download(timeout=TIMEOUT_MS) as info:
+            page.get_by_role("button", name=f"Download {name}").click()
+        info.value.save_as(downloads / name)
+        settle(page)
+    screenshot(page, shots, "6_export")
+
+    with zipfile.ZipFile(downloads / "dataset.zip") as zf:
+        names = set(zf.namelist())
+        assert {"manifest.csv", "manifest.parquet"} <= names
+        images = sorted(n for n in names if n.startswith("dataset/"))
+        assert len(images) == 2 * BATCH
+        assert {n.split("/")[1] for n in images} <= set(SHAPES)
+        manifest = zf.read("manifest.csv").decode()
+    for path, cls in zip(item_paths(root, ids1 + ids2), truth1 + truth2, strict=True):
+        name = Path(path).name
+        assert any(n.startswith(f"dataset/{cls}/") and n.endswith(f"_{name}") for n in images), (name, cls)
+        assert path in manifest
+    with zipfile.ZipFile(downloads / "model.zip") as zf:
+        names = set(zf.namelist())
+    for f in ("weights.safetensors", "labels.json", "preprocess.json", "model.torchscript.pt", "MODEL_CARD.md"):
+        assert f"model/{f}" in names, sorted(names)
+
+    out = os.environ.get("ALWB_SCREENSHOTS")
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        for png in shots.glob("*.png"):
+            shutil.copy2(png, Path(out) / png.name)
+    print(f"screenshots: {shots}" + (f" (copied to {out})" if out else ""))
+    print(f"browser walk-through took {time.monotonic() - t0:.0f} s")
+
+
+def _all_rounds(root: Path) -> list[dict]:
+    from alwb.loop import Project
+
+    with Project.open(root) as proj:
+        return proj.store.rounds()
+
+
+def _training(root: Path) -> bool:
+    from alwb.jobs import is_training
+
+    return is_training(root)
