@@ -152,15 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="build a demo project from scikit-learn's digits and run it",
-        description="Writes the 1,797 8x8 digits of scikit-learn as PNG files under DIR, creates a "
-        "project there and runs labeling rounds in the terminal, the digits' own labels answering "
-        "as the oracle, printing the validation accuracy per round.",
+        description="Writes the 1,797 8x8 digits of scikit-learn as PNG files under DIR, creates a project there "
+        "and starts the workbench on it. With --terminal it runs labeling rounds in the terminal instead, the "
+        "digits' own labels answering as the oracle, printing the validation accuracy per round.",
     )
     p.add_argument("--dir", type=Path, default=Path("data/demo"), help="where to build it (default data/demo)")
     p.add_argument("--rounds", type=int, default=5, help="labeling rounds (default 5)")
     p.add_argument("--batch", type=int, default=60, help="labels per round (default 60)")
     p.add_argument("--strategy", choices=list_strategies(), default="margin")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
+    p.add_argument(
+        "--terminal",
+        action="store_true",
+        help="no browser: run --rounds rounds in the terminal, the digits' labels answering",
+    )
+    p.add_argument("--port", type=int, default=8501, help="workbench port (default 8501)")
+    p.add_argument("--host", default="127.0.0.1", help="workbench address (default 127.0.0.1)")
     return ap
 
 
@@ -341,16 +348,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"wrote {curve} and {curve.with_suffix('.png')}")
         return 0
     if cmd == "demo":
-        from .demo import run_demo
+        from .demo import build_demo, run_demo
 
-        return run_demo(
-            args.dir,
-            rounds=args.rounds,
-            batch=args.batch,
-            strategy=args.strategy,
-            device=args.device,
-            progress=progress,
-        )
+        if args.terminal:
+            return run_demo(
+                args.dir,
+                rounds=args.rounds,
+                batch=args.batch,
+                strategy=args.strategy,
+                device=args.device,
+                progress=progress,
+            )
+        from .uilaunch import launch
+
+        project = build_demo(args.dir, device=args.device, progress=progress)
+        print("demo project ready: label the digits in the browser (the model retrains every 50 labels).")
+        return launch(project, port=args.port, host=args.host)
     raise AlwbError(f"unknown command {cmd}")  # pragma: no cover - argparse guards this
 
 

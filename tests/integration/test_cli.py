@@ -195,3 +195,13 @@ def test_help_for_every_command() -> None:
             [sys.executable, "-m", "alwb", *cmd, "--help"], capture_output=True, text=True, timeout=120
         )
         assert proc.returncode == 0 and "usage: alwb" in proc.stdout, cmd
+
+
+def test_demo_in_the_terminal(tmp_path: Path, capsys) -> None:
+    code, out, _ = run_cli(
+        capsys, "demo", "--terminal", "--dir", tmp_path / "demo", "--rounds", "1", "--batch", "40", "--device", "cpu"
+    )
+    assert code == 0, out
+    assert "imported 1797 image(s)" in out and "round 1:" in out and "val accuracy" in out
+    assert (tmp_path / "demo" / "oracle.csv").is_file()
+    assert len(list((tmp_path / "demo" / "images").glob("*.png"))) == 1797

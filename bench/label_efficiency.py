@@ -1,0 +1,100 @@
+"""Label efficiency on Fashion-MNIST (or any train/test ImageFolder dataset): strategies × settings × labels.
+
+    python bench/label_efficiency.py --dataset ../shared/datasets/fashion-mnist --out bench/out/fmnist \\
+        --strategies margin,entropy,random --settings plain,pseudo --seeds 0,1,2 --budget 1000
+
+Each setting runs ``alwb simulate`` (the workbench's own engine with an oracle) into OUT/<setting>/ and the script
+prints one table: mean ± std over seeds of the test accuracy (and macro-F1) at each label count, plus the mean
+round time. ``--settings`` items: plain, pseudo, weights, smote, adasyn, pseudo+smote, scratch (no warm start).
+Re-running resumes: finished rounds are not recomputed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from alwb.simulate import SimSettings, plot_curve, simulate
+
+
+def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
+    """Parse a setting name like ``pseudo+smote``."""
+    parts = set(name.split("+")) - {"plain"}
+    balance = next((p for p in parts if p in ("weights", "smote", "adasyn")), "none")
+    unknown = parts - {"pseudo", "scratch", "weights", "smote", "adasyn"}
+    if unknown:
+        raise SystemExit(f"unknown setting part(s): {', '.join(sorted(unknown))}")
+    return SimSettings(
+        initial=args.initial,
+        batch=args.batch,
+        budget=args.budget,
+        pseudo="pseudo" in parts,
+        balance=balance,
+        val_size=args.val_size,
+        device=args.device,
+        epochs=args.epochs,
+        warm_start="scratch" not in parts,
+    )
+
+
+def table(curves: list[Path], metric: str = "test_accuracy", every: int = 0) -> pd.DataFrame:
+    """Mean ± std over seeds of ``metric`` per strategy, setting and label count."""
+    df = pd.concat([pd.read_csv(c) for c in curves if c.is_file()], ignore_index=True)
+    if every:
+        df = df[df["n_labeled"] % every == 0]
+    g = df.groupby(["strategy", "setting", "n_labeled"])
+    out = g[metric].agg(["mean", "std", "count"]).reset_index()
+    out["round_s"] = g["round_seconds"].mean().values
+    out["value"] = out.apply(lambda r: f"{r['mean']:.4f} ± {0 if pd.isna(r['std']) else r['std']:.4f}", axis=1)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, default=Path("../shared/datasets/fashion-mnist"))
+    ap.add_argument("--train-manifest", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path("bench/out/fmnist"))
+    ap.add_argument("--strategies", default="margin,random")
+    ap.add_argument("--settings", default="plain")
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--initial", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--budget", type=int, default=1000)
+    ap.add_argument("--val-size", type=int, default=500)
+    ap.add_argument("--epochs", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--metric", default="test_accuracy")
+    ap.add_argument("--report-only", action="store_true", help="print the table of what OUT holds")
+    args = ap.parse_args()
+    strategies = args.strategies.split(",")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    curves = []
+    for name in args.settings.split(","):
+        out = args.out / name
+        if not args.report_only:
+            simulate(
+                args.dataset,
+                out,
+                strategies=strategies,
+                seeds=seeds,
+                settings=settings_for(name, args),
+                train_manifest=args.train_manifest,
+            )
+        curves.append(out / "curve.csv")
+    t = table(curves, args.metric)
+    wide = t.pivot_table(index=["strategy", "setting"], columns="n_labeled", values="value", aggfunc="first")
+    with pd.option_context("display.width", 250, "display.max_columns", 50):
+        print(f"{args.metric}, mean ± std over seeds {args.seeds}")
+        print(wide.to_string())
+        print("\nmean seconds per round:")
+        print(t.groupby(["strategy", "setting"])["round_s"].mean().round(1).to_string())
+    merged = args.out / "curve_all.csv"
+    pd.concat([pd.read_csv(c) for c in curves if c.is_file()]).to_csv(merged, index=False)
+    plot_curve(merged, args.out / "curve_all.png")
+    print(f"\ncurves: {merged}, picture: {args.out / 'curve_all.png'}")
+
+
+if __name__ == "__main__":
+    main()
