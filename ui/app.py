@@ -21,6 +21,7 @@ from views import export, label, progress, review, settings, start  # noqa: E402
 st.set_page_config(page_title="alwb workbench", page_icon="🏷️", layout="wide")
 
 root = state.project_root()
+state.annotator()  # remembered by the session: a page change clears the URL's parameters
 start_page = st.Page(start.render, title="Start", icon=":material/folder_open:", url_path="start")
 label_page = st.Page(label.render, title="Label", icon=":material/label:", url_path="label")
 

@@ -76,8 +76,13 @@ def open_project() -> Iterator[Project | None]:
 
 
 def annotator() -> str:
-    """Who is labeling: ``?annotator=`` in the URL, else the server's user."""
-    return st.query_params.get("annotator") or os.environ.get("USER") or "workbench"
+    """Who is labeling: ``?annotator=`` in the URL (remembered by the session across pages), else the server's user."""
+    name = st.query_params.get("annotator") or st.session_state.get("annotator")
+    if name:
+        st.session_state["annotator"] = name
+        if st.query_params.get("annotator") != name:
+            st.query_params["annotator"] = name
+    return name or os.environ.get("USER") or "workbench"
 
 
 # ---------------------------------------------------------------------- the batch on screen

@@ -8,6 +8,7 @@ import streamlit as st
 
 from alwb.jobs import read_progress
 from alwb.loop import Project
+from text import md_escape
 
 
 def need_project(proj: Project | None) -> Project:
@@ -47,7 +48,10 @@ def show_training(prog: dict) -> None:
         )
     elif prog.get("last_error"):
         st.error(
-            f"The last training round failed; the previous model is still in use. Error: {prog['last_error']}", icon="⚠️"
+            md_escape(
+                f"The last training round failed; the previous model is still in use. Error: {prog['last_error']}"
+            ),
+            icon="⚠️",
         )
 
 

@@ -12,7 +12,8 @@ import streamlit as st
 import state
 from alwb.errors import AlwbError
 from alwb.export import export_project
-from views.common import need_project
+from text import md_escape
+from views.common import ago, need_project
 
 
 def _zip_dir(folder: Path, zip_path: Path, *, include: list[Path]) -> Path:
@@ -44,7 +45,7 @@ def render() -> None:
                         shutil.rmtree(out)
                     rep = export_project(proj, out, include_pseudo=include_pseudo)
                 except AlwbError as exc:
-                    st.error(str(exc))
+                    st.error(md_escape(exc))
                     st.stop()
                 _zip_dir(
                     out,
@@ -59,15 +60,26 @@ def render() -> None:
                 st.success(f"Exported {rep.n_images} image(s) ({rep.n_pseudo} pseudo-labels).")
         ds_zip, model_zip = out.parent / "dataset.zip", out.parent / "model.zip"
         if ds_zip.is_file():
+            st.caption(f"Files prepared {ago(ds_zip.stat().st_mtime)}; prepare again to include newer labels.")
             cols = st.columns(2)
             with open(ds_zip, "rb") as fh:
                 cols[0].download_button(
-                    "Download dataset.zip", fh, file_name="dataset.zip", mime="application/zip", key="dl_dataset"
+                    "Download dataset.zip",
+                    fh,
+                    file_name="dataset.zip",
+                    mime="application/zip",
+                    key="dl_dataset",
+                    on_click="ignore",
                 )
             if model_zip.is_file():
                 with open(model_zip, "rb") as fh:
                     cols[1].download_button(
-                        "Download model.zip", fh, file_name="model.zip", mime="application/zip", key="dl_model"
+                        "Download model.zip",
+                        fh,
+                        file_name="model.zip",
+                        mime="application/zip",
+                        key="dl_model",
+                        on_click="ignore",
                     )
             else:
                 cols[1].info("No trained model yet.")

@@ -10,6 +10,7 @@ import state
 from alwb.errors import AlwbError, EmptyPoolError
 from alwb.jobs import is_training, start_training
 from alwb.loop import Project
+from text import md_escape
 from views.common import need_project, show_training, training_status
 
 KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
@@ -72,6 +73,7 @@ def _key_answer(value: str, item_ids: list[int]) -> None:
     if 0 <= i < len(item_ids):
         state.set_answer(item_ids[i], value)
         state.set_focus(min(i + 1, len(item_ids) - 1))
+        _touch()  # a finished round must not replace a batch answered from the keyboard either
 
 
 def _move(delta: int, n: int) -> None:
@@ -126,7 +128,7 @@ def render() -> None:
         st.title("Label")
         msg = state.flash()
         if msg:
-            {"success": st.success, "error": st.error, "info": st.info}[msg[0]](msg[1])
+            {"success": st.success, "error": st.error, "info": st.info}[msg[0]](md_escape(msg[1]))
         if not classes:
             st.warning("This project has no classes yet: add them on the Start page.")
             st.stop()
@@ -135,8 +137,8 @@ def render() -> None:
             b = _fetch_batch(proj)
             state.set_batch(b)
             if b is not None:
-                for it in b["items"]:
-                    if it.predicted in classes:
+                for it in b["items"]:  # validation answers are never pre-filled: the model must not anchor them
+                    if it.predicted in classes and it.reason != "validation":
                         state.set_answer(it.id, it.predicted)
             st.session_state["touched"] = False
         n_labeled = len(proj.store.labeled_item_ids())
@@ -196,7 +198,7 @@ def render() -> None:
                     **kwargs,
                 )
     st.button(
-        f"Submit batch of {len(items)} (Enter)",
+        f"Submit batch of {len(items)}",
         type="primary",
         shortcut="Enter",
         key="submit",
@@ -210,6 +212,4 @@ def _touch() -> None:
 
 
 def _short(name: str, n: int = 14) -> str:
-    from text import md_escape
-
     return md_escape(name if len(name) <= n else name[: n - 1] + "…")

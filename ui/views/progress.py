@@ -9,6 +9,9 @@ import streamlit as st
 import state
 from views.common import need_project, show_training, training_status
 
+#: Axes of counts: whole numbers only (Vega-Lite would otherwise print ticks such as 0.5 or 18.000000).
+INT_AXIS = alt.Axis(format="d", tickMinStep=1)
+
 
 def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
     """One row per finished round with the plotted figures."""
@@ -67,7 +70,7 @@ def render() -> None:
             "Validation accuracy on a random sample of the pool that is never trained on; the band is its "
             "95% Wilson interval. Macro-F1 dashed."
         )
-        base = alt.Chart(df).encode(x=alt.X("labels:Q", title="training labels"))
+        base = alt.Chart(df).encode(x=alt.X("labels:Q", title="training labels", axis=INT_AXIS))
         band = base.mark_area(opacity=0.25).encode(
             y=alt.Y("low:Q", title="validation score", scale=alt.Scale(domain=[0, 1])), y2="high:Q"
         )
@@ -84,16 +87,23 @@ def render() -> None:
                 id_vars=["round"], value_vars=["train_s", "score_s"], var_name="part", value_name="seconds"
             ).dropna()
             st.altair_chart(
-                alt.Chart(tdf).mark_bar().encode(x="round:O", y="seconds:Q", color="part:N"), width="stretch"
+                alt.Chart(tdf)
+                .mark_bar()
+                .encode(x=alt.X("round:O", axis=alt.Axis(labelAngle=0)), y="seconds:Q", color="part:N"),
+                width="stretch",
             )
         with cols[1]:
             st.subheader("Pseudo-labels per round")
             st.altair_chart(
-                alt.Chart(df).mark_bar().encode(x="round:O", y=alt.Y("pseudo:Q", title="pseudo-labels")),
+                alt.Chart(df)
+                .mark_bar()
+                .encode(
+                    x=alt.X("round:O", axis=alt.Axis(labelAngle=0)),
+                    y=alt.Y("pseudo:Q", title="pseudo-labels", axis=INT_AXIS),
+                ),
                 width="stretch",
             )
             st.caption(f"{n_pseudo_now} pseudo-label(s) in use now.")
-        conf = (rounds[-1]["metrics"].get("val") or {}).get("confusion") if rounds else None
         done = [r for r in rounds if r["status"] == "done"]
         conf = (done[-1]["metrics"].get("val") or {}).get("confusion") if done else None
         if conf and len(conf) == len(classes):
@@ -106,9 +116,9 @@ def render() -> None:
                 alt.Chart(cm)
                 .mark_rect()
                 .encode(
-                    x=alt.X("predicted:N", sort=classes),
+                    x=alt.X("predicted:N", sort=classes, axis=alt.Axis(labelAngle=0)),
                     y=alt.Y("true:N", sort=classes),
-                    color=alt.Color("count:Q", scale=alt.Scale(scheme="blues")),
+                    color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=alt.Legend(format="d")),
                     tooltip=["true", "predicted", "count"],
                 )
             )
@@ -117,7 +127,7 @@ def render() -> None:
                 .mark_text()
                 .encode(x=alt.X("predicted:N", sort=classes), y=alt.Y("true:N", sort=classes), text="count:Q")
             )
-            st.altair_chart(heat + text, width="stretch")
+            st.altair_chart((heat + text).properties(height=max(120, 36 * len(classes))), width="stretch")
     st.subheader("Labels per class")
     lc = pd.DataFrame(
         [(c, src, n) for c, by in counts.items() for src, n in by.items()], columns=["class", "source", "labels"]
@@ -129,7 +139,10 @@ def render() -> None:
             alt.Chart(lc)
             .mark_bar()
             .encode(
-                y=alt.Y("class:N", sort=classes), x="labels:Q", color="source:N", tooltip=["class", "source", "labels"]
+                y=alt.Y("class:N", sort=classes),
+                x=alt.X("labels:Q", axis=INT_AXIS),
+                color="source:N",
+                tooltip=["class", "source", "labels"],
             ),
             width="stretch",
         )

@@ -10,6 +10,7 @@ import streamlit as st
 import state
 from alwb.errors import AlwbError
 from alwb.loop import Project
+from text import md_escape
 from views.common import need_project
 
 PAGE = 24
@@ -49,11 +50,11 @@ def render() -> None:
         st.title("Review")
         msg = state.flash()
         if msg:
-            (st.error if msg[0] == "error" else st.success)(msg[1])
+            (st.error if msg[0] == "error" else st.success)(md_escape(msg[1]))
         classes = proj.classes
         tab_labels, tab_pseudo = st.tabs(["Labels", "Pseudo-labels"])
         with tab_labels:
-            f = st.columns(3)
+            f = st.columns(3, vertical_alignment="bottom")
             cls = f[0].selectbox("Class", ["all", *classes])
             source = f[1].selectbox("Source", ["all", "human", "import"])
             disagree = f[2].toggle("Only where the model disagrees")

@@ -9,6 +9,7 @@ from alwb.config import AUGMENTATIONS, DEVICES
 from alwb.errors import AlwbError
 from alwb.models import list_models
 from alwb.query import list_strategies
+from text import md_escape
 from views.common import need_project
 
 
@@ -19,15 +20,26 @@ def render() -> None:
         st.title("Settings")
         msg = state.flash()
         if msg:
-            st.success(msg[1])
+            st.success(md_escape(msg[1]))
         cfg, tcfg = proj.config, proj.train_config
         with st.form("settings"):
             st.subheader("Labeling")
             strategies = list_strategies()
-            strategy = st.selectbox("Query strategy", strategies, index=strategies.index(cfg.strategy))
-            batch = st.slider("Images per batch", 4, 48, cfg.batch_size, step=4)
+            strategy = st.selectbox(
+                "Query strategy",
+                strategies,
+                index=strategies.index(cfg.strategy) if cfg.strategy in strategies else 0,
+            )
+            # the ranges widen to a value set elsewhere (API, older settings) rather than failing the page
+            batch = st.slider(
+                "Images per batch", min(4, cfg.batch_size), max(48, cfg.batch_size), cfg.batch_size, step=4
+            )
             every = st.number_input(
-                "Retrain automatically every N new labels (0: only on request)", 0, 10000, cfg.retrain_every, step=10
+                "Retrain automatically every N new labels (0: only on request)",
+                0,
+                max(10000, cfg.retrain_every),
+                cfg.retrain_every,
+                step=10,
             )
             st.subheader("Model and training")
             models = ["auto", *list_models()]
@@ -51,7 +63,7 @@ def render() -> None:
                 help="weights: class-weighted loss",
             )
             device = st.selectbox("Device", DEVICES, index=DEVICES.index(tcfg.device))
-            epochs = st.number_input("Epochs per round (0: automatic)", 0, 500, tcfg.epochs)
+            epochs = st.number_input("Epochs per round (0: automatic)", 0, max(500, tcfg.epochs), tcfg.epochs)
             if st.form_submit_button("Save settings", type="primary"):
                 try:
                     proj.set_config(strategy=strategy, batch_size=int(batch), retrain_every=int(every))
@@ -59,7 +71,7 @@ def render() -> None:
                         model=model, augment=augment, balance=balance, device=device, epochs=int(epochs)
                     )
                 except (AlwbError, ValueError) as exc:
-                    st.error(f"Not saved: {exc}")
+                    st.error(md_escape(f"Not saved: {exc}"))
                 else:
                     state.reset_batch()
                     state.flash("Settings saved.")

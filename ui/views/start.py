@@ -11,6 +11,7 @@ import state
 from alwb.errors import AlwbError
 from alwb.loop import STORE_FILE, Project
 from alwb.ziputil import safe_extract
+from text import md_escape
 
 
 def _create(folder: str, source: Path | None, classes: list[str]) -> None:
@@ -30,7 +31,7 @@ def render() -> None:
     st.title("alwb workbench")
     msg = state.flash()
     if msg:
-        (st.error if msg[0] == "error" else st.success)(msg[1])
+        (st.error if msg[0] == "error" else st.success)(md_escape(msg[1]))
     with state.open_project() as proj:
         if proj is not None:
             st.subheader("Open project")
@@ -81,7 +82,7 @@ def render() -> None:
                     source = Path(src_path).expanduser()
                 _create(str(root), source, classes)
             except AlwbError as exc:
-                st.error(str(exc))
+                st.error(md_escape(exc))
             else:
                 st.rerun()
 
