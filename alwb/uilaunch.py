@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -49,13 +48,14 @@ def streamlit_command(project: Path | None, *, port: int, host: str) -> list[str
 
 
 def launch(project: Path | None, *, port: int = 8501, host: str = "127.0.0.1") -> int:
-    """Run the workbench until interrupted; returns Streamlit's exit status."""
+    """Replace this process with the Streamlit server of the workbench (runs until interrupted)."""
     if project is not None and not (project / "alwb.sqlite").is_file():
         raise AlwbError(f"{project} is not an alwb project (run 'alwb init' first, or start 'alwb ui' without it)")
     shown = "localhost" if host in ("127.0.0.1", "localhost") else host
     print(f"alwb workbench: http://{shown}:{port}" + (f"  (project {project})" if project else ""), flush=True)
     env = {**os.environ, "ALWB_PROJECT": str(project.resolve()) if project else ""}
-    try:
-        return subprocess.call(streamlit_command(project, port=port, host=host), env=env)
-    except KeyboardInterrupt:
-        return 130
+    cmd = streamlit_command(project, port=port, host=host)
+    sys.stdout.flush()
+    # become the server: signals (SIGTERM from a supervisor, Ctrl+C) reach Streamlit itself
+    os.execve(sys.executable, cmd, env)
+    return 0  # pragma: no cover - execve does not return

@@ -18,8 +18,8 @@ import streamlit as st
 
 from alwb.loop import STORE_FILE, Project
 
-SKIP = "⏭ skip"
-NONE = "∅ none of these"
+SKIP = "(skip)"
+NONE = "(none of these)"
 
 
 def _argv_project() -> str | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -24,7 +25,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import SHAPES, make_shapes
 
 CHROMIUM = "/usr/bin/chromium"
@@ -40,6 +40,8 @@ CHROMIUM_ARGS = [
 BATCH = 12
 TIMEOUT_MS = 60_000  # one page load or rerun on a slow 2-core machine
 ROUNDS_WAIT_S = 150
+
+pytest.importorskip("playwright", reason="playwright is not installed (pip install -e '.[test]')")
 
 pytestmark = [
     pytest.mark.slow,
@@ -105,10 +107,9 @@ def server(project: tuple[Path, dict[str, str]], tmp_path: Path) -> Iterator[str
         while True:
             if proc.poll() is not None:
                 raise AssertionError(f"alwb ui exited with {proc.returncode}:\n{_read(tmp_path / 'server.log')}")
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.read().decode().strip() == "ok":
-                        break
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.read().decode().strip() == "ok":
+                    break
             if time.monotonic() > deadline:
                 raise AssertionError(f"alwb ui did not answer in 90 s:\n{_read(tmp_path / 'server.log')}")
             time.sleep(0.25)
@@ -133,8 +134,10 @@ def _read(path: Path) -> str:
 # ---------------------------------------------------------------------- browser helpers
 @pytest.fixture
 def browser_page() -> Iterator:
-    """A Chromium page (Debian's binary, headless, no network beyond localhost)."""
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e .[test])")
+    """A page of Debian's Chromium, headless, that accepts downloads; waits and expectations time out after 60 s."""
+    from playwright import sync_api
+
+    sync_api.expect.set_options(timeout=TIMEOUT_MS)
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -148,10 +151,13 @@ def browser_page() -> Iterator:
 
 
 def settle(page) -> None:
-    """Wait until Streamlit has finished the current run: no status widget, no stale element."""
+    """Wait until Streamlit has finished the current run and drawn it: no running indicator, no stale element,
+    no skeleton placeholder, every image loaded."""
     page.wait_for_function(
-        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-        " && !document.querySelector('[data-stale=\"true\"]')",
+        """() => !document.querySelector('[data-testid="stStatusWidget"]')
+            && !document.querySelector('[data-stale="true"]')
+            && !document.querySelector('[data-testid="stSkeleton"]')
+            && Array.from(document.images).every(i => i.complete)""",
         timeout=TIMEOUT_MS,
     )
 
@@ -163,17 +169,23 @@ def open_page(page, url: str, title: str) -> None:
     settle(page)
 
 
+MAIN_HEIGHT = "() => { const m = document.querySelector('[data-testid=\"stMain\"]'); return m ? m.scrollHeight : 0; }"
+
+
 def screenshot(page, folder: Path, name: str) -> Path:
-    """A full-page screenshot: Streamlit scrolls inside its main block, so grow the viewport to its height."""
+    """A full-page screenshot: Streamlit scrolls inside its main block, so grow the window to the block's height."""
     settle(page)
-    height = page.evaluate(
-        "() => Math.max(document.body.scrollHeight, ...Array.from(document.querySelectorAll('*'))"
-        ".filter(e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowY)).map(e => e.scrollHeight))"
-    )
     size = page.viewport_size
-    page.set_viewport_size({"width": size["width"], "height": max(size["height"], min(int(height) + 40, 8000))})
     try:
-        page.wait_for_timeout(300)  # layout and images after the resize; nothing to wait for by condition
+        height = size["height"]
+        for _ in range(4):  # charts and columns may reflow at the new height
+            wanted = min(max(size["height"], int(page.evaluate(MAIN_HEIGHT))), 10_000)
+            if wanted <= height:
+                break
+            height = wanted
+            page.set_viewport_size({"width": size["width"], "height": height})
+            page.wait_for_function(f"() => window.innerHeight === {height}")
+            settle(page)
         path = folder / f"{name}.png"
         page.screenshot(path=str(path), full_page=True)
     finally:
@@ -184,6 +196,32 @@ def screenshot(page, folder: Path, name: str) -> Path:
 def cell(page, j: int):
     """The j-th image card of the batch on screen (``st.container(key="cell_j")``)."""
     return page.locator(f".st-key-cell_{j}")
+
+
+def choose_with_mouse(page, box, option: str) -> None:
+    """Open a selectbox with a click and click one of its options.
+
+    The list closes when the page scrolls, so the box is first scrolled to the middle of the window; a list that
+    did not open (a click during a rerun) is tried again.
+    """
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import expect
+
+    for attempt in range(3):
+        box.evaluate("e => e.scrollIntoView({block: 'center'})")
+        box.click()
+        choice = page.get_by_role("option", name=option, exact=True)
+        try:
+            choice.wait_for(state="visible", timeout=5_000)
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
+            page.keyboard.press("Escape")
+            settle(page)
+            continue
+        choice.click()
+        break
+    expect(box).to_have_value(option)
 
 
 def expected_batch(root: Path) -> list[int]:
@@ -222,13 +260,34 @@ def item_paths(root: Path, ids: list[int]) -> list[str]:
 
 # ---------------------------------------------------------------------- the walk-through
 def test_workbench_in_a_browser(project, server, browser_page, tmp_path: Path) -> None:
-    from playwright.sync_api import expect
-
-    root, truth = project
-    page = browser_page
     shots = tmp_path / "screenshots"
     shots.mkdir()
     t0 = time.monotonic()
+    try:
+        _walk_through(browser_page, server, project, shots, tmp_path / "downloads")
+    except BaseException:
+        with contextlib.suppress(Exception):  # what the page showed when it went wrong
+            browser_page.screenshot(path=str(shots / "failure.png"), full_page=True)
+            (shots / "failure.html").write_text(browser_page.content())
+        raise
+    finally:
+        out = os.environ.get("ALWB_SCREENSHOTS")
+        if out:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            for f in shots.iterdir():
+                shutil.copy2(f, Path(out) / f.name)
+        print(f"\nscreenshots: {shots}" + (f" (copied to {out})" if out else ""))
+        print(f"browser walk-through: {time.monotonic() - t0:.0f} s")
+
+
+def _walk_through(page, server: str, project: tuple[Path, dict[str, str]], shots: Path, downloads: Path) -> None:
+    from playwright.sync_api import expect
+
+    root, truth = project
+    t0 = time.monotonic()
+
+    def lap(what: str) -> None:
+        print(f"  {time.monotonic() - t0:5.1f} s  {what}")
 
     # --- Start
     open_page(page, f"{server}/start", "alwb workbench")
@@ -243,16 +302,14 @@ def test_workbench_in_a_browser(project, server, browser_page, tmp_path: Path) -
     expect(cell(page, BATCH)).to_have_count(0)
     screenshot(page, shots, "2_label")
     for j, cls in enumerate(truth1):
-        box = cell(page, j).get_by_role("combobox")
-        box.click()
-        page.get_by_role("option", name=cls, exact=True).click()
-        expect(box).to_have_value(cls)
+        choose_with_mouse(page, cell(page, j).get_by_role("combobox"), cls)
         settle(page)
     page.get_by_role("button", name=f"Submit batch of {BATCH}").click()
     expect(page.get_by_text(f"Saved {BATCH} label(s) to the store")).to_be_visible()
     labels = human_labels(root)
     assert [(i, c) for i, c, _ in labels] == sorted(zip(ids1, truth1, strict=True))
     assert len({b for _, _, b in labels}) == 1, "one batch, one transaction"
+    lap("batch 1 labeled with the mouse")
 
     # --- Label, batch 2 with the keyboard: a digit answers the focused card and moves the focus on; Enter submits
     ids2 = expected_batch(root)
@@ -275,6 +332,7 @@ def test_workbench_in_a_browser(project, server, browser_page, tmp_path: Path) -
     assert len(batches) == 2, "each submitted batch is one transaction with its own batch id"
     # 18 pool labels (a quarter of each batch is validation) ≥ retrain_every: a round started by itself
     expect(page.get_by_text("Retraining started in the background")).to_be_visible()
+    lap("batch 2 labeled with the keyboard")
 
     # --- two finished rounds: the automatic one, then "Retrain now"
     deadline = time.monotonic() + ROUNDS_WAIT_S
@@ -286,11 +344,18 @@ def test_workbench_in_a_browser(project, server, browser_page, tmp_path: Path) -
         if len(done_rounds(root)) == 1 and not clicked and not _training(root):
             settle(page)
             page.get_by_role("button", name="Retrain now").click()
-            expect(page.get_by_text("Training started in the background")).to_be_visible()
+            expect(page.get_by_text(re.compile(r"^Training started in the background"))).to_be_visible()
             clicked = True
         time.sleep(0.5)
     rounds = done_rounds(root)
     assert [r["n_labeled"] for r in rounds] == [18, 18]
+    assert all(r["metrics"]["val"]["accuracy"] is not None for r in rounds), "each round is a point of the curve"
+    lap("two rounds done")
+
+    # --- Label again: the batch now comes from the model (margin), with its guesses filled in
+    open_page(page, f"{server}/label", "Label")
+    expect(cell(page, 0).get_by_text("model:")).to_be_visible()
+    screenshot(page, shots, "2b_label_with_model")
 
     # --- Progress: the accuracy curve has two points
     open_page(page, f"{server}/progress", "Progress")
@@ -299,6 +364,7 @@ def test_workbench_in_a_browser(project, server, browser_page, tmp_path: Path) -
     expect(chart.locator("canvas, svg").first).to_be_visible()
     expect(page.get_by_text("No round has finished yet")).to_have_count(0)
     screenshot(page, shots, "3_progress")
+    lap("progress")
 
     # --- Review and Settings: they render without an error
     for name, title in (("review", "Review"), ("settings", "Settings")):
@@ -311,7 +377,6 @@ def test_workbench_in_a_browser(project, server, browser_page, tmp_path: Path) -
     page.get_by_role("button", name="Prepare export").click()
     expect(page.get_by_text("Exported 24 image(s)")).to_be_visible()
     settle(page)
-    downloads = tmp_path / "downloads"
     for name in ("dataset.zip", "model.zip"):
         with page.expect_download(timeout=TIMEOUT_MS) as info:
             page.get_by_role("button", name=f"Download {name}").click()
@@ -334,14 +399,7 @@ def test_workbench_in_a_browser(project, server, browser_page, tmp_path: Path) -
         names = set(zf.namelist())
     for f in ("weights.safetensors", "labels.json", "preprocess.json", "model.torchscript.pt", "MODEL_CARD.md"):
         assert f"model/{f}" in names, sorted(names)
-
-    out = os.environ.get("ALWB_SCREENSHOTS")
-    if out:
-        Path(out).mkdir(parents=True, exist_ok=True)
-        for png in shots.glob("*.png"):
-            shutil.copy2(png, Path(out) / png.name)
-    print(f"screenshots: {shots}" + (f" (copied to {out})" if out else ""))
-    print(f"browser walk-through took {time.monotonic() - t0:.0f} s")
+    lap("export downloaded and checked")
 
 
 def _all_rounds(root: Path) -> list[dict]:

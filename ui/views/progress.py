@@ -70,7 +70,7 @@ def render() -> None:
             "Validation accuracy on a random sample of the pool that is never trained on; the band is its "
             "95% Wilson interval. Macro-F1 dashed."
         )
-        base = alt.Chart(df).encode(x=alt.X("labels:Q", title="training labels", axis=INT_AXIS))
+        base = alt.Chart(df).encode(x=alt.X("round:Q", title="round (training labels in the tooltip)", axis=INT_AXIS))
         band = base.mark_area(opacity=0.25).encode(
             y=alt.Y("low:Q", title="validation score", scale=alt.Scale(domain=[0, 1])), y2="high:Q"
         )
@@ -127,7 +127,7 @@ def render() -> None:
                 .mark_text()
                 .encode(x=alt.X("predicted:N", sort=classes), y=alt.Y("true:N", sort=classes), text="count:Q")
             )
-            st.altair_chart((heat + text).properties(height=max(120, 36 * len(classes))), width="stretch")
+            st.altair_chart((heat + text).properties(height=alt.Step(36)), width="stretch")
     st.subheader("Labels per class")
     lc = pd.DataFrame(
         [(c, src, n) for c, by in counts.items() for src, n in by.items()], columns=["class", "source", "labels"]

@@ -1,0 +1,131 @@
+"""Workbench speed in a real browser: submit-to-next-batch latency and page-open times.
+
+    python bench/ui_latency.py --project data/demo/project --batches 20 [--train]
+
+Starts ``alwb ui`` on PROJECT, drives Debian's Chromium with Playwright, submits batches (answers = the model's
+preselected guesses) and measures, for each one, the time from pressing Enter to the next batch's first image on
+screen. With ``--train`` a training round runs in the background during the measurement (started with "Retrain
+now" and restarted whenever it ends). Then opens every page and measures the time until it has rendered.
+Prints p50 / p95 / max. The labels it submits are real: use a copy of a project you care about.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_health(port: int, timeout: float = 60) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
+                return
+        except OSError:
+            time.sleep(0.3)
+    raise SystemExit("the workbench did not start")
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
+
+
+def summary(name: str, xs: list[float]) -> str:
+    return (
+        f"{name}: n={len(xs)} p50={pct(xs, 0.5):.3f} s p95={pct(xs, 0.95):.3f} s max={max(xs):.3f} s "
+        f"mean={statistics.mean(xs):.3f} s"
+    )
+
+
+def first_image_src(page) -> str:  # noqa: ANN001
+    return page.evaluate(
+        "() => { const i = document.querySelector('[data-testid=stImage] img'); return i ? i.src : ''; }"
+    )
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--project", type=Path, required=True)
+    ap.add_argument("--batches", type=int, default=20)
+    ap.add_argument("--train", action="store_true", help="keep a training round running while measuring")
+    args = ap.parse_args()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "alwb", "ui", str(args.project), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_health(port)
+        base = f"http://127.0.0.1:{port}"
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"{base}/label")
+            page.wait_for_selector('[data-testid="stImage"] img', timeout=60_000)
+            from alwb.jobs import is_training, start_training
+
+            lat: list[float] = []
+            trained_during = 0
+            for _ in range(args.batches):
+                if args.train and not is_training(args.project):
+                    start_training(args.project)
+                    trained_during += 1
+                old = first_image_src(page)
+                t0 = time.perf_counter()
+                page.keyboard.press("Enter")
+                page.wait_for_function(
+                    "old => { const i = document.querySelector('[data-testid=stImage] img');"
+                    " return i && i.src !== old && i.complete; }",
+                    arg=old,
+                    timeout=30_000,
+                )
+                lat.append(time.perf_counter() - t0)
+            print(summary("submit -> next batch" + (" (training running)" if args.train else ""), lat))
+            if args.train:
+                print(f"training rounds started during the measurement: {trained_during}")
+            opens: dict[str, list[float]] = {}
+            for _ in range(3):
+                for name in ("label", "progress", "review", "settings", "export", "start"):
+                    t0 = time.perf_counter()
+                    page.goto(f"{base}/{name}")
+                    page.wait_for_selector("h1", timeout=30_000)
+                    page.wait_for_function(
+                        "() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=30_000
+                    )
+                    opens.setdefault(name, []).append(time.perf_counter() - t0)
+            for name, xs in opens.items():
+                print(summary(f"open {name}", xs))
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+if __name__ == "__main__":
+    main()
