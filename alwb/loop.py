@@ -109,7 +109,7 @@ class Project:
     """A project folder and its store. Open one per thread or process."""
 
     def __init__(self, root: str | Path, store: Store) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.store = store
 
     # ------------------------------------------------------------------ lifecycle
@@ -461,6 +461,7 @@ class Project:
         score_dir = self.root / "scores" / f"round_{number:04d}"
         tmp_dir = score_dir.with_name(score_dir.name + ".tmp")
         model_path = model_dir / f"round_{number:04d}.safetensors"
+        tmp_model = model_path.with_suffix(".tmp")
         try:
             t0 = time.perf_counter()
             cache = self.pixel_cache(geo, progress=verbose)
@@ -527,7 +528,6 @@ class Project:
 
             t1 = time.perf_counter()
             model_dir.mkdir(parents=True, exist_ok=True)
-            tmp_model = model_path.with_suffix(".tmp")
             state = {k: v.detach().cpu().contiguous() for k, v in result.model.state_dict().items()}
             save_file(state, str(tmp_model), metadata={"arch": geo["arch"], "classes": json.dumps(classes)})
             os.replace(tmp_model, model_path)
@@ -593,9 +593,11 @@ class Project:
                 n_val=int(metrics.get("val", {}).get("n") or 0),
             )
         except BaseException as exc:
+            # nothing of the failed round may stay behind: half-written or already renamed files alike
             shutil.rmtree(tmp_dir, ignore_errors=True)
-            if model_path.exists():
-                model_path.unlink()
+            shutil.rmtree(score_dir, ignore_errors=True)
+            tmp_model.unlink(missing_ok=True)
+            model_path.unlink(missing_ok=True)
             self.store.fail_round(number, f"{type(exc).__name__}: {exc}")
             raise
         self._prune_scores(number)
@@ -651,8 +653,9 @@ class Project:
         self, scores: Scores, train_ids: npt.NDArray[np.int64], y_train: npt.NDArray[np.int64], classes: list[str]
     ) -> dict[str, Any]:
         rows = scores.rows(train_ids)
-        pred_train = np.asarray(scores.probs[rows]).argmax(1)
-        out: dict[str, Any] = {"train_accuracy": float((pred_train == y_train).mean()) if len(rows) else None}
+        keep = rows >= 0
+        pred_train = np.asarray(scores.probs[rows[keep]]).argmax(1)
+        out: dict[str, Any] = {"train_accuracy": float((pred_train == y_train[keep]).mean()) if keep.any() else None}
         val = self.store.current_labels(split="val")
         if val:
             vids = np.asarray([r["item_id"] for r in val], dtype=np.int64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import sys
 import time
@@ -181,18 +182,21 @@ def simulate(
     if settings.initial < 1 or settings.batch < 1 or settings.budget < settings.initial:
         raise AlwbError("need initial ≥ 1, batch ≥ 1 and budget ≥ initial")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "settings.json").write_text(
-        json.dumps(
-            {
-                **asdict(settings),
-                "strategies": list(strategies),
-                "seeds": list(seeds),
-                "dataset": str(dataset),
-                "train_manifest": str(train_manifest or ""),
-            },
-            indent=1,
-        )
-    )
+    recorded = {
+        **asdict(settings),
+        "dataset": str(dataset.resolve()),
+        "train_manifest": str(Path(train_manifest).resolve()) if train_manifest else "",
+    }
+    settings_file = out / "settings.json"
+    if settings_file.is_file():
+        before = json.loads(settings_file.read_text())
+        before = {k: v for k, v in before.items() if k not in ("strategies", "seeds")}
+        if before != recorded:
+            diff = sorted(k for k in set(before) | set(recorded) if before.get(k) != recorded.get(k))
+            raise AlwbError(
+                f"{out} holds a simulation with other settings ({', '.join(diff)}); use another --out to compare"
+            )
+    settings_file.write_text(json.dumps(recorded, indent=1))
     tdir, oracle = _template(dataset, out, Path(train_manifest) if train_manifest else None, settings)
     with Project.open(tdir) as t:
         classes, geo = t.classes, t.store.get_meta("geometry")
@@ -221,9 +225,13 @@ def _run(
     key = (strategy, s.name, str(seed))
     run_dir = out / "runs" / f"{strategy}-{s.name}-seed{seed}"
     if not (run_dir / "alwb.sqlite").is_file():
+        # set the run up in a side folder and move it into place when its first labels are in, so that an
+        # interruption here leaves no half-made run (a store without labels) for the resume to trip over
+        tmp_dir = run_dir.with_name(run_dir.name + ".tmp")
         shutil.rmtree(run_dir, ignore_errors=True)
-        shutil.copytree(tdir, run_dir, ignore=shutil.ignore_patterns("oracle.json", "*-wal", "*-shm"))
-        with Project.open(run_dir) as proj:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        shutil.copytree(tdir, tmp_dir, ignore=shutil.ignore_patterns("oracle.json", "*-wal", "*-shm"))
+        with Project.open(tmp_dir) as proj:
             proj.set_config(seed=seed, val_size=s.val_size, strategy=strategy)
             proj.set_train_config(
                 seed=seed,
@@ -243,8 +251,13 @@ def _run(
             pool = np.asarray(proj.store.unlabeled_item_ids(split="pool"))
             rng = np.random.default_rng(seed)
             first = rng.choice(pool, size=min(s.initial, pool.size), replace=False)
+            # the first model needs two classes: draw on (still at random) until a second class appears
+            rest = rng.permutation(np.setdiff1d(pool, first))
+            while len({oracle[int(i)] for i in first}) < 2 and rest.size:
+                first, rest = np.append(first, rest[0]), rest[1:]
             proj.label([(int(i), classes[oracle[int(i)]]) for i in val], annotator="oracle-val")
             proj.label([(int(i), classes[oracle[int(i)]]) for i in first], annotator="oracle")
+        os.replace(tmp_dir, run_dir)
     done = {int(r["round"]) for r in _recorded(curve) if (r["strategy"], r["setting"], r["seed"]) == key}
     query_seconds = 0.0
     with Project.open(run_dir) as proj:
@@ -292,8 +305,8 @@ def _run(
             if last is None or n > last["n_labeled"]:
                 proj.train(device=s.device, strategy=strategy)
                 continue
-            if n >= s.budget:
-                return
+            if n >= s.budget or not proj.store.unlabeled_item_ids(split="pool"):
+                return  # budget spent, or every pool item labeled (a budget larger than the pool)
             t0 = time.perf_counter()
             res = proj.query(min(s.batch, s.budget - n), strategy, seed=seed)
             proj.label([(it.id, classes[oracle[it.id]]) for it in res.items], annotator="oracle")

@@ -1,0 +1,264 @@
+"""The simulator end to end on tiny shape images: curve.csv, separation of test and validation data, resuming,
+pseudo-labels with SMOTE, a manifest pool, interruptions, and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_shapes
+
+import alwb.pseudo
+from alwb.cli import main
+from alwb.loop import Project
+from alwb.simulate import SimSettings, simulate
+
+REQUIRED = [
+    "strategy",
+    "seed",
+    "round",
+    "n_labeled",
+    "n_pseudo",
+    "test_accuracy",
+    "test_macro_f1",
+    "test_balanced_accuracy",
+    "val_accuracy",
+    "val_accuracy_low",
+    "val_accuracy_high",
+    "train_seconds",
+    "query_seconds",
+    "round_seconds",
+]
+SETTINGS = SimSettings(initial=9, batch=6, budget=21, val_size=12, epochs=3, device="cpu")
+QUICK = SimSettings(initial=9, batch=6, budget=15, val_size=12, epochs=1, device="cpu")
+
+
+def rows_of(curve: Path) -> list[dict[str, str]]:
+    with open(curve, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def store_rows(db: Path, sql: str) -> list[tuple]:
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("sim") / "DATASET"
+    make_shapes(root / "train", 30, seed=1)
+    make_shapes(root / "test", 10, seed=2)
+    return root
+
+
+@pytest.fixture(scope="module")
+def main_run(dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    import torch
+
+    torch.set_num_threads(2)
+    out = tmp_path_factory.mktemp("sim_out")
+    curve = simulate(dataset, out, strategies=["margin", "random"], seeds=[0], settings=SETTINGS, log=False)
+    return out, curve
+
+
+def check_separation(out: Path, dataset: Path) -> None:
+    """No test image in any store; validation items are labeled once at the start, never queried or pseudo-labeled."""
+    test_dir = str((dataset / "test").resolve())
+    dbs = sorted(out.glob("runs/*/alwb.sqlite")) + [out / "template" / "alwb.sqlite"]
+    assert len(dbs) >= 2
+    for db in dbs:
+        paths = [p for (p,) in store_rows(db, "SELECT path FROM items")]
+        assert paths and not any(p.startswith(test_dir) or "/test/" in p for p in paths), db
+    for db in sorted(out.glob("runs/*/alwb.sqlite")):
+        val = store_rows(db, "SELECT id FROM items WHERE split='val'")
+        assert len(val) == 12
+        labels = store_rows(db, "SELECT i.split, l.annotator, l.round FROM labels l JOIN items i ON i.id = l.item_id")
+        on_val = [r for r in labels if r[0] == "val"]
+        assert len(on_val) == 12 and {r[1] for r in on_val} == {"oracle-val"} and {r[2] for r in on_val} == {0}
+        assert {r[1] for r in labels if r[0] == "pool"} == {"oracle"}
+        pseudo_on_val = store_rows(
+            db, "SELECT p.item_id FROM pseudo_labels p JOIN items i ON i.id = p.item_id WHERE i.split = 'val'"
+        )
+        assert pseudo_on_val == []
+        pseudo_on_labeled = store_rows(
+            db,
+            "SELECT p.item_id FROM pseudo_labels p JOIN labels l ON l.item_id = p.item_id"
+            " WHERE l.superseded_at IS NULL",
+        )
+        assert pseudo_on_labeled == []
+
+
+def test_curve_columns_rounds_and_plot(main_run: tuple[Path, Path]) -> None:
+    out, curve = main_run
+    assert curve == out / "curve.csv"
+    rows = rows_of(curve)
+    with open(curve, newline="") as fh:
+        header = next(csv.reader(fh))
+    assert set(REQUIRED) <= set(header)
+    assert len(rows) == 6
+    for strategy in ("margin", "random"):
+        mine = [r for r in rows if r["strategy"] == strategy]
+        assert [int(r["n_labeled"]) for r in mine] == [9, 15, 21]
+        assert [int(r["round"]) for r in mine] == [1, 2, 3]
+        assert {r["seed"] for r in mine} == {"0"}
+        for r in mine:
+            assert int(r["n_pseudo"]) == 0
+            for col in ("test_accuracy", "test_macro_f1", "test_balanced_accuracy", "val_accuracy"):
+                assert 0.0 <= float(r[col]) <= 1.0
+            assert float(r["val_accuracy_low"]) <= float(r["val_accuracy"]) <= float(r["val_accuracy_high"])
+            assert float(r["train_seconds"]) > 0 and float(r["round_seconds"]) >= float(r["train_seconds"])
+            assert float(r["query_seconds"]) >= 0
+            assert int(r["epochs"]) == 3
+    png = out / "curve.png"
+    assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(out.glob("runs/*.tmp"))
+
+
+def test_test_split_and_validation_stay_apart(main_run: tuple[Path, Path], dataset: Path) -> None:
+    out, _ = main_run
+    check_separation(out, dataset)
+    # the pool labels are exactly the budget; the validation labels do not count against it
+    for db in sorted(out.glob("runs/*/alwb.sqlite")):
+        n_pool = store_rows(
+            db,
+            "SELECT COUNT(*) FROM labels l JOIN items i ON i.id = l.item_id"
+            " WHERE i.split = 'pool' AND l.superseded_at IS NULL",
+        )
+        assert n_pool == [(21,)]
+
+
+def test_resume_adds_nothing_then_restores_a_deleted_row(main_run: tuple[Path, Path], dataset: Path) -> None:
+    out, curve = main_run
+    before = rows_of(curve)
+    simulate(dataset, out, strategies=["margin", "random"], seeds=[0], settings=SETTINGS, log=False)
+    assert rows_of(curve) == before
+    # drop each run's last row (as if the process stopped after the round but before writing the row)
+    lines = curve.read_text().splitlines(keepends=True)
+    kept = [ln for ln in lines if not (ln.startswith(("margin,plain,0,3,", "random,plain,0,3,")))]
+    assert len(kept) == len(lines) - 2
+    curve.write_text("".join(kept))
+    simulate(dataset, out, strategies=["margin", "random"], seeds=[0], settings=SETTINGS, log=False)
+    after = rows_of(curve)
+    assert len(after) == len(before)
+    key = ("strategy", "setting", "seed", "round")
+    old = {tuple(r[k] for k in key): r for r in before}
+    new = {tuple(r[k] for k in key): r for r in after}
+    assert old.keys() == new.keys()
+    for k, r in new.items():
+        assert r["n_labeled"] == old[k]["n_labeled"]
+        assert float(r["test_accuracy"]) == pytest.approx(float(old[k]["test_accuracy"]))
+        assert r["val_accuracy"] == old[k]["val_accuracy"]
+
+
+def test_interrupted_setup_resumes(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An interruption while a run is being set up (before its first labels) must not break the resume."""
+    out = tmp_path / "out"
+
+    def interrupted(*_a: object, **_k: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(Project, "label", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            simulate(dataset, out, strategies=["random"], seeds=[0], settings=QUICK, log=False)
+    curve = simulate(dataset, out, strategies=["random"], seeds=[0], settings=QUICK, log=False)
+    assert [int(r["n_labeled"]) for r in rows_of(curve)] == [9, 15]
+
+
+def test_budget_larger_than_pool_stops_when_pool_is_labeled(tmp_path: Path) -> None:
+    data = tmp_path / "D"
+    make_shapes(data / "train", 6, seed=3)  # 18 images: 6 validation, 12 in the pool
+    make_shapes(data / "test", 2, seed=4)
+    s = SimSettings(initial=6, batch=4, budget=100, val_size=6, epochs=1, device="cpu", augment="none")
+    curve = simulate(data, tmp_path / "out", strategies=["margin"], seeds=[0], settings=s, log=False)
+    assert [int(r["n_labeled"]) for r in rows_of(curve)] == [6, 10, 12]
+
+
+def test_pseudo_labels_with_smote(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    real = alwb.pseudo.choose_pseudo_labels
+
+    def low_threshold(proba, item_ids, human_counts, **kw):  # noqa: ANN001, ANN202
+        kw["threshold"] = 0.34  # a 3-epoch model on shapes is rarely 95% sure: make pseudo-labels happen
+        out = real(proba, item_ids, human_counts, **kw)
+        seen.append((np.asarray(item_ids), out[0]))
+        return out
+
+    monkeypatch.setattr(alwb.pseudo, "choose_pseudo_labels", low_threshold)
+    s = SimSettings(initial=9, batch=6, budget=15, val_size=12, epochs=1, device="cpu", pseudo=True, balance="smote")
+    assert s.name == "pseudo+smote"
+    curve = simulate(dataset, tmp_path / "out", strategies=["margin"], seeds=[0], settings=s, log=False)
+    rows = rows_of(curve)
+    assert [int(r["n_labeled"]) for r in rows] == [9, 15]
+    assert {r["setting"] for r in rows} == {"pseudo+smote"}
+    assert int(rows[0]["n_pseudo"]) == 0  # no model yet in round 1
+    assert len(seen) == 1 and int(rows[1]["n_pseudo"]) == len(seen[0][1]) > 0
+    run = tmp_path / "out" / "runs" / "margin-pseudo+smote-seed0"
+    with Project.open(run) as proj:
+        val = set(proj.store.val_item_ids())
+        labeled = {r["item_id"] for r in proj.store.current_labels()}
+        candidates, chosen = seen[0]
+        assert not val & set(candidates.tolist())  # validation items are never candidates
+        assert set(chosen.tolist()) <= set(candidates.tolist())
+        assert not labeled & {r["item_id"] for r in proj.store.pseudo_labels()}
+        assert len(proj.store.pseudo_labels()) == int(rows[1]["n_pseudo"])
+    check_separation(tmp_path / "out", dataset)
+
+
+def test_train_manifest_pool(dataset: Path, tmp_path: Path) -> None:
+    manifest = dataset / "pool.csv"  # paths relative to the manifest's folder
+    lines = ["path,label"] + [
+        f"{p.relative_to(dataset).as_posix()},{p.parent.name}" for p in sorted((dataset / "train").rglob("*.png"))
+    ]
+    manifest.write_text("\n".join(lines) + "\n")
+    try:
+        curve = simulate(
+            dataset,
+            tmp_path / "out",
+            strategies=["random"],
+            seeds=[1],
+            settings=QUICK,
+            train_manifest=manifest,
+            log=False,
+        )
+    finally:
+        manifest.unlink()
+    rows = rows_of(curve)
+    assert [int(r["n_labeled"]) for r in rows] == [9, 15]
+    assert {r["seed"] for r in rows} == {"1"}
+    n_items = store_rows(tmp_path / "out" / "template" / "alwb.sqlite", "SELECT COUNT(*) FROM items")
+    assert n_items == [(90,)]
+    check_separation(tmp_path / "out", dataset)
+
+
+def test_cli_simulate(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli_out"
+    argv = ["-q", "simulate", str(dataset), "--strategy", "diverse", "--seeds", "0", "--initial", "9"]
+    argv += [
+        "--batch",
+        "6",
+        "--budget",
+        "15",
+        "--val-size",
+        "12",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert "curve.csv" in capsys.readouterr().out
+    rows = rows_of(out / "curve.csv")
+    assert [(r["strategy"], int(r["n_labeled"])) for r in rows] == [("diverse", 9), ("diverse", 15)]
+    assert (out / "curve.png").is_file()
+    # bad input is a one-line error, exit status 2
+    assert main(["-q", "simulate", str(dataset), "--strategy", "nope", "--out", str(out)]) == 2
+    assert "unknown strategy" in capsys.readouterr().err
