@@ -409,7 +409,7 @@ class Project:
         """The model's input geometry and architecture (fixed at the first round unless settings change)."""
         cfg = cfg or self.train_config
         geo = self.store.get_meta("geometry")
-        size, channels = choose_geometry(self.store, cfg.image_size, cfg.channels)
+        size, channels = choose_geometry(self.store, cfg.image_size, cfg.channels, cfg.model)
         if (
             geo
             and (not cfg.image_size or geo["image_size"] == size)

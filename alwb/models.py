@@ -130,9 +130,9 @@ def list_models() -> list[str]:
 
 
 def choose_arch(name: str, image_size: int) -> str:
-    """Resolve ``auto``: the small CNN up to 64 px, ResNet-18 above."""
+    """Resolve ``auto``: ResNet-18 above 64 px when ImageNet weights are available offline, else the small CNN."""
     if name == "auto":
-        return "smallcnn" if image_size <= 64 else "resnet18"
+        return "resnet18" if image_size > 64 and pretrained_available() else "smallcnn"
     if name not in _REGISTRY:
         from .errors import AlwbError
 

@@ -48,12 +48,12 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def auto_epochs(n_labels: int, batch_size: int, *, warm: bool, cfg: TrainConfig) -> int:
-    """Epochs for about 800 optimiser steps from scratch (fewer when warm-started), 3 to 150 epochs."""
+def auto_epochs(n_labels: int, batch_size: int, *, warm: bool, cfg: TrainConfig, arch: str = "smallcnn") -> int:
+    """Epochs for about 800 optimiser steps from scratch (300 for ResNet-18; fewer when warm-started), 3 to 150."""
     if cfg.epochs:
         return cfg.epochs
     steps_per_epoch = max(1, math.ceil(n_labels / batch_size))
-    target = 800 * (cfg.warm_epochs_ratio if warm else 1.0)
+    target = (800 if arch == "smallcnn" else 300) * (cfg.warm_epochs_ratio if warm else 1.0)
     return int(min(150, max(3, math.ceil(target / steps_per_epoch))))
 
 
@@ -124,7 +124,7 @@ def train_model(
         shrink_perturb(model, fresh, cfg.shrink, cfg.perturb)
         warm = True
     model.to(device)
-    epochs = auto_epochs(len(y), cfg.batch_size, warm=warm, cfg=cfg)
+    epochs = auto_epochs(len(y), cfg.batch_size, warm=warm, cfg=cfg, arch=arch)
 
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = _BatchIterator(x, y, sample_weights, cfg=cfg, size=size, generator=gen)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import stat
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from typing import IO
 
@@ -49,7 +50,8 @@ def safe_extract(source: str | Path | IO[bytes], dest: str | Path) -> list[Path]
                 raise AlwbError(f"zip entry {name!r} is a symbolic link; links are not extracted")
             if info.is_dir():
                 continue
-            if mode and not stat.S_ISREG(mode):
+            # only the file-type bits matter: many zips (Python's writestr among them) store permission bits alone
+            if stat.S_IFMT(mode) not in (0, stat.S_IFREG):
                 raise AlwbError(f"zip entry {name!r} is not a regular file")
             target = (dest / pure).resolve()
             if not target.is_relative_to(dest):
@@ -57,18 +59,28 @@ def safe_extract(source: str | Path | IO[bytes], dest: str | Path) -> list[Path]
             plan.append((info, target))
         written: list[Path] = []
         budget = MAX_TOTAL_BYTES
-        for info, target in plan:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            limit = min(info.file_size, budget)
-            with zf.open(info) as src, open(target, "wb") as out:
-                n = 0
-                while chunk := src.read(1 << 20):
-                    n += len(chunk)
-                    if n > limit:
-                        out.close()
-                        target.unlink(missing_ok=True)
-                        raise AlwbError(f"zip entry {info.filename!r} is larger than it declares")
-                    out.write(chunk)
-            budget -= n
-            written.append(target)
+        info = None
+        try:
+            for info, target in plan:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                limit = min(info.file_size, budget)
+                with zf.open(info) as src, open(target, "wb") as out:
+                    written.append(target)
+                    n = 0
+                    while chunk := src.read(1 << 20):
+                        n += len(chunk)
+                        if n > limit:
+                            raise AlwbError(f"zip entry {info.filename!r} is larger than it declares")
+                        out.write(chunk)
+                budget -= n
+        except BaseException as exc:
+            # all or nothing: a bad entry (CRC error, truncated data, encryption, disk full) leaves no files behind
+            for p in written:
+                p.unlink(missing_ok=True)
+            if isinstance(exc, AlwbError) or not isinstance(
+                exc, (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError)
+            ):
+                raise
+            name = info.filename if info is not None else "?"
+            raise AlwbError(f"cannot extract zip entry {name!r}: {exc}") from None
         return written

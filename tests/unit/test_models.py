@@ -28,9 +28,14 @@ def test_models_give_logits_and_embeddings(arch: str, size: int, channels: int) 
         assert torch.allclose(m.head(m.embed(x)), m(x))
 
 
-def test_registry_and_auto_choice() -> None:
+def test_registry_and_auto_choice(monkeypatch) -> None:
+    import alwb.models
+
     assert list_models() == ["resnet18", "smallcnn"]
+    monkeypatch.setattr(alwb.models, "pretrained_available", lambda: True)
     assert choose_arch("auto", 28) == "smallcnn" and choose_arch("auto", 160) == "resnet18"
+    monkeypatch.setattr(alwb.models, "pretrained_available", lambda: False)
+    assert choose_arch("auto", 160) == "smallcnn" and choose_arch("resnet18", 160) == "resnet18"
     with pytest.raises(AlwbError, match="unknown model"):
         choose_arch("vit", 28)
 
@@ -91,9 +96,10 @@ def test_weights_only_false_appears_nowhere_in_the_code() -> None:
     assert offenders == []
 
 
-def test_geometry_follows_the_images(tmp_path: Path) -> None:
+def test_geometry_follows_the_images(tmp_path: Path, monkeypatch) -> None:
     from PIL import Image
 
+    import alwb.models
     from alwb.data import choose_geometry
     from alwb.loop import Project
 
@@ -109,9 +115,13 @@ def test_geometry_follows_the_images(tmp_path: Path) -> None:
         assert choose_geometry(p.store, 24, 3) == (24, 3)
     with Project.create(tmp_path / "p2") as p:
         p.add_images(rgb)
+        monkeypatch.setattr(alwb.models, "pretrained_available", lambda: False)
+        assert choose_geometry(p.store) == (64, 3)  # no ImageNet weights offline: the small CNN at 64 px
+        assert p.geometry()["arch"] == "smallcnn"
+        assert choose_geometry(p.store, model="resnet18") == (160, 3)
+        monkeypatch.setattr(alwb.models, "pretrained_available", lambda: True)
         assert choose_geometry(p.store) == (160, 3)
-        geo = p.geometry()
-        assert geo["arch"] == "resnet18"
+        assert p.geometry()["arch"] == "resnet18"
 
 
 def test_exported_torchscript_matches_the_weights(tmp_path: Path, shapes_flat) -> None:

@@ -1,11 +1,11 @@
-"""Settings: strategy, batch size, retraining, model, augmentation, imbalance, device."""
+"""Settings: strategy, batch size, retraining, model, augmentation, imbalance, pseudo-labels, device."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 import state
-from alwb.config import AUGMENTATIONS, DEVICES
+from alwb.config import AUGMENTATIONS, BALANCE, DEVICES
 from alwb.errors import AlwbError
 from alwb.models import list_models
 from alwb.query import list_strategies
@@ -55,12 +55,22 @@ def render() -> None:
                 index=AUGMENTATIONS.index(tcfg.augment),
                 help="crop: random shifts; flip: mirror left-right (not for text or digits)",
             )
-            balances = ["none", "weights"]
+            balances = list(BALANCE)
             balance = st.selectbox(
                 "Class imbalance",
                 balances,
                 index=balances.index(tcfg.balance) if tcfg.balance in balances else 0,
-                help="weights: class-weighted loss",
+                help="weights: class-weighted loss; smote / adasyn: oversample the labeled embeddings "
+                "(imbalanced-learn) and fit the classifier head on them",
+            )
+            pseudo = st.toggle(
+                "Pseudo-labels: train on confident unlabeled images too",
+                value=tcfg.pseudo,
+                help="chosen anew each round, at most as many per class as it has labels; never exported as "
+                "human labels",
+            )
+            threshold = st.slider(
+                "Pseudo-label confidence threshold", 0.5, 0.999, float(tcfg.pseudo_threshold), step=0.005
             )
             device = st.selectbox("Device", DEVICES, index=DEVICES.index(tcfg.device))
             epochs = st.number_input("Epochs per round (0: automatic)", 0, max(500, tcfg.epochs), tcfg.epochs)
@@ -68,7 +78,13 @@ def render() -> None:
                 try:
                     proj.set_config(strategy=strategy, batch_size=int(batch), retrain_every=int(every))
                     proj.set_train_config(
-                        model=model, augment=augment, balance=balance, device=device, epochs=int(epochs)
+                        model=model,
+                        augment=augment,
+                        balance=balance,
+                        device=device,
+                        epochs=int(epochs),
+                        pseudo=bool(pseudo),
+                        pseudo_threshold=float(threshold),
                     )
                 except (AlwbError, ValueError) as exc:
                     st.error(md_escape(f"Not saved: {exc}"))
