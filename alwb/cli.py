@@ -21,7 +21,7 @@ def _add_project(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``alwb`` argument parser."""
-    from .query import list_strategies
+    from .config import STRATEGY_NAMES
 
     ap = argparse.ArgumentParser(
         prog="alwb",
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_project(p)
     p.add_argument("-n", type=int, default=None, help="how many items (default: the project's batch size)")
     p.add_argument(
-        "--strategy", choices=list_strategies(), default=None, help="query strategy (default: the project's, margin)"
+        "--strategy", choices=STRATEGY_NAMES, default=None, help="query strategy (default: the project's, margin)"
     )
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", type=Path, default=Path("data/demo"), help="where to build it (default data/demo)")
     p.add_argument("--rounds", type=int, default=5, help="labeling rounds (default 5)")
     p.add_argument("--batch", type=int, default=60, help="labels per round (default 60)")
-    p.add_argument("--strategy", choices=list_strategies(), default="margin")
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default="margin")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     p.add_argument(
         "--terminal",
@@ -196,6 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "ui":  # start fast: the workbench imports the engine itself
+        from .uilaunch import launch
+
+        return launch(args.project, port=args.port, host=args.host)
     from .loop import Project
 
     progress = not args.quiet and sys.stderr.isatty()

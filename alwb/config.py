@@ -8,6 +8,8 @@ from typing import Any
 AUGMENTATIONS = ("none", "crop", "crop+flip")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BALANCE = ("none", "weights", "smote", "adasyn")
+#: Query strategies (alwb.query.STRATEGIES implements them; listed here so the CLI starts without modAL).
+STRATEGY_NAMES = ("entropy", "margin", "least-confidence", "diverse", "random")
 
 
 @dataclass(frozen=True)

@@ -124,7 +124,7 @@ def export_model(project: Project, out: str | Path) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
-    cur = project.store.current_model()
+    cur = project.current_model()
     if cur is None:
         raise AlwbError("no trained model yet: run 'alwb train' first")
     geo = cur["config"]["geometry"]
@@ -202,7 +202,7 @@ def export_project(project: Project, out: str | Path, *, include_pseudo: bool = 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ds, n, n_pseudo = export_dataset(project, out, include_pseudo=include_pseudo)
-    mdir = export_model(project, out) if project.store.current_model() is not None else None
+    mdir = export_model(project, out) if project.current_model() is not None else None
     counts = Counter(r["class"] for r in project.store.current_labels())
     return ExportReport(ds, mdir, n, n_pseudo, dict(counts))
 

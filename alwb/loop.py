@@ -217,6 +217,14 @@ class Project:
         self.store.mark_validation(chosen.tolist())
         return int(chosen.size)
 
+    def current_model(self) -> dict[str, Any] | None:
+        """The last finished round's model record, its file path made absolute (stored relative to the project,
+        so a moved or renamed project folder keeps working)."""
+        cur = self.store.current_model()
+        if cur is not None:
+            cur["path"] = str(self.root / cur["path"])
+        return cur
+
     # ------------------------------------------------------------------ scores
     def scores(self, round_number: int | None = None) -> Scores | None:
         """Memory-mapped scores of a finished round (default: the latest), or None before any model."""
@@ -474,7 +482,7 @@ class Project:
             t_data = time.perf_counter() - t0
 
             init_state = None
-            prev = self.store.current_model()
+            prev = self.current_model()
             notes: list[str] = []
             if not from_scratch and cfg.warm_start and prev is not None:
                 pcfg = prev["config"]
@@ -580,18 +588,19 @@ class Project:
                 shutil.rmtree(score_dir)
             os.replace(tmp_dir, score_dir)
             self.store.set_meta("geometry", geo)
-            self.store.replace_pseudo_labels(pseudo_rows, number)
-            self.store.finish_round(
-                number,
-                model_path=str(model_path),
-                arch=geo["arch"],
-                config=config,
-                metrics=metrics,
-                timings=timings,
-                n_labeled=len(ids),
-                n_pseudo=len(pseudo_rows),
-                n_val=int(metrics.get("val", {}).get("n") or 0),
-            )
+            with self.store.transaction():  # pseudo-labels and the round's result land together or not at all
+                self.store.replace_pseudo_labels(pseudo_rows, number)
+                self.store.finish_round(
+                    number,
+                    model_path=model_path.relative_to(self.root).as_posix(),
+                    arch=geo["arch"],
+                    config=config,
+                    metrics=metrics,
+                    timings=timings,
+                    n_labeled=len(ids),
+                    n_pseudo=len(pseudo_rows),
+                    n_val=int(metrics.get("val", {}).get("n") or 0),
+                )
         except BaseException as exc:
             # nothing of the failed round may stay behind: half-written or already renamed files alike
             shutil.rmtree(tmp_dir, ignore_errors=True)
@@ -689,7 +698,7 @@ class Project:
         by_source = Counter(r["source"] for r in labeled)
         rej = st.rejected()
         reasons = Counter(r["reason"] for r in rej)
-        model = st.current_model()
+        model = self.current_model()
         return {
             "project": str(self.root.resolve()),
             "items": {

@@ -155,7 +155,7 @@ def _evaluate(proj: Project, x_test: np.ndarray, y_test: np.ndarray, device: str
     from .export import _build, load_state_dict_file
     from .train import predict_batches, resolve_device
 
-    cur = proj.store.current_model()
+    cur = proj.current_model()
     assert cur is not None
     geo = cur["config"]["geometry"]
     model = _build(geo, len(proj.classes))
@@ -269,7 +269,7 @@ def _run(
                 m = _evaluate(proj, x_test, y_test, s.device)
                 val = last["metrics"].get("val") or {}
                 t = last["timings"]
-                cfg = (proj.store.current_model() or {}).get("config", {})
+                cfg = (proj.current_model() or {}).get("config", {})
                 row = {
                     "strategy": strategy,
                     "setting": s.name,

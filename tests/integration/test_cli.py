@@ -205,3 +205,20 @@ def test_demo_in_the_terminal(tmp_path: Path, capsys) -> None:
     assert "imported 1797 image(s)" in out and "round 1:" in out and "val accuracy" in out
     assert (tmp_path / "demo" / "oracle.csv").is_file()
     assert len(list((tmp_path / "demo" / "images").glob("*.png"))) == 1797
+
+
+def test_a_moved_project_keeps_its_model(tmp_path: Path, shapes_flat, capsys) -> None:
+    import shutil
+
+    folder, truth = shapes_flat
+    proj = tmp_path / "proj"
+    run_cli(capsys, "init", proj, "--images", folder, "--classes", "circle,square,triangle")
+    with Project.open(proj) as p:
+        p.label([(i, truth[p.store.item(i)["path"]]) for i in p.store.item_ids()[:24]])
+    assert run_cli(capsys, "train", proj, "--epochs", "2", "--device", "cpu")[0] == 0
+    moved = tmp_path / "moved"
+    shutil.move(proj, moved)
+    code, out, _ = run_cli(capsys, "train", moved, "--epochs", "2", "--device", "cpu")
+    assert code == 0 and "warm start" in out
+    assert run_cli(capsys, "export", moved, tmp_path / "out")[0] == 0
+    assert (tmp_path / "out" / "model" / "weights.safetensors").is_file()

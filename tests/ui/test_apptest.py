@@ -39,8 +39,8 @@ UI = REPO / "ui"
 APP = UI / "app.py"
 TIMEOUT = 60  # seconds per script run (the first one imports torch)
 SHAPES = ["circle", "square", "triangle"]
-NONE = "∅ none of these"
-SKIP = "⏭ skip"
+NONE = "(none of these)"
+SKIP = "(skip)"
 
 if str(UI) not in sys.path:  # for ui/text.py
     sys.path.insert(0, str(UI))

@@ -208,3 +208,9 @@ def test_random_property(pool_size: int, n: int, seed: int) -> None:
     assert len(a) == min(n, pool_size)
     assert len(set(a.tolist())) == len(a)
     assert set(a.tolist()) <= set(pool.tolist())
+
+
+def test_the_cli_knows_every_strategy_without_importing_modal() -> None:
+    from alwb.config import STRATEGY_NAMES
+
+    assert tuple(list_strategies()) == STRATEGY_NAMES
