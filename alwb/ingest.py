@@ -84,7 +84,8 @@ class IngestReport:
     def summary(self) -> str:
         """One paragraph for the terminal."""
         lines = [
-            f"imported {self.added} image(s) from a {self.kind} ({self.labeled} with labels), "
+            f"imported {self.added} image(s) from {'an' if self.kind[0] in 'AEIOU' else 'a'} {self.kind} "
+            f"({self.labeled} with labels), "
             f"{self.duplicates} duplicate(s) skipped, {self.already_known} already in the project, "
             f"{len(self.rejected)} rejected, {self.ignored} non-image file(s) ignored "
             f"in {self.seconds:.1f} s"

@@ -48,12 +48,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def auto_epochs(n_labels: int, batch_size: int, *, warm: bool, cfg: TrainConfig, arch: str = "smallcnn") -> int:
-    """Epochs for about 800 optimiser steps from scratch (300 for ResNet-18; fewer when warm-started), 3 to 150."""
+def auto_epochs(
+    n_labels: int, batch_size: int, *, warm: bool, cfg: TrainConfig, arch: str = "smallcnn", image_size: int = 28
+) -> int:
+    """Epochs for about 800 optimiser steps from scratch for images up to 32 px (fewer for larger images and
+    ResNet-18, half when warm-started), 3 to 150 epochs."""
     if cfg.epochs:
         return cfg.epochs
     steps_per_epoch = max(1, math.ceil(n_labels / batch_size))
-    target = (800 if arch == "smallcnn" else 300) * (cfg.warm_epochs_ratio if warm else 1.0)
+    # about 800 steps for small images; the small CNN's cost grows with the pixel count, so fewer above 32 px
+    base = 800 / max(1.0, (image_size / 32) ** 2) if arch == "smallcnn" else 300
+    target = max(100.0, base) * (cfg.warm_epochs_ratio if warm else 1.0)
     return int(min(150, max(3, math.ceil(target / steps_per_epoch))))
 
 
@@ -124,7 +129,7 @@ def train_model(
         shrink_perturb(model, fresh, cfg.shrink, cfg.perturb)
         warm = True
     model.to(device)
-    epochs = auto_epochs(len(y), cfg.batch_size, warm=warm, cfg=cfg, arch=arch)
+    epochs = auto_epochs(len(y), cfg.batch_size, warm=warm, cfg=cfg, arch=arch, image_size=size)
 
     gen = torch.Generator().manual_seed(cfg.seed)
     batches = _BatchIterator(x, y, sample_weights, cfg=cfg, size=size, generator=gen)

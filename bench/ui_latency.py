@@ -92,19 +92,24 @@ def main() -> None:
 
             lat: list[float] = []
             trained_during = 0
+            page.screenshot(path="/tmp/uilat_before.png", full_page=True)
             for _ in range(args.batches):
                 if args.train and not is_training(args.project):
                     start_training(args.project)
                     trained_during += 1
                 old = first_image_src(page)
                 t0 = time.perf_counter()
-                page.keyboard.press("Enter")
-                page.wait_for_function(
-                    "old => { const i = document.querySelector('[data-testid=stImage] img');"
-                    " return i && i.src !== old && i.complete; }",
-                    arg=old,
-                    timeout=30_000,
-                )
+                page.get_by_role("button", name="Submit batch", exact=False).click()
+                try:
+                    page.wait_for_function(
+                        "old => { const i = document.querySelector('[data-testid=stImage] img');"
+                        " return i && i.src !== old && i.complete; }",
+                        arg=old,
+                        timeout=30_000,
+                    )
+                except Exception:
+                    page.screenshot(path="/tmp/uilat_fail.png", full_page=True)
+                    raise
                 lat.append(time.perf_counter() - t0)
             print(summary("submit -> next batch" + (" (training running)" if args.train else ""), lat))
             if args.train:
