@@ -84,11 +84,11 @@ def read_progress(root: str | Path) -> dict[str, Any]:
     return data
 
 
-def start_training(root: str | Path, *, device: str | None = None, nice: int = 5) -> bool:
+def start_training(root: str | Path, *, device: str | None = None, nice: int = 10) -> bool:
     """Start ``alwb train ROOT`` in a detached child process; False when a round is already running.
 
-    The child gets its own store connection, lowers its priority by ``nice`` (the person labeling comes first),
-    and logs to ``PROJECT/train.log``.
+    The child gets its own store connection, lowers its priority by ``nice`` and leaves one CPU core to the
+    workbench (the person labeling comes first), and logs to ``PROJECT/train.log``.
     """
     root = Path(root)
     if is_training(root):
@@ -97,6 +97,8 @@ def start_training(root: str | Path, *, device: str | None = None, nice: int = 5
     if device:
         cmd += ["--device", device]
     write_progress(root, phase="starting", done=0, total=0)
+    threads = str(max(1, (os.cpu_count() or 1) - 1))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     log = open(root / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
     try:
         subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -105,6 +107,7 @@ def start_training(root: str | Path, *, device: str | None = None, nice: int = 5
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            env=env,
             preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
     finally:
