@@ -353,6 +353,7 @@ def _kill_group(proc: subprocess.Popen, killed_at: list[float]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.flaky(reruns=1, reruns_delay=2)  # see tests/ui/test_browser.py
 def test_server_killed_during_save(browser, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
@@ -497,6 +498,7 @@ def _check_store_after_kill(
 
 
 # ---------------------------------------------------------------------- 2. two tabs, same batch
+@pytest.mark.flaky(reruns=1, reruns_delay=2)  # see tests/ui/test_browser.py
 def test_two_tabs_later_answer_wins(browser, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
