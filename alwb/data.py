@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch.utils.data import Dataset
 
 from .errors import AlwbError, ImageRejected
 from .images import load_array
@@ -224,24 +223,6 @@ def train_transform(augment: str, size: int):  # noqa: ANN201 - a torchvision tr
     if augment == "crop+flip":
         ops.append(v2.RandomHorizontalFlip())
     return v2.Compose(ops)
-
-
-class PixelDataset(Dataset):
-    """(uint8 image tensor, label) pairs with an optional per-sample transform."""
-
-    def __init__(self, pixels: np.ndarray, labels: npt.NDArray[np.int64], transform=None) -> None:  # noqa: ANN001
-        self.x = torch.from_numpy(np.ascontiguousarray(pixels))
-        self.y = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.x[i]
-        if self.transform is not None:
-            x = self.transform(x)
-        return x, self.y[i]
 
 
 def normalise(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:

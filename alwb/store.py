@@ -232,10 +232,6 @@ class Store:
         """SHA-256 of every accepted item."""
         return {r[0] for r in self.con.execute("SELECT sha256 FROM items WHERE status='ok'")}
 
-    def known_paths(self) -> set[str]:
-        """Every path seen, accepted or rejected."""
-        return {r[0] for r in self.con.execute("SELECT path FROM items")}
-
     def item_count(self, status: str = "ok") -> int:
         """Number of items with ``status``."""
         return self.con.execute("SELECT COUNT(*) FROM items WHERE status=?", (status,)).fetchone()[0]
