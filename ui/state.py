@@ -144,6 +144,22 @@ def flash(message: str | None = None, kind: str = "success") -> tuple[str, str] 
     return None
 
 
+def remember_flash(msg: tuple[str, str]) -> None:
+    """Note the message just shown, so a refresh right after it (a new round landing) can show it again."""
+    import time
+
+    st.session_state["_last_flash"] = (time.time(), msg)
+
+
+def reflash_recent(seconds: float = 10.0) -> None:
+    """Show again a message shown less than ``seconds`` ago (called before an automatic refresh)."""
+    import time
+
+    last = st.session_state.get("_last_flash")
+    if last and time.time() - last[0] < seconds and "flash" not in st.session_state:
+        st.session_state["flash"] = last[1]
+
+
 def remember(key: str, value: Any = None) -> Any:
     """Small per-session UI memory (e.g. the last seen round)."""
     if value is not None:

@@ -114,6 +114,7 @@ def _training_panel(root: str, batch_round: int) -> None:
         untouched = st.session_state.get("touched") is not True
         if untouched:
             state.reset_batch()
+            state.reflash_recent()  # the message the person just saw survives the refresh
             st.rerun(scope="app")
         else:
             st.info(f"Round {current} finished: the next batch will use the new model.", icon="🆕")
@@ -129,6 +130,7 @@ def render() -> None:
         msg = state.flash()
         if msg:
             {"success": st.success, "error": st.error, "info": st.info}[msg[0]](md_escape(msg[1]))
+            state.remember_flash(msg)
         if not classes:
             st.warning("This project has no classes yet: add them on the Start page.")
             st.stop()
