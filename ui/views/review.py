@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import streamlit as st
@@ -40,6 +41,16 @@ def _pseudo(root: str, item_ids: list[int], classes: list[str], accept: bool, an
             state.flash(f"Rejected {n} pseudo-label(s).")
     finally:
         proj.close()
+
+
+def _grid(rows: list) -> Iterator[tuple[object, object]]:
+    """(column, row) for each row, COLUMNS to a line, each column already showing the row's thumbnail."""
+    for start in range(0, len(rows), COLUMNS):
+        for col, r in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
+            data = state.image_bytes(r["path"], 128)
+            if data:
+                col.image(data, width="stretch")
+            yield col, r
 
 
 def render() -> None:
@@ -80,22 +91,17 @@ def render() -> None:
             shown = rows[(page - 1) * PAGE : page * PAGE]
             options = [*classes, state.NONE]
             with st.form("fix"):
-                for start in range(0, len(shown), COLUMNS):
-                    cols = st.columns(COLUMNS)
-                    for col, r in zip(cols, shown[start : start + COLUMNS], strict=False):
-                        with col:
-                            data = state.image_bytes(r["path"], 128)
-                            if data:
-                                st.image(data, width="stretch")
-                            p = pred.get(r["item_id"])
-                            st.text(f"{r['source']}" + (f" · model: {p[0]} ({p[1]:.0%})" if p else ""))
-                            st.selectbox(
-                                "label",
-                                options,
-                                index=options.index(r["class"]),
-                                key=f"fix_{r['item_id']}",
-                                label_visibility="collapsed",
-                            )
+                for col, r in _grid(shown):
+                    with col:
+                        p = pred.get(r["item_id"])
+                        st.text(f"{r['source']}" + (f" · model: {p[0]} ({p[1]:.0%})" if p else ""))
+                        st.selectbox(
+                            "label",
+                            options,
+                            index=options.index(r["class"]),
+                            key=f"fix_{r['item_id']}",
+                            label_visibility="collapsed",
+                        )
                 submitted = st.form_submit_button("Save corrections", type="primary", disabled=not shown)
             if submitted:
                 changes = {
@@ -119,16 +125,11 @@ def render() -> None:
                 )
                 shown = pl[:PAGE]
                 picks = []
-                for start in range(0, len(shown), COLUMNS):
-                    cols = st.columns(COLUMNS)
-                    for col, r in zip(cols, shown[start : start + COLUMNS], strict=False):
-                        with col:
-                            data = state.image_bytes(r["path"], 128)
-                            if data:
-                                st.image(data, width="stretch")
-                            st.text(f"{r['class']} ({r['confidence']:.0%})")
-                            if st.checkbox("select", key=f"ps_{r['item_id']}", value=True):
-                                picks.append(r)
+                for col, r in _grid(shown):
+                    with col:
+                        st.text(f"{r['class']} ({r['confidence']:.0%})")
+                        if st.checkbox("select", key=f"ps_{r['item_id']}", value=True):
+                            picks.append(r)
                 b = st.columns(2)
                 b[0].button(
                     "Accept selected",
