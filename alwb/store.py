@@ -29,7 +29,7 @@ from typing import Any
 
 from .errors import LabelError, ProjectError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 LABEL_SOURCES = ("human", "import", "pseudo")
 #: Answers that are not classes ("none of these classes", "skip").
@@ -104,8 +104,20 @@ CREATE TABLE rounds (
 );
 """
 
+#: v2: answers chosen in the workbench but not yet submitted, per annotator (they survive a reload or a lost
+#: connection; submitting the batch writes the labels and drops its drafts in the same transaction).
+_SCHEMA_V2 = """
+CREATE TABLE drafts (
+    annotator TEXT NOT NULL,
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    answer TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (annotator, item_id)
+);
+"""
+
 #: Migrations from version N-1 to N, applied in order inside one transaction each.
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 
 @dataclass(frozen=True)
@@ -317,9 +329,45 @@ class Store:
                 except sqlite3.IntegrityError as exc:
                     raise LabelError(f"item {row.item_id} does not exist") from exc
                 written += 1
-            # an item labelled by a person is no longer a pseudo-label
+            # an item labelled by a person is no longer a pseudo-label, nor anyone's unsubmitted draft
             self.con.executemany("DELETE FROM pseudo_labels WHERE item_id=?", [(int(r.item_id),) for r in rows])
+            if annotator is not None:
+                self.con.executemany(
+                    "DELETE FROM drafts WHERE annotator=? AND item_id=?", [(annotator, int(r.item_id)) for r in rows]
+                )
         return written
+
+    # ------------------------------------------------------------------ drafts (answers not yet submitted)
+    def save_draft(self, annotator: str, item_id: int, answer: str | None) -> None:
+        """Remember (or with ``None`` forget) an answer chosen but not yet submitted."""
+        with self.transaction():
+            if answer is None:
+                self.con.execute("DELETE FROM drafts WHERE annotator=? AND item_id=?", (annotator, int(item_id)))
+            else:
+                self.con.execute(
+                    "INSERT INTO drafts(annotator, item_id, answer, updated_at) VALUES(?, ?, ?, ?)"
+                    " ON CONFLICT(annotator, item_id) DO UPDATE SET answer=excluded.answer,"
+                    " updated_at=excluded.updated_at",
+                    (annotator, int(item_id), answer, time.time()),
+                )
+
+    def drafts(self, annotator: str, item_ids: Sequence[int]) -> dict[int, str]:
+        """Unsubmitted answers of ``annotator`` for ``item_ids``."""
+        ids = [int(i) for i in item_ids]
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.con.execute(
+            f"SELECT item_id, answer FROM drafts WHERE annotator=? AND item_id IN ({marks})", (annotator, *ids)
+        ).fetchall()
+        return {int(r[0]): str(r[1]) for r in rows}
+
+    def clear_drafts(self, annotator: str, item_ids: Sequence[int]) -> None:
+        """Forget ``annotator``'s drafts for ``item_ids`` (skipped items, a submitted batch)."""
+        with self.transaction():
+            self.con.executemany(
+                "DELETE FROM drafts WHERE annotator=? AND item_id=?", [(annotator, int(i)) for i in item_ids]
+            )
 
     def undo_batch(self, batch_id: str) -> int:
         """Remove the labels written by ``batch_id`` and restore what they superseded; one transaction."""

@@ -260,6 +260,34 @@ def test_keyboard_buttons_answer_the_focused_image(project) -> None:
     says(at.success, "Saved 4 label(s)")
 
 
+def test_unsubmitted_answers_survive_a_reload_and_stay_per_annotator(project) -> None:
+    """Answers chosen but not submitted are drafts in the store: a new session (reload, lost websocket, second tab)
+    shows them again; another annotator does not get them; submitting the batch drops them."""
+    root, _ = project
+    at = app(root, annotator="alice")
+    ids = item_ids(at)
+    at.selectbox(key=f"ans_{ids[0]}").select("triangle")
+    ok(at.run())
+    ok(at.button(key="key_right").click().run())
+    ok(at.button(key="key_none").click().run())  # "none of these" for #2 by keyboard
+    with Project.open(root) as proj:
+        assert proj.store.drafts("alice", ids) == {ids[0]: "triangle", ids[1]: NONE}
+
+    again = app(root, annotator="alice")  # a reload is a new session
+    assert item_ids(again) == ids
+    assert again.selectbox(key=f"ans_{ids[0]}").value == "triangle"
+    assert again.selectbox(key=f"ans_{ids[1]}").value == NONE
+    assert again.selectbox(key=f"ans_{ids[2]}").value is None
+
+    bob = app(root, annotator="bob")
+    assert bob.selectbox(key=f"ans_{ids[0]}").value is None
+
+    ok(again.button(key="submit").click().run())
+    assert {i: r["class"] for i, r in labels(root).items()} == {ids[0]: "triangle", ids[1]: None}
+    with Project.open(root) as proj:
+        assert proj.store.drafts("alice", ids) == {}
+
+
 # ---------------------------------------------------------------------- 5. undo
 def test_undo_last_batch(project) -> None:
     root, _ = project

@@ -16,7 +16,7 @@ from alwb.errors import LabelError, ProjectError
 from alwb.store import SCHEMA_VERSION, LabelRow, Store, validate_class_name
 
 PROPS = settings(deadline=None, max_examples=50, derandomize=True, database=None)
-TABLES = ("meta", "items", "classes", "labels", "pseudo_labels", "models", "rounds")
+TABLES = ("meta", "items", "classes", "labels", "pseudo_labels", "models", "rounds", "drafts")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -83,6 +83,38 @@ def test_new_store_has_wal_foreign_keys_and_schema_version(tmp_path: Path) -> No
         assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     finally:
         con.close()
+
+
+def test_version_1_store_is_migrated_and_keeps_its_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "s.sqlite"
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
+    with Store(path, create=True) as s:  # a store made by the first release
+        s.add_classes(["a", "b"])
+        (item,) = add_items(s, 1)
+        s.add_labels([LabelRow(item, "b")])
+    monkeypatch.undo()
+    with Store(path) as s:
+        assert s.con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert [r["class"] for r in s.current_labels()] == ["b"]
+        s.save_draft("x", item, "a")
+        assert s.drafts("x", [item]) == {item: "a"}
+
+
+def test_drafts_are_per_annotator_and_dropped_by_their_labels() -> None:
+    s, ids = mem_store(3)
+    s.save_draft("ann", ids[0], "a")
+    s.save_draft("ann", ids[0], "b")  # a changed mind overwrites
+    s.save_draft("ann", ids[1], "<none>")
+    s.save_draft("other", ids[0], "c")
+    assert s.drafts("ann", ids) == {ids[0]: "b", ids[1]: "<none>"}
+    assert s.drafts("ann", []) == {}
+    s.save_draft("ann", ids[1], None)
+    assert s.drafts("ann", ids) == {ids[0]: "b"}
+    s.add_labels([LabelRow(ids[0], "b")], annotator="ann")
+    assert s.drafts("ann", ids) == {}
+    assert s.drafts("other", ids) == {ids[0]: "c"}  # someone else's unsubmitted answer stays theirs
+    s.clear_drafts("other", ids)
+    assert s.drafts("other", ids) == {}
 
 
 def test_missing_store_is_refused_without_create(tmp_path: Path) -> None:

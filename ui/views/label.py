@@ -42,7 +42,8 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
     proj = Project.open(root)
     try:
         if answers:
-            proj.label(answers, annotator=annotator, batch_id=uuid.uuid4().hex)
+            proj.label(answers, annotator=annotator, batch_id=uuid.uuid4().hex)  # also drops their drafts
+        proj.store.clear_drafts(annotator, item_ids)
         msg = f"Saved {len(answers)} label(s) to the store" + (f", {skipped} skipped" if skipped else "") + "."
         if _maybe_retrain(proj):
             msg += " Retraining started in the background."
@@ -68,12 +69,27 @@ def _maybe_retrain(proj: Project) -> bool:
     return False
 
 
-def _key_answer(value: str, item_ids: list[int]) -> None:
+def _save_draft(root: str, item_id: int) -> None:
+    """Keep an answer chosen but not yet submitted in the store, so a reload or a lost connection keeps it."""
+    try:
+        with Project.open(root) as proj:
+            proj.store.save_draft(state.annotator(), item_id, state.answer(item_id))
+    except AlwbError:  # the project went away: the page says so on its next run
+        pass
+
+
+def _answered(root: str, item_id: int) -> None:
+    _touch()
+    _save_draft(root, item_id)
+
+
+def _key_answer(value: str, item_ids: list[int], root: str) -> None:
     i = state.focus()
     if 0 <= i < len(item_ids):
         state.set_answer(item_ids[i], value)
         state.set_focus(min(i + 1, len(item_ids) - 1))
         _touch()  # a finished round must not replace a batch answered from the keyboard either
+        _save_draft(root, item_ids[i])
 
 
 def _move(delta: int, n: int) -> None:
@@ -142,6 +158,11 @@ def render() -> None:
                 for it in b["items"]:  # validation answers are never pre-filled: the model must not anchor them
                     if it.predicted in classes and it.reason != "validation":
                         state.set_answer(it.id, it.predicted)
+                # answers chosen before a reload or a lost connection come back from the store
+                options = {*classes, state.SKIP, state.NONE}
+                for item_id, ans in proj.store.drafts(state.annotator(), [it.id for it in b["items"]]).items():
+                    if ans in options:
+                        state.set_answer(item_id, ans)
             st.session_state["touched"] = False
         n_labeled = len(proj.store.labeled_item_ids())
         total = proj.store.item_count()
@@ -166,9 +187,9 @@ def render() -> None:
 
     keys = st.container(horizontal=True)
     for k, cls in zip(KEYS, classes, strict=False):
-        keys.button(f"{k} · {_short(cls)}", key=f"key_{k}", shortcut=k, on_click=_key_answer, args=(cls, ids))
-    keys.button("S · skip", key="key_skip", shortcut="S", on_click=_key_answer, args=(state.SKIP, ids))
-    keys.button("N · none", key="key_none", shortcut="N", on_click=_key_answer, args=(state.NONE, ids))
+        keys.button(f"{k} · {_short(cls)}", key=f"key_{k}", shortcut=k, on_click=_key_answer, args=(cls, ids, root))
+    keys.button("S · skip", key="key_skip", shortcut="S", on_click=_key_answer, args=(state.SKIP, ids, root))
+    keys.button("N · none", key="key_none", shortcut="N", on_click=_key_answer, args=(state.NONE, ids, root))
     keys.button("◀", key="key_left", shortcut="Left", on_click=_move, args=(-1, len(ids)))
     keys.button("▶", key="key_right", shortcut="Right", on_click=_move, args=(1, len(ids)))
 
@@ -196,7 +217,8 @@ def render() -> None:
                     key=key,
                     placeholder="choose…",
                     label_visibility="collapsed",
-                    on_change=_touch,
+                    on_change=_answered,
+                    args=(root, it.id),
                     **kwargs,
                 )
     st.button(
