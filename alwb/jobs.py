@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 LOCK_FILE = "train.lock"
+#: Environment variable through which :func:`start_training` hands its already-locked descriptor to the child.
+LOCK_FD_ENV = "ALWB_TRAIN_LOCK_FD"
 PROGRESS_FILE = "train_progress.json"
 LOG_FILE = "train.log"
 
@@ -28,16 +30,43 @@ class TrainingBusy(RuntimeError):
     """A round is already running for this project."""
 
 
+def _lock_fd(root: str | Path) -> int:
+    """Open the project's lock file and take the lock; raises :class:`TrainingBusy` when another process has it."""
+    fd = os.open(Path(root) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise TrainingBusy(f"a training round is already running for {root}") from None
+    return fd
+
+
+def _inherited_lock_fd(root: str | Path) -> int | None:
+    """The locked descriptor handed down by :func:`start_training`, if this process got one for ``root``."""
+    raw = os.environ.pop(LOCK_FD_ENV, None)
+    if not raw:
+        return None
+    try:
+        fd = int(raw)
+        same = os.path.samestat(os.fstat(fd), os.stat(Path(root) / LOCK_FILE))
+    except (ValueError, OSError):
+        return None
+    if not same:
+        return None
+    os.set_inheritable(fd, False)  # worker processes this child may start must not carry the lock on
+    return fd
+
+
 @contextlib.contextmanager
 def training_lock(root: str | Path) -> Iterator[None]:
-    """Hold the project's training lock (raises :class:`TrainingBusy` when another process has it)."""
-    path = Path(root) / LOCK_FILE
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """Hold the project's training lock (raises :class:`TrainingBusy` when another process has it).
+
+    A child started by :func:`start_training` already holds it through the descriptor it inherited.
+    """
+    fd = _inherited_lock_fd(root)
+    if fd is None:
+        fd = _lock_fd(root)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TrainingBusy(f"a training round is already running for {root}") from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         try:
@@ -87,29 +116,34 @@ def read_progress(root: str | Path) -> dict[str, Any]:
 def start_training(root: str | Path, *, device: str | None = None, nice: int = 10) -> bool:
     """Start ``alwb train ROOT`` in a detached child process; False when a round is already running.
 
-    The child gets its own store connection, lowers its priority by ``nice`` and leaves one CPU core to the
-    workbench (the person labeling comes first), and logs to ``PROJECT/train.log``.
+    The lock is taken here, before the child starts, and handed to it (an inherited descriptor: the lock lives as
+    long as the child does), so two submits a moment apart cannot start two rounds while the first child is still
+    importing PyTorch. The child gets its own store connection, lowers its priority by ``nice``, leaves one CPU
+    core to the workbench (the person labeling comes first), and logs to ``PROJECT/train.log``.
     """
     root = Path(root)
-    if is_training(root):
-        return False
-    cmd = [sys.executable, "-m", "alwb", "-q", "train", str(root), "--background"]
-    if device:
-        cmd += ["--device", device]
-    write_progress(root, phase="starting", done=0, total=0)
-    threads = str(max(1, (os.cpu_count() or 1) - 1))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    log = open(root / LOG_FILE, "ab")  # noqa: SIM115 - handed to the child
     try:
-        subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            env=env,
-            preexec_fn=(lambda: os.nice(nice)) if nice else None,
-        )
+        fd = _lock_fd(root)
+    except TrainingBusy:
+        return False
+    try:
+        cmd = [sys.executable, "-m", "alwb", "-q", "train", str(root), "--background"]
+        if device:
+            cmd += ["--device", device]
+        write_progress(root, phase="starting", done=0, total=0)
+        threads = str(max(1, (os.cpu_count() or 1) - 1))
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, LOCK_FD_ENV: str(fd)}
+        with open(root / LOG_FILE, "ab") as log:
+            subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+                pass_fds=(fd,),
+                preexec_fn=(lambda: os.nice(nice)) if nice else None,
+            )
     finally:
-        log.close()
+        os.close(fd)  # the child's copy keeps the lock (released when it exits, however it exits)
     return True

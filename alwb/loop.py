@@ -263,7 +263,9 @@ class Project:
         rnd = self.store.current_round()
         rng = np.random.default_rng((cfg.seed if seed is None else seed) * 1_000_003 + rnd)
         pending_val = [i for i in self.store.unlabeled_item_ids(split="val") if i not in excluded]
-        pool = np.asarray([i for i in self.store.unlabeled_item_ids(split="pool") if i not in excluded], np.int64)
+        pool = np.asarray(self.store.unlabeled_item_ids(split="pool"), np.int64)
+        if excluded:
+            pool = pool[~np.isin(pool, np.fromiter(excluded, np.int64, len(excluded)))]
         if not pending_val and pool.size == 0:
             raise EmptyPoolError("every item is labeled: nothing left to query")
         # validation items take up to val_share of the batch, and fill it when the pool runs short

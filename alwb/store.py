@@ -437,7 +437,9 @@ class Store:
         if split is not None:
             sql += " AND split=?"
             args.append(split)
-        return [r[0] for r in self.con.execute(sql + " ORDER BY id", args)]
+        cur = self.con.cursor()
+        cur.row_factory = None  # plain tuples: building 60,000 Row objects costs more than the query
+        return [r[0] for r in cur.execute(sql + " ORDER BY id", args)]
 
     def label_counts(self) -> dict[str, dict[str, int]]:
         """{class: {source: count}} over current labels."""

@@ -3,9 +3,11 @@
     python bench/ui_latency.py --project data/demo/project --batches 20 [--train]
 
 Starts ``alwb ui`` on PROJECT, drives Debian's Chromium with Playwright, submits batches (answers = the model's
-preselected guesses) and measures, for each one, the time from pressing Enter to the next batch's first image on
-screen. With ``--train`` a training round runs in the background during the measurement (started with "Retrain
-now" and restarted whenever it ends). Then opens every page and measures the time until it has rendered.
+preselected guesses) and measures, for each one, the time from pressing Submit until the whole next batch is on
+screen (every image loaded and nothing stale left, so the next click meets a settled page, as a person's would).
+Automatic retraining is switched off in the project for the measurement; with ``--train`` a training round runs
+in the background the whole time instead (restarted whenever it ends). Then opens every page and measures the
+time until it has rendered.
 Prints p50 / p95 / max. The labels it submits are real: use a copy of a project you care about.
 """
 
@@ -60,10 +62,17 @@ def summary(name: str, xs: list[float]) -> str:
     )
 
 
-def first_image_src(page) -> str:  # noqa: ANN001
-    return page.evaluate(
-        "() => { const i = document.querySelector('[data-testid=stImage] img'); return i ? i.src : ''; }"
-    )
+def image_srcs(page) -> list[str]:  # noqa: ANN001
+    """The image URLs of the batch on screen."""
+    return page.evaluate("() => [...document.querySelectorAll('[data-testid=stImage] img')].map(i => i.src)")
+
+
+#: The next batch is on screen: as many images as before, none of them an old one, all loaded, nothing stale left.
+NEXT_BATCH_SHOWN = """old => {
+  const imgs = [...document.querySelectorAll('[data-testid=stImage] img')];
+  return imgs.length >= old.length && imgs.every(i => !old.includes(i.src) && i.complete && i.naturalWidth > 0)
+    && !document.querySelector('[data-stale=true]');
+}"""
 
 
 def main() -> None:
@@ -74,11 +83,19 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--train", action="store_true", help="keep a training round running while measuring")
     args = ap.parse_args()
+    from alwb.loop import Project
+
+    with Project.open(args.project) as proj:
+        retrain_every = proj.config.retrain_every
+        proj.set_config(retrain_every=0)
     port = free_port()
+    log_path = Path("bench/out/ui_latency_server.log")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    server_log = open(log_path, "w")  # noqa: SIM115 - open for the server's lifetime
     server = subprocess.Popen(
         [sys.executable, "-m", "alwb", "ui", str(args.project), "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=server_log,
+        stderr=subprocess.STDOUT,
     )
     try:
         wait_health(port)
@@ -97,13 +114,12 @@ def main() -> None:
                 if args.train and not is_training(args.project):
                     start_training(args.project)
                     trained_during += 1
-                old = first_image_src(page)
+                old = image_srcs(page)
                 t0 = time.perf_counter()
                 page.get_by_role("button", name="Submit batch", exact=False).click()
                 try:
                     page.wait_for_function(
-                        "old => { const i = document.querySelector('[data-testid=stImage] img');"
-                        " return i && i.src !== old && i.complete; }",
+                        NEXT_BATCH_SHOWN,
                         arg=old,
                         timeout=30_000,
                     )
@@ -130,6 +146,9 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+        server_log.close()
+        with Project.open(args.project) as proj:
+            proj.set_config(retrain_every=retrain_every)
 
 
 if __name__ == "__main__":

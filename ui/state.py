@@ -168,8 +168,12 @@ def remember(key: str, value: Any = None) -> Any:
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
-def thumbnail(path: str, mtime: float, size: int, channels: int = 3) -> bytes:
-    """PNG bytes of an image scaled for display: small images are enlarged without blur (nearest neighbour)."""
+def thumbnail(path: str, mtime: float, size: int, channels: int = 3) -> tuple[bytes, str]:
+    """Encoded image scaled for display, and its format.
+
+    Small images are enlarged by a whole factor without blur (nearest neighbour) and sent as PNG, so no pixel is
+    invented; larger ones are shrunk with Lanczos and sent as JPEG (a tenth of the bytes of a PNG photo).
+    """
     from PIL import Image
 
     from alwb.images import load_image
@@ -177,17 +181,20 @@ def thumbnail(path: str, mtime: float, size: int, channels: int = 3) -> bytes:
     img = load_image(path, channels)
     w, h = img.size
     scale = size / max(w, h)
-    method = Image.Resampling.NEAREST if scale >= 1 else Image.Resampling.LANCZOS
+    buf = io.BytesIO()
     if scale >= 1:
         scale = max(1, int(scale))
-    img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), method)
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return buf.getvalue()
+        img = img.resize((w * scale, h * scale), Image.Resampling.NEAREST)
+        img.save(buf, format="PNG", compress_level=1)
+        return buf.getvalue(), "PNG"
+    img = img.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
+    img.save(buf, format="JPEG", quality=90)
+    return buf.getvalue(), "JPEG"
 
 
-def image_bytes(path: str, size: int = 192) -> bytes | None:
-    """Display bytes of ``path``, or None when the file can no longer be read."""
+def image_bytes(path: str, size: int = 192) -> tuple[bytes, str] | None:
+    """Display bytes of ``path`` and their format (``PNG``/``JPEG``: give it to ``st.image(output_format=...)``
+    so Streamlit sends them as they are), or None when the file can no longer be read."""
     try:
         return thumbnail(path, os.path.getmtime(path), size)
     except Exception:  # a file removed or broken since import must not break the page

@@ -511,3 +511,28 @@ def test_start_page_errors_show_user_text_as_text(tmp_path: Path) -> None:
     bodies = [e.value for e in at.error]
     assert bodies and "contains a path separator" in bodies[0].replace("\\", "")
     assert "**x**" not in bodies[0] and r"\*\*x\*\*" in bodies[0]
+
+
+def test_thumbnails_enlarge_small_images_without_blur_and_shrink_photos(tmp_path: Path) -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    import state
+
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    Image.fromarray(small, "L").save(tmp_path / "small.png")
+    data, fmt = state.thumbnail(str(tmp_path / "small.png"), 0.0, 192)
+    assert fmt == "PNG"  # sent as it is (st.image would re-encode anything else, and JPEG would smear the pixels)
+    shown = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
+    assert shown.shape == (168, 168)  # the largest whole factor that fits: 6×
+    assert np.array_equal(shown, np.kron(small, np.ones((6, 6), np.uint8)))  # every pixel a 6×6 block, no blur
+
+    photo = rng.integers(0, 256, (400, 600, 3), dtype=np.uint8)
+    Image.fromarray(photo, "RGB").save(tmp_path / "photo.png")
+    data, fmt = state.thumbnail(str(tmp_path / "photo.png"), 0.0, 192)
+    assert fmt == "JPEG"
+    assert Image.open(io.BytesIO(data)).size == (192, 128)
+    assert state.image_bytes(str(tmp_path / "gone.png")) is None

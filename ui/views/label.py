@@ -198,11 +198,11 @@ def render() -> None:
         for col, j in zip(cols, range(row_start, min(row_start + COLUMNS, len(items))), strict=False):
             it = items[j]
             with col.container(border=True, key=f"cell_{j}"):
-                data = state.image_bytes(it.path)
-                if data is None:
+                shown = state.image_bytes(it.path)
+                if shown is None:
                     st.warning("image no longer readable")
                 else:
-                    st.image(data, width="stretch")
+                    st.image(shown[0], width="stretch", output_format=shown[1])
                 head = f"{'▶ ' if j == focus else ''}#{j + 1}"
                 if it.reason == "validation":
                     head += " · validation sample"

@@ -47,9 +47,9 @@ def _grid(rows: list) -> Iterator[tuple[object, object]]:
     """(column, row) for each row, COLUMNS to a line, each column already showing the row's thumbnail."""
     for start in range(0, len(rows), COLUMNS):
         for col, r in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
-            data = state.image_bytes(r["path"], 128)
-            if data:
-                col.image(data, width="stretch")
+            shown = state.image_bytes(r["path"], 128)
+            if shown:
+                col.image(shown[0], width="stretch", output_format=shown[1])
             yield col, r
 
 
