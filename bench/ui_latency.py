@@ -75,6 +75,15 @@ NEXT_BATCH_SHOWN = """old => {
 }"""
 
 
+#: A page is shown: its title is there, every image has loaded, nothing stale is left and no script run is going on.
+PAGE_SHOWN = """title => {
+  const h = document.querySelector('h1');
+  return h && h.textContent.trim() === title
+    && [...document.querySelectorAll('img')].every(i => i.complete)
+    && !document.querySelector('[data-stale=true]') && !document.querySelector('[data-testid=stStatusWidget]');
+}"""
+
+
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
@@ -130,18 +139,28 @@ def main() -> None:
             print(summary("submit -> next batch" + (" (training running)" if args.train else ""), lat))
             if args.train:
                 print(f"training rounds started during the measurement: {trained_during}")
-            opens: dict[str, list[float]] = {}
+            # opening a page: from the sidebar (what a person does in the app; no page reload), and as a fresh
+            # load of its address (a new tab or a reload: the browser starts the app and a new session)
+            pages = {"label": "Label", "progress": "Progress", "review": "Review", "settings": "Settings"}
+            pages |= {"export": "Export", "start": "alwb workbench"}
+            nav: dict[str, list[float]] = {}
+            fresh: dict[str, list[float]] = {}
             for _ in range(3):
-                for name in ("label", "progress", "review", "settings", "export", "start"):
+                for name, title in [*pages.items()][1:] + [*pages.items()][:1]:
+                    t0 = time.perf_counter()
+                    page.locator('[data-testid="stSidebarNav"] a[href$="/' + name + '"]').first.click()
+                    page.wait_for_function(PAGE_SHOWN, arg=title, timeout=30_000)
+                    nav.setdefault(name, []).append(time.perf_counter() - t0)
+            for _ in range(3):
+                for name, title in pages.items():
                     t0 = time.perf_counter()
                     page.goto(f"{base}/{name}")
-                    page.wait_for_selector("h1", timeout=30_000)
-                    page.wait_for_function(
-                        "() => !document.querySelector('[data-testid=stStatusWidget]')", timeout=30_000
-                    )
-                    opens.setdefault(name, []).append(time.perf_counter() - t0)
-            for name, xs in opens.items():
-                print(summary(f"open {name}", xs))
+                    page.wait_for_function(PAGE_SHOWN, arg=title, timeout=30_000)
+                    fresh.setdefault(name, []).append(time.perf_counter() - t0)
+            for name, xs in nav.items():
+                print(summary(f"open {name} from the sidebar", xs))
+            for name, xs in fresh.items():
+                print(summary(f"open {name} as a fresh page load", xs))
             browser.close()
     finally:
         server.terminate()

@@ -404,7 +404,7 @@ def test_review_page_corrects_a_label_and_keeps_history(trained) -> None:
     root, _ = trained
     at = page("review", root)
     fixes = [s for s in at.selectbox if s.key and s.key.startswith("fix_")]
-    assert len(fixes) == 24  # one page
+    assert len(fixes) == 18  # one page
     target = fixes[0]
     item_id = int(target.key.removeprefix("fix_"))
     old = target.value
