@@ -84,3 +84,18 @@ def safe_extract(source: str | Path | IO[bytes], dest: str | Path) -> list[Path]
             name = info.filename if info is not None else "?"
             raise AlwbError(f"cannot extract zip entry {name!r}: {exc}") from None
         return written
+
+
+def content_root(folder: str | Path) -> Path:
+    """The folder that holds an extracted archive's content.
+
+    Most zips wrap everything in one top-level folder (``photos/…``); read as an image tree, that folder would be
+    taken for a class. Descend while the folder holds nothing but a single subfolder (macOS's ``__MACOSX`` and
+    hidden entries aside).
+    """
+    here = Path(folder)
+    while True:
+        entries = [e for e in here.iterdir() if e.name != "__MACOSX" and not e.name.startswith(".")]
+        if len(entries) != 1 or not entries[0].is_dir() or entries[0].is_symlink():
+            return here
+        here = entries[0]

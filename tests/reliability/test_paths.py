@@ -24,7 +24,7 @@ import alwb.ingest
 import alwb.ziputil
 from alwb.errors import AlwbError
 from alwb.loop import Project
-from alwb.ziputil import safe_extract
+from alwb.ziputil import content_root, safe_extract
 
 # ---------------------------------------------------------------------------- every file the process opens or lists
 _AUDIT: list[tuple[str, str]] | None = None
@@ -296,3 +296,23 @@ def test_ordinary_zips_extract(tmp_path: Path) -> None:
     got = sorted(p.relative_to(tmp_path / "dest").as_posix() for p in written)
     assert got == ["c.txt", "cats/a.txt", "dogs/b.txt"]
     assert (tmp_path / "dest" / "dogs" / "b.txt").read_bytes() == b"b"
+
+
+def test_content_root_skips_the_wrapping_folder_of_a_zip(tmp_path: Path) -> None:
+    """A zip of ``photos/a.jpg …`` is read from inside ``photos/`` (else ``photos`` would be taken for a class);
+    a zip of class folders stays a tree of classes."""
+    wrapped = tmp_path / "w"
+    (wrapped / "photos" / "inner").mkdir(parents=True)
+    (wrapped / "__MACOSX").mkdir()
+    (wrapped / ".DS_Store").write_bytes(b"")
+    (wrapped / "photos" / "inner" / "a.png").write_bytes(b"")
+    (wrapped / "photos" / "inner" / "b.png").write_bytes(b"")
+    assert content_root(wrapped) == wrapped / "photos" / "inner"
+    classes = tmp_path / "c"
+    for name in ("ants", "bees"):
+        (classes / "data" / name).mkdir(parents=True)
+    assert content_root(classes) == classes / "data"
+    flat = tmp_path / "f"
+    flat.mkdir()
+    (flat / "a.png").write_bytes(b"")
+    assert content_root(flat) == flat

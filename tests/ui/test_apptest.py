@@ -180,6 +180,24 @@ def test_start_page_creates_a_project(tmp_path: Path) -> None:
     says(at.success, "15")
 
 
+def test_start_page_keeps_a_created_project_when_its_import_fails(tmp_path: Path) -> None:
+    make_shapes(tmp_path / "shapes", 3)  # class folders circle/square/triangle, none of them a class given below
+    at = app()
+    root = tmp_path / "p"
+    at.text_input[1].input(str(root))
+    at.text_input[2].input(str(tmp_path / "shapes"))
+    at.text_input[3].input("cat, dog")
+    ok(at.run())
+    ok(at.button[1].click().run())
+    assert at.query_params.get("project") == str(root.resolve())  # opened: images can be added from here
+    assert "Open project" in [s.value for s in at.subheader]
+    says(at.error, "Project created, but no images were imported")
+    says(at.error, "not among")
+    with Project.open(root) as proj:
+        assert proj.classes == ["cat", "dog"]
+        assert proj.store.item_count() == 0
+
+
 # ---------------------------------------------------------------------- 3. label page with the mouse
 def test_label_page_submits_the_chosen_answers(project) -> None:
     root, _ = project

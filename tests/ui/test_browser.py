@@ -86,15 +86,16 @@ def _stop_training(root: Path) -> None:
         time.sleep(0.2)
 
 
-@pytest.fixture
-def server(project: tuple[Path, dict[str, str]], tmp_path: Path) -> Iterator[str]:
-    """``alwb ui PROJECT`` on a free port; yields its address. Always stopped (with its Streamlit child)."""
-    root, _ = project
+@contextlib.contextmanager
+def serve(project: Path | None, log_path: Path) -> Iterator[str]:
+    """``alwb ui [PROJECT]`` on a free port; yields its address. Always stopped (with its Streamlit child)."""
     port = _free_port()
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed in the finally below
+    log = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("ALWB_PROJECT", None)
+    cmd = [sys.executable, "-m", "alwb", "ui", *([str(project)] if project else []), "--port", str(port)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "alwb", "ui", str(root), "--port", str(port), "--host", "127.0.0.1"],
+        [*cmd, "--host", "127.0.0.1"],
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -106,12 +107,12 @@ def server(project: tuple[Path, dict[str, str]], tmp_path: Path) -> Iterator[str
         deadline = time.monotonic() + 90
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"alwb ui exited with {proc.returncode}:\n{_read(tmp_path / 'server.log')}")
+                raise AssertionError(f"alwb ui exited with {proc.returncode}:\n{_read(log_path)}")
             with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
                 if resp.read().decode().strip() == "ok":
                     break
             if time.monotonic() > deadline:
-                raise AssertionError(f"alwb ui did not answer in 90 s:\n{_read(tmp_path / 'server.log')}")
+                raise AssertionError(f"alwb ui did not answer in 90 s:\n{_read(log_path)}")
             time.sleep(0.25)
         yield url
     finally:
@@ -124,6 +125,16 @@ def server(project: tuple[Path, dict[str, str]], tmp_path: Path) -> Iterator[str
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=15)
         log.close()
+
+
+@pytest.fixture
+def server(project: tuple[Path, dict[str, str]], tmp_path: Path) -> Iterator[str]:
+    """``alwb ui PROJECT`` on the shape project; a round it started is stopped afterwards."""
+    root, _ = project
+    try:
+        with serve(root, tmp_path / "server.log") as url:
+            yield url
+    finally:
         _stop_training(root)
 
 
@@ -264,11 +275,62 @@ def item_paths(root: Path, ids: list[int]) -> list[str]:
 # fresh project and server keeps such a hiccup from failing CI; three failures in a row still do.
 @pytest.mark.flaky(reruns=2, reruns_delay=5)
 def test_workbench_in_a_browser(project, server, browser_page, tmp_path: Path) -> None:
+    _recorded(
+        browser_page,
+        tmp_path,
+        "shapes",
+        lambda shots: _walk_through(browser_page, server, project, list(SHAPES), shots),
+    )
+
+
+HYMENOPTERA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "hymenoptera" / "train"
+
+
+@pytest.fixture
+def photo_project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A project of the hymenoptera training photos (ants and bees, JPEGs of varied sizes, a GIF, a file name with
+    a space), imported unlabeled from a flat copy of the folder, as a person's photos would be; the true classes."""
+    from alwb.loop import Project
+
+    flat = tmp_path / "photos"
+    flat.mkdir()
+    truth: dict[str, str] = {}
+    for f in sorted(HYMENOPTERA.glob("*/*")):
+        shutil.copy2(f, flat / f.name)
+        truth[str((flat / f.name).resolve())] = f.parent.name
+    root = tmp_path / "bees-project"
+    with Project.create(root, classes=["ants", "bees"]) as proj:
+        rep = proj.add_images(flat)
+        assert rep.added == len(truth) and not rep.rejected, rep.summary()
+        proj.set_config(batch_size=BATCH, retrain_every=BATCH)
+        proj.set_train_config(epochs=3, device="cpu")
+    return root, truth
+
+
+@pytest.mark.skipif(not HYMENOPTERA.is_dir(), reason=f"{HYMENOPTERA} is missing (../shared/datasets)")
+@pytest.mark.flaky(reruns=2, reruns_delay=5)
+def test_real_photos_in_a_browser(photo_project, browser_page, tmp_path: Path) -> None:
+    """The same walk-through on real photos: 245 unlabeled ants and bees."""
+    root, _ = photo_project
+    try:
+        with serve(root, tmp_path / "server.log") as url:
+            _recorded(
+                browser_page,
+                tmp_path,
+                "hymenoptera",
+                lambda shots: _walk_through(browser_page, url, photo_project, ["ants", "bees"], shots),
+            )
+    finally:
+        _stop_training(root)
+
+
+def _recorded(browser_page, tmp_path: Path, name: str, body) -> None:  # noqa: ANN001
+    """Run ``body(shots)``; on failure keep what the page showed; copy screenshots to ``$ALWB_SCREENSHOTS/name``."""
     shots = tmp_path / "screenshots"
-    shots.mkdir()
+    shots.mkdir(exist_ok=True)
     t0 = time.monotonic()
     try:
-        _walk_through(browser_page, server, project, shots, tmp_path / "downloads")
+        body(shots)
     except BaseException:
         with contextlib.suppress(Exception):  # what the page showed when it went wrong
             browser_page.screenshot(path=str(shots / "failure.png"), full_page=True)
@@ -276,6 +338,7 @@ def test_workbench_in_a_browser(project, server, browser_page, tmp_path: Path) -
         raise
     finally:
         out = os.environ.get("ALWB_SCREENSHOTS")
+        out = str(Path(out) / name) if out else None
         if out:
             Path(out).mkdir(parents=True, exist_ok=True)
             for f in shots.iterdir():
@@ -284,10 +347,11 @@ def test_workbench_in_a_browser(project, server, browser_page, tmp_path: Path) -
         print(f"browser walk-through: {time.monotonic() - t0:.0f} s")
 
 
-def _walk_through(page, server: str, project: tuple[Path, dict[str, str]], shots: Path, downloads: Path) -> None:
+def _walk_through(page, server: str, project: tuple[Path, dict[str, str]], classes: list[str], shots: Path) -> None:
     from playwright.sync_api import expect
 
     root, truth = project
+    downloads = shots.parent / "downloads"
     t0 = time.monotonic()
 
     def lap(what: str) -> None:
@@ -295,7 +359,7 @@ def _walk_through(page, server: str, project: tuple[Path, dict[str, str]], shots
 
     # --- Start
     open_page(page, f"{server}/start", "alwb workbench")
-    expect(page.get_by_text("60 images · 0 answered")).to_be_visible()
+    expect(page.get_by_text(f"{len(truth)} images · 0 answered")).to_be_visible()
     screenshot(page, shots, "1_start")
 
     # --- Label, batch 1 with the mouse: open each card's selectbox and click the true class
@@ -323,7 +387,7 @@ def _walk_through(page, server: str, project: tuple[Path, dict[str, str]], shots
     expect(cell(page, 0).get_by_role("combobox")).to_have_value("")
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
     for j, cls in enumerate(truth2):
-        page.keyboard.press(str(SHAPES.index(cls) + 1))
+        page.keyboard.press(str(classes.index(cls) + 1))
         expect(cell(page, j).get_by_role("combobox")).to_have_value(cls)
         if j + 1 < BATCH:
             expect(cell(page, j + 1).get_by_text(f"▶ #{j + 2}")).to_be_visible()
@@ -393,7 +457,7 @@ def _walk_through(page, server: str, project: tuple[Path, dict[str, str]], shots
         assert {"manifest.csv", "manifest.parquet"} <= names
         images = sorted(n for n in names if n.startswith("dataset/"))
         assert len(images) == 2 * BATCH
-        assert {n.split("/")[1] for n in images} <= set(SHAPES)
+        assert {n.split("/")[1] for n in images} <= set(classes)
         manifest = zf.read("manifest.csv").decode()
     for path, cls in zip(item_paths(root, ids1 + ids2), truth1 + truth2, strict=True):
         name = Path(path).name

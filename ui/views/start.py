@@ -10,7 +10,7 @@ import streamlit as st
 import state
 from alwb.errors import AlwbError
 from alwb.loop import STORE_FILE, Project
-from alwb.ziputil import safe_extract
+from alwb.ziputil import content_root, safe_extract
 from text import md_escape
 
 
@@ -19,8 +19,12 @@ def _create(folder: str, source: Path | None, classes: list[str]) -> None:
     proj = Project.create(root, classes=classes or None)
     try:
         if source is not None:
-            rep = proj.add_images(source, classes=classes or None)
-            state.flash(rep.summary().splitlines()[0] + ".")
+            try:
+                rep = proj.add_images(source, classes=classes or None)
+            except AlwbError as exc:  # the project exists now: open it and say what to fix
+                state.flash(f"Project created, but no images were imported: {exc}", "error")
+            else:
+                state.flash(rep.summary().splitlines()[0] + ".")
     finally:
         proj.close()
     state.set_project(root)
@@ -68,7 +72,9 @@ def render() -> None:
         else:
             upload = st.file_uploader("Zip of images", type=["zip"])
         classes_raw = st.text_input("Classes (comma-separated; optional when the folders name them)")
-        if st.button("Create project", type="primary", disabled=not folder):
+        # with "upload" chosen, the button waits for the upload to finish (else the project would start empty)
+        waiting = not kind.startswith("A folder") and upload is None
+        if st.button("Create project", type="primary", disabled=not folder or waiting):
             classes = [c.strip() for c in classes_raw.split(",") if c.strip()]
             try:
                 root = Path(folder).expanduser()
@@ -77,7 +83,7 @@ def render() -> None:
                     root.mkdir(parents=True, exist_ok=True)
                     dest = root / "uploads" / (re.sub(r"[^A-Za-z0-9_.-]", "_", Path(upload.name).stem) or "upload")
                     safe_extract(upload, dest)
-                    source = dest
+                    source = content_root(dest)
                 elif src_path:
                     source = Path(src_path).expanduser()
                 _create(str(root), source, classes)
@@ -118,7 +124,7 @@ def _add_images(proj: Project) -> None:
                 if upload is not None:
                     dest = proj.root / "uploads" / (re.sub(r"[^A-Za-z0-9_.-]", "_", Path(upload.name).stem) or "up")
                     safe_extract(upload, dest)
-                    rep = proj.add_images(dest)
+                    rep = proj.add_images(content_root(dest))
                 else:
                     rep = proj.add_images(Path(src).expanduser())
                 state.reset_batch()
