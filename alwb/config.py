@@ -41,6 +41,9 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     num_threads: int = 0
+    #: Unlabeled pool items scored per round, drawn at random anew each round (labeled and validation items are
+    #: always scored); 0 scores every item. Strategies and pseudo-labels choose among the scored items.
+    score_limit: int = 20_000
 
     def __post_init__(self) -> None:
         if self.augment not in AUGMENTATIONS:
@@ -49,8 +52,8 @@ class TrainConfig:
             raise ValueError(f"device must be one of {DEVICES}, not {self.device!r}")
         if self.balance not in BALANCE:
             raise ValueError(f"balance must be one of {BALANCE}, not {self.balance!r}")
-        if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0:
-            raise ValueError("batch_size must be ≥ 1, epochs ≥ 0 and lr > 0")
+        if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0 or self.score_limit < 0:
+            raise ValueError("batch_size must be ≥ 1, epochs ≥ 0, lr > 0 and score_limit ≥ 0")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""

@@ -79,6 +79,8 @@ class Scores:
     probs: np.ndarray
     emb: np.ndarray
     classes: list[str]
+    #: True when the round scored a random sample of the unlabeled pool (``TrainConfig.score_limit``)
+    sampled: bool = False
 
     def rows(self, item_ids: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Row positions of item ids (-1 where an item was not scored)."""
@@ -87,6 +89,19 @@ class Scores:
         pos = np.minimum(pos, max(len(self.ids) - 1, 0))
         ok = (len(self.ids) > 0) & (self.ids[pos] == ids) if len(self.ids) else np.zeros(ids.shape, bool)
         return np.where(ok, pos, -1)
+
+
+class _CacheRows:
+    """Read-only, sliceable view of some rows of a pixel cache (what :func:`predict_batches` reads in chunks)."""
+
+    def __init__(self, cache: PixelCache, ids: npt.NDArray[np.int64]) -> None:
+        self.cache, self.ids = cache, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        return self.cache.rows(self.ids[index])
 
 
 @dataclass
@@ -241,6 +256,7 @@ class Project:
             probs=np.load(d / "probs.npy", mmap_mode="r"),
             emb=np.load(d / "emb.npy", mmap_mode="r"),
             classes=meta["classes"],
+            sampled=bool(meta.get("sampled", False)),
         )
 
     # ------------------------------------------------------------------ query
@@ -285,8 +301,19 @@ class Project:
                     if np.any(rows < 0):
                         pool = pool[rows >= 0]
                         rows = rows[rows >= 0]
-                        note = "some new items are not scored yet (train again to score them)"
-                    probs = np.asarray(scores.probs[np.sort(rows)])[np.argsort(np.argsort(rows))]
+                        if not scores.sampled:
+                            note = "some new items are not scored yet (train again to score them)"
+                        if pool.size == 0:  # nothing of the scored sample is left: fall back to random
+                            pool = np.asarray(self.store.unlabeled_item_ids(split="pool"), np.int64)
+                            pool = pool[~np.isin(pool, np.fromiter(excluded, np.int64, len(excluded)))]
+                            k_pool = min(k_pool, int(pool.size))
+                            use, note, probs = (
+                                "random",
+                                "the scored items are all answered: random until the next round",
+                                None,
+                            )
+                    if use != "random":
+                        probs = np.asarray(scores.probs[np.sort(rows)])[np.argsort(np.argsort(rows))]
             if use in NEEDS_EMBEDDINGS and probs is not None and scores is not None:
                 emb = np.asarray(scores.emb[np.sort(rows)])[np.argsort(np.argsort(rows))]
                 ids, sc = select_diverse(probs, emb, pool, k_pool, seed=int(rng.integers(2**31)))
@@ -544,7 +571,9 @@ class Project:
 
             shutil.rmtree(tmp_dir, ignore_errors=True)
             tmp_dir.mkdir(parents=True)
-            n_all = len(cache.ids)
+            score_ids = self._ids_to_score(cache.ids, cfg, number)
+            sampled = len(score_ids) < len(cache.ids)
+            n_all = len(score_ids)
             probs = np.lib.format.open_memmap(tmp_dir / "probs.npy", "w+", np.float32, (n_all, len(classes)))
             emb = np.lib.format.open_memmap(tmp_dir / "emb.npy", "w+", np.float32, (n_all, result.model.emb_dim))
             sprog = None
@@ -556,7 +585,7 @@ class Project:
             with torch.inference_mode():
                 predict_batches(
                     result.model,
-                    cache.pixels,
+                    _CacheRows(cache, score_ids) if sampled else cache.pixels,
                     mean=geo["mean"],
                     std=geo["std"],
                     device=resolve_device(cfg.device),
@@ -566,11 +595,11 @@ class Project:
                 )
             probs.flush()
             emb.flush()
-            np.save(tmp_dir / "ids.npy", cache.ids)
-            (tmp_dir / "meta.json").write_text(json.dumps({"classes": classes, "round": number}))
+            np.save(tmp_dir / "ids.npy", score_ids)
+            (tmp_dir / "meta.json").write_text(json.dumps({"classes": classes, "round": number, "sampled": sampled}))
             t_score = time.perf_counter() - t1
 
-            scores = Scores(number, cache.ids, probs, emb, classes)
+            scores = Scores(number, score_ids, probs, emb, classes, sampled)
             metrics = self._round_metrics(scores, ids, y, classes)
             timings = {
                 "data_seconds": t_data,
@@ -624,6 +653,17 @@ class Project:
             warm=result.warm,
             notes=notes,
         )
+
+    def _ids_to_score(self, all_ids: npt.NDArray[np.int64], cfg: TrainConfig, number: int) -> npt.NDArray[np.int64]:
+        """Sorted ids to score this round: everything, or with ``score_limit`` every labeled and validation item
+        plus a random sample (new each round, seeded) of that many unlabeled pool items."""
+        unlabeled = np.asarray(self.store.unlabeled_item_ids(split="pool"), np.int64)
+        if not cfg.score_limit or unlabeled.size <= cfg.score_limit:
+            return all_ids
+        rng = np.random.default_rng([cfg.seed, number])
+        sample = rng.choice(unlabeled, size=cfg.score_limit, replace=False)
+        keep = np.union1d(np.setdiff1d(all_ids, unlabeled, assume_unique=True), sample)
+        return keep[np.isin(keep, all_ids)]
 
     def _choose_pseudo(
         self, cfg: TrainConfig, y: npt.NDArray[np.int64], num_classes: int

@@ -66,6 +66,7 @@ class SimSettings:
     augment: str = "crop+flip"
     model: str = "auto"
     warm_start: bool = True
+    score_limit: int = 20_000
 
     @property
     def name(self) -> str:
@@ -242,6 +243,7 @@ def _run(
                 augment=s.augment,
                 warm_start=s.warm_start,
                 model=s.model,
+                score_limit=s.score_limit,
             )
             with proj.store.transaction():
                 proj.store.con.execute("UPDATE items SET split='pool'")

@@ -36,6 +36,7 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
         device=args.device,
         epochs=args.epochs,
         warm_start="scratch" not in parts,
+        score_limit=args.score_limit,
     )
 
 
@@ -65,6 +66,7 @@ def main() -> None:
     ap.add_argument("--val-size", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--score-limit", type=int, default=20_000, help="unlabeled items scored per round (0 = all)")
     ap.add_argument("--metric", default="test_accuracy")
     ap.add_argument("--report-only", action="store_true", help="print the table of what OUT holds")
     args = ap.parse_args()

@@ -408,3 +408,37 @@ def test_labeled_items_are_not_queried_again(project: Project) -> None:
     project.label([(i.id, "cat") for i in first.items])
     second = project.query(6)
     assert not {i.id for i in first.items} & {i.id for i in second.items}
+
+
+def test_a_large_pool_is_scored_through_a_new_random_sample_each_round(tmp_path: Path) -> None:
+    """``score_limit``: every labeled and validation item is scored, plus a fresh random sample of the unlabeled
+    pool; queries and pseudo-labels choose among the scored items only, without a "not scored" note."""
+    from conftest import make_shapes
+
+    truth = make_shapes(tmp_path / "shapes", 20, layout="flat")  # 60 images
+    with Project.create(tmp_path / "p", classes=["circle", "square", "triangle"]) as proj:
+        proj.add_images(tmp_path / "shapes")
+        proj.set_train_config(epochs=1, device="cpu", score_limit=10, pseudo=True, pseudo_threshold=0.01)
+        by_id = {r["id"]: truth[r["path"]] for r in proj.store.items()}
+        val = proj.store.val_item_ids()
+        first = proj.store.unlabeled_item_ids()[::4][:12]  # every class among them
+        proj.label([(i, by_id[i]) for i in [*val, *first]])
+        samples = []
+        for _ in range(2):
+            proj.train()
+            sc = proj.scores()
+            assert sc is not None and sc.sampled
+            scored = set(sc.ids.tolist())
+            unlabeled = set(proj.store.unlabeled_item_ids())
+            assert set(val) | set(first) <= scored
+            assert len(scored & unlabeled) == 10
+            assert list(sc.ids) == sorted(sc.ids)
+            samples.append(scored & unlabeled)
+            res = proj.query(4, "margin")
+            pool_items = [it for it in res.items if it.reason != "validation"]
+            assert pool_items and all(it.id in scored for it in pool_items)
+            assert res.note is None
+        assert samples[0] != samples[1]  # a new sample each round
+        # pseudo-labels of the second round came from the first round's scored sample
+        pseudo = {r["item_id"] for r in proj.store.pseudo_labels()}
+        assert pseudo and pseudo <= samples[0]
