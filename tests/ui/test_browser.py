@@ -1,8 +1,10 @@
 """End to end in a real browser: ``alwb ui`` served by Streamlit, driven by Chromium through Playwright.
 
-One test walks the workbench the way a person does: label a batch with the mouse, a batch with the keyboard,
-let background training run two rounds, look at the accuracy chart, export and download both zip files. A
-full-page screenshot of every page lands in ``tmp_path/screenshots`` (and in ``$ALWB_SCREENSHOTS`` when set).
+The walk-through goes through the workbench the way a person does: label a batch with the mouse, a batch with the
+keyboard, let background training run two rounds, look at the accuracy chart, export and download both zip files.
+It runs on drawn shapes and on real photos (``../shared/datasets/hymenoptera``, skipped where that folder is
+missing). A full-page screenshot of every page lands in ``tmp_path/screenshots`` (and in
+``$ALWB_SCREENSHOTS/<shapes|hymenoptera>`` when set).
 
 Needs Debian's ``/usr/bin/chromium`` (``.ci/run`` installs it) and the ``playwright`` package; Playwright's own
 browser download is never used.
