@@ -22,7 +22,6 @@ import io
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import threading
@@ -34,19 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHAPES, make_shapes
+from conftest import CHROMIUM, CHROMIUM_ARGS, SHAPES, free_port, make_shapes
 from reliability_figures import report_figures
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 BATCH = 6
 KILL_REPS = 20
 MAX_KILL_DELAY_S = 0.5
@@ -85,12 +74,6 @@ def _make_project(tmp_path: Path, per_class: int) -> tuple[Path, dict[int, str],
     return root, classes, pixels
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _read(path: Path) -> str:
     return path.read_text(errors="replace")[-4000:] if path.is_file() else ""
 
@@ -99,7 +82,7 @@ def spawn_server(root: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
     """The workbench on a free port, in its own process group: the command ``alwb ui ROOT`` execs."""
     from alwb.uilaunch import streamlit_command
 
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALWB_PROJECT": str(root.resolve())}
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
@@ -258,7 +241,12 @@ def answer_by_keyboard(page, answers: list[str]) -> None:
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
     for j, cls in enumerate(answers):
         page.keyboard.press(str(SHAPES.index(cls) + 1))
+        # the answer shows and the focus has moved on: this press is done. Waiting for the value alone is not
+        # enough once drafts of a save the kill interrupted fill the batch in, and a press sent before the
+        # previous one has run can be dropped by Streamlit, shifting the later answers by one card.
         page.wait_for_function(ANSWERED, arg=[j, cls], polling="raf")  # faster than expect's back-off
+        if j + 1 < len(answers):
+            expect(cell(page, j + 1).get_by_text(f"▶ #{j + 2}")).to_be_visible()
     for j, cls in enumerate(answers):
         expect(cell(page, j).get_by_role("combobox")).to_have_value(cls)
     settle(page)
