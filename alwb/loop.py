@@ -279,9 +279,10 @@ class Project:
         rnd = self.store.current_round()
         rng = np.random.default_rng((cfg.seed if seed is None else seed) * 1_000_003 + rnd)
         pending_val = [i for i in self.store.unlabeled_item_ids(split="val") if i not in excluded]
-        pool = np.asarray(self.store.unlabeled_item_ids(split="pool"), np.int64)
+        all_pool = np.asarray(self.store.unlabeled_item_ids(split="pool"), np.int64)
         if excluded:
-            pool = pool[~np.isin(pool, np.fromiter(excluded, np.int64, len(excluded)))]
+            all_pool = all_pool[~np.isin(all_pool, np.fromiter(excluded, np.int64, len(excluded)))]
+        pool = all_pool
         if not pending_val and pool.size == 0:
             raise EmptyPoolError("every item is labeled: nothing left to query")
         # validation items take up to val_share of the batch, and fill it when the pool runs short
@@ -304,9 +305,7 @@ class Project:
                         if not scores.sampled:
                             note = "some new items are not scored yet (train again to score them)"
                         if pool.size == 0:  # nothing of the scored sample is left: fall back to random
-                            pool = np.asarray(self.store.unlabeled_item_ids(split="pool"), np.int64)
-                            pool = pool[~np.isin(pool, np.fromiter(excluded, np.int64, len(excluded)))]
-                            k_pool = min(k_pool, int(pool.size))
+                            pool = all_pool
                             use, note, probs = (
                                 "random",
                                 "the scored items are all answered: random until the next round",

@@ -3,12 +3,46 @@
 from __future__ import annotations
 
 import random
+import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 SHAPES = ("circle", "square", "triangle")
+
+#: Debian's Chromium and the flags the browser tests launch it with (Playwright's own browser download is not used).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def make_label_store(path: Path, n_items: int, classes: tuple[str, ...]) -> None:
+    """A bare store with ``classes`` and items 1..``n_items`` (no image files): for label-only stress tests."""
+    from alwb.store import Store
+
+    with Store(path, create=True) as s:
+        s.add_classes(classes)
+        with s.transaction():
+            s.con.executemany(
+                "INSERT INTO items(id, path, sha256, size, width, height, status, added_at)"
+                " VALUES(?, ?, ?, 1, 8, 8, 'ok', 0)",
+                [(i, f"/img/{i:05d}.png", f"{i:064x}") for i in range(1, n_items + 1)],
+            )
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ import time
 import traceback
 from pathlib import Path
 
+from conftest import make_label_store
 from reliability_figures import report_figures
 
 from alwb.store import LabelRow, Store
@@ -23,17 +24,6 @@ BATCH = 10
 PER_WRITER = BATCHES * BATCH
 CLASSES = ("cat", "dog", "bird")
 DEADLINE_S = 120.0
-
-
-def _make_store(path: Path, n_items: int) -> None:
-    with Store(path, create=True) as s:
-        s.add_classes(CLASSES)
-        with s.transaction():
-            s.con.executemany(
-                "INSERT INTO items(id, path, sha256, size, width, height, status, added_at)"
-                " VALUES(?, ?, ?, 1, 8, 8, 'ok', 0)",
-                [(i, f"/img/{i:05d}.png", f"{i:064x}") for i in range(1, n_items + 1)],
-            )
 
 
 def _writer(db: str, w: int, go: mp.synchronize.Event, out: mp.Queue) -> None:
@@ -92,7 +82,7 @@ def _reader(db: str, go: mp.synchronize.Event, stop: mp.synchronize.Event, out: 
 
 def test_eight_writers_and_a_reader(tmp_path: Path) -> None:
     db = tmp_path / "alwb.sqlite"
-    _make_store(db, WRITERS * PER_WRITER)
+    make_label_store(db, WRITERS * PER_WRITER, CLASSES)
     ctx = mp.get_context("spawn")
     go, stop, out = ctx.Event(), ctx.Event(), ctx.Queue()
     reader = ctx.Process(target=_reader, args=(str(db), go, stop, out))
@@ -166,7 +156,7 @@ def _max_current_per_item(s: Store) -> int:
 
 def test_two_tabs_labeling_the_same_items_alternately(tmp_path: Path) -> None:
     db = tmp_path / "alwb.sqlite"
-    _make_store(db, 20)
+    make_label_store(db, 20, CLASSES)
     items = list(range(1, 21))
     with Store(db) as tab_a, Store(db) as tab_b:
         # each tab shows the items before anything is saved, then both answer them, one after the other
@@ -189,7 +179,7 @@ def test_two_tabs_labeling_the_same_items_alternately(tmp_path: Path) -> None:
 def test_two_tabs_racing_on_the_same_items(tmp_path: Path) -> None:
     """Two connections (threads) answer the same 20 items 40 times each, at the same time."""
     db = tmp_path / "alwb.sqlite"
-    _make_store(db, 20)
+    make_label_store(db, 20, CLASSES)
     items = list(range(1, 21))
     errors: queue.Queue[str] = queue.Queue()
     start = threading.Barrier(2)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from conftest import make_label_store
 from reliability_figures import REPO, report_figures
 
 from alwb.store import Store
@@ -45,17 +46,6 @@ for g in range(start, start + limit):
     out.write("%d\\n" % g)
     out.flush()
 """
-
-
-def _make_store(path: Path) -> None:
-    with Store(path, create=True) as s:
-        s.add_classes(CLASSES)
-        with s.transaction():
-            s.con.executemany(
-                "INSERT INTO items(id, path, sha256, size, width, height, status, added_at)"
-                " VALUES(?, ?, ?, 1, 8, 8, 'ok', 0)",
-                [(i, f"/img/{i:05d}.png", f"{i:064x}") for i in range(1, N_ITEMS + 1)],
-            )
 
 
 def _start_child(db: Path, start: int) -> subprocess.Popen[bytes]:
@@ -119,7 +109,7 @@ def _check(db: Path, acked: set[int]) -> tuple[int, int]:
 
 def test_sigkill_never_loses_or_tears_a_batch(tmp_path: Path) -> None:
     db = tmp_path / "alwb.sqlite"
-    _make_store(db)
+    make_label_store(db, N_ITEMS, CLASSES)
     rng = np.random.default_rng(1234)
     acked: set[int] = set()
     kills = rows_checked = killed_before_first_ack = 0

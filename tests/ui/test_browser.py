@@ -17,7 +17,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,18 +26,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SHAPES, make_shapes
+from conftest import CHROMIUM, CHROMIUM_ARGS, SHAPES, free_port, make_shapes
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--no-first-run",
-    "--disable-component-update",
-    "--disable-sync",
-]
 BATCH = 12
 TIMEOUT_MS = 60_000  # one page load or rerun on a slow 2-core machine
 ROUNDS_WAIT_S = 150
@@ -52,12 +41,6 @@ pytestmark = [
 
 
 # ---------------------------------------------------------------------- project and server
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A project of 60 shape images (3 classes), small batches, quick CPU rounds; and the true classes."""
@@ -91,7 +74,7 @@ def _stop_training(root: Path) -> None:
 @contextlib.contextmanager
 def serve(project: Path | None, log_path: Path) -> Iterator[str]:
     """``alwb ui [PROJECT]`` on a free port; yields its address. Always stopped (with its Streamlit child)."""
-    port = _free_port()
+    port = free_port()
     log = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("ALWB_PROJECT", None)
