@@ -6,6 +6,7 @@ import uuid
 
 import streamlit as st
 
+import keyboard
 import state
 from alwb.errors import AlwbError, EmptyPoolError
 from alwb.jobs import is_training, start_training
@@ -13,7 +14,6 @@ from alwb.loop import Project
 from text import md_escape
 from views.common import need_project, show_training, training_status
 
-KEYS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
 COLUMNS = 4
 
 
@@ -23,7 +23,11 @@ def _fetch_batch(proj: Project) -> dict | None:
         res = proj.query(cfg.batch_size, cfg.strategy, exclude=sorted(state.skipped()))
     except EmptyPoolError:
         return None
-    return {"items": res.items, "round": res.round, "note": res.note, "strategy": res.strategy}
+    return {"items": res.items, "round": res.round, "note": res.note, "strategy": res.strategy, "token": _token()}
+
+
+def _token() -> str:
+    return uuid.uuid4().hex
 
 
 def _submit(root: str, item_ids: list[int], annotator: str) -> None:
@@ -50,6 +54,9 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
         state.flash(msg)
     except AlwbError as exc:
         state.flash(f"Nothing was saved: {exc}", "error")
+        b = state.batch()
+        if b is not None:
+            b["token"] = _token()  # the browser's key list of this batch was closed by Enter: open a new one
         return
     finally:
         proj.close()
@@ -78,18 +85,55 @@ def _save_draft(root: str, item_id: int) -> None:
         pass
 
 
+def _save_drafts(root: str, item_ids: set[int]) -> None:
+    """Drafts of several answers in one transaction (a burst of key presses)."""
+    try:
+        with Project.open(root) as proj, proj.store.transaction():
+            for item_id in sorted(item_ids):
+                proj.store.save_draft(state.annotator(), item_id, state.answer(item_id))
+    except AlwbError:
+        pass
+
+
 def _answered(root: str, item_id: int) -> None:
     _touch()
     _save_draft(root, item_id)
 
 
-def _key_answer(value: str, item_ids: list[int], root: str) -> None:
+def _key_answer(value: str, item_ids: list[int], root: str, *, save: bool = True) -> int | None:
+    """Answer the focused card with ``value`` and move the focus on; returns the item answered."""
     i = state.focus()
-    if 0 <= i < len(item_ids):
-        state.set_answer(item_ids[i], value)
-        state.set_focus(min(i + 1, len(item_ids) - 1))
-        _touch()  # a finished round must not replace a batch answered from the keyboard either
+    if not 0 <= i < len(item_ids):
+        return None
+    state.set_answer(item_ids[i], value)
+    state.set_focus(min(i + 1, len(item_ids) - 1))
+    _touch()  # a finished round must not replace a batch answered from the keyboard either
+    if save:
         _save_draft(root, item_ids[i])
+    return item_ids[i]
+
+
+def _apply_presses(presses: list[str], classes: list[str], item_ids: list[int], root: str, annotator: str) -> None:
+    """Apply key presses in the order they were made; Enter submits (and later presses wait for the next batch)."""
+    answered: set[int] = set()
+    try:
+        for action in presses:
+            kind, arg = keyboard.resolve(action, classes)
+            if kind == "answer":
+                value = {"skip": state.SKIP, "none": state.NONE}.get(arg or "", arg or "")
+                item_id = _key_answer(value, item_ids, root, save=False)
+                if item_id is not None:
+                    answered.add(item_id)
+            elif kind == "move":
+                _move(-1 if arg == "left" else 1, len(item_ids))
+            elif kind == "submit":
+                _save_drafts(root, answered)  # the submit below drops them again; a failed one keeps them
+                answered.clear()
+                _submit(root, item_ids, annotator)
+                st.rerun()
+    finally:
+        if answered:
+            _save_drafts(root, answered)
 
 
 def _move(delta: int, n: int) -> None:
@@ -183,15 +227,19 @@ def render() -> None:
     items = b["items"]
     ids = [it.id for it in items]
     options = [*classes, state.SKIP, state.NONE]
+    if "token" not in b:
+        b["token"] = _token()
+    _apply_presses(keyboard.presses(b["token"], len(classes)), classes, ids, root, state.annotator())
     focus = min(state.focus(), len(items) - 1)
 
+    # the same actions for the mouse (the keys themselves are read by alwb's keyboard listener above)
     keys = st.container(horizontal=True)
-    for k, cls in zip(KEYS, classes, strict=False):
-        keys.button(f"{k} · {_short(cls)}", key=f"key_{k}", shortcut=k, on_click=_key_answer, args=(cls, ids, root))
-    keys.button("S · skip", key="key_skip", shortcut="S", on_click=_key_answer, args=(state.SKIP, ids, root))
-    keys.button("N · none", key="key_none", shortcut="N", on_click=_key_answer, args=(state.NONE, ids, root))
-    keys.button("◀", key="key_left", shortcut="Left", on_click=_move, args=(-1, len(ids)))
-    keys.button("▶", key="key_right", shortcut="Right", on_click=_move, args=(1, len(ids)))
+    for k, cls in zip(keyboard.DIGITS, classes, strict=False):
+        keys.button(f"{k} · {_short(cls)}", key=f"key_{k}", on_click=_key_answer, args=(cls, ids, root))
+    keys.button("S · skip", key="key_skip", on_click=_key_answer, args=(state.SKIP, ids, root))
+    keys.button("N · none", key="key_none", on_click=_key_answer, args=(state.NONE, ids, root))
+    keys.button("◀", key="key_left", on_click=_move, args=(-1, len(ids)))
+    keys.button("▶", key="key_right", on_click=_move, args=(1, len(ids)))
 
     for row_start in range(0, len(items), COLUMNS):
         cols = st.columns(COLUMNS)
@@ -222,9 +270,8 @@ def render() -> None:
                     **kwargs,
                 )
     st.button(
-        f"Submit batch of {len(items)}",
+        f"Submit batch of {len(items)} (Enter)",
         type="primary",
-        shortcut="Enter",
         key="submit",
         on_click=_submit,
         args=(root, ids, state.annotator()),
