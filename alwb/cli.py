@@ -246,7 +246,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"saved {n} label(s) (batch {batch}); {len(proj.store.labeled_item_ids())} items labeled")
         return 0
     if cmd == "train":
-        from .jobs import TrainingBusy, training_lock, write_progress
+        from .jobs import TrainingBusy, give_way, training_lock, write_progress
 
         root = args.project
         with Project.open(root) as proj:
@@ -277,6 +277,7 @@ def _dispatch(args: argparse.Namespace) -> int:
                         device=args.device,
                         verbose=progress and not args.background,
                         progress=prog,
+                        pause=give_way(root) if args.background else None,
                     )
                 except BaseException as exc:
                     write_progress(root, phase="failed", error=f"{type(exc).__name__}: {exc}", done=0, total=0)

@@ -472,8 +472,12 @@ class Project:
         strategy: str | None = None,
         progress: Callable[[str, int, int], None] | None = None,
         verbose: bool = False,
+        pause: Callable[[], None] | None = None,
     ) -> RoundSummary:
         """One round: train on the current labels, score every item, record the round.
+
+        ``pause`` is called between training steps and scoring chunks (a background round gives way to the
+        person labeling there: :func:`alwb.jobs.give_way`).
 
         On any failure the round is recorded as failed with its error, the previous model and scores stay current,
         and the exception is raised again.
@@ -557,6 +561,7 @@ class Project:
                 class_weights=class_weights,
                 sample_weights=sample_weights,
                 progress=tick,
+                pause=pause,
             )
             if cfg.balance in ("smote", "adasyn"):
                 self._refit_head(result.model, x, y, len(classes), geo, cfg)
@@ -591,6 +596,7 @@ class Project:
                     out_probs=probs,
                     out_emb=emb,
                     progress=sprog,
+                    pause=pause,
                 )
             probs.flush()
             emb.flush()

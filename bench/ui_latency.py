@@ -1,9 +1,10 @@
 """Workbench speed in a real browser: submit-to-next-batch latency and page-open times.
 
-    python bench/ui_latency.py --project data/demo/project --batches 20 [--train]
+    python bench/ui_latency.py --project data/demo/project --batches 20 [--train] [--think 3]
 
 Starts ``alwb ui`` on PROJECT, drives Debian's Chromium with Playwright, submits batches (answers = the model's
-preselected guesses) and measures, for each one, the time from pressing Submit until the whole next batch is on
+preselected guesses, each batch submitted ``--think`` seconds after it is on screen) and measures, for each one,
+the time from pressing Submit until the whole next batch is on
 screen (every image loaded and nothing stale left, so the next click meets a settled page, as a person's would).
 Automatic retraining is switched off in the project for the measurement; with ``--train`` a training round runs
 in the background the whole time instead (restarted whenever it ends). Then opens every page and measures the
@@ -50,6 +51,14 @@ def wait_health(port: int, timeout: float = 60) -> None:
     raise SystemExit("the workbench did not start")
 
 
+def _rounds(project: Path) -> int:
+    """Rounds finished so far (to tell which samples had a new model land in them)."""
+    from alwb.loop import Project
+
+    with Project.open(project) as proj:
+        return sum(r["status"] == "done" for r in proj.store.rounds())
+
+
 def pct(xs: list[float], q: float) -> float:
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(q * (len(xs) - 1)))]
@@ -91,6 +100,12 @@ def main() -> None:
     ap.add_argument("--project", type=Path, required=True)
     ap.add_argument("--batches", type=int, default=20)
     ap.add_argument("--train", action="store_true", help="keep a training round running while measuring")
+    ap.add_argument(
+        "--think",
+        type=float,
+        default=3.0,
+        help="seconds the 'person' looks at a batch before submitting it (16 images take a person longer)",
+    )
     args = ap.parse_args()
     from alwb.loop import Project
 
@@ -114,16 +129,23 @@ def main() -> None:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(f"{base}/label")
             page.wait_for_selector('[data-testid="stImage"] img', timeout=60_000)
-            from alwb.jobs import is_training, start_training
+            from alwb.jobs import is_training, read_progress, start_training
 
             lat: list[float] = []
+            landed: list[bool] = []
+            rounds_at_start = _rounds(args.project)
+            phases: list[str] = []
             trained_during = 0
             page.screenshot(path="/tmp/uilat_before.png", full_page=True)
             for _ in range(args.batches):
                 if args.train and not is_training(args.project):
                     start_training(args.project)
                     trained_during += 1
+                time.sleep(args.think)
                 old = image_srcs(page)
+                rounds_before = _rounds(args.project)
+                prog = read_progress(args.project)
+                phases.append(f"{prog.get('phase', '-')} {prog.get('done', '')}/{prog.get('total', '')}")
                 t0 = time.perf_counter()
                 page.get_by_role("button", name="Submit batch", exact=False).click()
                 try:
@@ -136,9 +158,16 @@ def main() -> None:
                     page.screenshot(path="/tmp/uilat_fail.png", full_page=True)
                     raise
                 lat.append(time.perf_counter() - t0)
+                landed.append(_rounds(args.project) > rounds_before)
             print(summary("submit -> next batch" + (" (training running)" if args.train else ""), lat))
+            slow = sorted(range(len(lat)), key=lat.__getitem__, reverse=True)[:5]
+            notes = [f"{phases[i]}{', a round landed' if landed[i] else ''}" for i in range(len(lat))]
+            print("slowest: " + ", ".join(f"#{i + 1} {lat[i]:.3f} s ({notes[i]})" for i in slow))
             if args.train:
-                print(f"training rounds started during the measurement: {trained_during}")
+                print(
+                    f"training rounds started during the measurement: {trained_during}, finished:"
+                    f" {_rounds(args.project) - rounds_at_start} (think time {args.think} s a batch)"
+                )
             # opening a page: from the sidebar (what a person does in the app; no page reload), and as a fresh
             # load of its address (a new tab or a reload: the browser starts the app and a new session)
             pages = {"label": "Label", "progress": "Progress", "review": "Review", "settings": "Settings"}

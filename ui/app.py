@@ -16,6 +16,7 @@ for p in (str(_HERE), str(_HERE.parent)):
 import streamlit as st  # noqa: E402
 
 import state  # noqa: E402
+from alwb.jobs import mark_active  # noqa: E402
 from views import export, label, progress, review, settings, start  # noqa: E402
 
 st.set_page_config(page_title="alwb workbench", page_icon="🏷️", layout="wide")
@@ -41,10 +42,16 @@ pages = [
     st.Page(export.render, title="Export", icon=":material/download:", url_path="export"),
 ]
 page = st.navigation(pages)
+if root is not None:
+    mark_active(root)  # a background round gives way while the person acts and the page is drawn
 with st.sidebar:
     if root is not None:
         st.caption("Project")
         st.text(root.name)
     else:
         st.caption("No project open")
-page.run()
+try:
+    page.run()
+finally:
+    if root is not None:
+        mark_active(root)  # and for a moment after the run, while the browser draws what it sent

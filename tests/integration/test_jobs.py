@@ -10,7 +10,18 @@ from pathlib import Path
 import pytest
 from conftest import make_shapes
 
-from alwb.jobs import LOCK_FILE, TrainingBusy, is_training, read_progress, start_training, training_lock
+from alwb import jobs
+from alwb.jobs import (
+    ACTIVE_FILE,
+    LOCK_FILE,
+    TrainingBusy,
+    give_way,
+    is_training,
+    mark_active,
+    read_progress,
+    start_training,
+    training_lock,
+)
 from alwb.loop import Project
 
 
@@ -77,3 +88,56 @@ def test_training_lock_in_one_process_at_a_time(tmp_path: Path) -> None:
         assert is_training(root)
         assert not start_training(root)
     assert not is_training(root)
+
+
+# ---------------------------------------------------------------------- giving way to the person
+def test_a_round_gives_way_for_a_moment_after_each_action(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``give_way`` sleeps until the last ``mark_active`` is ``window`` seconds old, and not at all otherwise."""
+    slept: list[float] = []
+    path = tmp_path / ACTIVE_FILE
+
+    def fake_sleep(d: float) -> None:  # time passes: the action is now old
+        slept.append(d)
+        old = time.time() - 10
+        os.utime(path, (old, old))
+
+    monkeypatch.setattr(jobs.time, "sleep", fake_sleep)
+    pause = give_way(tmp_path, window=1.5)
+    pause()
+    assert slept == []  # the workbench never marked anything: full speed
+    mark_active(tmp_path)
+    assert path.is_file()
+    pause()
+    assert len(slept) == 1 and 1.0 < slept[0] <= 1.5
+    pause()
+    assert len(slept) == 1  # the moment has passed
+    half = time.time() - 1.0
+    os.utime(path, (half, half))
+    pause()
+    assert len(slept) == 2 and 0.2 < slept[1] <= 0.5
+    future = time.time() + 3600  # a clock set back never stops the round
+    os.utime(path, (future, future))
+    pause()
+    assert len(slept) == 2
+
+
+def test_a_round_calls_the_pause_between_training_steps_and_scoring_chunks(labeled: Path) -> None:
+    calls = 0
+
+    def pause() -> None:
+        nonlocal calls
+        calls += 1
+
+    with Project.open(labeled) as proj:
+        phases: list[str] = []
+        proj.train(pause=pause, progress=lambda phase, done, total: phases.append(phase))
+        n_items = proj.store.item_count()
+        cfg = proj.train_config
+    steps = cfg.epochs * -(-len(proj_labels(labeled)) // cfg.batch_size)
+    assert calls >= steps + 1  # every training step, and at least one scoring chunk
+    assert {"train", "score"} <= set(phases) and n_items > 0
+
+
+def proj_labels(root: Path) -> list:
+    with Project.open(root) as proj:
+        return proj.store.current_labels(split="pool")

@@ -9,7 +9,7 @@ import streamlit as st
 import keyboard
 import state
 from alwb.errors import AlwbError, EmptyPoolError
-from alwb.jobs import is_training, start_training
+from alwb.jobs import is_training, mark_active, start_training
 from alwb.loop import Project
 from text import md_escape
 from views.common import need_project, show_training, training_status
@@ -32,6 +32,7 @@ def _token() -> str:
 
 def _submit(root: str, item_ids: list[int], annotator: str) -> None:
     """Button callback: one transaction for the whole batch; the message appears only after the commit."""
+    mark_active(root)
     answers: list[tuple[int, str | None]] = []
     skipped = 0
     for item_id in item_ids:

@@ -1,0 +1,48 @@
+"""Scoring speed against the number of images per forward pass, on this machine's CPU (or GPU).
+
+    python bench/score_chunks.py [--images 8192] [--device auto]
+
+Prints images per second for the small CNN on 28×28 grey images and ResNet-18 on 112×112 colour images, for
+several chunk sizes and for the size :func:`alwb.train.score_chunk` chooses ("auto").
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from alwb.models import resnet18, small_cnn
+from alwb.train import predict_batches, resolve_device, score_chunk
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=8192)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    rng = np.random.default_rng(0)
+    print(f"device {device}, torch threads {torch.get_num_threads()}")
+    cases = [
+        ("small CNN, 28×28×1", small_cnn(1, 10), (args.images, 1, 28, 28)),
+        ("ResNet-18, 112×112×3", resnet18(3, 10, image_size=112, pretrained="none"), (args.images // 8, 3, 112, 112)),
+    ]
+    for name, model, shape in cases:
+        model = model.eval()
+        x = rng.integers(0, 256, shape, dtype=np.uint8)
+        ch = shape[1]
+        predict_batches(model, x[:64], mean=[0.5] * ch, std=[0.25] * ch, device=device)  # warm up
+        auto = score_chunk(device, shape[2] * shape[3])
+        for bs in (16, 64, 128, 256, 512, 1024, 0):
+            t = time.perf_counter()
+            predict_batches(model, x, mean=[0.5] * ch, std=[0.25] * ch, device=device, batch_size=bs)
+            dt = time.perf_counter() - t
+            label = f"auto ({auto})" if bs == 0 else str(bs)
+            print(f"{name}: chunk {label:>10}: {len(x) / dt:8.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()
