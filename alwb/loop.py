@@ -100,6 +100,11 @@ class _CacheRows:
     def __len__(self) -> int:
         return len(self.ids)
 
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(rows, C, H, W)``, like the arrays it stands for."""
+        return (len(self.ids), *self.cache.pixels.shape[1:])
+
     def __getitem__(self, index: slice) -> np.ndarray:
         return self.cache.rows(self.ids[index])
 
