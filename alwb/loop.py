@@ -91,6 +91,21 @@ class Scores:
         return np.where(ok, pos, -1)
 
 
+def _epochs_with_extra(n_human: int, n_all: int, cfg: TrainConfig, geo: dict[str, Any], init_state: Any) -> int:
+    """Epochs over ``n_all`` samples that give the ``n_human`` human labels as many passes as without the extra
+    (pseudo-labelled) samples, up to twice the steps of a round without them."""
+    import math
+
+    from .train import auto_epochs
+
+    per_epoch = max(1, math.ceil(n_human / cfg.batch_size))
+    human_epochs = auto_epochs(
+        n_human, cfg.batch_size, warm=init_state is not None, cfg=cfg, arch=geo["arch"], image_size=geo["image_size"]
+    )
+    steps = human_epochs * per_epoch * min(2.0, n_all / max(1, n_human))
+    return max(1, math.ceil(steps / max(1, math.ceil(n_all / cfg.batch_size))))
+
+
 class _CacheRows:
     """Read-only, sliceable view of some rows of a pixel cache (what :func:`predict_batches` reads in chunks)."""
 
@@ -535,7 +550,7 @@ class Project:
             x_train, y_train, sample_weights = x, y, None
             pseudo_rows: list[tuple[int, str, float]] = []
             if cfg.pseudo:
-                pid, pcls, pconf = self._choose_pseudo(cfg, y, len(classes))
+                pid, pcls, pconf = self._choose_pseudo(cfg, y, len(classes), number)
                 if pid.size:
                     x_train = np.concatenate([x, cache.rows(pid)])
                     y_train = np.concatenate([y, pcls])
@@ -543,6 +558,8 @@ class Project:
                     pseudo_rows = [
                         (int(i), classes[int(c)], float(p)) for i, c, p in zip(pid, pcls, pconf, strict=True)
                     ]
+                    if not cfg.epochs:  # pseudo-labels add steps instead of taking them from the human labels
+                        cfg = cfg.with_(epochs=_epochs_with_extra(len(y), len(y_train), cfg, geo, init_state))
             class_weights = None
             if cfg.balance == "weights":
                 from .balance import class_weights as cw
@@ -676,7 +693,7 @@ class Project:
         return keep[np.isin(keep, all_ids)]
 
     def _choose_pseudo(
-        self, cfg: TrainConfig, y: npt.NDArray[np.int64], num_classes: int
+        self, cfg: TrainConfig, y: npt.NDArray[np.int64], num_classes: int, number: int
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
         """Confident unlabeled pool items under the previous model (never validation items)."""
         from .pseudo import choose_pseudo_labels
@@ -692,7 +709,10 @@ class Project:
             return empty
         probs = np.asarray(scores.probs[np.sort(rows)])[np.argsort(np.argsort(rows))]
         counts = np.bincount(y, minlength=num_classes)
-        return choose_pseudo_labels(probs, pool, counts, threshold=cfg.pseudo_threshold, cap_ratio=cfg.pseudo_cap)
+        rng = np.random.default_rng([cfg.seed, number, 7])
+        return choose_pseudo_labels(
+            probs, pool, counts, threshold=cfg.pseudo_threshold, cap_ratio=cfg.pseudo_cap, rng=rng
+        )
 
     def _refit_head(
         self, model: Any, x: np.ndarray, y: npt.NDArray[np.int64], num_classes: int, geo: dict, cfg: TrainConfig

@@ -14,6 +14,7 @@ def choose_pseudo_labels(
     threshold: float = 0.95,
     cap_ratio: float = 1.0,
     min_cap: int = 0,
+    rng: np.random.Generator | None = None,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Pick confident predictions as pseudo-labels.
 
@@ -26,6 +27,8 @@ def choose_pseudo_labels(
     cap_ratio : at most ``max(min_cap, cap_ratio * human_counts[k])`` pseudo-labels for class ``k`` (the most
         confident first), so a class the person has barely labeled is not flooded with the model's guesses; a
         class with no label gets none unless ``min_cap`` > 0.
+    rng : when given, a class with more confident items than its cap gets a random subset of them (the whole
+        confident range, not only the most prototypical, which add least); without it the most confident first.
 
     Returns
     -------
@@ -51,8 +54,10 @@ def choose_pseudo_labels(
         sel = np.flatnonzero((cls == k) & (conf >= threshold))
         if cap <= 0 or sel.size == 0:
             continue
-        order = np.lexsort((ids[sel], -conf[sel]))[:cap]
-        chosen = sel[order]
+        if rng is not None and sel.size > cap:
+            chosen = np.sort(rng.choice(sel, size=cap, replace=False))
+        else:
+            chosen = sel[np.lexsort((ids[sel], -conf[sel]))[:cap]]
         keep_ids.append(ids[chosen])
         keep_cls.append(np.full(chosen.size, k, dtype=np.int64))
         keep_conf.append(conf[chosen])

@@ -170,3 +170,54 @@ def test_input_order_does_not_matter(problem: tuple[np.ndarray, np.ndarray, np.n
     b = choose_pseudo_labels(proba[perm], ids[perm], counts, threshold=threshold, cap_ratio=cap_ratio, min_cap=min_cap)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+@PROPS
+@given(st.integers(0, 10_000), st.integers(1, 30), st.floats(0.1, 2.0))
+def test_random_choice_takes_the_cap_from_the_whole_confident_range(seed: int, n_human: int, cap_ratio: float) -> None:
+    """With an ``rng``, each class still gets exactly its cap (or all its confident items), all of them confident
+    and of that class; which ones is a draw, the same for the same seed."""
+    gen = np.random.default_rng(seed)
+    proba = gen.dirichlet(np.full(3, 0.2), size=200)
+    ids = np.arange(1000, 1200)
+    counts = np.array([n_human, n_human // 2, 0])
+    got = choose_pseudo_labels(proba, ids, counts, threshold=0.8, cap_ratio=cap_ratio, rng=np.random.default_rng(1))
+    again = choose_pseudo_labels(proba, ids, counts, threshold=0.8, cap_ratio=cap_ratio, rng=np.random.default_rng(1))
+    top = choose_pseudo_labels(proba, ids, counts, threshold=0.8, cap_ratio=cap_ratio)
+    for a, b in zip(got, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    got_ids, got_cls, got_conf = got
+    assert np.all(np.diff(got_ids) > 0)
+    rows = got_ids - 1000
+    np.testing.assert_array_equal(proba[rows].argmax(axis=1), got_cls)
+    np.testing.assert_allclose(proba[rows].max(axis=1), got_conf)
+    assert np.all(got_conf >= 0.8)
+    for k in range(3):  # the same number per class as the most-confident rule
+        assert (got_cls == k).sum() == (top[1] == k).sum()
+    assert not (got_cls == 2).any()  # a class without human labels gets none
+
+
+def test_random_choice_reaches_below_the_most_confident() -> None:
+    conf = np.linspace(0.9, 0.999, 100)
+    proba = np.stack([conf, 1 - conf], axis=1)
+    ids = np.arange(100)
+    top_ids, _, _ = choose_pseudo_labels(proba, ids, np.array([10, 10]), threshold=0.9)
+    rnd_ids, _, _ = choose_pseudo_labels(proba, ids, np.array([10, 10]), threshold=0.9, rng=np.random.default_rng(0))
+    assert set(top_ids) == set(range(90, 100))
+    assert len(rnd_ids) == 10 and set(rnd_ids) != set(top_ids)
+
+
+def test_pseudo_labels_add_steps_instead_of_taking_them_from_the_human_labels() -> None:
+    from alwb.config import TrainConfig
+    from alwb.loop import _epochs_with_extra
+    from alwb.train import auto_epochs
+
+    cfg = TrainConfig(batch_size=64)
+    geo = {"arch": "smallcnn", "image_size": 28}
+    human = auto_epochs(1000, 64, warm=True, cfg=cfg)  # 25 epochs of 16 steps
+    assert human * 16 == 400
+    assert _epochs_with_extra(1000, 1000, cfg, geo, init_state={}) == human
+    assert _epochs_with_extra(1000, 2000, cfg, geo, init_state={}) * 32 >= 800 - 32  # twice the data, twice the steps
+    assert math.ceil(800 / 79) == _epochs_with_extra(1000, 5000, cfg, geo, init_state={})  # at most twice the steps
+    cold = auto_epochs(1000, 64, warm=False, cfg=cfg)
+    assert _epochs_with_extra(1000, 1000, cfg, geo, init_state=None) == cold
