@@ -200,6 +200,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .uilaunch import launch
 
         return launch(args.project, port=args.port, host=args.host)
+    if args.command == "train" and args.background:
+        from .jobs import give_way
+
+        give_way(args.project)()  # started by a submit: let the page draw the next batch before importing PyTorch
     from .loop import Project
 
     progress = not args.quiet and sys.stderr.isatty()

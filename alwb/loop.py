@@ -507,6 +507,8 @@ class Project:
 
         from .train import predict_batches, resolve_device, train_model
 
+        if pause is not None:
+            pause()
         cfg = self.train_config.with_(epochs=epochs, device=device)
         t_start = time.perf_counter()
         labels = self.store.current_labels(split="pool")
@@ -532,6 +534,8 @@ class Project:
             y = np.asarray([r["position"] for r in labels], dtype=np.int64)
             x = cache.rows(ids)
             t_data = time.perf_counter() - t0
+            if pause is not None:
+                pause()
 
             init_state = None
             prev = self.current_model()
