@@ -117,6 +117,19 @@ def read_progress(root: str | Path) -> dict[str, Any]:
     return data
 
 
+def stop_training(root: str | Path, timeout: float = 30.0) -> None:
+    """Stop the project's background round, if one runs (SIGTERM to the pid in the lock file), and wait for it."""
+    import signal
+
+    root = Path(root)
+    if is_training(root):
+        with contextlib.suppress(ValueError, OSError):
+            os.kill(int((root / LOCK_FILE).read_text().strip()), signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while is_training(root) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def mark_active(root: str | Path) -> None:
     """Say that the person is acting now (a submit, a page drawn): a background round pauses for a moment."""
     path = Path(root) / ACTIVE_FILE

@@ -107,6 +107,7 @@ def main() -> None:
         help="seconds the 'person' looks at a batch before submitting it (16 images take a person longer)",
     )
     args = ap.parse_args()
+    from alwb.jobs import stop_training
     from alwb.loop import Project
 
     with Project.open(args.project) as proj:
@@ -195,25 +196,9 @@ def main() -> None:
         server.terminate()
         server.wait(timeout=20)
         server_log.close()
-        _stop_training(args.project)  # a round left running would skew the next measurement
+        stop_training(args.project)  # a round left running would skew the next measurement
         with Project.open(args.project) as proj:
             proj.set_config(retrain_every=retrain_every)
-
-
-def _stop_training(project: Path) -> None:
-    """Stop the background round this bench started (its pid is in the lock file it holds) and wait for it."""
-    import contextlib
-    import os
-    import signal
-
-    from alwb.jobs import LOCK_FILE, is_training
-
-    if is_training(project):
-        with contextlib.suppress(ValueError, OSError):
-            os.kill(int((project / LOCK_FILE).read_text().strip()), signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    while is_training(project) and time.monotonic() < deadline:
-        time.sleep(0.2)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ from pathlib import Path
 import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, SHAPES, free_port, make_shapes
 
+from alwb.jobs import stop_training
+
 BATCH = 12
 TIMEOUT_MS = 60_000  # one page load or rerun on a slow 2-core machine
 ROUNDS_WAIT_S = 150
@@ -56,19 +58,6 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     finally:
         proj.close()
     return root, truth
-
-
-def _stop_training(root: Path) -> None:
-    """Stop a background round this test started (its pid is in the lock file it holds)."""
-    from alwb.jobs import LOCK_FILE, is_training
-
-    if not is_training(root):
-        return
-    with contextlib.suppress(ValueError, OSError):
-        os.kill(int((root / LOCK_FILE).read_text().strip()), signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while is_training(root) and time.monotonic() < deadline:
-        time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -120,7 +109,7 @@ def server(project: tuple[Path, dict[str, str]], tmp_path: Path) -> Iterator[str
         with serve(root, tmp_path / "server.log") as url:
             yield url
     finally:
-        _stop_training(root)
+        stop_training(root)
 
 
 def _read(path: Path) -> str:
@@ -306,7 +295,7 @@ def test_real_photos_in_a_browser(photo_project, browser_page, tmp_path: Path) -
                 lambda shots: _walk_through(browser_page, url, photo_project, ["ants", "bees"], shots),
             )
     finally:
-        _stop_training(root)
+        stop_training(root)
 
 
 def _recorded(browser_page, tmp_path: Path, name: str, body) -> None:  # noqa: ANN001

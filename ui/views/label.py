@@ -77,28 +77,20 @@ def _maybe_retrain(proj: Project) -> bool:
     return False
 
 
-def _save_draft(root: str, item_id: int) -> None:
-    """Keep an answer chosen but not yet submitted in the store, so a reload or a lost connection keeps it."""
-    try:
-        with Project.open(root) as proj:
-            proj.store.save_draft(state.annotator(), item_id, state.answer(item_id))
-    except AlwbError:  # the project went away: the page says so on its next run
-        pass
-
-
 def _save_drafts(root: str, item_ids: set[int]) -> None:
-    """Drafts of several answers in one transaction (a burst of key presses)."""
+    """Keep answers chosen but not yet submitted in the store (one transaction), so a reload or a lost connection
+    keeps them."""
     try:
         with Project.open(root) as proj, proj.store.transaction():
             for item_id in sorted(item_ids):
                 proj.store.save_draft(state.annotator(), item_id, state.answer(item_id))
-    except AlwbError:
+    except AlwbError:  # the project went away: the page says so on its next run
         pass
 
 
 def _answered(root: str, item_id: int) -> None:
     _touch()
-    _save_draft(root, item_id)
+    _save_drafts(root, {item_id})
 
 
 def _key_answer(value: str, item_ids: list[int], root: str, *, save: bool = True) -> int | None:
@@ -110,7 +102,7 @@ def _key_answer(value: str, item_ids: list[int], root: str, *, save: bool = True
     state.set_focus(min(i + 1, len(item_ids) - 1))
     _touch()  # a finished round must not replace a batch answered from the keyboard either
     if save:
-        _save_draft(root, item_ids[i])
+        _save_drafts(root, {item_ids[i]})
     return item_ids[i]
 
 
