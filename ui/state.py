@@ -96,7 +96,7 @@ def set_batch(value: dict[str, Any] | None) -> None:
     old = st.session_state.get("batch")
     if old:
         for it in old["items"]:
-            st.session_state.pop(answer_key(it.id), None)
+            answers().pop(it.id, None)
     st.session_state["batch"] = value
     st.session_state["focus"] = 0
 
@@ -106,19 +106,43 @@ def reset_batch() -> None:
     set_batch(None)
 
 
+# Answers live in a plain session map, not in the answer widgets' state: a key press sets the map and gives the
+# card's select box a new widget key (a new version). The browser may still send the old widget's value with the
+# next rerun (a run interrupted before it drew the card never told it about the new answer); that value belongs to
+# a key no longer drawn and is ignored, so it can never overwrite an answer typed from the keyboard.
+def answers() -> dict[int, str | None]:
+    """Item id → answer chosen on the batch on screen (not saved yet)."""
+    return st.session_state.setdefault("answers", {})
+
+
+def _versions() -> dict[int, int]:
+    return st.session_state.setdefault("answer_versions", {})
+
+
 def answer_key(item_id: int) -> str:
-    """Widget key of an item's answer."""
-    return f"ans_{item_id}"
+    """Widget key of an item's answer box (it changes whenever the answer is set other than by that box)."""
+    return f"ans_{item_id}_v{_versions().get(item_id, 0)}"
 
 
 def answer(item_id: int) -> str | None:
     """The answer currently chosen for an item."""
-    return st.session_state.get(answer_key(item_id))
+    return answers().get(item_id)
 
 
-def set_answer(item_id: int, value: str) -> None:
-    """Choose an answer (keyboard shortcuts use this before the widgets render)."""
-    st.session_state[answer_key(item_id)] = value
+def set_answer(item_id: int, value: str | None) -> None:
+    """Choose an answer from outside its box (keyboard, model guess, saved draft): the box is drawn anew with it."""
+    answers()[item_id] = value
+    versions = _versions()
+    versions[item_id] = versions.get(item_id, 0) + 1
+
+
+def take_box_answer(item_id: int, key: str) -> None:
+    """The answer box ``key`` of an item changed (a ``on_change`` callback): its value becomes the answer.
+
+    A box drawn before a key press set the answer is stale: its value is ignored (the key press came later on the
+    server, and the page shows its answer in the new box, where the person can still change it)."""
+    if key == answer_key(item_id):
+        answers()[item_id] = st.session_state.get(key)
 
 
 def focus() -> int:

@@ -125,8 +125,15 @@ def says(elements, text: str) -> None:
 
 
 def item_ids(at: AppTest) -> list[int]:
-    """Ids of the batch on the Label page, in screen order (from the answer widgets' keys ``ans_<id>``)."""
-    return [int(s.key.removeprefix("ans_")) for s in at.selectbox if s.key and s.key.startswith("ans_")]
+    """Ids of the batch on the Label page, in screen order (from the answer widgets' keys ``ans_<id>_v<n>``)."""
+    return [int(s.key.split("_")[1]) for s in at.selectbox if s.key and s.key.startswith("ans_")]
+
+
+def answer_box(at: AppTest, item_id: int):  # noqa: ANN201
+    """The answer box of an item (its key carries a version that changes when a key press sets the answer)."""
+    boxes = [s for s in at.selectbox if s.key and s.key.startswith(f"ans_{item_id}_v")]
+    assert len(boxes) == 1, [s.key for s in at.selectbox]
+    return boxes[0]
 
 
 def labels(root: Path) -> dict[int, dict]:
@@ -208,12 +215,12 @@ def test_label_page_submits_the_chosen_answers(project) -> None:
     ids = item_ids(at)
     assert len(ids) == 16 == len(set(ids))
     assert any("no model yet" in i.value and "random" in i.value for i in at.info), [i.value for i in at.info]
-    assert at.selectbox(key=f"ans_{ids[0]}").options == [*SHAPES, SKIP, NONE]
-    assert all(at.selectbox(key=f"ans_{i}").value is None for i in ids)
+    assert answer_box(at, ids[0]).options == [*SHAPES, SKIP, NONE]
+    assert all(answer_box(at, i).value is None for i in ids)
 
     chosen = {ids[0]: "circle", ids[1]: "square", ids[2]: "triangle", ids[3]: NONE, ids[4]: SKIP}
     for item_id, value in chosen.items():
-        at.selectbox(key=f"ans_{item_id}").select(value)
+        answer_box(at, item_id).select(value)
     ok(at.button(key="submit").click().run())
 
     stored = labels(root)
@@ -263,7 +270,7 @@ def test_keyboard_buttons_answer_the_focused_image(project) -> None:
     for key in ["key_1", "key_2", "key_none", "key_skip", "key_left", "key_3"]:
         ok(at.button(key=key).click().run())
     # 1 → circle on #1, 2 → square on #2, N → none on #3, S → skip on #4, ◀ back to #4, 3 → triangle on #4
-    values = [at.selectbox(key=f"ans_{i}").value for i in ids[:6]]
+    values = [answer_box(at, i).value for i in ids[:6]]
     assert values == ["circle", "square", NONE, "triangle", None, None]
     assert at.text[4].value.startswith("▶ #5")
 
@@ -284,7 +291,7 @@ def test_unsubmitted_answers_survive_a_reload_and_stay_per_annotator(project) ->
     root, _ = project
     at = app(root, annotator="alice")
     ids = item_ids(at)
-    at.selectbox(key=f"ans_{ids[0]}").select("triangle")
+    answer_box(at, ids[0]).select("triangle")
     ok(at.run())
     ok(at.button(key="key_right").click().run())
     ok(at.button(key="key_none").click().run())  # "none of these" for #2 by keyboard
@@ -293,12 +300,12 @@ def test_unsubmitted_answers_survive_a_reload_and_stay_per_annotator(project) ->
 
     again = app(root, annotator="alice")  # a reload is a new session
     assert item_ids(again) == ids
-    assert again.selectbox(key=f"ans_{ids[0]}").value == "triangle"
-    assert again.selectbox(key=f"ans_{ids[1]}").value == NONE
-    assert again.selectbox(key=f"ans_{ids[2]}").value is None
+    assert answer_box(again, ids[0]).value == "triangle"
+    assert answer_box(again, ids[1]).value == NONE
+    assert answer_box(again, ids[2]).value is None
 
     bob = app(root, annotator="bob")
-    assert bob.selectbox(key=f"ans_{ids[0]}").value is None
+    assert answer_box(bob, ids[0]).value is None
 
     ok(again.button(key="submit").click().run())
     assert {i: r["class"] for i, r in labels(root).items()} == {ids[0]: "triangle", ids[1]: None}
@@ -311,11 +318,11 @@ def test_undo_last_batch(project) -> None:
     root, _ = project
     at = app(root)
     first = item_ids(at)
-    at.selectbox(key=f"ans_{first[0]}").select("circle")
+    answer_box(at, first[0]).select("circle")
     ok(at.button(key="submit").click().run())
     second = item_ids(at)
-    at.selectbox(key=f"ans_{second[0]}").select("square")
-    at.selectbox(key=f"ans_{second[1]}").select("triangle")
+    answer_box(at, second[0]).select("square")
+    answer_box(at, second[1]).select("triangle")
     ok(at.button(key="submit").click().run())
     assert set(labels(root)) == {first[0], second[0], second[1]}
 
@@ -333,7 +340,7 @@ def test_submit_starts_background_training_then_progress_shows_it(project) -> No
     at = label = app(root)
     ids = item_ids(at)
     for i in ids:  # 12 pool + 4 validation items, answered truthfully
-        at.selectbox(key=f"ans_{i}").select(truth[path_of(root, i)])
+        answer_box(at, i).select(truth[path_of(root, i)])
     ok(at.button(key="submit").click().run())
     says(at.success, "Retraining started in the background")
 
@@ -495,7 +502,7 @@ def test_label_page_shows_class_names_as_text(tmp_path: Path) -> None:
     root, _ = _project(tmp_path, classes=HOSTILE)
     at = app(root)
     ids = item_ids(at)
-    assert at.selectbox(key=f"ans_{ids[0]}").options == [*HOSTILE, SKIP, NONE]  # options are plain text
+    assert answer_box(at, ids[0]).options == [*HOSTILE, SKIP, NONE]  # options are plain text
     labels_by_key = {b.key: b.label for b in at.button}
     for k, name in zip("123", HOSTILE, strict=True):
         assert labels_by_key[f"key_{k}"] == f"{k} · {md_escape(name)}"
@@ -513,7 +520,7 @@ def test_label_page_shows_class_names_as_text(tmp_path: Path) -> None:
         assert "<b>" not in body and "**star**" not in body and ":red[" not in body, body
 
     # the names still round-trip into the store untouched
-    at.selectbox(key=f"ans_{ids[0]}").select(HOSTILE[0])
+    answer_box(at, ids[0]).select(HOSTILE[0])
     ok(at.button(key="key_2").click().run())  # focus is on #1 → overrides with the 2nd class
     ok(at.button(key="key_3").click().run())  # #2 → the 3rd class
     ok(at.button(key="submit").click().run())

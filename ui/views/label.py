@@ -88,7 +88,8 @@ def _save_drafts(root: str, item_ids: set[int]) -> None:
         pass
 
 
-def _answered(root: str, item_id: int) -> None:
+def _answered(root: str, item_id: int, key: str) -> None:
+    state.take_box_answer(item_id, key)
     _touch()
     _save_drafts(root, {item_id})
 
@@ -250,17 +251,17 @@ def render() -> None:
                 elif it.predicted is not None:
                     head += f" · model: {it.predicted} ({it.probability:.0%})"
                 st.text(head)
-                key = state.answer_key(it.id)
-                kwargs = {} if key in st.session_state else {"index": None}
+                key = state.answer_key(it.id)  # a new key whenever the answer was set from outside the box
+                current = state.answer(it.id)
                 st.selectbox(
                     f"answer {j + 1}",
                     options,
+                    index=options.index(current) if current in options else None,
                     key=key,
                     placeholder="choose…",
                     label_visibility="collapsed",
                     on_change=_answered,
-                    args=(root, it.id),
-                    **kwargs,
+                    args=(root, it.id, key),
                 )
     st.button(
         f"Submit batch of {len(items)} (Enter)",
