@@ -472,3 +472,67 @@ def _training(root: Path) -> bool:
     from alwb.jobs import is_training
 
     return is_training(root)
+
+
+def _zip_folder(folder: Path, dest: Path) -> Path:
+    with zipfile.ZipFile(dest, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, f"{folder.name}/{f.relative_to(folder)}")
+    return dest
+
+
+def test_a_project_from_uploaded_zips_in_a_browser(browser_page, tmp_path: Path) -> None:
+    """Start page in the browser: create a project from an uploaded zip (class folders name the labels), then add a
+    second zip of unlabeled images; the page stays on one connection throughout (no reload, nothing lost)."""
+    from playwright.sync_api import expect
+
+    from alwb.loop import Project
+
+    page = browser_page
+    make_shapes(tmp_path / "first", 4, layout="imagefolder")
+    make_shapes(tmp_path / "second", 3, layout="flat", seed=1)
+    first = _zip_folder(tmp_path / "first", tmp_path / "first.zip")
+    second = _zip_folder(tmp_path / "second", tmp_path / "more shapes.zip")
+    root = tmp_path / "from-zip"
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    shots = tmp_path / "screenshots"
+    shots.mkdir()
+
+    with serve(None, tmp_path / "server.log") as url:
+        open_page(page, f"{url}/start", "alwb workbench")
+        page.get_by_role("tab", name="Create a project").click()
+        page.get_by_label("New project folder").fill(str(root))
+        page.get_by_label("New project folder").press("Enter")
+        settle(page)
+        page.get_by_text("Upload a zip of images").click()
+        settle(page)
+        create = page.get_by_role("button", name="Create project")
+        expect(create).to_be_disabled()  # waits for the upload: a project must not start empty
+        page.locator('input[type="file"]').set_input_files(str(first))
+        expect(page.get_by_text("first.zip")).to_be_visible()
+        expect(create).to_be_enabled()
+        settle(page)
+        create.click()
+        expect(page.get_by_text("12 images · 12 answered")).to_be_visible()
+        settle(page)
+        screenshot(page, shots, "zip_created")
+
+        page.get_by_text("Add images").click()
+        page.locator('input[type="file"]').set_input_files(str(second))
+        expect(page.get_by_text("more shapes.zip")).to_be_visible()
+        settle(page)
+        page.get_by_role("button", name="Import").click()
+        expect(page.get_by_text("21 images · 12 answered")).to_be_visible()
+        settle(page)
+        screenshot(page, shots, "zip_added")
+        expect(page.locator('[data-testid="stException"]')).to_have_count(0)
+
+    with Project.open(root) as proj:
+        assert proj.classes == sorted(SHAPES)
+        assert proj.store.item_count() == 21
+        assert len(proj.store.current_labels()) == 12, "the first zip's class folders are its labels"
+        for row in proj.store.items():
+            assert Path(row["path"]).resolve().is_relative_to((root / "uploads").resolve()), row["path"]
+    assert len(sockets) == 1, f"the page reconnected: {sockets}"

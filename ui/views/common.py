@@ -1,4 +1,4 @@
-"""Pieces shared by pages: project guard, training status."""
+"""Pieces shared by pages: project guard, one-time messages, training status."""
 
 from __future__ import annotations
 
@@ -6,9 +6,23 @@ import time
 
 import streamlit as st
 
+import state
 from alwb.jobs import read_progress
 from alwb.loop import Project
 from text import md_escape
+
+
+def show_flash() -> tuple[str, str] | None:
+    """Show the one-time message (and return it) in a slot that is on the page whether or not there is one.
+
+    Streamlit places elements by position: a message that shows on one run and not the next would shift every
+    element after it, and an open expander or a chosen tab after it would close (an upload inside it seemed lost).
+    """
+    slot = st.container()
+    msg = state.flash()
+    if msg:
+        {"success": slot.success, "error": slot.error, "info": slot.info}[msg[0]](md_escape(msg[1]))
+    return msg
 
 
 def need_project(proj: Project | None) -> Project:

@@ -12,7 +12,7 @@ from alwb.errors import AlwbError, EmptyPoolError
 from alwb.jobs import is_training, mark_active, start_training
 from alwb.loop import Project
 from text import md_escape
-from views.common import need_project, show_training, training_status
+from views.common import need_project, show_flash, show_training, training_status
 
 COLUMNS = 4
 
@@ -181,9 +181,8 @@ def render() -> None:
         root = str(proj.root)
         classes = proj.classes
         st.title("Label")
-        msg = state.flash()
+        msg = show_flash()
         if msg:
-            {"success": st.success, "error": st.error, "info": st.info}[msg[0]](md_escape(msg[1]))
             state.remember_flash(msg)
         if not classes:
             st.warning("This project has no classes yet: add them on the Start page.")

@@ -11,8 +11,7 @@ import streamlit as st
 import state
 from alwb.errors import AlwbError
 from alwb.loop import Project
-from text import md_escape
-from views.common import need_project
+from views.common import need_project, show_flash
 
 PAGE = 18  # three rows of six: a page of thumbnails opens in well under 1.5 s on two cores
 COLUMNS = 6
@@ -59,9 +58,7 @@ def render() -> None:
         proj = need_project(proj)
         root = str(proj.root)
         st.title("Review")
-        msg = state.flash()
-        if msg:
-            (st.error if msg[0] == "error" else st.success)(md_escape(msg[1]))
+        show_flash()
         classes = proj.classes
         tab_labels, tab_pseudo = st.tabs(["Labels", "Pseudo-labels"])
         with tab_labels:

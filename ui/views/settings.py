@@ -10,7 +10,7 @@ from alwb.errors import AlwbError
 from alwb.models import list_models
 from alwb.query import list_strategies
 from text import md_escape
-from views.common import need_project
+from views.common import need_project, show_flash
 
 
 def render() -> None:
@@ -18,9 +18,7 @@ def render() -> None:
     with state.open_project() as proj:
         proj = need_project(proj)
         st.title("Settings")
-        msg = state.flash()
-        if msg:
-            st.success(md_escape(msg[1]))
+        show_flash()
         cfg, tcfg = proj.config, proj.train_config
         with st.form("settings"):
             st.subheader("Labeling")

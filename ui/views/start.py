@@ -12,6 +12,7 @@ from alwb.errors import AlwbError
 from alwb.loop import STORE_FILE, Project
 from alwb.ziputil import content_root, safe_extract
 from text import md_escape
+from views.common import show_flash
 
 
 def _create(folder: str, source: Path | None, classes: list[str]) -> None:
@@ -33,9 +34,7 @@ def _create(folder: str, source: Path | None, classes: list[str]) -> None:
 def render() -> None:
     """Draw the page."""
     st.title("alwb workbench")
-    msg = state.flash()
-    if msg:
-        (st.error if msg[0] == "error" else st.success)(md_escape(msg[1]))
+    show_flash()
     with state.open_project() as proj:
         if proj is not None:
             st.subheader("Open project")
