@@ -474,14 +474,6 @@ def _training(root: Path) -> bool:
     return is_training(root)
 
 
-def _zip_folder(folder: Path, dest: Path) -> Path:
-    with zipfile.ZipFile(dest, "w") as zf:
-        for f in sorted(folder.rglob("*")):
-            if f.is_file():
-                zf.write(f, f"{folder.name}/{f.relative_to(folder)}")
-    return dest
-
-
 def test_a_project_from_uploaded_zips_in_a_browser(browser_page, tmp_path: Path) -> None:
     """Start page in the browser: create a project from an uploaded zip (class folders name the labels), then add a
     second zip of unlabeled images; the page stays on one connection throughout (no reload, nothing lost)."""
@@ -492,8 +484,8 @@ def test_a_project_from_uploaded_zips_in_a_browser(browser_page, tmp_path: Path)
     page = browser_page
     make_shapes(tmp_path / "first", 4, layout="imagefolder")
     make_shapes(tmp_path / "second", 3, layout="flat", seed=1)
-    first = _zip_folder(tmp_path / "first", tmp_path / "first.zip")
-    second = _zip_folder(tmp_path / "second", tmp_path / "more shapes.zip")
+    first = shutil.make_archive(str(tmp_path / "first"), "zip", tmp_path, "first")
+    second = shutil.make_archive(str(tmp_path / "more shapes"), "zip", tmp_path, "second")
     root = tmp_path / "from-zip"
     sockets: list[str] = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
