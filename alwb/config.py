@@ -26,7 +26,8 @@ class TrainConfig:
     epochs: int = 0
     warm_epochs_ratio: float = 0.5
     batch_size: int = 64
-    lr: float = 2e-3
+    #: peak learning rate of the one-cycle schedule; 0 chooses one for the model (:func:`alwb.train.auto_lr`)
+    lr: float = 0.0
     weight_decay: float = 5e-4
     label_smoothing: float = 0.05
     augment: str = "crop"
@@ -36,7 +37,10 @@ class TrainConfig:
     balance: str = "none"
     pseudo: bool = False
     pseudo_threshold: float = 0.95
-    pseudo_cap: float = 1.0
+    #: at most ``pseudo_cap`` × a class's human labels become pseudo-labels of that class each round
+    pseudo_cap: float = 2.0
+    #: a round with pseudo-labels trains up to this many times the steps of one without them
+    pseudo_steps: float = 3.0
     pretrained: str = "auto"
     device: str = "auto"
     seed: int = 0
@@ -52,8 +56,10 @@ class TrainConfig:
             raise ValueError(f"device must be one of {DEVICES}, not {self.device!r}")
         if self.balance not in BALANCE:
             raise ValueError(f"balance must be one of {BALANCE}, not {self.balance!r}")
-        if self.batch_size < 1 or self.epochs < 0 or self.lr <= 0 or self.score_limit < 0:
-            raise ValueError("batch_size must be ≥ 1, epochs ≥ 0, lr > 0 and score_limit ≥ 0")
+        if self.pseudo_steps < 1.0 or not 0.0 < self.pseudo_threshold <= 1.0:
+            raise ValueError("pseudo_steps must be ≥ 1 and pseudo_threshold in (0, 1]")
+        if self.batch_size < 1 or self.epochs < 0 or self.lr < 0 or self.score_limit < 0:
+            raise ValueError("batch_size must be ≥ 1, epochs ≥ 0, lr ≥ 0 and score_limit ≥ 0")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""

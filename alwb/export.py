@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import TrainConfig
 from .errors import AlwbError, UnsafeModelFileError
 from .images import load_array
 from .loop import Project
@@ -124,6 +125,8 @@ def export_model(project: Project, out: str | Path) -> Path:
     import torch
     from safetensors.torch import load_file, save_file
 
+    from .train import uses_tta
+
     cur = project.current_model()
     if cur is None:
         raise AlwbError("no trained model yet: run 'alwb train' first")
@@ -156,6 +159,8 @@ def export_model(project: Project, out: str | Path) -> Path:
         "color": "L" if geo["channels"] == 1 else "RGB",
         "num_classes": len(classes),
         "emb_dim": model.emb_dim,
+        # trained on mirrored images: predictions average the image and its mirror image (what the workbench did)
+        "tta_flip": uses_tta(TrainConfig.from_dict(cur["config"])),
     }
     (tmp / "preprocess.json").write_text(json.dumps(pre, indent=1))
     (tmp / "MODEL_CARD.md").write_text(_model_card(project, cur, pre, classes))
@@ -176,6 +181,15 @@ def _model_card(project: Project, cur: dict[str, Any], pre: dict[str, Any], clas
         f"{dt.datetime.fromtimestamp(cur['created_at'], dt.timezone.utc).isoformat(timespec='seconds')}",
         f"- architecture: {pre['arch']}, input {pre['channels']}×{pre['image_size']}×{pre['image_size']}",
         f"- classes ({len(classes)}): {', '.join(classes)}",
+        *(
+            [
+                "- predictions: trained on mirrored images, so the workbench's figures average the softmax of the "
+                "image and of its left-right mirror image (`preprocess.json`: `tta_flip`); do the same with the "
+                "TorchScript file to get them"
+            ]
+            if pre.get("tta_flip")
+            else []
+        ),
         "",
         "## Training labels",
         "",
@@ -271,7 +285,12 @@ class Predictor:
                 out.append({"path": str(p), "error": exc.reason})
         if arrays:
             probs, _ = predict_batches(
-                self.model, np.stack(arrays), mean=self.pre["mean"], std=self.pre["std"], device=self.device
+                self.model,
+                np.stack(arrays),
+                mean=self.pre["mean"],
+                std=self.pre["std"],
+                device=self.device,
+                tta_flip=bool(self.pre.get("tta_flip", False)),
             )
             for j, i in enumerate(ok):
                 k = int(probs[j].argmax())

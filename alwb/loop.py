@@ -93,7 +93,7 @@ class Scores:
 
 def _epochs_with_extra(n_human: int, n_all: int, cfg: TrainConfig, geo: dict[str, Any], init_state: Any) -> int:
     """Epochs over ``n_all`` samples that give the ``n_human`` human labels as many passes as without the extra
-    (pseudo-labelled) samples, up to twice the steps of a round without them."""
+    (pseudo-labelled) samples, up to ``cfg.pseudo_steps`` times the steps of a round without them."""
     import math
 
     from .train import auto_epochs
@@ -102,7 +102,7 @@ def _epochs_with_extra(n_human: int, n_all: int, cfg: TrainConfig, geo: dict[str
     human_epochs = auto_epochs(
         n_human, cfg.batch_size, warm=init_state is not None, cfg=cfg, arch=geo["arch"], image_size=geo["image_size"]
     )
-    steps = human_epochs * per_epoch * min(2.0, n_all / max(1, n_human))
+    steps = human_epochs * per_epoch * min(cfg.pseudo_steps, n_all / max(1, n_human))
     return max(1, math.ceil(steps / max(1, math.ceil(n_all / cfg.batch_size))))
 
 
@@ -505,7 +505,7 @@ class Project:
         import torch
         from safetensors.torch import load_file, save_file
 
-        from .train import predict_batches, resolve_device, train_model
+        from .train import predict_batches, resolve_device, train_model, uses_tta
 
         if pause is not None:
             pause()
@@ -623,6 +623,7 @@ class Project:
                     out_emb=emb,
                     progress=sprog,
                     pause=pause,
+                    tta_flip=uses_tta(cfg),
                 )
             probs.flush()
             emb.flush()

@@ -153,15 +153,23 @@ def _append(curve: Path, row: dict[str, Any]) -> None:
 
 
 def _evaluate(proj: Project, x_test: np.ndarray, y_test: np.ndarray, device: str) -> dict[str, Any]:
+    from .config import TrainConfig
     from .export import _build, load_state_dict_file
-    from .train import predict_batches, resolve_device
+    from .train import predict_batches, resolve_device, uses_tta
 
     cur = proj.current_model()
     assert cur is not None
     geo = cur["config"]["geometry"]
     model = _build(geo, len(proj.classes))
     model.load_state_dict(load_state_dict_file(cur["path"]))
-    probs, _ = predict_batches(model, x_test, mean=geo["mean"], std=geo["std"], device=resolve_device(device))
+    probs, _ = predict_batches(
+        model,
+        x_test,
+        mean=geo["mean"],
+        std=geo["std"],
+        device=resolve_device(device),
+        tta_flip=uses_tta(TrainConfig.from_dict(cur["config"])),
+    )
     return classification_metrics(y_test, probs.argmax(1), proj.classes)
 
 

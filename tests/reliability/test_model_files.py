@@ -55,7 +55,8 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Project, Path]:
     p.add_images(base / "img", progress=False, workers=1)
     ids = {r["path"]: r["id"] for r in p.store.items()}
     p.label([(ids[path], cls) for path, cls in truth.items()])
-    p.set_train_config(num_threads=2)
+    # trained with flips: the project scores with flip test-time augmentation, and so must the exported model
+    p.set_train_config(num_threads=2, augment="crop+flip")
     p.train(epochs=2, device="cpu")
     report = export_project(p, base / "export")
     assert report.model_dir is not None
@@ -135,6 +136,7 @@ def test_exported_model_reloads_in_a_fresh_process(tmp_path: Path, exported: tup
 
     p, model_dir = exported
     pre = json.loads((model_dir / "preprocess.json").read_text())
+    assert pre["tta_flip"] is True and "mirror" in (model_dir / "MODEL_CARD.md").read_text()
     cur = p.current_model()
     original = _build(pre, len(p.classes))
     original.load_state_dict(load_file(cur["path"]))  # the project's own model file

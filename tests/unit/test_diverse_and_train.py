@@ -347,3 +347,38 @@ def test_warm_start_is_reproducible() -> None:
     d2 = train_model(x, y, cfg=cfg, init_state=init, **kw)
     assert d1.warm and d2.warm
     assert all(torch.equal(v, d2.model.state_dict()[k]) for k, v in d1.model.state_dict().items())
+
+
+def test_predict_batches_flip_tta_averages_the_image_and_its_mirror() -> None:
+    from alwb.data import normalise
+    from alwb.train import predict_batches
+
+    model, _ = _trained(models.get_model("smallcnn", channels=1, num_classes=3, image_size=12), 1, 12)
+    pixels = np.random.default_rng(2).integers(0, 256, size=(21, 1, 12, 12), dtype=np.uint8)
+    mean, std = [0.4], [0.2]
+    plain, emb = predict_batches(model, pixels, mean=mean, std=std, batch_size=8)
+    probs, emb_tta = predict_batches(model, pixels, mean=mean, std=std, batch_size=8, tta_flip=True)
+    with torch.no_grad():
+        x = normalise(torch.from_numpy(pixels), torch.tensor(mean), torch.tensor(std))
+        want = ((torch.softmax(model(x), 1) + torch.softmax(model(x.flip(-1)), 1)) / 2).numpy()
+    np.testing.assert_allclose(probs, want, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    assert np.abs(probs - plain).max() > 1e-3  # the mirror view changed the answer
+    np.testing.assert_allclose(emb_tta, emb, atol=1e-6)  # embeddings are the image's own
+    # a mirror-symmetric image gets the same probabilities either way
+    sym = np.concatenate([pixels[..., :6], pixels[..., :6][..., ::-1]], axis=-1)
+    a, _ = predict_batches(model, sym, mean=mean, std=std)
+    b, _ = predict_batches(model, sym, mean=mean, std=std, tta_flip=True)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_tta_follows_flip_training_and_lr_follows_the_model() -> None:
+    from alwb.train import auto_lr, uses_tta
+
+    assert uses_tta(TrainConfig(augment="crop+flip"))
+    assert not uses_tta(TrainConfig(augment="crop")) and not uses_tta(TrainConfig(augment="none"))
+    assert auto_lr("smallcnn", TrainConfig()) == 0.04
+    assert auto_lr("resnet18", TrainConfig()) == 2e-3  # pretrained weights survive fine-tuning
+    assert auto_lr("resnet18", TrainConfig(lr=0.01)) == auto_lr("smallcnn", TrainConfig(lr=0.01)) == 0.01
+    with pytest.raises(ValueError):
+        TrainConfig(lr=-1.0)

@@ -212,12 +212,14 @@ def test_pseudo_labels_add_steps_instead_of_taking_them_from_the_human_labels() 
     from alwb.loop import _epochs_with_extra
     from alwb.train import auto_epochs
 
-    cfg = TrainConfig(batch_size=64)
+    cfg = TrainConfig(batch_size=64, pseudo_steps=2.0)
     geo = {"arch": "smallcnn", "image_size": 28}
     human = auto_epochs(1000, 64, warm=True, cfg=cfg)  # 25 epochs of 16 steps
     assert human * 16 == 400
     assert _epochs_with_extra(1000, 1000, cfg, geo, init_state={}) == human
     assert _epochs_with_extra(1000, 2000, cfg, geo, init_state={}) * 32 >= 800 - 32  # twice the data, twice the steps
     assert math.ceil(800 / 79) == _epochs_with_extra(1000, 5000, cfg, geo, init_state={})  # at most twice the steps
+    three = cfg.with_(pseudo_steps=3.0)
+    assert math.ceil(1200 / 79) == _epochs_with_extra(1000, 5000, three, geo, init_state={})  # at most three times
     cold = auto_epochs(1000, 64, warm=False, cfg=cfg)
     assert _epochs_with_extra(1000, 1000, cfg, geo, init_state=None) == cold
