@@ -38,9 +38,9 @@ class TrainConfig:
     pseudo: bool = False
     pseudo_threshold: float = 0.95
     #: at most ``pseudo_cap`` × a class's human labels become pseudo-labels of that class each round
-    pseudo_cap: float = 2.0
+    pseudo_cap: float = 1.0
     #: a round with pseudo-labels trains up to this many times the steps of one without them
-    pseudo_steps: float = 3.0
+    pseudo_steps: float = 2.0
     pretrained: str = "auto"
     device: str = "auto"
     seed: int = 0

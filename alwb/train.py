@@ -145,7 +145,7 @@ def train_model(
         model.load_state_dict(usable, strict=False)
         shrink_perturb(model, fresh, cfg.shrink, cfg.perturb)
         warm = True
-    # channels-last convolutions train the small CNN about 1.4x faster on CPU cores (bench/train_speed.py)
+    # channels-last convolutions: about 10% faster training steps on two CPU cores (bench/train_recipes.py --speed)
     channels_last = device.type == "cpu"
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     epochs = auto_epochs(len(y), cfg.batch_size, warm=warm, cfg=cfg, arch=arch, image_size=size)

@@ -1,0 +1,91 @@
+"""Training recipes on a fixed label set: what buys accuracy per second of CPU.
+
+    python bench/train_recipes.py --sim bench/out/fmnist/plain --run margin-plain-seed0 \\
+        --recipes '[{"lr": 0.002}, {"lr": 0.04}, {"lr": 0.04, "epochs": 100}]'
+
+Takes the human labels of one simulator run (``SIM/runs/RUN``: e.g. the 1,000 labels margin sampling chose) and the
+simulator's test split (``SIM/test_*.npz``), trains each recipe from scratch with :func:`alwb.train.train_model`
+(``TrainConfig`` fields as JSON; ``augment`` defaults to ``crop+flip`` as in the simulator) and prints seconds and
+test accuracy without and with flip test-time augmentation. ``--speed`` instead prints the training step time with
+and without channels-last memory layout (median of alternating runs). The figures this produced are in
+``alwb.train.auto_lr`` and the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alwb.config import TrainConfig
+from alwb.loop import Project
+from alwb.train import predict_batches, train_model
+
+
+def step_times(repeats: int = 5, epochs: int = 8) -> dict[str, float]:
+    """Median ms per step (batch 64, 28×28 greyscale) with and without channels-last."""
+    import alwb.train as T
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (1024, 1, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, 1024)
+    cfg = TrainConfig(augment="crop+flip", epochs=epochs)
+    times: dict[str, list[float]] = {"channels_last": [], "contiguous": []}
+    original = torch.channels_last
+    try:
+        for _ in range(repeats):
+            for name in times:
+                T.torch.channels_last = original if name == "channels_last" else torch.contiguous_format
+                t0 = time.perf_counter()
+                train_model(x, y, arch="smallcnn", num_classes=10, mean=[0.3], std=[0.35], cfg=cfg)
+                times[name].append((time.perf_counter() - t0) / (epochs * 16) * 1000)
+    finally:
+        T.torch.channels_last = original
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sim", type=Path, help="a simulator output folder (holds template/, runs/, test_*.npz)")
+    ap.add_argument("--run", default="margin-plain-seed0")
+    ap.add_argument("--recipes", default='[{"lr": 0.002}, {"lr": 0.04}]', help="JSON list of TrainConfig fields")
+    ap.add_argument("--speed", action="store_true", help="time training steps, channels-last against contiguous")
+    args = ap.parse_args()
+    if args.speed:
+        print(json.dumps({k: round(v, 1) for k, v in step_times().items()}), "ms per step")
+        return
+    if args.sim is None:
+        raise SystemExit("--sim is required (or --speed)")
+    with Project.open(args.sim / "runs" / args.run) as proj:
+        labels = proj.store.current_labels(split="pool")
+        geo = proj.current_model()["config"]["geometry"]
+        cache = proj.pixel_cache(geo)
+        ids = np.asarray([r["item_id"] for r in labels], dtype=np.int64)
+        y = np.asarray([r["position"] for r in labels], dtype=np.int64)
+        x = cache.rows(ids)
+        num_classes = len(proj.classes)
+    test = np.load(next(args.sim.glob("test_*.npz")))
+    xt, yt = test["x"], test["y"]
+    print(f"{len(y)} labels from {args.run}; test split {len(yt)}")
+    for recipe in json.loads(args.recipes):
+        cfg = TrainConfig(augment="crop+flip").with_(**recipe)
+        t0 = time.perf_counter()
+        res = train_model(x, y, arch=geo["arch"], num_classes=num_classes, mean=geo["mean"], std=geo["std"], cfg=cfg)
+        seconds = time.perf_counter() - t0
+        acc = {}
+        for tta in (False, True):
+            p, _ = predict_batches(res.model, xt, mean=geo["mean"], std=geo["std"], tta_flip=tta)
+            acc[tta] = float((p.argmax(1) == yt).mean())
+        print(
+            f"{json.dumps(recipe):50s} epochs {res.epochs:4d}  {seconds:6.1f} s  "
+            f"test accuracy {acc[False]:.4f}  with flip TTA {acc[True]:.4f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
