@@ -311,10 +311,11 @@ def predict_batches(
         if device.type == "cpu":
             xb = xb.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-            e = model.embed(normalise(xb, m, s))
+            xn = normalise(xb, m, s)
+            e = model.embed(xn)
             p = torch.softmax(model.head(e).float(), dim=1)
             if tta_flip:
-                p = (p + torch.softmax(model(normalise(xb.flip(-1), m, s)).float(), dim=1)) / 2
+                p = (p + torch.softmax(model(xn.flip(-1)).float(), dim=1)) / 2
         probs[start : start + len(xb)] = p.cpu().numpy()
         emb[start : start + len(xb)] = e.float().cpu().numpy()
         if progress is not None:
