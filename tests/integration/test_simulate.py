@@ -262,3 +262,29 @@ def test_cli_simulate(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     # bad input is a one-line error, exit status 2
     assert main(["-q", "simulate", str(dataset), "--strategy", "nope", "--out", str(out)]) == 2
     assert "unknown strategy" in capsys.readouterr().err
+
+
+def test_val_coverage_bench_scores_only_items_the_round_did_not_train_on(main_run: tuple[Path, Path]) -> None:
+    """bench/val_coverage.py: one row per round, the realised check as in curve.csv, and each round's population
+    is the pool minus its validation set minus the labels that round trained on."""
+    import importlib.util
+    import json
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("val_coverage", Path(__file__).parents[2] / "bench/val_coverage.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out, curve = main_run
+    oracle = {int(k): int(v) for k, v in json.loads((out / "template" / "oracle.json").read_text()).items()}
+    df = pd.read_csv(curve)
+    for _, run in df.groupby(["strategy", "setting", "seed"]):
+        run = run.sort_values("round")
+        res = mod.run_coverage(out, run, oracle, draws=300, population=10_000, seed=0)
+        assert res["round"].tolist() == run["round"].tolist()
+        assert res["n_population"].tolist() == (len(oracle) - SETTINGS.val_size - run["n_labeled"]).tolist()
+        inside = (run["val_accuracy_low"] <= run["test_accuracy"]) & (run["test_accuracy"] <= run["val_accuracy_high"])
+        assert res["realised"].tolist() == inside.tolist()
+        assert res["resampled"].between(0.0, 1.0).all()
+        assert np.allclose(res["val_minus_test"], run["val_accuracy"] - run["test_accuracy"])

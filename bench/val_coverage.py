@@ -1,0 +1,122 @@
+"""How often the validation interval contains the test accuracy: in the runs, and over many validation draws.
+
+    python bench/val_coverage.py --sim bench/out/v3/plain [--draws 5000] [--population 10000]
+
+SIM is a simulator output folder (``alwb simulate --out``, or one setting of ``bench/label_efficiency.py``).
+
+*Realised*: per run, the share of rounds whose Wilson 95% interval on the run's validation set (``curve.csv``)
+contains the round's test accuracy. A run draws its validation set once, so its rounds share that draw's luck and
+three runs say little about how well the interval is calibrated.
+
+*Resampled*: for every round's saved model, the share of ``--draws`` fresh random validation sets (of the run's
+size, drawn from the pool items that round did not train on, outside the run's own validation set) whose Wilson
+interval contains the test accuracy. The number of correct predictions in such a draw is hypergeometric, so the
+draws are exact and cost nothing once the round's model has scored a random sample of ``--population`` pool items.
+``pool - test`` is the round's accuracy on those items minus its test accuracy: a shift between the pool and the
+test split shows there.
+
+Pseudo-label runs keep only the last round's pseudo-labels; items pseudo-labelled in earlier rounds cannot be told
+apart, so use runs without pseudo-labels (``plain``, ``smote``, ...) for the resampled figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from alwb.config import TrainConfig
+from alwb.evaluate import wilson_interval
+from alwb.export import _build, load_state_dict_file
+from alwb.loop import Project
+from alwb.train import predict_batches, resolve_device, uses_tta
+
+
+def run_coverage(
+    sim: Path, run: pd.DataFrame, oracle: dict[int, int], *, draws: int, population: int, seed: int
+) -> pd.DataFrame:
+    """One row per round: test accuracy, its realised and resampled coverage, and pool accuracy."""
+    strategy, setting, run_seed = run.iloc[0][["strategy", "setting", "seed"]]
+    run_dir = sim / "runs" / f"{strategy}-{setting}-seed{run_seed}"
+    with Project.open(run_dir) as proj:
+        con = proj.store.con
+        first_label = dict(con.execute("SELECT item_id, MIN(created_at) FROM labels GROUP BY item_id").fetchall())
+        started = dict(con.execute("SELECT number, started_at FROM rounds").fetchall())
+        val = set(proj.store.val_item_ids())
+        pool = np.asarray(sorted(i for i in oracle if i not in val), dtype=np.int64)
+        rng = np.random.default_rng([seed, int(run_seed)])
+        ids = np.sort(rng.choice(pool, size=min(population, pool.size), replace=False))
+        y = np.asarray([oracle[int(i)] for i in ids], dtype=np.int64)
+        cur = proj.current_model()
+        assert cur is not None, f"{run_dir} has no model"
+        geo = cur["config"]["geometry"]
+        tta = uses_tta(TrainConfig.from_dict(cur["config"]))
+        x = proj.pixel_cache(geo).rows(ids)
+        n_classes = len(proj.classes)
+    labeled_at = np.asarray([first_label.get(int(i), np.inf) for i in ids])
+    rows = []
+    for r in run.sort_values("round").itertuples():
+        model = _build(geo, n_classes)
+        model.load_state_dict(load_state_dict_file(run_dir / "models" / f"round_{int(r.round):04d}.safetensors"))
+        probs, _ = predict_batches(
+            model, x, mean=geo["mean"], std=geo["std"], device=resolve_device("cpu"), tta_flip=tta
+        )
+        unseen = labeled_at >= started[int(r.round)]  # not yet labeled when this round trained
+        correct = probs.argmax(1)[unseen] == y[unseen]
+        n_val = int(r.val_n)
+        good = int(correct.sum())
+        k = rng.hypergeometric(good, int(correct.size) - good, n_val, size=draws)
+        bounds = np.asarray([wilson_interval(j, n_val) for j in range(n_val + 1)])
+        lo, hi = bounds[k, 0], bounds[k, 1]
+        rows.append(
+            {
+                "strategy": strategy,
+                "setting": setting,
+                "seed": int(run_seed),
+                "round": int(r.round),
+                "test_accuracy": r.test_accuracy,
+                "val_minus_test": r.val_accuracy - r.test_accuracy,
+                "realised": bool(r.val_accuracy_low <= r.test_accuracy <= r.val_accuracy_high),
+                "resampled": float(((lo <= r.test_accuracy) & (r.test_accuracy <= hi)).mean()),
+                "pool_minus_test": float(correct.mean()) - r.test_accuracy,
+                "n_population": int(correct.size),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sim", type=Path, action="append", required=True, help="simulator output folder (repeatable)")
+    ap.add_argument("--draws", type=int, default=5000)
+    ap.add_argument("--population", type=int, default=10_000, help="pool items each round's model scores")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--csv", type=Path, default=None, help="also write the per-round table here")
+    args = ap.parse_args()
+    frames = []
+    for sim in args.sim:
+        oracle = {int(k): int(v) for k, v in json.loads((sim / "template" / "oracle.json").read_text()).items()}
+        curve = pd.read_csv(sim / "curve.csv")
+        for _, run in curve.groupby(["strategy", "setting", "seed"]):
+            frames.append(run_coverage(sim, run, oracle, draws=args.draws, population=args.population, seed=args.seed))
+    df = pd.concat(frames, ignore_index=True)
+    if args.csv:
+        args.csv.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(args.csv, index=False)
+    cols = ["realised", "resampled", "val_minus_test", "pool_minus_test"]
+    per_run = df.groupby(["strategy", "setting", "seed"])[cols].mean()
+    with pd.option_context("display.float_format", "{:.3f}".format, "display.width", 120):
+        print(per_run.to_string())
+        print()
+        print(
+            f"{len(df)} rounds: realised coverage {df['realised'].mean():.3f} "
+            f"({int(df['realised'].sum())}/{len(df)}), resampled coverage {df['resampled'].mean():.3f} "
+            f"({args.draws} validation draws a round), pool - test accuracy {df['pool_minus_test'].mean():+.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
