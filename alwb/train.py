@@ -48,17 +48,27 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: above this many labels the small CNN's step budget grows in proportion (constant epochs), up to 4×
+STEPS_SCALE_FROM = 1000
+
+
 def auto_epochs(
     n_labels: int, batch_size: int, *, warm: bool, cfg: TrainConfig, arch: str = "smallcnn", image_size: int = 28
 ) -> int:
     """Epochs for about 800 optimiser steps from scratch for images up to 32 px (fewer for larger images and
-    ResNet-18, half when warm-started), 3 to 150 epochs."""
+    ResNet-18, half when warm-started), 3 to 150 epochs.
+
+    For the small CNN the budget grows with the labels beyond :data:`STEPS_SCALE_FROM` (up to 4×), so every label
+    keeps getting as many passes: at 2,000 Fashion-MNIST labels twice the steps of a warm round gave +0.6 points
+    (0.892 → 0.898, one round, seed 1) where at 1,000 labels they gave +0.3."""
     if cfg.epochs:
         return cfg.epochs
     steps_per_epoch = max(1, math.ceil(n_labels / batch_size))
     # about 800 steps for small images; the small CNN's cost grows with the pixel count, so fewer above 32 px
     base = 800 / max(1.0, (image_size / 32) ** 2) if arch == "smallcnn" else 300
     target = max(100.0, base) * (cfg.warm_epochs_ratio if warm else 1.0)
+    if arch == "smallcnn":
+        target *= min(4.0, max(1.0, n_labels / STEPS_SCALE_FROM))
     return int(min(150, max(3, math.ceil(target / steps_per_epoch))))
 
 

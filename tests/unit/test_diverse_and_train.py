@@ -290,10 +290,17 @@ def test_auto_epochs_examples() -> None:
     cfg = TrainConfig()
     assert auto_epochs(10, 64, warm=False, cfg=cfg) == 150  # 1 step per epoch: capped
     assert auto_epochs(1_000_000, 64, warm=False, cfg=cfg) == 3  # floor
+    assert auto_epochs(1_000_000, 64, warm=False, cfg=cfg, arch="resnet18", image_size=224) == 3
     # 64 labels per step, 1,000 labels -> 16 steps per epoch -> 800 / 16 = 50 epochs cold, 25 warm
     assert auto_epochs(1000, 64, warm=False, cfg=cfg) == 50
     assert auto_epochs(1000, 64, warm=True, cfg=cfg) == 25
     assert auto_epochs(1000, 64, warm=True, cfg=cfg) < auto_epochs(1000, 64, warm=False, cfg=cfg)
+    # beyond 1,000 labels the small CNN keeps its epochs (more steps), up to four times the steps
+    assert auto_epochs(2000, 64, warm=True, cfg=cfg) == 25  # 800 steps of 32
+    assert auto_epochs(4000, 64, warm=False, cfg=cfg) == 51  # 3,200 steps of 63
+    assert auto_epochs(8000, 64, warm=False, cfg=cfg) == 26  # capped at 3,200 steps of 125
+    # ResNet-18 keeps its fixed budget: 300 steps
+    assert auto_epochs(2000, 64, warm=False, cfg=cfg, arch="resnet18", image_size=224) == 10
     explicit = TrainConfig(epochs=7)
     assert auto_epochs(10, 64, warm=False, cfg=explicit) == 7
     assert auto_epochs(10**6, 64, warm=True, cfg=explicit) == 7
