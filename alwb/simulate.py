@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .config import TrainConfig
 from .errors import AlwbError
 from .evaluate import classification_metrics
 from .images import is_image_path, load_array
@@ -67,6 +68,8 @@ class SimSettings:
     model: str = "auto"
     warm_start: bool = True
     score_limit: int = 20_000
+    #: peak learning rate; 0 chooses one for the model (:func:`alwb.train.auto_lr`)
+    lr: float = 0.0
 
     @property
     def name(self) -> str:
@@ -153,7 +156,6 @@ def _append(curve: Path, row: dict[str, Any]) -> None:
 
 
 def _evaluate(proj: Project, x_test: np.ndarray, y_test: np.ndarray, device: str) -> dict[str, Any]:
-    from .config import TrainConfig
     from .export import _build, load_state_dict_file
     from .train import predict_batches, resolve_device, uses_tta
 
@@ -242,7 +244,9 @@ def _run(
         shutil.copytree(tdir, tmp_dir, ignore=shutil.ignore_patterns("oracle.json", "*-wal", "*-shm"))
         with Project.open(tmp_dir) as proj:
             proj.set_config(seed=seed, val_size=s.val_size, strategy=strategy)
-            proj.set_train_config(
+            # the whole training config from today's defaults and the settings: a template made by an older
+            # version stores that version's defaults (a learning rate, say), which must not leak into new runs
+            cfg = TrainConfig(
                 seed=seed,
                 pseudo=s.pseudo,
                 balance=s.balance,
@@ -252,7 +256,9 @@ def _run(
                 warm_start=s.warm_start,
                 model=s.model,
                 score_limit=s.score_limit,
+                lr=s.lr,
             )
+            proj.store.set_meta("train", cfg.to_dict())
             with proj.store.transaction():
                 proj.store.con.execute("UPDATE items SET split='pool'")
             proj.ensure_validation()

@@ -288,3 +288,18 @@ def test_val_coverage_bench_scores_only_items_the_round_did_not_train_on(main_ru
         assert res["realised"].tolist() == inside.tolist()
         assert res["resampled"].between(0.0, 1.0).all()
         assert np.allclose(res["val_minus_test"], run["val_accuracy"] - run["test_accuracy"])
+
+
+def test_runs_train_with_todays_defaults_not_the_templates(dataset: Path, tmp_path: Path) -> None:
+    """A template made by an older version stores that version's training defaults (a learning rate of 2e-3 was
+    one); a new run copies the template but trains with the settings and today's defaults."""
+    out = tmp_path / "out"
+    simulate(dataset, out, strategies=["random"], seeds=[0], settings=QUICK, log=False)
+    with Project.open(out / "template") as t:
+        t.set_train_config(lr=0.002, pseudo_cap=5.0, shrink=0.9)
+    simulate(dataset, out, strategies=["random"], seeds=[1], settings=QUICK, log=False)
+    with Project.open(out / "runs" / "random-plain-seed1") as proj:
+        cfg = proj.train_config
+    assert (cfg.lr, cfg.pseudo_cap, cfg.shrink, cfg.seed, cfg.epochs) == (0.0, 1.0, 0.6, 1, QUICK.epochs)
+    rounds = store_rows(out / "runs" / "random-plain-seed1" / "alwb.sqlite", "SELECT config FROM models")
+    assert rounds and all('"lr": 0.0' in c for (c,) in rounds)
