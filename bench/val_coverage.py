@@ -22,6 +22,7 @@ apart, so use runs without pseudo-labels (``plain``, ``smote``, ...) for the res
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from pathlib import Path
 
@@ -33,6 +34,12 @@ from alwb.evaluate import wilson_interval
 from alwb.export import _build, load_state_dict_file
 from alwb.loop import Project
 from alwb.train import predict_batches, resolve_device, uses_tta
+
+
+@functools.cache
+def wilson_table(n: int) -> np.ndarray:
+    """``(n + 1, 2)``: the Wilson 95% bounds for 0..n successes out of ``n``."""
+    return np.asarray([wilson_interval(j, n) for j in range(n + 1)])
 
 
 def run_coverage(
@@ -57,20 +64,18 @@ def run_coverage(
         x = proj.pixel_cache(geo).rows(ids)
         n_classes = len(proj.classes)
     labeled_at = np.asarray([first_label.get(int(i), np.inf) for i in ids])
+    device = resolve_device("cpu")
     rows = []
     for r in run.sort_values("round").itertuples():
         model = _build(geo, n_classes)
         model.load_state_dict(load_state_dict_file(run_dir / "models" / f"round_{int(r.round):04d}.safetensors"))
-        probs, _ = predict_batches(
-            model, x, mean=geo["mean"], std=geo["std"], device=resolve_device("cpu"), tta_flip=tta
-        )
+        probs, _ = predict_batches(model, x, mean=geo["mean"], std=geo["std"], device=device, tta_flip=tta)
         unseen = labeled_at >= started[int(r.round)]  # not yet labeled when this round trained
         correct = probs.argmax(1)[unseen] == y[unseen]
         n_val = int(r.val_n)
         good = int(correct.sum())
         k = rng.hypergeometric(good, int(correct.size) - good, n_val, size=draws)
-        bounds = np.asarray([wilson_interval(j, n_val) for j in range(n_val + 1)])
-        lo, hi = bounds[k, 0], bounds[k, 1]
+        lo, hi = wilson_table(n_val)[k].T
         rows.append(
             {
                 "strategy": strategy,
