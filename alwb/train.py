@@ -216,8 +216,12 @@ def train_model(
 class _BatchIterator:
     """Shuffled, augmented mini-batches of (uint8 images, labels, sample weights), reproducible per seed.
 
-    Small images (≤ 64 px) are augmented a whole batch at a time (:func:`random_shift_flip`); larger ones per
-    sample with torchvision's random resized crop.
+    Every sample is used once an epoch, in ``ceil(N / batch_size)`` batches of nearly equal size (900 samples: 15
+    of 60, not 14 of 64 and one of 4). A small trailing batch made BatchNorm's last update of its running
+    statistics, and the last optimiser step, from a handful of images: on Fashion-MNIST the 900-label round of
+    every plain run fell about 1 point below the 800-label one (0.855 against 0.866 with even batches, three
+    seeds). Small images (≤ 64 px) are augmented a whole batch at a time (:func:`random_shift_flip`); larger ones
+    per sample with torchvision's random resized crop.
     """
 
     def __init__(
@@ -234,21 +238,17 @@ class _BatchIterator:
         self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
         self.w = torch.ones(len(y)) if w is None else torch.as_tensor(w, dtype=torch.float32)
         self.bs = min(cfg.batch_size, len(y))
-        # keep every sample each epoch; only a trailing batch of one (BatchNorm cannot train on it) is dropped
-        self.drop_last = len(y) % self.bs == 1 and len(y) > 1
         self.gen = generator
         self.augment = cfg.augment
         self.size = size
         self.per_sample = train_transform(cfg.augment, size) if size > 64 else None
 
     def __len__(self) -> int:
-        n = len(self.y)
-        return n // self.bs if self.drop_last else -(-n // self.bs)
+        return -(-len(self.y) // self.bs)
 
     def __iter__(self):  # noqa: ANN204 - generator
         perm = torch.randperm(len(self.y), generator=self.gen)
-        for k in range(len(self)):
-            idx = perm[k * self.bs : (k + 1) * self.bs]
+        for idx in torch.tensor_split(perm, len(self)):
             xb = self.x[idx]
             if self.augment != "none":
                 if self.per_sample is not None:

@@ -186,6 +186,33 @@ def test_random_shift_flip_identity() -> None:
     assert torch.equal(got, x) and got.dtype == x.dtype
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 400), batch=st.integers(2, 128), seed=st.integers(0, 3))
+def test_batches_are_even_and_cover_every_sample_once(n: int, batch: int, seed: int) -> None:
+    """An epoch uses every sample once, in ceil(n / batch) batches whose sizes differ by at most one: no trailing
+    batch of a few images (900 labels in batches of 64 used to end each epoch on a batch of 4)."""
+    from alwb.train import _BatchIterator
+
+    x = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) % 251
+    y = np.arange(n, dtype=np.int64)
+    it = _BatchIterator(
+        x,
+        y,
+        None,
+        cfg=TrainConfig(batch_size=batch, augment="none"),
+        size=1,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    sizes, seen = [], []
+    for xb, yb, wb in it:
+        assert len(xb) == len(yb) == len(wb)
+        sizes.append(len(yb))
+        seen.extend(yb.tolist())
+    assert len(sizes) == len(it) == -(-n // min(batch, n))
+    assert sorted(seen) == list(range(n))
+    assert max(sizes) <= batch and max(sizes) - min(sizes) <= 1
+
+
 # ---------------------------------------------------------------------------------------------- inference copy
 def _trained(
     model: models.Classifier, channels: int, size: int, *, steps: int = 3, batch: int = 12
