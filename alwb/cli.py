@@ -135,6 +135,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", type=int, default=1000, help="labels in all (default 1000)")
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--pseudo-label", action="store_true", help="semi-supervised pseudo-labelling")
+    p.add_argument(
+        "--pseudo-cap", type=float, default=1.0, help="pseudo-labels per class, at most this × its labels (default 1)"
+    )
+    p.add_argument(
+        "--pseudo-steps",
+        type=float,
+        default=2.0,
+        help="a pseudo-label round trains up to this × the steps of one without (default 2)",
+    )
     p.add_argument("--balance", choices=["none", "weights", "smote", "adasyn"], default="none")
     p.add_argument("--train-manifest", type=Path, help="take the pool from this CSV (path,label) instead of train/")
     p.add_argument(
@@ -340,6 +349,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             epochs=args.epochs,
             augment=args.augment,
             warm_start=not args.from_scratch,
+            pseudo_cap=args.pseudo_cap,
+            pseudo_steps=args.pseudo_steps,
         )
         try:
             seeds = [int(x) for x in args.seeds.split(",") if x.strip()]

@@ -70,11 +70,20 @@ class SimSettings:
     score_limit: int = 20_000
     #: peak learning rate; 0 chooses one for the model (:func:`alwb.train.auto_lr`)
     lr: float = 0.0
+    #: pseudo-labels per class at most this many times its human labels (``TrainConfig.pseudo_cap``)
+    pseudo_cap: float = TrainConfig.pseudo_cap
+    #: a pseudo-label round trains up to this many times the steps of one without (``TrainConfig.pseudo_steps``)
+    pseudo_steps: float = TrainConfig.pseudo_steps
 
     @property
     def name(self) -> str:
-        """Short label of what differs from plain training, e.g. ``pseudo+smote``."""
-        parts = (["pseudo"] if self.pseudo else []) + ([self.balance] if self.balance != "none" else [])
+        """Short label of what differs from plain training, e.g. ``pseudo+smote`` or ``pseudo+cap2+steps3``."""
+        parts = ["pseudo"] if self.pseudo else []
+        if self.pseudo and self.pseudo_cap != TrainConfig.pseudo_cap:
+            parts.append(f"cap{self.pseudo_cap:g}")
+        if self.pseudo and self.pseudo_steps != TrainConfig.pseudo_steps:
+            parts.append(f"steps{self.pseudo_steps:g}")
+        parts += [self.balance] if self.balance != "none" else []
         parts += [] if self.warm_start else ["scratch"]
         return "+".join(parts) or "plain"
 
@@ -202,6 +211,8 @@ def simulate(
     if settings_file.is_file():
         before = json.loads(settings_file.read_text())
         before = {k: v for k, v in before.items() if k not in ("strategies", "seeds")}
+        # a folder made before a setting existed ran with that setting's default
+        before = {**asdict(SimSettings()), **before}
         if before != recorded:
             diff = sorted(k for k in set(before) | set(recorded) if before.get(k) != recorded.get(k))
             raise AlwbError(
@@ -257,6 +268,8 @@ def _run(
                 model=s.model,
                 score_limit=s.score_limit,
                 lr=s.lr,
+                pseudo_cap=s.pseudo_cap,
+                pseudo_steps=s.pseudo_steps,
             )
             proj.store.set_meta("train", cfg.to_dict())
             with proj.store.transaction():

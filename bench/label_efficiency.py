@@ -5,7 +5,8 @@
 
 Each setting runs ``alwb simulate`` (the workbench's own engine with an oracle) into OUT/<setting>/ and the script
 prints one table: mean ± std over seeds of the test accuracy (and macro-F1) at each label count, plus the mean
-round time. ``--settings`` items: plain, pseudo, weights, smote, adasyn, pseudo+smote, scratch (no warm start).
+round time. ``--settings`` items: plain, pseudo, weights, smote, adasyn, pseudo+smote, scratch (no warm start);
+``pseudo+cap2+steps3`` sets the pseudo-label cap per class (× its labels) and the step multiple of a pseudo round.
 Re-running resumes: finished rounds are not recomputed.
 """
 
@@ -23,7 +24,8 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
     """Parse a setting name like ``pseudo+smote``."""
     parts = set(name.split("+")) - {"plain"}
     balance = next((p for p in parts if p in ("weights", "smote", "adasyn")), "none")
-    unknown = parts - {"pseudo", "scratch", "weights", "smote", "adasyn"}
+    numbers = {prefix: _number(parts, prefix) for prefix in ("cap", "steps")}
+    unknown = parts - {"pseudo", "scratch", "weights", "smote", "adasyn"} - {t for t, _ in numbers.values() if t}
     if unknown:
         raise SystemExit(f"unknown setting part(s): {', '.join(sorted(unknown))}")
     return SimSettings(
@@ -37,7 +39,20 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
         epochs=args.epochs,
         warm_start="scratch" not in parts,
         score_limit=args.score_limit,
+        pseudo_cap=numbers["cap"][1] if numbers["cap"][0] else SimSettings.pseudo_cap,
+        pseudo_steps=numbers["steps"][1] if numbers["steps"][0] else SimSettings.pseudo_steps,
     )
+
+
+def _number(parts: set[str], prefix: str) -> tuple[str, float]:
+    """The part ``<prefix><number>`` (``cap2``) and its number, or ``("", 0.0)``."""
+    for part in parts:
+        if part.startswith(prefix):
+            try:
+                return part, float(part[len(prefix) :])
+            except ValueError:
+                continue
+    return "", 0.0
 
 
 def table(curves: list[Path], metric: str = "test_accuracy", every: int = 0) -> pd.DataFrame:
