@@ -21,7 +21,7 @@ def _add_project(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``alwb`` argument parser."""
-    from .config import STRATEGY_NAMES
+    from .config import STRATEGY_NAMES, TrainConfig
 
     ap = argparse.ArgumentParser(
         prog="alwb",
@@ -136,13 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--pseudo-label", action="store_true", help="semi-supervised pseudo-labelling")
     p.add_argument(
-        "--pseudo-cap", type=float, default=1.0, help="pseudo-labels per class, at most this × its labels (default 1)"
+        "--pseudo-cap",
+        type=float,
+        default=TrainConfig.pseudo_cap,
+        help="pseudo-labels per class, at most this × its labels (default %(default)g)",
     )
     p.add_argument(
         "--pseudo-steps",
         type=float,
-        default=2.0,
-        help="a pseudo-label round trains up to this × the steps of one without (default 2)",
+        default=TrainConfig.pseudo_steps,
+        help="a pseudo-label round trains up to this × the steps of one without (default %(default)g)",
     )
     p.add_argument("--balance", choices=["none", "weights", "smote", "adasyn"], default="none")
     p.add_argument("--train-manifest", type=Path, help="take the pool from this CSV (path,label) instead of train/")

@@ -13,6 +13,7 @@ Re-running resumes: finished rounds are not recomputed.
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -24,8 +25,9 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
     """Parse a setting name like ``pseudo+smote``."""
     parts = set(name.split("+")) - {"plain"}
     balance = next((p for p in parts if p in ("weights", "smote", "adasyn")), "none")
-    numbers = {prefix: _number(parts, prefix) for prefix in ("cap", "steps")}
-    unknown = parts - {"pseudo", "scratch", "weights", "smote", "adasyn"} - {t for t, _ in numbers.values() if t}
+    numbered = {p: m for p in parts if (m := re.fullmatch(r"(cap|steps)(\d+(?:\.\d+)?)", p))}
+    numbers = {m[1]: float(m[2]) for m in numbered.values()}
+    unknown = parts - {"pseudo", "scratch", "weights", "smote", "adasyn"} - set(numbered)
     if unknown:
         raise SystemExit(f"unknown setting part(s): {', '.join(sorted(unknown))}")
     return SimSettings(
@@ -39,20 +41,9 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
         epochs=args.epochs,
         warm_start="scratch" not in parts,
         score_limit=args.score_limit,
-        pseudo_cap=numbers["cap"][1] if numbers["cap"][0] else SimSettings.pseudo_cap,
-        pseudo_steps=numbers["steps"][1] if numbers["steps"][0] else SimSettings.pseudo_steps,
+        pseudo_cap=numbers.get("cap", SimSettings.pseudo_cap),
+        pseudo_steps=numbers.get("steps", SimSettings.pseudo_steps),
     )
-
-
-def _number(parts: set[str], prefix: str) -> tuple[str, float]:
-    """The part ``<prefix><number>`` (``cap2``) and its number, or ``("", 0.0)``."""
-    for part in parts:
-        if part.startswith(prefix):
-            try:
-                return part, float(part[len(prefix) :])
-            except ValueError:
-                continue
-    return "", 0.0
 
 
 def table(curves: list[Path], metric: str = "test_accuracy", every: int = 0) -> pd.DataFrame:
