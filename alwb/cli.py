@@ -147,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=TrainConfig.pseudo_steps,
         help="a pseudo-label round trains up to this × the steps of one without (default %(default)g)",
     )
+    p.add_argument(
+        "--pseudo-threshold",
+        type=float,
+        default=TrainConfig.pseudo_threshold,
+        help="least top-class probability of a pseudo-label (default %(default)g)",
+    )
     p.add_argument("--balance", choices=["none", "weights", "smote", "adasyn"], default="none")
     p.add_argument("--train-manifest", type=Path, help="take the pool from this CSV (path,label) instead of train/")
     p.add_argument(
@@ -354,6 +360,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             warm_start=not args.from_scratch,
             pseudo_cap=args.pseudo_cap,
             pseudo_steps=args.pseudo_steps,
+            pseudo_threshold=args.pseudo_threshold,
         )
         try:
             seeds = [int(x) for x in args.seeds.split(",") if x.strip()]

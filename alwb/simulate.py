@@ -74,15 +74,19 @@ class SimSettings:
     pseudo_cap: float = TrainConfig.pseudo_cap
     #: a pseudo-label round trains up to this many times the steps of one without (``TrainConfig.pseudo_steps``)
     pseudo_steps: float = TrainConfig.pseudo_steps
+    #: least top-class probability of a pseudo-label (``TrainConfig.pseudo_threshold``)
+    pseudo_threshold: float = TrainConfig.pseudo_threshold
 
     @property
     def name(self) -> str:
-        """Short label of what differs from plain training, e.g. ``pseudo+smote`` or ``pseudo+cap2+steps3``."""
+        """Short label of what differs from plain training, e.g. ``pseudo+smote`` or ``pseudo+cap2+steps3+th0.9``."""
         parts = ["pseudo"] if self.pseudo else []
         if self.pseudo and self.pseudo_cap != TrainConfig.pseudo_cap:
             parts.append(f"cap{self.pseudo_cap:g}")
         if self.pseudo and self.pseudo_steps != TrainConfig.pseudo_steps:
             parts.append(f"steps{self.pseudo_steps:g}")
+        if self.pseudo and self.pseudo_threshold != TrainConfig.pseudo_threshold:
+            parts.append(f"th{self.pseudo_threshold:g}")
         parts += [self.balance] if self.balance != "none" else []
         parts += [] if self.warm_start else ["scratch"]
         return "+".join(parts) or "plain"
@@ -270,6 +274,7 @@ def _run(
                 lr=s.lr,
                 pseudo_cap=s.pseudo_cap,
                 pseudo_steps=s.pseudo_steps,
+                pseudo_threshold=s.pseudo_threshold,
             )
             proj.store.set_meta("train", cfg.to_dict())
             with proj.store.transaction():

@@ -6,7 +6,8 @@
 Each setting runs ``alwb simulate`` (the workbench's own engine with an oracle) into OUT/<setting>/ and the script
 prints one table: mean ± std over seeds of the test accuracy (and macro-F1) at each label count, plus the mean
 round time. ``--settings`` items: plain, pseudo, weights, smote, adasyn, pseudo+smote, scratch (no warm start);
-``pseudo+cap2+steps3`` sets the pseudo-label cap per class (× its labels) and the step multiple of a pseudo round.
+``pseudo+cap2+steps3+th0.9`` sets the pseudo-label cap per class (× its labels), the step multiple of a pseudo round
+and the confidence threshold.
 Re-running resumes: finished rounds are not recomputed.
 """
 
@@ -25,7 +26,7 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
     """Parse a setting name like ``pseudo+smote``."""
     parts = set(name.split("+")) - {"plain"}
     balance = next((p for p in parts if p in ("weights", "smote", "adasyn")), "none")
-    numbered = {p: m for p in parts if (m := re.fullmatch(r"(cap|steps)(\d+(?:\.\d+)?)", p))}
+    numbered = {p: m for p in parts if (m := re.fullmatch(r"(cap|steps|th)(\d+(?:\.\d+)?)", p))}
     numbers = {m[1]: float(m[2]) for m in numbered.values()}
     unknown = parts - {"pseudo", "scratch", "weights", "smote", "adasyn"} - set(numbered)
     if unknown:
@@ -43,6 +44,7 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
         score_limit=args.score_limit,
         pseudo_cap=numbers.get("cap", SimSettings.pseudo_cap),
         pseudo_steps=numbers.get("steps", SimSettings.pseudo_steps),
+        pseudo_threshold=numbers.get("th", SimSettings.pseudo_threshold),
     )
 
 

@@ -240,7 +240,7 @@ def test_train_manifest_pool(dataset: Path, tmp_path: Path) -> None:
 def test_cli_simulate(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "cli_out"
     argv = ["-q", "simulate", str(dataset), "--strategy", "diverse", "--seeds", "0", "--initial", "9"]
-    argv += ["--pseudo-label", "--pseudo-cap", "2"]
+    argv += ["--pseudo-label", "--pseudo-cap", "2", "--pseudo-threshold", "0.5"]
     argv += [
         "--batch",
         "6",
@@ -259,7 +259,7 @@ def test_cli_simulate(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "curve.csv" in capsys.readouterr().out
     rows = rows_of(out / "curve.csv")
     assert [(r["strategy"], int(r["n_labeled"])) for r in rows] == [("diverse", 9), ("diverse", 15)]
-    assert {r["setting"] for r in rows} == {"pseudo+cap2"}
+    assert {r["setting"] for r in rows} == {"pseudo+cap2+th0.5"}
     assert (out / "curve.png").is_file()
     # bad input is a one-line error, exit status 2
     assert main(["-q", "simulate", str(dataset), "--strategy", "nope", "--out", str(out)]) == 2
@@ -307,17 +307,18 @@ def test_runs_train_with_todays_defaults_not_the_templates(dataset: Path, tmp_pa
     assert rounds and all('"lr": 0.0' in c for (c,) in rounds)
 
 
-def test_pseudo_cap_and_steps_reach_the_runs_and_name_the_setting(dataset: Path, tmp_path: Path) -> None:
+def test_pseudo_cap_steps_and_threshold_reach_the_runs_and_name_the_setting(dataset: Path, tmp_path: Path) -> None:
     s = SimSettings(initial=9, batch=6, budget=15, val_size=12, epochs=1, device="cpu", pseudo=True)
-    s2 = SimSettings(**{**s.__dict__, "pseudo_cap": 2.0, "pseudo_steps": 3.0})
-    assert (s.name, s2.name) == ("pseudo", "pseudo+cap2+steps3")
-    assert SimSettings(pseudo_cap=2.0).name == "plain"  # without pseudo-labels the cap changes nothing
+    s2 = SimSettings(**{**s.__dict__, "pseudo_cap": 2.0, "pseudo_steps": 3.0, "pseudo_threshold": 0.9})
+    assert (s.name, s2.name) == ("pseudo", "pseudo+cap2+steps3+th0.9")
+    # without pseudo-labels these change nothing
+    assert SimSettings(pseudo_cap=2.0, pseudo_threshold=0.9).name == "plain"
     out = tmp_path / "out"
     simulate(dataset, out, strategies=["random"], seeds=[0], settings=s2, log=False)
-    with Project.open(out / "runs" / "random-pseudo+cap2+steps3-seed0") as proj:
+    with Project.open(out / "runs" / "random-pseudo+cap2+steps3+th0.9-seed0") as proj:
         cfg = proj.train_config
-    assert (cfg.pseudo, cfg.pseudo_cap, cfg.pseudo_steps) == (True, 2.0, 3.0)
-    assert {r["setting"] for r in rows_of(out / "curve.csv")} == {"pseudo+cap2+steps3"}
+    assert (cfg.pseudo, cfg.pseudo_cap, cfg.pseudo_steps, cfg.pseudo_threshold) == (True, 2.0, 3.0, 0.9)
+    assert {r["setting"] for r in rows_of(out / "curve.csv")} == {"pseudo+cap2+steps3+th0.9"}
 
 
 def test_a_folder_from_before_a_setting_existed_resumes_with_its_default(dataset: Path, tmp_path: Path) -> None:
@@ -330,7 +331,7 @@ def test_a_folder_from_before_a_setting_existed_resumes_with_its_default(dataset
     out = tmp_path / "out"
     simulate(dataset, out, strategies=["random"], seeds=[0], settings=QUICK, log=False)
     recorded = json.loads((out / "settings.json").read_text())
-    for key in ("pseudo_cap", "pseudo_steps", "lr"):
+    for key in ("pseudo_cap", "pseudo_steps", "pseudo_threshold", "lr"):
         del recorded[key]
     (out / "settings.json").write_text(json.dumps(recorded))
     n = len(rows_of(out / "curve.csv"))
