@@ -81,12 +81,9 @@ class SimSettings:
     def name(self) -> str:
         """Short label of what differs from plain training, e.g. ``pseudo+smote`` or ``pseudo+cap2+steps3+th0.9``."""
         parts = ["pseudo"] if self.pseudo else []
-        if self.pseudo and self.pseudo_cap != TrainConfig.pseudo_cap:
-            parts.append(f"cap{self.pseudo_cap:g}")
-        if self.pseudo and self.pseudo_steps != TrainConfig.pseudo_steps:
-            parts.append(f"steps{self.pseudo_steps:g}")
-        if self.pseudo and self.pseudo_threshold != TrainConfig.pseudo_threshold:
-            parts.append(f"th{self.pseudo_threshold:g}")
+        for prefix, key in (("cap", "pseudo_cap"), ("steps", "pseudo_steps"), ("th", "pseudo_threshold")):
+            if self.pseudo and getattr(self, key) != getattr(TrainConfig, key):
+                parts.append(f"{prefix}{getattr(self, key):g}")
         parts += [self.balance] if self.balance != "none" else []
         parts += [] if self.warm_start else ["scratch"]
         return "+".join(parts) or "plain"
