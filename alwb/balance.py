@@ -5,13 +5,23 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+#: exponent on the ``balanced`` weights: 1 is inverse class frequency, 0 no weighting
+WEIGHT_POWER = 0.5
 
-def class_weights(y: npt.ArrayLike, num_classes: int) -> npt.NDArray[np.float64]:
-    """``balanced`` weights (scikit-learn's ``compute_class_weight``) for classes present; 1.0 for absent ones.
+
+def class_weights(y: npt.ArrayLike, num_classes: int, *, power: float = WEIGHT_POWER) -> npt.NDArray[np.float64]:
+    """Loss weights per class: scikit-learn's ``balanced`` weights raised to ``power`` (inverse square root of the
+    class frequency by default), scaled so that the mean weight over the samples is 1; 1.0 for absent classes.
+
+    Full inverse frequency gives a class with 3 labels 180 times the weight of one with 557 (margin sampling on a
+    50:1 pool): at the small CNN's learning rate each step that meets the rare images is dominated by them, and on
+    the long-tailed Fashion-MNIST pool macro-F1 at 1,000 labels came out at 0.784, 0.792 and 0.752 (seeds 0-2);
+    with the square root 0.834, 0.832 and 0.831 (README, "Measured on Fashion-MNIST").
 
     Parameters
     ----------
     y : (N,) int array of class indices in ``0..num_classes-1``.
+    power : 1 for ``balanced`` weights, 0 for none.
     """
     from sklearn.utils.class_weight import compute_class_weight
 
@@ -19,7 +29,8 @@ def class_weights(y: npt.ArrayLike, num_classes: int) -> npt.NDArray[np.float64]
     w = np.ones(num_classes, dtype=np.float64)
     present = np.unique(y)
     if present.size:
-        w[present] = compute_class_weight("balanced", classes=present, y=y)
+        w[present] = compute_class_weight("balanced", classes=present, y=y) ** power
+        w[present] *= y.size / w[y].sum()
     return w
 
 

@@ -27,22 +27,59 @@ def make_data(counts: list[int], *, spread: float = 3.0, dim: int = 4, seed: int
 # ---------------------------------------------------------------------------------------------- class weights
 def test_class_weights_balanced_formula() -> None:
     y = np.array([0] * 6 + [1] * 3 + [2] * 1)
-    w = class_weights(y, 3)
+    w = class_weights(y, 3, power=1.0)
     np.testing.assert_allclose(w, [10 / (3 * 6), 10 / (3 * 3), 10 / (3 * 1)])
     assert w.dtype == np.float64
     # weighted counts are equal across present classes
     np.testing.assert_allclose(w * np.bincount(y), [10 / 3] * 3)
 
 
+def test_class_weights_default_is_the_inverse_square_root_of_frequency() -> None:
+    y = np.array([0] * 16 + [1] * 4 + [2] * 1)
+    w = class_weights(y, 3)
+    np.testing.assert_allclose(w / w[0], [1.0, 2.0, 4.0])  # 16 : 4 : 1 labels
+    assert np.mean(w[y]) == pytest.approx(1.0)  # the loss keeps its scale
+    # a 557 : 3 split (margin sampling on a 50:1 pool) gets a ratio of about 14, not 186
+    y = np.array([0] * 557 + [1] * 3)
+    w = class_weights(y, 2)
+    assert w[1] / w[0] == pytest.approx(np.sqrt(557 / 3))
+    np.testing.assert_allclose(class_weights(y, 2, power=0.0), [1.0, 1.0])
+
+
 def test_class_weights_absent_classes_get_one() -> None:
     y = np.array([0, 0, 0, 2])
+    np.testing.assert_allclose(class_weights(y, 4, power=1.0), [4 / 6, 1.0, 4 / 2, 1.0])
     w = class_weights(y, 4)
-    np.testing.assert_allclose(w, [4 / 6, 1.0, 4 / 2, 1.0])
+    assert w[1] == w[3] == 1.0
+    assert w[2] > w[0]
 
 
 def test_class_weights_empty_and_single_class() -> None:
     np.testing.assert_array_equal(class_weights(np.zeros(0, dtype=np.int64), 3), np.ones(3))
     np.testing.assert_allclose(class_weights([1, 1, 1], 2), [1.0, 1.0])
+    np.testing.assert_allclose(class_weights([0, 1, 2, 0, 1, 2], 3), np.ones(3))
+
+
+@PROPS
+@given(
+    st.integers(1, 8).flatmap(lambda k: st.tuples(st.just(k), st.lists(st.integers(0, k - 1), max_size=80))),
+    st.sampled_from([0.0, 0.5, 1.0]),
+)
+def test_class_weights_property(data: tuple[int, list[int]], power: float) -> None:
+    k, y = data
+    yy = np.array(y, dtype=np.int64)
+    w = class_weights(yy, k, power=power)
+    assert w.shape == (k,)
+    counts = np.bincount(yy, minlength=k)
+    present = counts > 0
+    np.testing.assert_allclose(w[~present], 1.0)
+    if present.any():
+        # proportional to (1 / count) ** power, and the mean weight over the samples is 1
+        expected = counts[present].astype(float) ** -power
+        np.testing.assert_allclose(w[present] / w[present][0], expected / expected[0])
+        assert np.mean(w[yy]) == pytest.approx(1.0)
+        if power == 1.0:  # balanced: every present class carries the same total weight
+            np.testing.assert_allclose(w[present] * counts[present], len(y) / present.sum())
 
 
 # ---------------------------------------------------------------------------------------------- resampling

@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
-from alwb.balance import class_weights
 from alwb.evaluate import classification_metrics, wilson_interval
 
 PROPS = settings(deadline=None, max_examples=50, derandomize=True, database=None)
@@ -163,31 +162,3 @@ def test_metrics_match_sklearn(data: tuple[int, list[tuple[int, int]]]) -> None:
             assert m["recall"][c] is None
     recalls = [r for r in m["recall"].values() if r is not None]
     assert m["balanced_accuracy"] == pytest.approx(np.mean(recalls))
-
-
-# ---------------------------------------------------------------------------- class weights
-def test_class_weights_balanced_and_absent() -> None:
-    w = class_weights([0, 0, 0, 1], 3)
-    np.testing.assert_allclose(w, [4 / (2 * 3), 4 / (2 * 1), 1.0])
-    assert w.dtype == np.float64
-
-
-def test_class_weights_empty_and_uniform() -> None:
-    np.testing.assert_array_equal(class_weights([], 4), np.ones(4))
-    np.testing.assert_allclose(class_weights([0, 1, 2, 0, 1, 2], 3), np.ones(3))
-
-
-@PROPS
-@given(st.integers(1, 8).flatmap(lambda k: st.tuples(st.just(k), st.lists(st.integers(0, k - 1), max_size=80))))
-def test_class_weights_property(data: tuple[int, list[int]]) -> None:
-    k, y = data
-    w = class_weights(np.array(y, dtype=np.int64), k)
-    assert w.shape == (k,)
-    counts = np.bincount(np.array(y, dtype=np.int64), minlength=k)
-    present = counts > 0
-    np.testing.assert_allclose(w[~present], 1.0)
-    if present.any():
-        expected = len(y) / (present.sum() * counts[present])
-        np.testing.assert_allclose(w[present], expected)
-        # balanced: every present class carries the same total weight
-        np.testing.assert_allclose(w[present] * counts[present], len(y) / present.sum())
