@@ -6,6 +6,8 @@ import argparse
 import importlib.util
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from alwb.config import TrainConfig
@@ -42,3 +44,39 @@ def test_setting_names_round_trip(name: str, pseudo: bool, balance: str, cap: fl
 def test_unknown_parts_are_refused(name: str) -> None:
     with pytest.raises(SystemExit, match="unknown setting"):
         bench.settings_for(name, ARGS)
+
+
+def _curves(rows: list[tuple[str, str, int, int, float]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["strategy", "setting", "seed", "n_labeled", "test_accuracy"])
+
+
+def test_paired_gain_is_per_seed_and_only_over_shared_seeds() -> None:
+    df = _curves(
+        [
+            ("margin", "plain", 0, 100, 0.80),
+            ("margin", "plain", 1, 100, 0.70),
+            ("margin", "plain", 2, 100, 0.60),
+            ("margin", "pseudo", 0, 100, 0.82),
+            ("margin", "pseudo", 1, 100, 0.73),
+            ("margin", "pseudo", 2, 100, 0.61),
+            ("margin", "pseudo", 9, 100, 0.99),  # no baseline for seed 9: left out
+            ("random", "plain", 0, 100, 0.75),
+        ]
+    )
+    g = bench.paired(df, ("margin", "plain")).set_index(["strategy", "setting", "n_labeled"])
+    r = g.loc[("margin", "pseudo", 100)]
+    assert r["seeds"] == 3
+    assert r["gain"] == pytest.approx(0.02)  # differences 0.02, 0.03, 0.01: the seeds' spread cancels out
+    assert r["std"] == pytest.approx(0.01)
+    half = 4.302653 * 0.01 / 3**0.5  # t(0.975, 2 degrees of freedom)
+    assert (r["low"], r["high"]) == (pytest.approx(0.02 - half, abs=1e-6), pytest.approx(0.02 + half, abs=1e-6))
+    one = g.loc[("random", "plain", 100)]
+    assert one["seeds"] == 1 and one["gain"] == pytest.approx(-0.05)
+    assert np.isnan(one["low"]) and np.isnan(one["high"])
+    assert ("margin", "plain", 100) not in g.index
+
+
+def test_paired_names_what_the_curves_hold_when_the_baseline_is_missing() -> None:
+    df = _curves([("margin", "plain", 0, 100, 0.8), ("random", "plain", 0, 100, 0.7)])
+    with pytest.raises(ValueError, match="margin/pseudo.*margin/plain, random/plain"):
+        bench.paired(df, ("margin", "pseudo"))
