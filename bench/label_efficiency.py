@@ -52,9 +52,8 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
     )
 
 
-def table(curves: list[Path], metric: str = "test_accuracy", every: int = 0) -> pd.DataFrame:
-    """Mean ± std over seeds of ``metric`` per strategy, setting and label count."""
-    df = pd.concat([pd.read_csv(c) for c in curves if c.is_file()], ignore_index=True)
+def table(df: pd.DataFrame, metric: str = "test_accuracy", every: int = 0) -> pd.DataFrame:
+    """Mean ± std over seeds of ``metric`` per strategy, setting and label count (``df``: curve rows)."""
     if every:
         df = df[df["n_labeled"] % every == 0]
     g = df.groupby(["strategy", "setting", "n_labeled"])
@@ -72,14 +71,12 @@ def paired(df: pd.DataFrame, baseline: tuple[str, str], metric: str = "test_accu
     """
     from scipy import stats
 
-    keys = ["strategy", "setting", "seed", "n_labeled"]
-    base = df[(df["strategy"] == baseline[0]) & (df["setting"] == baseline[1])]
-    if base.empty:
+    is_base = (df["strategy"] == baseline[0]) & (df["setting"] == baseline[1])
+    if not is_base.any():
         have = sorted({f"{a}/{b}" for a, b in zip(df["strategy"], df["setting"], strict=True)})
         raise ValueError(f"no rows for the baseline {baseline[0]}/{baseline[1]}; the curves hold {', '.join(have)}")
-    base = base.set_index(["seed", "n_labeled"])[metric].rename("base")
-    others = df[~((df["strategy"] == baseline[0]) & (df["setting"] == baseline[1]))][keys + [metric]]
-    m = others.join(base, on=["seed", "n_labeled"], how="inner")
+    base = df[is_base].set_index(["seed", "n_labeled"])[metric].rename("base")
+    m = df[~is_base].join(base, on=["seed", "n_labeled"], how="inner")
     m["diff"] = m[metric] - m["base"]
     g = m.groupby(["strategy", "setting", "n_labeled"])["diff"]
     out = g.agg(seeds="count", gain="mean", std="std").reset_index()
@@ -123,7 +120,8 @@ def main() -> None:
                 train_manifest=args.train_manifest,
             )
         curves.append(out / "curve.csv")
-    t = table(curves, args.metric)
+    all_rows = pd.concat([pd.read_csv(c) for c in curves if c.is_file()], ignore_index=True)
+    t = table(all_rows, args.metric)
     wide = t.pivot_table(index=["strategy", "setting"], columns="n_labeled", values="value", aggfunc="first")
     with pd.option_context("display.width", 250, "display.max_columns", 50):
         print(f"{args.metric}, mean ± std over seeds {args.seeds}")
@@ -131,13 +129,13 @@ def main() -> None:
         print("\nmean seconds per round:")
         print(t.groupby(["strategy", "setting"])["round_s"].mean().round(1).to_string())
     merged = args.out / "curve_all.csv"
-    all_rows = pd.concat([pd.read_csv(c) for c in curves if c.is_file()])
     all_rows.to_csv(merged, index=False)
     if args.baseline:
         strategy, _, setting = args.baseline.partition("/")
-        gains = paired(all_rows, (strategy, setting or "plain"), args.metric)
+        setting = setting or "plain"
+        gains = paired(all_rows, (strategy, setting), args.metric)
         last = gains["n_labeled"].max() if len(gains) else 0
-        print(f"\ngain in {args.metric} over {strategy}/{setting or 'plain'} at {last} labels, paired by seed:")
+        print(f"\ngain in {args.metric} over {strategy}/{setting} at {last} labels, paired by seed:")
         if gains.empty:
             print("  (no other row shares a seed and a label count with it)")
         for r in gains[gains["n_labeled"] == last].itertuples():
