@@ -106,6 +106,13 @@ def _epochs_with_extra(n_human: int, n_all: int, cfg: TrainConfig, geo: dict[str
     return max(1, math.ceil(steps / max(1, math.ceil(n_all / cfg.batch_size))))
 
 
+def draw_validation(pool_ids: npt.ArrayLike, size: int, seed: int) -> npt.NDArray[np.int64]:
+    """``size`` item ids drawn uniformly at random without replacement from ``pool_ids`` (all of them when there are
+    fewer): the validation sample. The same seed and the same set of ids give the same draw, whatever their order."""
+    pool = np.sort(np.asarray(pool_ids, dtype=np.int64))
+    return np.random.default_rng(seed).choice(pool, size=min(int(size), pool.size), replace=False)
+
+
 class _CacheRows:
     """Read-only, sliceable view of some rows of a pixel cache (what :func:`predict_batches` reads in chunks)."""
 
@@ -240,7 +247,6 @@ class Project:
         current = len(self.store.val_item_ids())
         if current >= target:
             return 0
-        rng = np.random.default_rng(self.config.seed + current)
         pool = np.asarray(
             self.store.unlabeled_item_ids(split="pool")
             + [r["item_id"] for r in self.store.current_labels(split="pool") if r["source"] == "import"],
@@ -248,7 +254,7 @@ class Project:
         )
         if pool.size == 0:
             return 0
-        chosen = rng.choice(np.sort(pool), size=min(target - current, pool.size), replace=False)
+        chosen = draw_validation(pool, target - current, self.config.seed + current)
         self.store.mark_validation(chosen.tolist())
         return int(chosen.size)
 

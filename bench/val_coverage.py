@@ -15,6 +15,12 @@ draws are exact and cost nothing once the round's model has scored a random samp
 ``pool - test`` is the round's accuracy on those items minus its test accuracy: a shift between the pool and the
 test split shows there.
 
+*Draw spread* (``--draw-spread RUN``, a run folder under ``SIM/runs/``): whether the validation draws are fair. The
+run's last model scores every pool item; the script draws ``--draws`` samples of the run's validation size with the
+simulator's own rule (:func:`alwb.loop.draw_validation`, seeds from ``--first-seed``) and prints how far their
+accuracy falls from the model's accuracy on all the pool items it did not train on, next to the binomial standard
+error of such a sample, and where the run's own sample falls.
+
 Pseudo-label runs keep only the last round's pseudo-labels; items pseudo-labelled in earlier rounds cannot be told
 apart, so use runs without pseudo-labels (``plain``, ``smote``, ...) for the resampled figure.
 """
@@ -32,7 +38,7 @@ import pandas as pd
 from alwb.config import TrainConfig
 from alwb.evaluate import wilson_interval
 from alwb.export import _build, load_state_dict_file
-from alwb.loop import Project
+from alwb.loop import Project, draw_validation
 from alwb.train import predict_batches, resolve_device, uses_tta
 
 
@@ -93,14 +99,64 @@ def run_coverage(
     return pd.DataFrame(rows)
 
 
+def draw_spread(sim: Path, run: str, *, draws: int, first_seed: int) -> dict[str, float]:
+    """Accuracy offsets (points) of ``draws`` validation draws from the pool accuracy of ``run``'s last model."""
+    oracle = {int(k): int(v) for k, v in json.loads((sim / "template" / "oracle.json").read_text()).items()}
+    with Project.open(sim / "runs" / run) as proj:
+        val = np.asarray(sorted(proj.store.val_item_ids()), dtype=np.int64)
+        trained = {r["item_id"] for r in proj.store.current_labels(split="pool")} - set(val.tolist())
+        ids = np.asarray(sorted(oracle), dtype=np.int64)
+        if not np.array_equal(np.sort(draw_validation(ids, val.size, int(proj.config.seed))), val):
+            raise SystemExit(f"{run}: its validation sample is not the simulator's draw from the whole pool")
+        cur = proj.current_model()
+        assert cur is not None, f"{run} has no model"
+        geo = cur["config"]["geometry"]
+        model = _build(geo, len(proj.classes))
+        model.load_state_dict(load_state_dict_file(cur["path"]))
+        x = proj.pixel_cache(geo).rows(ids)
+        tta = uses_tta(TrainConfig.from_dict(cur["config"]))
+    probs, _ = predict_batches(model, x, mean=geo["mean"], std=geo["std"], device=resolve_device("cpu"), tta_flip=tta)
+    correct = probs.argmax(1) == np.asarray([oracle[int(i)] for i in ids])
+    unseen = ~np.isin(ids, list(trained))
+    base = float(correct[unseen].mean())
+
+    def offset(sample: np.ndarray) -> float:
+        keep = np.searchsorted(ids, sample)
+        keep = keep[unseen[keep]]
+        return 100 * (float(correct[keep].mean()) - base)
+
+    offsets = np.asarray([offset(draw_validation(ids, val.size, s)) for s in range(first_seed, first_seed + draws)])
+    se = 100 * float(np.sqrt(base * (1 - base) / val.size))
+    return {
+        "pool_accuracy": base,
+        "own_offset": offset(val),
+        "mean_offset": float(offsets.mean()),
+        "sd_offset": float(offsets.std(ddof=1)),
+        "binomial_sd": se,
+        "share_beyond_1.96_se": float(np.mean(np.abs(offsets) > 1.96 * se)),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sim", type=Path, action="append", required=True, help="simulator output folder (repeatable)")
+    ap.add_argument("--draw-spread", metavar="RUN", help="check the validation draws with this run's last model")
+    ap.add_argument("--first-seed", type=int, default=200, help="first seed of --draw-spread's draws")
     ap.add_argument("--draws", type=int, default=5000)
     ap.add_argument("--population", type=int, default=10_000, help="pool items each round's model scores")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--csv", type=Path, default=None, help="also write the per-round table here")
     args = ap.parse_args()
+    if args.draw_spread:
+        spread = draw_spread(args.sim[0], args.draw_spread, draws=args.draws, first_seed=args.first_seed)
+        print(
+            f"{args.draw_spread}: accuracy {spread['pool_accuracy']:.4f} on the pool items it did not train on; "
+            f"its own validation sample {spread['own_offset']:+.2f} points from that; {args.draws} draws "
+            f"(seeds {args.first_seed}..{args.first_seed + args.draws - 1}): mean {spread['mean_offset']:+.2f}, "
+            f"sd {spread['sd_offset']:.2f} points (binomial {spread['binomial_sd']:.2f}), "
+            f"{spread['share_beyond_1.96_se']:.1%} beyond 1.96 binomial standard errors"
+        )
+        return
     frames = []
     for sim in args.sim:
         oracle = {int(k): int(v) for k, v in json.loads((sim / "template" / "oracle.json").read_text()).items()}

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from alwb.errors import AlwbError, EmptyPoolError, LabelError
-from alwb.loop import NONE_LABEL, Project
+from alwb.loop import NONE_LABEL, Project, draw_validation
 
 N_IMAGES = 20
 PROPS = settings(deadline=None, max_examples=30, derandomize=True, database=None)
@@ -99,6 +99,8 @@ def test_images_are_ingested_and_validation_is_drawn(project: Project, image_dir
     # a random draw, not the first or last items
     ids = st_.item_ids()
     assert val != ids[:target] and val != ids[-target:]
+    # the library's draw rule, seeded by the project's seed, over every item (none was labeled yet)
+    assert val == sorted(draw_validation(ids, target, project.config.seed).tolist())
     # topping up again does nothing
     assert project.ensure_validation() == 0
     assert sorted(st_.val_item_ids()) == val
