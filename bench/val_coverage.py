@@ -48,6 +48,11 @@ def wilson_table(n: int) -> np.ndarray:
     return np.asarray([wilson_interval(j, n) for j in range(n + 1)])
 
 
+def read_oracle(sim: Path) -> dict[int, int]:
+    """The simulator's oracle: item id -> true class index."""
+    return {int(k): int(v) for k, v in json.loads((sim / "template" / "oracle.json").read_text()).items()}
+
+
 def run_coverage(
     sim: Path, run: pd.DataFrame, oracle: dict[int, int], *, draws: int, population: int, seed: int
 ) -> pd.DataFrame:
@@ -101,7 +106,7 @@ def run_coverage(
 
 def draw_spread(sim: Path, run: str, *, draws: int, first_seed: int) -> dict[str, float]:
     """Accuracy offsets (points) of ``draws`` validation draws from the pool accuracy of ``run``'s last model."""
-    oracle = {int(k): int(v) for k, v in json.loads((sim / "template" / "oracle.json").read_text()).items()}
+    oracle = read_oracle(sim)
     with Project.open(sim / "runs" / run) as proj:
         val = np.asarray(sorted(proj.store.val_item_ids()), dtype=np.int64)
         trained = {r["item_id"] for r in proj.store.current_labels(split="pool")} - set(val.tolist())
@@ -159,7 +164,7 @@ def main() -> None:
         return
     frames = []
     for sim in args.sim:
-        oracle = {int(k): int(v) for k, v in json.loads((sim / "template" / "oracle.json").read_text()).items()}
+        oracle = read_oracle(sim)
         curve = pd.read_csv(sim / "curve.csv")
         for _, run in curve.groupby(["strategy", "setting", "seed"]):
             frames.append(run_coverage(sim, run, oracle, draws=args.draws, population=args.population, seed=args.seed))
