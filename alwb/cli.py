@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-scratch", action="store_true", help="do not warm-start from the last model")
     p.add_argument("--epochs", type=int, help="epochs (default: chosen from the number of labels)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="default auto: CUDA > MPS > CPU")
-    p.add_argument("--model", help="auto (default), smallcnn or resnet18")
+    p.add_argument(
+        "--model", help="auto (default: cnn6 up to 64 px, else resnet18 with offline weights), cnn6, smallcnn, resnet18"
+    )
     p.add_argument("--augment", choices=["none", "crop", "crop+flip"], help="training augmentation")
     p.add_argument(
         "--balance",
@@ -164,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=0, help="epochs per round (default: automatic)")
     p.add_argument("--augment", choices=["none", "crop", "crop+flip"], default="crop+flip")
     p.add_argument("--from-scratch", action="store_true", help="retrain from scratch every round")
+    p.add_argument("--model", default="auto", help="auto (default), cnn6, smallcnn or resnet18")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], default="auto")
     p.add_argument("--out", type=Path, default=Path("data/simulation"), help="output folder")
 
@@ -357,6 +360,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             device=args.device,
             epochs=args.epochs,
             augment=args.augment,
+            model=args.model,
             warm_start=not args.from_scratch,
             pseudo_cap=args.pseudo_cap,
             pseudo_steps=args.pseudo_steps,

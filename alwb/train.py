@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import normalise, random_shift_flip, train_transform
-from .models import Classifier, choose_arch, get_model
+from .models import SMALL_ARCHS, Classifier, choose_arch, get_model
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ STEPS_SCALE_FROM = 1000
 
 
 def auto_epochs(
-    n_labels: int, batch_size: int, *, warm: bool, cfg: TrainConfig, arch: str = "smallcnn", image_size: int = 28
+    n_labels: int, batch_size: int, *, warm: bool, cfg: TrainConfig, arch: str = "cnn6", image_size: int = 28
 ) -> int:
     """Epochs for about 800 optimiser steps from scratch for images up to 32 px (fewer for larger images and
     ResNet-18, half when warm-started), 3 to 150 epochs.
@@ -65,9 +65,9 @@ def auto_epochs(
         return cfg.epochs
     steps_per_epoch = max(1, math.ceil(n_labels / batch_size))
     # about 800 steps for small images; the small CNN's cost grows with the pixel count, so fewer above 32 px
-    base = 800 / max(1.0, (image_size / 32) ** 2) if arch == "smallcnn" else 300
+    base = 800 / max(1.0, (image_size / 32) ** 2) if arch in SMALL_ARCHS else 300
     target = max(100.0, base) * (cfg.warm_epochs_ratio if warm else 1.0)
-    if arch == "smallcnn":
+    if arch in SMALL_ARCHS:
         target *= min(4.0, max(1.0, n_labels / STEPS_SCALE_FROM))
     return int(min(150, max(3, math.ceil(target / steps_per_epoch))))
 
@@ -85,7 +85,7 @@ def auto_lr(arch: str, cfg: TrainConfig) -> float:
     pretrained weights a large rate would wash out."""
     if cfg.lr:
         return cfg.lr
-    return 0.04 if arch == "smallcnn" else 2e-3
+    return 0.04 if arch in SMALL_ARCHS else 2e-3
 
 
 @dataclass

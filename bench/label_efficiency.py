@@ -44,6 +44,7 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
         val_size=args.val_size,
         device=args.device,
         epochs=args.epochs,
+        model=args.model,
         warm_start="scratch" not in parts,
         score_limit=args.score_limit,
         pseudo_cap=numbers.get("cap", SimSettings.pseudo_cap),
@@ -99,6 +100,7 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=1000)
     ap.add_argument("--val-size", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=0)
+    ap.add_argument("--model", default="auto", help="auto (cnn6 for Fashion-MNIST), cnn6, smallcnn, resnet18")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--score-limit", type=int, default=20_000, help="unlabeled items scored per round (0 = all)")
     ap.add_argument("--metric", default="test_accuracy")

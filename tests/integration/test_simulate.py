@@ -185,7 +185,9 @@ def test_pseudo_labels_with_smote(dataset: Path, tmp_path: Path, monkeypatch: py
     real = alwb.pseudo.choose_pseudo_labels
 
     def low_threshold(proba, item_ids, human_counts, **kw):  # noqa: ANN001, ANN202
-        kw["threshold"] = 0.34  # a 3-epoch model on shapes is rarely 95% sure: make pseudo-labels happen
+        # a one-epoch model on 15 shapes is close to uniform, nowhere 95% sure: let every item qualify (the cap per
+        # class still limits them), so that pseudo-labels happen and the plumbing is what is tested
+        kw["threshold"] = 0.01
         out = real(proba, item_ids, human_counts, **kw)
         seen.append((np.asarray(item_ids), out[0]))
         return out

@@ -240,18 +240,19 @@ def _trained(
 
 
 @pytest.mark.parametrize(
-    ("arch", "channels", "size", "steps"), [("smallcnn", 1, 16, 3), ("smallcnn", 3, 20, 3), ("resnet18", 1, 32, 1)]
+    ("arch", "channels", "size", "steps"),
+    [("cnn6", 1, 16, 3), ("smallcnn", 1, 16, 3), ("smallcnn", 3, 20, 3), ("resnet18", 1, 32, 1)],
 )
 def test_inference_copy_matches_eval_model(arch: str, channels: int, size: int, steps: int) -> None:
     model = models.get_model(arch, channels=channels, num_classes=3, image_size=size)
-    model, x = _trained(model, channels, size, steps=steps, batch=12 if arch == "smallcnn" else 4)
+    model, x = _trained(model, channels, size, steps=steps, batch=12 if arch != "resnet18" else 4)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         want_e = model.embed(x)
         want_p = torch.softmax(model.head(want_e), 1)
     copy = inference_copy(model, torch.device("cpu"))
     assert not copy.training
-    layouts = [x.contiguous(memory_format=torch.channels_last)] + ([x] if arch == "smallcnn" else [])
+    layouts = [x.contiguous(memory_format=torch.channels_last)] + ([x] if arch != "resnet18" else [])
     with torch.no_grad():
         for xb in layouts:  # channels-last as predict_batches feeds it, and plain contiguous
             got_e = copy.embed(xb)
@@ -262,7 +263,7 @@ def test_inference_copy_matches_eval_model(arch: str, channels: int, size: int, 
     assert model.state_dict().keys() == before.keys()
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
-    if arch == "smallcnn":  # every conv-BN pair was folded
+    if arch != "resnet18":  # every conv-BN pair was folded
         assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in copy.modules())
 
 
@@ -326,6 +327,8 @@ def test_auto_epochs_examples() -> None:
     assert auto_epochs(2000, 64, warm=True, cfg=cfg) == 25  # 800 steps of 32
     assert auto_epochs(4000, 64, warm=False, cfg=cfg) == 51  # 3,200 steps of 63
     assert auto_epochs(8000, 64, warm=False, cfg=cfg) == 26  # capped at 3,200 steps of 125
+    for arch in ("cnn6", "smallcnn"):  # both small CNNs share the budget
+        assert auto_epochs(4000, 64, warm=False, cfg=cfg, arch=arch) == 51
     # ResNet-18 keeps its fixed budget: 300 steps
     assert auto_epochs(2000, 64, warm=False, cfg=cfg, arch="resnet18", image_size=224) == 10
     explicit = TrainConfig(epochs=7)
@@ -411,7 +414,7 @@ def test_tta_follows_flip_training_and_lr_follows_the_model() -> None:
 
     assert uses_tta(TrainConfig(augment="crop+flip"))
     assert not uses_tta(TrainConfig(augment="crop")) and not uses_tta(TrainConfig(augment="none"))
-    assert auto_lr("smallcnn", TrainConfig()) == 0.04
+    assert auto_lr("smallcnn", TrainConfig()) == auto_lr("cnn6", TrainConfig()) == 0.04
     assert auto_lr("resnet18", TrainConfig()) == 2e-3  # pretrained weights survive fine-tuning
     assert auto_lr("resnet18", TrainConfig(lr=0.01)) == auto_lr("smallcnn", TrainConfig(lr=0.01)) == 0.01
     with pytest.raises(ValueError):

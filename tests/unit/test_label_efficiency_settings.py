@@ -20,7 +20,9 @@ bench = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(bench)
 
 TH = TrainConfig.pseudo_threshold
-ARGS = argparse.Namespace(initial=100, batch=100, budget=1000, val_size=500, device="cpu", epochs=0, score_limit=0)
+ARGS = argparse.Namespace(
+    initial=100, batch=100, budget=1000, val_size=500, device="cpu", epochs=0, score_limit=0, model="smallcnn"
+)
 
 
 @pytest.mark.parametrize(
@@ -38,6 +40,7 @@ def test_setting_names_round_trip(name: str, pseudo: bool, balance: str, cap: fl
     s = bench.settings_for(name, ARGS)
     assert (s.pseudo, s.balance, s.pseudo_cap, s.pseudo_steps, s.pseudo_threshold) == (pseudo, balance, cap, steps, th)
     assert s.name == name  # the folder and the curve's setting column carry the same name
+    assert s.model == "smallcnn"  # --model reaches the simulator
 
 
 @pytest.mark.parametrize("name", ["pseudo+capx", "pseudo+fast", "steps"])

@@ -17,7 +17,15 @@ from alwb.models import choose_arch, get_model, list_models
 
 @pytest.mark.parametrize(
     ("arch", "size", "channels"),
-    [("smallcnn", 28, 1), ("smallcnn", 16, 3), ("resnet18", 32, 1), ("resnet18", 96, 3), ("resnet18", 96, 1)],
+    [
+        ("cnn6", 28, 1),
+        ("cnn6", 16, 3),
+        ("smallcnn", 28, 1),
+        ("smallcnn", 16, 3),
+        ("resnet18", 32, 1),
+        ("resnet18", 96, 3),
+        ("resnet18", 96, 1),
+    ],
 )
 def test_models_give_logits_and_embeddings(arch: str, size: int, channels: int) -> None:
     m = get_model(arch, channels=channels, num_classes=4, image_size=size).eval()
@@ -31,11 +39,12 @@ def test_models_give_logits_and_embeddings(arch: str, size: int, channels: int) 
 def test_registry_and_auto_choice(monkeypatch) -> None:
     import alwb.models
 
-    assert list_models() == ["resnet18", "smallcnn"]
+    assert list_models() == ["cnn6", "resnet18", "smallcnn"]
     monkeypatch.setattr(alwb.models, "pretrained_available", lambda: True)
-    assert choose_arch("auto", 28) == "smallcnn" and choose_arch("auto", 160) == "resnet18"
+    assert choose_arch("auto", 28) == "cnn6" and choose_arch("auto", 160) == "resnet18"
+    assert choose_arch("smallcnn", 28) == "smallcnn"  # the earlier default stays available (and older projects keep it)
     monkeypatch.setattr(alwb.models, "pretrained_available", lambda: False)
-    assert choose_arch("auto", 160) == "smallcnn" and choose_arch("resnet18", 160) == "resnet18"
+    assert choose_arch("auto", 160) == "cnn6" and choose_arch("resnet18", 160) == "resnet18"
     with pytest.raises(AlwbError, match="unknown model"):
         choose_arch("vit", 28)
 
@@ -117,11 +126,32 @@ def test_geometry_follows_the_images(tmp_path: Path, monkeypatch) -> None:
         p.add_images(rgb)
         monkeypatch.setattr(alwb.models, "pretrained_available", lambda: False)
         assert choose_geometry(p.store) == (64, 3)  # no ImageNet weights offline: the small CNN at 64 px
-        assert p.geometry()["arch"] == "smallcnn"
+        assert p.geometry()["arch"] == "cnn6"
         assert choose_geometry(p.store, model="resnet18") == (160, 3)
         monkeypatch.setattr(alwb.models, "pretrained_available", lambda: True)
         assert choose_geometry(p.store) == (160, 3)
         assert p.geometry()["arch"] == "resnet18"
+
+
+def test_a_project_keeps_the_model_it_started_with(tmp_path: Path) -> None:
+    """A project whose first rounds trained the earlier default (``smallcnn``) goes on with it under ``auto``:
+    its stored weights warm-start the next round and load for scoring and export. New projects get ``cnn6``."""
+    from PIL import Image
+
+    from alwb.loop import Project
+
+    folder = tmp_path / "img"
+    folder.mkdir()
+    for i in range(4):
+        Image.new("L", (28, 28), i * 60).save(folder / f"g{i}.png")
+    with Project.create(tmp_path / "old") as p:
+        p.add_images(folder)
+        geo = p.geometry()
+        assert geo["arch"] == "cnn6"
+        p.store.set_meta("geometry", {**geo, "arch": "smallcnn", "mean": [0.5], "std": [0.25]})
+        assert p.geometry()["arch"] == "smallcnn"
+        p.set_train_config(model="cnn6")  # asked for explicitly: the next round switches
+        assert p.geometry()["arch"] == "cnn6"
 
 
 def test_exported_torchscript_matches_the_weights(tmp_path: Path, shapes_flat) -> None:
