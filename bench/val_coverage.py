@@ -53,6 +53,14 @@ def read_oracle(sim: Path) -> dict[int, int]:
     return {int(k): int(v) for k, v in json.loads((sim / "template" / "oracle.json").read_text()).items()}
 
 
+def score(model_path: Path, geo: dict, n_classes: int, x: np.ndarray, *, tta: bool) -> np.ndarray:
+    """Class probabilities of pixels ``x`` under the model stored at ``model_path`` (on the CPU)."""
+    model = _build(geo, n_classes)
+    model.load_state_dict(load_state_dict_file(model_path))
+    probs, _ = predict_batches(model, x, mean=geo["mean"], std=geo["std"], device=resolve_device("cpu"), tta_flip=tta)
+    return probs
+
+
 def run_coverage(
     sim: Path, run: pd.DataFrame, oracle: dict[int, int], *, draws: int, population: int, seed: int
 ) -> pd.DataFrame:
@@ -75,12 +83,9 @@ def run_coverage(
         x = proj.pixel_cache(geo).rows(ids)
         n_classes = len(proj.classes)
     labeled_at = np.asarray([first_label.get(int(i), np.inf) for i in ids])
-    device = resolve_device("cpu")
     rows = []
     for r in run.sort_values("round").itertuples():
-        model = _build(geo, n_classes)
-        model.load_state_dict(load_state_dict_file(run_dir / "models" / f"round_{int(r.round):04d}.safetensors"))
-        probs, _ = predict_batches(model, x, mean=geo["mean"], std=geo["std"], device=device, tta_flip=tta)
+        probs = score(run_dir / "models" / f"round_{int(r.round):04d}.safetensors", geo, n_classes, x, tta=tta)
         unseen = labeled_at >= started[int(r.round)]  # not yet labeled when this round trained
         correct = probs.argmax(1)[unseen] == y[unseen]
         n_val = int(r.val_n)
@@ -116,11 +121,8 @@ def draw_spread(sim: Path, run: str, *, draws: int, first_seed: int) -> dict[str
         cur = proj.current_model()
         assert cur is not None, f"{run} has no model"
         geo = cur["config"]["geometry"]
-        model = _build(geo, len(proj.classes))
-        model.load_state_dict(load_state_dict_file(cur["path"]))
         x = proj.pixel_cache(geo).rows(ids)
-        tta = uses_tta(TrainConfig.from_dict(cur["config"]))
-    probs, _ = predict_batches(model, x, mean=geo["mean"], std=geo["std"], device=resolve_device("cpu"), tta_flip=tta)
+        probs = score(Path(cur["path"]), geo, len(proj.classes), x, tta=uses_tta(TrainConfig.from_dict(cur["config"])))
     correct = probs.argmax(1) == np.asarray([oracle[int(i)] for i in ids])
     unseen = ~np.isin(ids, list(trained))
     base = float(correct[unseen].mean())
