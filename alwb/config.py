@@ -16,7 +16,7 @@ STRATEGY_NAMES = ("entropy", "margin", "least-confidence", "diverse", "random")
 class TrainConfig:
     """How one round trains.
 
-    ``image_size``/``channels`` of 0 mean "choose from the images"; ``model`` ``auto`` picks the small CNN for
+    ``image_size``/``channels`` of 0 mean "choose from the images"; ``model`` ``auto`` picks ``cnn6`` for
     images of 64 px or less and ResNet-18 otherwise. ``epochs`` 0 means "choose from the number of labels".
     """
 

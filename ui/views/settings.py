@@ -45,7 +45,7 @@ def render() -> None:
                 "Model",
                 models,
                 index=models.index(tcfg.model) if tcfg.model in models else 0,
-                help="auto: the small CNN up to 64 px, ResNet-18 above",
+                help="auto: cnn6 up to 64 px, ResNet-18 above (a project keeps the model it started with)",
             )
             augment = st.selectbox(
                 "Augmentation",
