@@ -134,7 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", default="margin,random", help="comma-separated strategies (default margin,random)")
     p.add_argument("--initial", type=int, default=100, help="random labels to start (default 100)")
     p.add_argument("--batch", type=int, default=100, help="labels per round (default 100)")
-    p.add_argument("--budget", type=int, default=1000, help="labels in all (default 1000)")
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=1000,
+        help="labels in all (default 1000); a larger one continues the runs an --out folder holds",
+    )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
     p.add_argument("--pseudo-label", action="store_true", help="semi-supervised pseudo-labelling")
     p.add_argument(

@@ -195,7 +195,10 @@ def simulate(
     train_manifest: str | Path | None = None,
     log: bool = True,
 ) -> Path:
-    """Run (or resume) every strategy × seed; returns the path of ``curve.csv``."""
+    """Run (or resume) every strategy × seed; returns the path of ``curve.csv``.
+
+    A folder keeps the settings it was made with; only the budget may differ, and a larger one continues its runs.
+    """
     dataset, out = Path(dataset), Path(out)
     for s in strategies:
         if s not in list_strategies():
@@ -214,8 +217,10 @@ def simulate(
         before = {k: v for k, v in before.items() if k not in ("strategies", "seeds")}
         # a folder made before a setting existed ran with that setting's default
         before = {**asdict(SimSettings()), **before}
-        if before != recorded:
-            diff = sorted(k for k in set(before) | set(recorded) if before.get(k) != recorded.get(k))
+        # the budget may change: a larger one continues the runs (their rounds so far are the same), a smaller one
+        # adds nothing to runs that already went past it
+        diff = sorted(k for k in set(before) | set(recorded) if k != "budget" and before.get(k) != recorded.get(k))
+        if diff:
             raise AlwbError(
                 f"{out} holds a simulation with other settings ({', '.join(diff)}); use another --out to compare"
             )

@@ -171,6 +171,28 @@ def test_interrupted_setup_resumes(dataset: Path, tmp_path: Path, monkeypatch: p
     assert [int(r["n_labeled"]) for r in rows_of(curve)] == [9, 15]
 
 
+def test_a_larger_budget_continues_the_runs(dataset: Path, tmp_path: Path) -> None:
+    """A finished folder run again with a larger budget keeps its rounds and adds the new ones; other settings are
+    still refused."""
+    from dataclasses import replace
+
+    from alwb.errors import AlwbError
+
+    out = tmp_path / "out"
+    curve = simulate(dataset, out, strategies=["margin"], seeds=[0], settings=QUICK, log=False)
+    before = rows_of(curve)
+    assert [int(r["n_labeled"]) for r in before] == [9, 15]
+    simulate(dataset, out, strategies=["margin"], seeds=[0], settings=replace(QUICK, budget=21), log=False)
+    after = rows_of(curve)
+    assert [int(r["n_labeled"]) for r in after] == [9, 15, 21]
+    assert after[:2] == before
+    # a smaller budget adds nothing; another setting is refused
+    simulate(dataset, out, strategies=["margin"], seeds=[0], settings=QUICK, log=False)
+    assert rows_of(curve) == after
+    with pytest.raises(AlwbError, match="other settings"):
+        simulate(dataset, out, strategies=["margin"], seeds=[0], settings=replace(QUICK, budget=21, batch=3), log=False)
+
+
 def test_budget_larger_than_pool_stops_when_pool_is_labeled(tmp_path: Path) -> None:
     data = tmp_path / "D"
     make_shapes(data / "train", 6, seed=3)  # 18 images: 6 validation, 12 in the pool
