@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=TrainConfig.pseudo_threshold,
         help="least top-class probability of a pseudo-label (default %(default)g)",
     )
+    p.add_argument(
+        "--consistency",
+        type=float,
+        default=0.0,
+        help="weight of a FixMatch-style consistency loss on unlabeled pool images (default 0: off)",
+    )
     p.add_argument("--balance", choices=["none", "weights", "smote", "adasyn"], default="none")
     p.add_argument("--train-manifest", type=Path, help="take the pool from this CSV (path,label) instead of train/")
     p.add_argument(
@@ -370,6 +376,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             pseudo_cap=args.pseudo_cap,
             pseudo_steps=args.pseudo_steps,
             pseudo_threshold=args.pseudo_threshold,
+            consistency=args.consistency,
         )
         try:
             seeds = [int(x) for x in args.seeds.split(",") if x.strip()]

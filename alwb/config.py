@@ -41,6 +41,11 @@ class TrainConfig:
     pseudo_cap: float = 1.0
     #: a round with pseudo-labels trains up to this many times the steps of one without them
     pseudo_steps: float = 2.0
+    #: weight of a consistency loss on unlabeled pool images (FixMatch: the model's confident prediction on a
+    #: lightly augmented view, ``pseudo_threshold`` and above, is the target for a strongly augmented one); 0 off
+    consistency: float = 0.0
+    #: unlabeled images per labeled image in each consistency step
+    consistency_ratio: int = 2
     pretrained: str = "auto"
     device: str = "auto"
     seed: int = 0
@@ -58,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"balance must be one of {BALANCE}, not {self.balance!r}")
         if self.pseudo_steps < 1.0 or not 0.0 < self.pseudo_threshold <= 1.0:
             raise ValueError("pseudo_steps must be ≥ 1 and pseudo_threshold in (0, 1]")
+        if self.consistency < 0 or self.consistency_ratio < 1:
+            raise ValueError("consistency must be ≥ 0 and consistency_ratio ≥ 1")
         if self.batch_size < 1 or self.epochs < 0 or self.lr < 0 or self.score_limit < 0:
             raise ValueError("batch_size must be ≥ 1, epochs ≥ 0, lr ≥ 0 and score_limit ≥ 0")
 

@@ -570,6 +570,9 @@ class Project:
                     ]
                     if not cfg.epochs:  # pseudo-labels add steps instead of taking them from the human labels
                         cfg = cfg.with_(epochs=_epochs_with_extra(len(y), len(y_train), cfg, geo, init_state))
+            unlabeled = None
+            if cfg.consistency > 0 and geo["image_size"] <= 64:
+                unlabeled = cache.rows(self._consistency_sample(cfg, number))
             class_weights = None
             if cfg.balance == "weights":
                 from .balance import class_weights as cw
@@ -594,6 +597,7 @@ class Project:
                 sample_weights=sample_weights,
                 progress=tick,
                 pause=pause,
+                unlabeled=unlabeled,
             )
             if cfg.balance in ("smote", "adasyn"):
                 self._refit_head(result.model, x, y, len(classes), geo, cfg)
@@ -702,6 +706,14 @@ class Project:
         sample = rng.choice(unlabeled, size=cfg.score_limit, replace=False)
         keep = np.union1d(np.setdiff1d(all_ids, unlabeled, assume_unique=True), sample)
         return keep[np.isin(keep, all_ids)]
+
+    def _consistency_sample(self, cfg: TrainConfig, number: int) -> npt.NDArray[np.int64]:
+        """Sorted ids of the unlabeled pool images a consistency round trains on: all of them, or with
+        ``score_limit`` a random sample (new each round, seeded) of that many. Never validation items."""
+        pool = np.asarray(self.store.unlabeled_item_ids(split="pool"), np.int64)
+        if cfg.score_limit and pool.size > cfg.score_limit:
+            pool = np.random.default_rng([cfg.seed, number, 11]).choice(pool, size=cfg.score_limit, replace=False)
+        return np.sort(pool)
 
     def _choose_pseudo(
         self, cfg: TrainConfig, y: npt.NDArray[np.int64], num_classes: int, number: int

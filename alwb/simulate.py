@@ -76,14 +76,18 @@ class SimSettings:
     pseudo_steps: float = TrainConfig.pseudo_steps
     #: least top-class probability of a pseudo-label (``TrainConfig.pseudo_threshold``)
     pseudo_threshold: float = TrainConfig.pseudo_threshold
+    #: weight of the consistency loss on unlabeled pool images (``TrainConfig.consistency``); 0 off
+    consistency: float = 0.0
 
     @property
     def name(self) -> str:
-        """Short label of what differs from plain training, e.g. ``pseudo+smote`` or ``pseudo+cap2+steps3+th0.9``."""
+        """What differs from plain training, e.g. ``pseudo+smote``, ``pseudo+cap2+steps3+th0.9`` or ``cons1``."""
         parts = ["pseudo"] if self.pseudo else []
         for prefix, key in (("cap", "pseudo_cap"), ("steps", "pseudo_steps"), ("th", "pseudo_threshold")):
-            if self.pseudo and getattr(self, key) != getattr(TrainConfig, key):
+            used = self.pseudo or (key == "pseudo_threshold" and self.consistency > 0)
+            if used and getattr(self, key) != getattr(TrainConfig, key):
                 parts.append(f"{prefix}{getattr(self, key):g}")
+        parts += [f"cons{self.consistency:g}"] if self.consistency > 0 else []
         parts += [self.balance] if self.balance != "none" else []
         parts += [] if self.warm_start else ["scratch"]
         return "+".join(parts) or "plain"
@@ -277,6 +281,7 @@ def _run(
                 pseudo_cap=s.pseudo_cap,
                 pseudo_steps=s.pseudo_steps,
                 pseudo_threshold=s.pseudo_threshold,
+                consistency=s.consistency,
             )
             proj.store.set_meta("train", cfg.to_dict())
             with proj.store.transaction():

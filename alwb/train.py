@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .data import normalise, random_shift_flip, train_transform
+from .data import normalise, random_shift_flip, strong_augment, train_transform
 from .models import SMALL_ARCHS, Classifier, choose_arch, get_model
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,14 @@ def train_model(
     sample_weights: npt.NDArray[np.float64] | None = None,
     progress: ProgressFn | None = None,
     pause: Callable[[], None] | None = None,
+    unlabeled: np.ndarray | None = None,
 ) -> TrainResult:
     """Train a model on uint8 pixels ``x`` ``(N, C, S, S)`` and labels ``y`` ``(N,)``.
+
+    ``unlabeled`` (uint8 pixels of pool images without a label) adds FixMatch's consistency loss when
+    ``cfg.consistency`` > 0 and the images are small (≤ 64 px): each step draws ``consistency_ratio`` unlabeled
+    images per labeled one; where the model's prediction on a lightly augmented view reaches
+    ``cfg.pseudo_threshold``, that class is the target for a strongly augmented view (:func:`strong_augment`).
 
     ``init_state`` (a previous round's state_dict) warm-starts the model with shrink-and-perturb; a head of the
     wrong shape (classes added) is re-initialised. ``sample_weights`` scale each sample's loss (pseudo-labels).
@@ -172,6 +178,11 @@ def train_model(
     m = torch.tensor(mean, device=device)
     s = torch.tensor(std, device=device)
     amp = device.type == "cuda"
+    unl = None
+    if unlabeled is not None and len(unlabeled) and cfg.consistency > 0 and size <= 64:
+        unl = torch.from_numpy(np.array(unlabeled, dtype=np.uint8))
+        ugen = torch.Generator().manual_seed(cfg.seed + 1)
+        upad = max(2, size // 8)
     losses: list[float] = []
     model.train()
     for epoch in range(epochs):
@@ -184,10 +195,29 @@ def train_model(
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = yb.to(device, non_blocking=True)
             wb = wb.to(device, non_blocking=True)
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                logits = model(xb)
-            loss_each = loss_fn(logits.float(), yb)
-            loss = (loss_each * wb).sum() / wb.sum().clamp_min(1e-8)
+            if unl is None:
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                    logits = model(xb)
+                loss_each = loss_fn(logits.float(), yb)
+                loss = (loss_each * wb).sum() / wb.sum().clamp_min(1e-8)
+            else:
+                ub = unl[torch.randint(0, len(unl), (cfg.consistency_ratio * len(yb),), generator=ugen)]
+                flip = cfg.augment == "crop+flip"
+                weak = normalise(random_shift_flip(ub, pad=upad, flip=flip, generator=ugen).to(device), m, s)
+                hard = normalise(strong_augment(ub, pad=upad, flip=flip, generator=ugen).to(device), m, s)
+                if channels_last:
+                    weak = weak.contiguous(memory_format=torch.channels_last)
+                    hard = hard.contiguous(memory_format=torch.channels_last)
+                with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                    conf, target = torch.softmax(model(weak).float(), dim=1).max(dim=1)
+                mask = (conf >= cfg.pseudo_threshold).float()
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                    both = model(torch.cat([xb, hard]))
+                logits, ulogits = both[: len(yb)].float(), both[len(yb) :].float()
+                loss_each = loss_fn(logits, yb)
+                loss = (loss_each * wb).sum() / wb.sum().clamp_min(1e-8)
+                uloss = nn.functional.cross_entropy(ulogits, target, reduction="none")
+                loss = loss + cfg.consistency * (uloss * mask).mean()
             if not torch.isfinite(loss):
                 from .errors import AlwbError
 

@@ -53,6 +53,12 @@ def main() -> None:
     ap.add_argument("--sim", type=Path, help="a simulator output folder (holds template/, runs/, test_*.npz)")
     ap.add_argument("--run", default="margin-plain-seed0")
     ap.add_argument("--recipes", default='[{"lr": 0.002}, {"lr": 0.04}]', help="JSON list of TrainConfig fields")
+    ap.add_argument(
+        "--unlabeled",
+        type=int,
+        default=20_000,
+        help="unlabeled pool images (a seeded random sample) handed to recipes with consistency > 0",
+    )
     ap.add_argument("--speed", action="store_true", help="time training steps, channels-last against contiguous")
     args = ap.parse_args()
     if args.speed:
@@ -68,13 +74,26 @@ def main() -> None:
         y = np.asarray([r["position"] for r in labels], dtype=np.int64)
         x = cache.rows(ids)
         num_classes = len(proj.classes)
+        pool = np.asarray(proj.store.unlabeled_item_ids(split="pool"), dtype=np.int64)
+        if args.unlabeled and pool.size > args.unlabeled:
+            pool = np.sort(np.random.default_rng(0).choice(pool, size=args.unlabeled, replace=False))
+        xu = cache.rows(pool)
     test = np.load(next(args.sim.glob("test_*.npz")))
     xt, yt = test["x"], test["y"]
-    print(f"{len(y)} labels from {args.run}; test split {len(yt)}")
+    print(f"{len(y)} labels from {args.run}; {len(xu)} unlabeled; test split {len(yt)}")
     for recipe in json.loads(args.recipes):
         cfg = TrainConfig(augment="crop+flip").with_(**recipe)
         t0 = time.perf_counter()
-        res = train_model(x, y, arch=geo["arch"], num_classes=num_classes, mean=geo["mean"], std=geo["std"], cfg=cfg)
+        res = train_model(
+            x,
+            y,
+            arch=geo["arch"],
+            num_classes=num_classes,
+            mean=geo["mean"],
+            std=geo["std"],
+            cfg=cfg,
+            unlabeled=xu if cfg.consistency > 0 else None,
+        )
         seconds = time.perf_counter() - t0
         acc = {}
         for tta in (False, True):

@@ -370,3 +370,23 @@ def test_a_folder_from_before_a_setting_existed_resumes_with_its_default(dataset
             settings=QUICK.__class__(**{**QUICK.__dict__, "lr": 0.01}),
             log=False,
         )
+
+
+def test_consistency_setting_trains_on_unlabeled_pool_images_only(dataset: Path, tmp_path: Path) -> None:
+    s = SimSettings(**{**QUICK.__dict__, "consistency": 1.0})
+    assert s.name == "cons1"
+    assert SimSettings(**{**QUICK.__dict__, "consistency": 0.5, "pseudo_threshold": 0.9}).name == "th0.9+cons0.5"
+    out = tmp_path / "out"
+    simulate(dataset, out, strategies=["random"], seeds=[0], settings=s, log=False)
+    assert {r["setting"] for r in rows_of(out / "curve.csv")} == {"cons1"}
+    with Project.open(out / "runs" / "random-cons1-seed0") as proj:
+        cfg = proj.train_config
+        assert cfg.consistency == 1.0
+        labeled = {r["item_id"] for r in proj.store.current_labels()}
+        val = set(proj.store.val_item_ids())
+        pool = set(proj.store.unlabeled_item_ids(split="pool"))
+        sample = proj._consistency_sample(cfg, 7)
+        assert set(sample.tolist()) == pool and not (set(sample.tolist()) & (labeled | val))
+        few = proj._consistency_sample(cfg.with_(score_limit=5), 7)
+        assert len(few) == 5 and set(few.tolist()) <= pool
+        assert np.array_equal(few, proj._consistency_sample(cfg.with_(score_limit=5), 7))  # seeded per round

@@ -83,3 +83,10 @@ def test_paired_names_what_the_curves_hold_when_the_baseline_is_missing() -> Non
     df = _curves([("margin", "plain", 0, 100, 0.8), ("random", "plain", 0, 100, 0.7)])
     with pytest.raises(ValueError, match="margin/pseudo.*margin/plain, random/plain"):
         bench.paired(df, ("margin", "pseudo"))
+
+
+def test_consistency_setting_names() -> None:
+    s = bench.settings_for("cons1", ARGS)
+    assert (s.consistency, s.pseudo, s.name) == (1.0, False, "cons1")
+    both = bench.settings_for("pseudo+cons0.5", ARGS)
+    assert (both.consistency, both.pseudo, both.name) == (0.5, True, "pseudo+cons0.5")
