@@ -161,6 +161,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="least top-class probability of a pseudo-label (default %(default)g)",
     )
     p.add_argument(
+        "--pseudo-flat",
+        action="store_true",
+        help="the same pseudo-label cap for every labeled class (--pseudo-cap × their mean labels)",
+    )
+    p.add_argument(
         "--consistency",
         type=float,
         default=0.0,
@@ -376,6 +381,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             pseudo_cap=args.pseudo_cap,
             pseudo_steps=args.pseudo_steps,
             pseudo_threshold=args.pseudo_threshold,
+            pseudo_flat=args.pseudo_flat,
             consistency=args.consistency,
         )
         try:

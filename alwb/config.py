@@ -41,6 +41,9 @@ class TrainConfig:
     pseudo_cap: float = 1.0
     #: a round with pseudo-labels trains up to this many times the steps of one without them
     pseudo_steps: float = 2.0
+    #: the same pseudo-label cap for every labeled class (``pseudo_cap`` × their mean human labels) instead of
+    #: ``pseudo_cap`` × each class's own (:func:`alwb.pseudo.choose_pseudo_labels`)
+    pseudo_flat: bool = False
     #: weight of a consistency loss on unlabeled pool images (FixMatch: the model's confident prediction on a
     #: lightly augmented view, ``pseudo_threshold`` and above, is the target for a strongly augmented one); 0 off
     consistency: float = 0.0

@@ -734,7 +734,13 @@ class Project:
         counts = np.bincount(y, minlength=num_classes)
         rng = np.random.default_rng([cfg.seed, number, 7])
         return choose_pseudo_labels(
-            probs, pool, counts, threshold=cfg.pseudo_threshold, cap_ratio=cfg.pseudo_cap, rng=rng
+            probs,
+            pool,
+            counts,
+            threshold=cfg.pseudo_threshold,
+            cap_ratio=cfg.pseudo_cap,
+            rng=rng,
+            flat=cfg.pseudo_flat,
         )
 
     def _refit_head(

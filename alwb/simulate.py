@@ -76,6 +76,8 @@ class SimSettings:
     pseudo_steps: float = TrainConfig.pseudo_steps
     #: least top-class probability of a pseudo-label (``TrainConfig.pseudo_threshold``)
     pseudo_threshold: float = TrainConfig.pseudo_threshold
+    #: the same pseudo-label cap for every labeled class (``TrainConfig.pseudo_flat``)
+    pseudo_flat: bool = False
     #: weight of the consistency loss on unlabeled pool images (``TrainConfig.consistency``); 0 off
     consistency: float = 0.0
 
@@ -87,6 +89,7 @@ class SimSettings:
             used = self.pseudo or (key == "pseudo_threshold" and self.consistency > 0)
             if used and getattr(self, key) != getattr(TrainConfig, key):
                 parts.append(f"{prefix}{getattr(self, key):g}")
+        parts += ["flat"] if self.pseudo and self.pseudo_flat else []
         parts += [f"cons{self.consistency:g}"] if self.consistency > 0 else []
         parts += [self.balance] if self.balance != "none" else []
         parts += [] if self.warm_start else ["scratch"]
@@ -281,6 +284,7 @@ def _run(
                 pseudo_cap=s.pseudo_cap,
                 pseudo_steps=s.pseudo_steps,
                 pseudo_threshold=s.pseudo_threshold,
+                pseudo_flat=s.pseudo_flat,
                 consistency=s.consistency,
             )
             proj.store.set_meta("train", cfg.to_dict())

@@ -7,8 +7,9 @@ Each setting runs ``alwb simulate`` (the workbench's own engine with an oracle) 
 prints one table: mean ± std over seeds of the test accuracy (and macro-F1) at each label count, plus the mean
 round time. ``--settings`` items: plain, pseudo, weights, smote, adasyn, pseudo+smote, scratch (no warm start);
 ``pseudo+cap2+steps3+th0.9`` sets the pseudo-label cap per class (× its labels), the step multiple of a pseudo round
-and the confidence threshold; ``cons1`` adds the consistency loss on unlabeled images with weight 1
-(``TrainConfig.consistency``, FixMatch-style; the threshold ``th`` applies to it too).
+and the confidence threshold, and ``pseudo+flat`` gives every labeled class the same cap; ``cons1`` adds the
+consistency loss on unlabeled images with weight 1 (``TrainConfig.consistency``, FixMatch-style; the threshold
+``th`` applies to it too).
 Re-running resumes: finished rounds are not recomputed.
 
 ``--baseline margin/plain`` also prints every other row's gain over that one, paired by seed (only seeds both
@@ -33,7 +34,7 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
     balance = next((p for p in parts if p in ("weights", "smote", "adasyn")), "none")
     numbered = {p: m for p in parts if (m := re.fullmatch(r"(cap|steps|th|cons)(\d+(?:\.\d+)?)", p))}
     numbers = {m[1]: float(m[2]) for m in numbered.values()}
-    unknown = parts - {"pseudo", "scratch", "weights", "smote", "adasyn"} - set(numbered)
+    unknown = parts - {"pseudo", "scratch", "weights", "smote", "adasyn", "flat"} - set(numbered)
     if unknown:
         raise SystemExit(f"unknown setting part(s): {', '.join(sorted(unknown))}")
     return SimSettings(
@@ -52,6 +53,7 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
         pseudo_steps=numbers.get("steps", SimSettings.pseudo_steps),
         pseudo_threshold=numbers.get("th", SimSettings.pseudo_threshold),
         consistency=numbers.get("cons", SimSettings.consistency),
+        pseudo_flat="flat" in parts,
     )
 
 

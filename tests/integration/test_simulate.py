@@ -333,16 +333,19 @@ def test_runs_train_with_todays_defaults_not_the_templates(dataset: Path, tmp_pa
 
 def test_pseudo_cap_steps_and_threshold_reach_the_runs_and_name_the_setting(dataset: Path, tmp_path: Path) -> None:
     s = SimSettings(initial=9, batch=6, budget=15, val_size=12, epochs=1, device="cpu", pseudo=True)
-    s2 = SimSettings(**{**s.__dict__, "pseudo_cap": 2.0, "pseudo_steps": 3.0, "pseudo_threshold": 0.9})
-    assert (s.name, s2.name) == ("pseudo", "pseudo+cap2+steps3+th0.9")
+    s2 = SimSettings(
+        **{**s.__dict__, "pseudo_cap": 2.0, "pseudo_steps": 3.0, "pseudo_threshold": 0.9, "pseudo_flat": True}
+    )
+    assert (s.name, s2.name) == ("pseudo", "pseudo+cap2+steps3+th0.9+flat")
     # without pseudo-labels these change nothing
-    assert SimSettings(pseudo_cap=2.0, pseudo_threshold=0.9).name == "plain"
+    assert SimSettings(pseudo_cap=2.0, pseudo_threshold=0.9, pseudo_flat=True).name == "plain"
     out = tmp_path / "out"
     simulate(dataset, out, strategies=["random"], seeds=[0], settings=s2, log=False)
-    with Project.open(out / "runs" / "random-pseudo+cap2+steps3+th0.9-seed0") as proj:
+    with Project.open(out / "runs" / "random-pseudo+cap2+steps3+th0.9+flat-seed0") as proj:
         cfg = proj.train_config
     assert (cfg.pseudo, cfg.pseudo_cap, cfg.pseudo_steps, cfg.pseudo_threshold) == (True, 2.0, 3.0, 0.9)
-    assert {r["setting"] for r in rows_of(out / "curve.csv")} == {"pseudo+cap2+steps3+th0.9"}
+    assert cfg.pseudo_flat
+    assert {r["setting"] for r in rows_of(out / "curve.csv")} == {"pseudo+cap2+steps3+th0.9+flat"}
 
 
 def test_a_folder_from_before_a_setting_existed_resumes_with_its_default(dataset: Path, tmp_path: Path) -> None:

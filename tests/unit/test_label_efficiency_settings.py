@@ -90,3 +90,8 @@ def test_consistency_setting_names() -> None:
     assert (s.consistency, s.pseudo, s.name) == (1.0, False, "cons1")
     both = bench.settings_for("pseudo+cons0.5", ARGS)
     assert (both.consistency, both.pseudo, both.name) == (0.5, True, "pseudo+cons0.5")
+
+
+def test_flat_pseudo_cap_setting_name() -> None:
+    s = bench.settings_for("pseudo+flat", ARGS)
+    assert (s.pseudo, s.pseudo_flat, s.name) == (True, True, "pseudo+flat")

@@ -223,3 +223,27 @@ def test_pseudo_labels_add_steps_instead_of_taking_them_from_the_human_labels() 
     assert math.ceil(1200 / 79) == _epochs_with_extra(1000, 5000, three, geo, init_state={})  # at most three times
     cold = auto_epochs(1000, 64, warm=False, cfg=cfg)
     assert _epochs_with_extra(1000, 1000, cfg, geo, init_state=None) == cold
+
+
+def test_flat_caps_share_the_total_evenly_among_labeled_classes() -> None:
+    # 12 confident items for each of three classes; human labels 8, 2, 0 (mean over labeled classes: 5)
+    proba = np.repeat(np.eye(3) * 0.97 + 0.01, 12, axis=0)
+    ids = np.arange(36)
+    own = as_rows(choose_pseudo_labels(proba, ids, [8, 2, 0]))
+    flat = as_rows(choose_pseudo_labels(proba, ids, [8, 2, 0], flat=True))
+    assert [sum(c == k for _, c, _ in own) for k in range(3)] == [8, 2, 0]
+    assert [sum(c == k for _, c, _ in flat) for k in range(3)] == [5, 5, 0]  # the unlabeled class still gets none
+    half = as_rows(choose_pseudo_labels(proba, ids, [8, 2, 0], flat=True, cap_ratio=0.5))
+    assert [sum(c == k for _, c, _ in half) for k in range(3)] == [2, 2, 0]
+    # no human label anywhere: nothing, as without flat caps
+    assert choose_pseudo_labels(proba, ids, [0, 0, 0], flat=True)[0].size == 0
+
+
+@PROPS
+@given(problems())
+def test_flat_caps_match_brute_force(problem: tuple[np.ndarray, np.ndarray, np.ndarray, float, float, int]) -> None:
+    proba, ids, counts, threshold, cap_ratio, min_cap = problem
+    labeled = counts > 0
+    even = np.where(labeled, counts.sum() / max(1, int(labeled.sum())), 0.0)
+    got = choose_pseudo_labels(proba, ids, counts, threshold=threshold, cap_ratio=cap_ratio, min_cap=min_cap, flat=True)
+    assert as_rows(got) == reference(proba, ids, even, threshold, cap_ratio, min_cap)
