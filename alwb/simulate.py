@@ -67,6 +67,8 @@ class SimSettings:
     augment: str = "crop+flip"
     model: str = "auto"
     warm_start: bool = True
+    #: a warm-started round's steps as a share of a cold start's (``TrainConfig.warm_epochs_ratio``)
+    warm_ratio: float = TrainConfig.warm_epochs_ratio
     score_limit: int = 20_000
     #: peak learning rate; 0 chooses one for the model (:func:`alwb.train.auto_lr`)
     lr: float = 0.0
@@ -93,6 +95,9 @@ class SimSettings:
         parts += [f"cons{self.consistency:g}"] if self.consistency > 0 else []
         parts += [self.balance] if self.balance != "none" else []
         parts += [] if self.warm_start else ["scratch"]
+        parts += (
+            [f"warm{self.warm_ratio:g}"] if self.warm_start and self.warm_ratio != TrainConfig.warm_epochs_ratio else []
+        )
         return "+".join(parts) or "plain"
 
 
@@ -278,6 +283,7 @@ def _run(
                 epochs=s.epochs,
                 augment=s.augment,
                 warm_start=s.warm_start,
+                warm_epochs_ratio=s.warm_ratio,
                 model=s.model,
                 score_limit=s.score_limit,
                 lr=s.lr,

@@ -9,7 +9,7 @@ round time. ``--settings`` items: plain, pseudo, weights, smote, adasyn, pseudo+
 ``pseudo+cap2+steps3+th0.9`` sets the pseudo-label cap per class (× its labels), the step multiple of a pseudo round
 and the confidence threshold, and ``pseudo+flat`` gives every labeled class the same cap; ``cons1`` adds the
 consistency loss on unlabeled images with weight 1 (``TrainConfig.consistency``, FixMatch-style; the threshold
-``th`` applies to it too).
+``th`` applies to it too); ``warm1`` gives a warm-started round the steps of a cold start (default half).
 Re-running resumes: finished rounds are not recomputed.
 
 ``--baseline margin/plain`` also prints every other row's gain over that one, paired by seed (only seeds both
@@ -32,7 +32,7 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
     """Parse a setting name like ``pseudo+smote``."""
     parts = set(name.split("+")) - {"plain"}
     balance = next((p for p in parts if p in ("weights", "smote", "adasyn")), "none")
-    numbered = {p: m for p in parts if (m := re.fullmatch(r"(cap|steps|th|cons)(\d+(?:\.\d+)?)", p))}
+    numbered = {p: m for p in parts if (m := re.fullmatch(r"(cap|steps|th|cons|warm)(\d+(?:\.\d+)?)", p))}
     numbers = {m[1]: float(m[2]) for m in numbered.values()}
     unknown = parts - {"pseudo", "scratch", "weights", "smote", "adasyn", "flat"} - set(numbered)
     if unknown:
@@ -54,6 +54,7 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
         pseudo_threshold=numbers.get("th", SimSettings.pseudo_threshold),
         consistency=numbers.get("cons", SimSettings.consistency),
         pseudo_flat="flat" in parts,
+        warm_ratio=numbers.get("warm", SimSettings.warm_ratio),
     )
 
 

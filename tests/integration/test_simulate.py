@@ -375,16 +375,18 @@ def test_a_folder_from_before_a_setting_existed_resumes_with_its_default(dataset
         )
 
 
-def test_consistency_setting_trains_on_unlabeled_pool_images_only(dataset: Path, tmp_path: Path) -> None:
-    s = SimSettings(**{**QUICK.__dict__, "consistency": 1.0})
-    assert s.name == "cons1"
+def test_consistency_and_warm_ratio_reach_the_run_and_train_on_unlabeled_pool_images_only(
+    dataset: Path, tmp_path: Path
+) -> None:
+    s = SimSettings(**{**QUICK.__dict__, "consistency": 1.0, "warm_ratio": 1.0})
+    assert s.name == "cons1+warm1"
     assert SimSettings(**{**QUICK.__dict__, "consistency": 0.5, "pseudo_threshold": 0.9}).name == "th0.9+cons0.5"
     out = tmp_path / "out"
     simulate(dataset, out, strategies=["random"], seeds=[0], settings=s, log=False)
-    assert {r["setting"] for r in rows_of(out / "curve.csv")} == {"cons1"}
-    with Project.open(out / "runs" / "random-cons1-seed0") as proj:
+    assert {r["setting"] for r in rows_of(out / "curve.csv")} == {"cons1+warm1"}
+    with Project.open(out / "runs" / "random-cons1+warm1-seed0") as proj:
         cfg = proj.train_config
-        assert cfg.consistency == 1.0
+        assert (cfg.consistency, cfg.warm_epochs_ratio) == (1.0, 1.0)
         labeled = {r["item_id"] for r in proj.store.current_labels()}
         val = set(proj.store.val_item_ids())
         pool = set(proj.store.unlabeled_item_ids(split="pool"))

@@ -95,3 +95,11 @@ def test_consistency_setting_names() -> None:
 def test_flat_pseudo_cap_setting_name() -> None:
     s = bench.settings_for("pseudo+flat", ARGS)
     assert (s.pseudo, s.pseudo_flat, s.name) == (True, True, "pseudo+flat")
+
+
+def test_warm_ratio_setting_name() -> None:
+    s = bench.settings_for("pseudo+warm1", ARGS)
+    assert (s.pseudo, s.warm_ratio, s.name) == (True, 1.0, "pseudo+warm1")
+    assert bench.settings_for("plain", ARGS).warm_ratio == TrainConfig.warm_epochs_ratio
+    # from scratch, the warm ratio is not used and does not name the setting
+    assert bench.settings_for("scratch+warm1", ARGS).name == "scratch"
