@@ -213,7 +213,7 @@ def random_shift_flip(
 def strong_augment(x: torch.Tensor, *, pad: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """A hard view of uint8 ``(B, C, H, W)`` for consistency training (FixMatch's strong branch, batched): shift
     and flip as :func:`random_shift_flip`, then per image a contrast factor in [0.5, 1.5] and a brightness shift of
-    up to ±25% of the range, and a cutout square of half the image side at a random place."""
+    up to ±25% of the range, and a cutout square of about half the image side (2·(h//4)+1 px) at a random place."""
     b, _, h, w = x.shape
     dev = x.device
     out = random_shift_flip(x, pad=pad, flip=flip, generator=generator).float()
