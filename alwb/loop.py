@@ -699,21 +699,27 @@ class Project:
     def _ids_to_score(self, all_ids: npt.NDArray[np.int64], cfg: TrainConfig, number: int) -> npt.NDArray[np.int64]:
         """Sorted ids to score this round: everything, or with ``score_limit`` every labeled and validation item
         plus a random sample (new each round, seeded) of that many unlabeled pool items."""
-        unlabeled = np.asarray(self.store.unlabeled_item_ids(split="pool"), np.int64)
-        if not cfg.score_limit or unlabeled.size <= cfg.score_limit:
+        unlabeled, sampled = self._unlabeled_sample(cfg, [cfg.seed, number])
+        if sampled is None:
             return all_ids
-        rng = np.random.default_rng([cfg.seed, number])
-        sample = rng.choice(unlabeled, size=cfg.score_limit, replace=False)
-        keep = np.union1d(np.setdiff1d(all_ids, unlabeled, assume_unique=True), sample)
+        keep = np.union1d(np.setdiff1d(all_ids, unlabeled, assume_unique=True), sampled)
         return keep[np.isin(keep, all_ids)]
 
     def _consistency_sample(self, cfg: TrainConfig, number: int) -> npt.NDArray[np.int64]:
         """Sorted ids of the unlabeled pool images a consistency round trains on: all of them, or with
         ``score_limit`` a random sample (new each round, seeded) of that many. Never validation items."""
-        pool = np.asarray(self.store.unlabeled_item_ids(split="pool"), np.int64)
-        if cfg.score_limit and pool.size > cfg.score_limit:
-            pool = np.random.default_rng([cfg.seed, number, 11]).choice(pool, size=cfg.score_limit, replace=False)
-        return np.sort(pool)
+        unlabeled, sampled = self._unlabeled_sample(cfg, [cfg.seed, number, 11])
+        return np.sort(unlabeled if sampled is None else sampled)
+
+    def _unlabeled_sample(
+        self, cfg: TrainConfig, rng_key: list[int]
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+        """The unlabeled pool ids, and a random sample of ``score_limit`` of them (``None`` when that covers them
+        all or there is no limit)."""
+        unlabeled = np.asarray(self.store.unlabeled_item_ids(split="pool"), np.int64)
+        if not cfg.score_limit or unlabeled.size <= cfg.score_limit:
+            return unlabeled, None
+        return unlabeled, np.random.default_rng(rng_key).choice(unlabeled, size=cfg.score_limit, replace=False)
 
     def _choose_pseudo(
         self, cfg: TrainConfig, y: npt.NDArray[np.int64], num_classes: int, number: int

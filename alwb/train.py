@@ -195,11 +195,10 @@ def train_model(
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = yb.to(device, non_blocking=True)
             wb = wb.to(device, non_blocking=True)
+            uloss = None
             if unl is None:
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    logits = model(xb)
-                loss_each = loss_fn(logits.float(), yb)
-                loss = (loss_each * wb).sum() / wb.sum().clamp_min(1e-8)
+                    logits = model(xb).float()
             else:
                 ub = unl[torch.randint(0, len(unl), (cfg.consistency_ratio * len(yb),), generator=ugen)]
                 flip = cfg.augment == "crop+flip"
@@ -214,10 +213,11 @@ def train_model(
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                     both = model(torch.cat([xb, hard]))
                 logits, ulogits = both[: len(yb)].float(), both[len(yb) :].float()
-                loss_each = loss_fn(logits, yb)
-                loss = (loss_each * wb).sum() / wb.sum().clamp_min(1e-8)
-                uloss = nn.functional.cross_entropy(ulogits, target, reduction="none")
-                loss = loss + cfg.consistency * (uloss * mask).mean()
+                uloss = (nn.functional.cross_entropy(ulogits, target, reduction="none") * mask).mean()
+            loss_each = loss_fn(logits, yb)
+            loss = (loss_each * wb).sum() / wb.sum().clamp_min(1e-8)
+            if uloss is not None:
+                loss = loss + cfg.consistency * uloss
             if not torch.isfinite(loss):
                 from .errors import AlwbError
 
