@@ -1,0 +1,114 @@
+"""Where pseudo-labels come from: the classifier's confident guesses against labels spread over the embeddings.
+
+    python bench/pseudo_sources.py --sim bench/out/c6/plain --run margin-plain-seed0 --train
+
+Takes one simulator run's human labels and its last round's scores (probabilities and embeddings of the scored
+unlabeled pool items), then compares two sources of pseudo-labels against the oracle: the classifier's own
+(probability ≥ 0.95, as in the loop) and scikit-learn's ``LabelSpreading`` over a k-nearest-neighbour graph of the
+L2-normalised embeddings (Iscen et al. 2019). It prints the accuracy of each on the scored pool, the precision of
+each one's most confident items, and the chosen sets per class. With ``--train`` it trains from scratch on the
+human labels alone and with each set of pseudo-labels (two training seeds; a pseudo-label set gets the loop's step
+budget, :func:`alwb.loop._epochs_with_extra`) and prints the test accuracy with flip test-time augmentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.semi_supervised import LabelSpreading
+
+from alwb.config import TrainConfig
+from alwb.loop import Project, _epochs_with_extra
+from alwb.pseudo import choose_pseudo_labels
+from alwb.train import predict_batches, train_model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sim", type=Path, required=True, help="a simulator output folder (template/, runs/, test_*.npz)")
+    ap.add_argument("--run", default="margin-plain-seed0")
+    ap.add_argument("--neighbors", type=int, default=10)
+    ap.add_argument("--train", action="store_true", help="also train from scratch with each pseudo-label set")
+    ap.add_argument("--train-seeds", default="0,1")
+    args = ap.parse_args()
+    oracle = {int(k): v for k, v in json.loads((args.sim / "template" / "oracle.json").read_text()).items()}
+    with Project.open(args.sim / "runs" / args.run) as proj:
+        labels = proj.store.current_labels(split="pool")
+        geo = proj.current_model()["config"]["geometry"]
+        ids = np.asarray([r["item_id"] for r in labels], np.int64)
+        y = np.asarray([r["position"] for r in labels], np.int64)
+        sc = proj.scores()
+        pool = np.asarray(proj.store.unlabeled_item_ids(split="pool"), np.int64)
+        rows = sc.rows(pool)
+        pool, rows = pool[rows >= 0], rows[rows >= 0]
+        probs, emb = np.asarray(sc.probs)[rows], np.asarray(sc.emb)[rows]
+        emb_labeled = np.asarray(sc.emb)[sc.rows(ids)]
+        truth = np.asarray([oracle[int(i)] for i in pool])
+        k = probs.shape[1]
+        counts = np.bincount(y, minlength=k)
+        print(f"{args.run}: {len(y)} human labels, {len(pool)} scored unlabeled items, round {sc.round} scores")
+
+        xs = np.concatenate([emb_labeled, emb])
+        xs /= np.linalg.norm(xs, axis=1, keepdims=True)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            spread = LabelSpreading(kernel="knn", n_neighbors=args.neighbors, alpha=0.99, max_iter=100)
+            spread.fit(xs, np.concatenate([y, -np.ones(len(pool), np.int64)]))
+        dist = spread.label_distributions_[len(y) :]
+        print(f"label spreading: {time.perf_counter() - t0:.1f} s")
+        for name, p in (("classifier", probs), ("spreading", dist)):
+            conf, cls = p.max(1), p.argmax(1)
+            order = np.argsort(-conf)
+            tops = ", ".join(f"top {n}: {(cls[order[:n]] == truth[order[:n]]).mean():.4f}" for n in (1000, 3000, 10000))
+            print(f"  {name:10s} right on {(cls == truth).mean():.4f} of the pool; precision {tops}")
+
+        agree = (probs.argmax(1) == dist.argmax(1)) & (probs.max(1) >= 0.95)
+        sets = {
+            "classifier x1": choose_pseudo_labels(probs, pool, counts, rng=np.random.default_rng(7)),
+            "spreading x1": choose_pseudo_labels(dist, pool, counts, threshold=1e-9),
+            "spreading x3": choose_pseudo_labels(dist, pool, counts, threshold=1e-9, cap_ratio=3),
+            "both agree x3": choose_pseudo_labels(
+                np.where(agree[:, None], dist, 0.0) + 1e-12, pool, counts, threshold=1e-9, cap_ratio=3
+            ),
+        }
+        where = {int(i): j for j, i in enumerate(pool)}
+        for name, (pid, pcls, _) in sets.items():
+            right = (pcls == truth[[where[int(i)] for i in pid]]).mean()
+            print(
+                f"  {name:14s} {len(pid):5d} pseudo-labels, {right:.4f} right; "
+                f"per class {np.bincount(pcls, minlength=k)}"
+            )
+        print(f"  human labels per class {counts}")
+        if not args.train:
+            return
+        cache = proj.pixel_cache(geo)
+        x = cache.rows(ids)
+        test = np.load(next(args.sim.glob("test_*.npz")))
+        for name in ["none", *sets]:
+            for seed in (int(s) for s in args.train_seeds.split(",")):
+                cfg = TrainConfig(augment="crop+flip", seed=seed)
+                xx, yy = x, y
+                if name != "none":
+                    pid, pcls, _ = sets[name]
+                    xx, yy = np.concatenate([x, cache.rows(pid)]), np.concatenate([y, pcls])
+                    cfg = cfg.with_(epochs=_epochs_with_extra(len(y), len(yy), cfg, geo, None))
+                t0 = time.perf_counter()
+                res = train_model(xx, yy, arch=geo["arch"], num_classes=k, mean=geo["mean"], std=geo["std"], cfg=cfg)
+                p, _ = predict_batches(res.model, test["x"], mean=geo["mean"], std=geo["std"], tta_flip=True)
+                acc = float((p.argmax(1) == test["y"]).mean())
+                print(
+                    f"  pseudo-labels {name:14s} seed {seed}: {res.epochs} epochs, {time.perf_counter() - t0:4.0f} s, "
+                    f"test accuracy {acc:.4f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
