@@ -4,11 +4,12 @@
 
 Takes one simulator run's human labels and its last round's scores (probabilities and embeddings of the scored
 unlabeled pool items), then compares two sources of pseudo-labels against the oracle: the classifier's own
-(probability ≥ 0.95, as in the loop) and scikit-learn's ``LabelSpreading`` over a k-nearest-neighbour graph of the
-L2-normalised embeddings (Iscen et al. 2019). It prints the accuracy of each on the scored pool, the precision of
-each one's most confident items, and the chosen sets per class. With ``--train`` it trains from scratch on the
-human labels alone and with each set of pseudo-labels (two training seeds; a pseudo-label set gets the loop's step
-budget, :func:`alwb.loop._epochs_with_extra`) and prints the test accuracy with flip test-time augmentation.
+(probability ≥ 0.95 as in the loop, or each of ``--thresholds``; one per human label of the class) and scikit-
+learn's ``LabelSpreading`` over a k-nearest-neighbour graph of the L2-normalised embeddings (Iscen et al. 2019). It
+prints the accuracy of each on the scored pool, the precision of each one's most confident items, and the chosen
+sets per class. With ``--train`` it trains from scratch on the human labels alone and with each set of pseudo-labels
+(``--train-seeds``, ``--sets`` to train only some; a pseudo-label set gets the loop's step budget,
+:func:`alwb.loop._epochs_with_extra`) and prints the test accuracy with flip test-time augmentation.
 """
 
 from __future__ import annotations
@@ -34,8 +35,14 @@ def main() -> None:
     ap.add_argument("--sim", type=Path, required=True, help="a simulator output folder (template/, runs/, test_*.npz)")
     ap.add_argument("--run", default="margin-plain-seed0")
     ap.add_argument("--neighbors", type=int, default=10)
+    ap.add_argument(
+        "--thresholds",
+        default="0.95",
+        help="classifier pseudo-labels drawn at random from items at or above each of these top probabilities",
+    )
     ap.add_argument("--train", action="store_true", help="also train from scratch with each pseudo-label set")
     ap.add_argument("--train-seeds", default="0,1")
+    ap.add_argument("--sets", default="", help="train only the sets whose names start with one of these (comma list)")
     args = ap.parse_args()
     oracle = {int(k): v for k, v in json.loads((args.sim / "template" / "oracle.json").read_text()).items()}
     with Project.open(args.sim / "runs" / args.run) as proj:
@@ -71,7 +78,12 @@ def main() -> None:
 
         agree = (probs.argmax(1) == dist.argmax(1)) & (probs.max(1) >= 0.95)
         sets = {
-            "classifier x1": choose_pseudo_labels(probs, pool, counts, rng=np.random.default_rng(7)),
+            **{
+                f"classifier {t:g}": choose_pseudo_labels(
+                    probs, pool, counts, threshold=t, rng=np.random.default_rng(7)
+                )
+                for t in (float(v) for v in args.thresholds.split(","))
+            },
             "spreading x1": choose_pseudo_labels(dist, pool, counts, threshold=1e-9),
             "spreading x3": choose_pseudo_labels(dist, pool, counts, threshold=1e-9, cap_ratio=3),
             "both agree x3": choose_pseudo_labels(
@@ -91,7 +103,8 @@ def main() -> None:
         cache = proj.pixel_cache(geo)
         x = cache.rows(ids)
         test = np.load(next(args.sim.glob("test_*.npz")))
-        for name in ["none", *sets]:
+        only = tuple(v for v in args.sets.split(",") if v)
+        for name in ["none", *(n for n in sets if not only or n.startswith(only))]:
             for seed in (int(s) for s in args.train_seeds.split(",")):
                 cfg = TrainConfig(augment="crop+flip", seed=seed)
                 xx, yy = x, y
