@@ -47,10 +47,14 @@ def main() -> None:
     oracle = {int(k): v for k, v in json.loads((args.sim / "template" / "oracle.json").read_text()).items()}
     with Project.open(args.sim / "runs" / args.run) as proj:
         labels = proj.store.current_labels(split="pool")
-        geo = proj.current_model()["config"]["geometry"]
+        model, sc = proj.current_model(), proj.scores()
+        if model is None or sc is None:
+            raise SystemExit(f"{args.run} has no finished round with scores")
+        geo = model["config"]["geometry"]
         ids = np.asarray([r["item_id"] for r in labels], np.int64)
         y = np.asarray([r["position"] for r in labels], np.int64)
-        sc = proj.scores()
+        if (sc.rows(ids) < 0).any():
+            raise SystemExit(f"{args.run} has labels its last round did not score: train a round first")
         pool = np.asarray(proj.store.unlabeled_item_ids(split="pool"), np.int64)
         rows = sc.rows(pool)
         pool, rows = pool[rows >= 0], rows[rows >= 0]
