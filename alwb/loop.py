@@ -511,7 +511,7 @@ class Project:
         import torch
         from safetensors.torch import load_file, save_file
 
-        from .train import predict_batches, resolve_device, train_model, uses_tta
+        from .train import predict_batches, resolve_device, train_model, uses_consistency, uses_tta
 
         if pause is not None:
             pause()
@@ -571,7 +571,7 @@ class Project:
                     if not cfg.epochs:  # pseudo-labels add steps instead of taking them from the human labels
                         cfg = cfg.with_(epochs=_epochs_with_extra(len(y), len(y_train), cfg, geo, init_state))
             unlabeled = None
-            if cfg.consistency > 0 and geo["image_size"] <= 64:
+            if uses_consistency(cfg, geo["image_size"]):
                 unlabeled = cache.rows(self._consistency_sample(cfg, number))
             class_weights = None
             if cfg.balance == "weights":

@@ -72,6 +72,16 @@ def auto_epochs(
     return int(min(150, max(3, math.ceil(target / steps_per_epoch))))
 
 
+#: images up to this side are augmented a whole batch at a time on the device; larger ones per sample
+BATCH_AUGMENT_MAX_PX = 64
+
+
+def uses_consistency(cfg: TrainConfig, image_size: int) -> bool:
+    """Whether a round with ``cfg`` adds the consistency loss on unlabeled images: a positive weight, and images
+    small enough for batched augmentation (:data:`BATCH_AUGMENT_MAX_PX`)."""
+    return cfg.consistency > 0 and image_size <= BATCH_AUGMENT_MAX_PX
+
+
 def uses_tta(cfg: TrainConfig) -> bool:
     """Whether a model trained with ``cfg`` is scored with flip test-time augmentation: when it trained on
     mirrored images (``augment`` ``crop+flip``). On Fashion-MNIST the mean of both views added 0.2 to 0.6 points
@@ -179,7 +189,7 @@ def train_model(
     s = torch.tensor(std, device=device)
     amp = device.type == "cuda"
     unl = None
-    if unlabeled is not None and len(unlabeled) and cfg.consistency > 0 and size <= 64:
+    if unlabeled is not None and len(unlabeled) and uses_consistency(cfg, size):
         unl = torch.from_numpy(np.array(unlabeled, dtype=np.uint8))
         ugen = torch.Generator().manual_seed(cfg.seed + 1)
         upad = max(2, size // 8)
@@ -271,7 +281,7 @@ class _BatchIterator:
         self.gen = generator
         self.augment = cfg.augment
         self.size = size
-        self.per_sample = train_transform(cfg.augment, size) if size > 64 else None
+        self.per_sample = train_transform(cfg.augment, size) if size > BATCH_AUGMENT_MAX_PX else None
 
     def __len__(self) -> int:
         return -(-len(self.y) // self.bs)

@@ -74,14 +74,17 @@ def main() -> None:
         y = np.asarray([r["position"] for r in labels], dtype=np.int64)
         x = cache.rows(ids)
         num_classes = len(proj.classes)
-        pool = np.asarray(proj.store.unlabeled_item_ids(split="pool"), dtype=np.int64)
-        if args.unlabeled and pool.size > args.unlabeled:
-            pool = np.sort(np.random.default_rng(0).choice(pool, size=args.unlabeled, replace=False))
-        xu = cache.rows(pool)
+        recipes = json.loads(args.recipes)
+        xu = np.zeros((0, *x.shape[1:]), dtype=np.uint8)
+        if any(r.get("consistency", 0) > 0 for r in recipes):  # only those recipes read unlabeled images
+            pool = np.asarray(proj.store.unlabeled_item_ids(split="pool"), dtype=np.int64)
+            if args.unlabeled and pool.size > args.unlabeled:
+                pool = np.sort(np.random.default_rng(0).choice(pool, size=args.unlabeled, replace=False))
+            xu = cache.rows(pool)
     test = np.load(next(args.sim.glob("test_*.npz")))
     xt, yt = test["x"], test["y"]
     print(f"{len(y)} labels from {args.run}; {len(xu)} unlabeled; test split {len(yt)}")
-    for recipe in json.loads(args.recipes):
+    for recipe in recipes:
         cfg = TrainConfig(augment="crop+flip").with_(**recipe)
         t0 = time.perf_counter()
         res = train_model(
