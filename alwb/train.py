@@ -139,6 +139,8 @@ def train_model(
     progress: ProgressFn | None = None,
     pause: Callable[[], None] | None = None,
     unlabeled: np.ndarray | None = None,
+    teacher: nn.Module | None = None,
+    teacher_view: str = "strong",
 ) -> TrainResult:
     """Train a model on uint8 pixels ``x`` ``(N, C, S, S)`` and labels ``y`` ``(N,)``.
 
@@ -146,11 +148,16 @@ def train_model(
     ``cfg.consistency`` > 0 and the images are small (≤ 64 px): each step draws ``consistency_ratio`` unlabeled
     images per labeled one; where the model's prediction on a lightly augmented view reaches
     ``cfg.pseudo_threshold``, that class is the target for a strongly augmented view (:func:`strong_augment`).
+    With a ``teacher`` (an eval-mode model) the loss is distillation instead: the teacher's class probabilities on
+    the very view the model sees (``teacher_view`` ``strong`` or ``weak``; "consistent teaching", Beyer et al.
+    2022) are the soft target of every unlabeled image, no threshold.
 
     ``init_state`` (a previous round's state_dict) warm-starts the model with shrink-and-perturb; a head of the
     wrong shape (classes added) is re-initialised. ``sample_weights`` scale each sample's loss (pseudo-labels).
     ``pause`` is called before every step (a background round gives way to the person there).
     """
+    if teacher_view not in ("strong", "weak"):
+        raise ValueError(f"teacher_view must be 'strong' or 'weak', not {teacher_view!r}")
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
     if cfg.num_threads:
@@ -217,13 +224,22 @@ def train_model(
                 if channels_last:
                     weak = weak.contiguous(memory_format=torch.channels_last)
                     hard = hard.contiguous(memory_format=torch.channels_last)
-                with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    conf, target = torch.softmax(model(weak).float(), dim=1).max(dim=1)
-                mask = (conf >= cfg.pseudo_threshold).float()
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    both = model(torch.cat([xb, hard]))
-                logits, ulogits = both[: len(yb)].float(), both[len(yb) :].float()
-                uloss = (nn.functional.cross_entropy(ulogits, target, reduction="none") * mask).mean()
+                if teacher is not None:
+                    view = hard if teacher_view == "strong" else weak
+                    with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                        soft = torch.softmax(teacher(view).float(), dim=1)
+                    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                        both = model(torch.cat([xb, view]))
+                    logits, ulogits = both[: len(yb)].float(), both[len(yb) :].float()
+                    uloss = -(soft * torch.log_softmax(ulogits, dim=1)).sum(dim=1).mean()
+                else:
+                    with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                        conf, target = torch.softmax(model(weak).float(), dim=1).max(dim=1)
+                    mask = (conf >= cfg.pseudo_threshold).float()
+                    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                        both = model(torch.cat([xb, hard]))
+                    logits, ulogits = both[: len(yb)].float(), both[len(yb) :].float()
+                    uloss = (nn.functional.cross_entropy(ulogits, target, reduction="none") * mask).mean()
             loss_each = loss_fn(logits, yb)
             loss = (loss_each * wb).sum() / wb.sum().clamp_min(1e-8)
             if uloss is not None:

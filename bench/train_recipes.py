@@ -6,9 +6,11 @@
 Takes the human labels of one simulator run (``SIM/runs/RUN``: e.g. the 1,000 labels margin sampling chose) and the
 simulator's test split (``SIM/test_*.npz``), trains each recipe from scratch with :func:`alwb.train.train_model`
 (``TrainConfig`` fields as JSON; ``augment`` defaults to ``crop+flip`` as in the simulator) and prints seconds and
-test accuracy without and with flip test-time augmentation. ``--speed`` instead prints the training step time with
-and without channels-last memory layout (median of alternating runs). The figures this produced are in
-``alwb.train.auto_lr`` and the README.
+test accuracy without and with flip test-time augmentation. With ``--teacher`` the run's last model is the teacher
+of recipes with ``consistency`` > 0: its probabilities on the unlabeled images are soft targets (distillation,
+``teacher_view`` ``strong`` or ``weak`` in the recipe) instead of the model's own confident guesses. ``--speed``
+instead prints the training step time with and without channels-last memory layout (median of alternating runs).
+The figures this produced are in ``alwb.train.auto_lr`` and the README.
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def main() -> None:
         default=20_000,
         help="unlabeled pool images (a seeded random sample) handed to recipes with consistency > 0",
     )
+    ap.add_argument(
+        "--teacher", action="store_true", help="distil from the run's last model (recipes with consistency)"
+    )
     ap.add_argument("--speed", action="store_true", help="time training steps, channels-last against contiguous")
     args = ap.parse_args()
     if args.speed:
@@ -81,11 +86,24 @@ def main() -> None:
             if args.unlabeled and pool.size > args.unlabeled:
                 pool = np.sort(np.random.default_rng(0).choice(pool, size=args.unlabeled, replace=False))
             xu = cache.rows(pool)
+        teacher = None
+        if args.teacher:
+            from safetensors.torch import load_file
+
+            from alwb.train import build_model, inference_copy
+
+            cur = proj.current_model()
+            teacher = build_model(
+                geo["arch"], channels=geo["channels"], num_classes=num_classes, image_size=geo["image_size"]
+            )
+            teacher.load_state_dict(load_file(cur["path"]))
+            teacher = inference_copy(teacher, torch.device("cpu"))
     test = np.load(next(args.sim.glob("test_*.npz")))
     xt, yt = test["x"], test["y"]
     print(f"{len(y)} labels from {args.run}; {len(xu)} unlabeled; test split {len(yt)}")
     for recipe in recipes:
-        cfg = TrainConfig(augment="crop+flip").with_(**recipe)
+        fields = {k: v for k, v in recipe.items() if k != "teacher_view"}
+        cfg = TrainConfig(augment="crop+flip").with_(**fields)
         t0 = time.perf_counter()
         res = train_model(
             x,
@@ -96,6 +114,8 @@ def main() -> None:
             std=geo["std"],
             cfg=cfg,
             unlabeled=xu if cfg.consistency > 0 else None,
+            teacher=teacher if cfg.consistency > 0 else None,
+            teacher_view=recipe.get("teacher_view", "strong"),
         )
         seconds = time.perf_counter() - t0
         acc = {}

@@ -13,7 +13,7 @@ from alwb.config import TrainConfig
 from alwb.data import random_shift_flip
 from alwb.errors import AlwbError, EmptyPoolError
 from alwb.query import select_diverse, uncertainty_scores
-from alwb.train import auto_epochs, inference_copy, resolve_device, shrink_perturb, train_model
+from alwb.train import auto_epochs, inference_copy, predict_batches, resolve_device, shrink_perturb, train_model
 
 PROPS = settings(deadline=None, max_examples=40, derandomize=True, database=None)
 
@@ -463,6 +463,32 @@ def test_consistency_loss_uses_the_unlabeled_images_reproducibly() -> None:
     assert a.losses == b.losses and a.losses != plain.losses
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(v, sb[k]) for k, v in sa.items())
+
+
+class _ConstantTeacher(torch.nn.Module):
+    """A teacher sure that every image is of class 1."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([-6.0, 6.0]).expand(len(x), 2)
+
+
+@pytest.mark.parametrize("view", ["strong", "weak"])
+def test_a_teacher_s_soft_targets_pull_unlabeled_images_towards_its_classes(view: str) -> None:
+    x, _, u, kw = _consistency_data()
+    y = np.zeros(len(x), dtype=np.int64)
+    y[:4] = 1  # the labels say mostly class 0; the teacher says class 1 for every unlabeled image
+    cfg = TrainConfig(device="cpu", epochs=4, augment="crop+flip", seed=1, consistency=3.0)
+    plain = train_model(x, y, cfg=cfg.with_(consistency=0.0), **kw)
+    taught = train_model(x, y, cfg=cfg, unlabeled=u, teacher=_ConstantTeacher(), teacher_view=view, **kw)
+    again = train_model(x, y, cfg=cfg, unlabeled=u, teacher=_ConstantTeacher(), teacher_view=view, **kw)
+    assert taught.losses == again.losses
+    share = {}
+    for name, res in (("plain", plain), ("taught", taught)):
+        p, _ = predict_batches(res.model, u, mean=[0.5], std=[0.25])
+        share[name] = float((p.argmax(1) == 1).mean())
+    assert share["plain"] < 0.5 < 0.9 < share["taught"], share
+    with pytest.raises(ValueError, match="teacher_view"):
+        train_model(x, y, cfg=cfg, unlabeled=u, teacher=_ConstantTeacher(), teacher_view="medium", **kw)
 
 
 def test_consistency_settings_are_checked() -> None:
