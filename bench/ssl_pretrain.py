@@ -1,0 +1,170 @@
+"""Self-supervised pretraining of the small CNN on the pool's own images (SimCLR), then fine-tuning on labels.
+
+    python bench/ssl_pretrain.py --sim bench/out/c6/plain --run margin-plain-seed0 --minutes 15 \\
+        --save bench/out/ssl/cnn6_simclr.safetensors --recipes '[{}, {"lr": 0.01}]'
+
+Pretrains ``cnn6``'s backbone with SimCLR's contrastive loss (Chen et al. 2020: two random views of each pool image,
+a projection head, NT-Xent) on the run's pool images (never the validation or test images; no labels are read), for
+``--minutes`` of CPU time, and saves the backbone. Then, for each recipe (``TrainConfig`` fields as JSON), trains on
+the run's human labels from scratch and from the pretrained backbone (same epochs, head initialised at random) and
+prints the test accuracy with flip test-time augmentation. ``--load`` skips the pretraining.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from alwb.config import TrainConfig
+from alwb.data import normalise
+from alwb.loop import Project
+from alwb.train import build_model, predict_batches, seed_everything, train_model
+
+
+def simclr_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random view of float images ``(B, C, H, W)`` (0-255): resized crop (area 35-100%, aspect 3/4-4/3),
+    horizontal flip, contrast and brightness jitter."""
+    b = x.shape[0]
+    area = 0.35 + 0.65 * torch.rand(b, generator=generator)
+    aspect = torch.exp((torch.rand(b, generator=generator) - 0.5) * math.log(16 / 9))
+    sx = torch.sqrt(area * aspect).clamp(max=1.0)
+    sy = torch.sqrt(area / aspect).clamp(max=1.0)
+    tx = (1 - sx) * (2 * torch.rand(b, generator=generator) - 1)
+    ty = (1 - sy) * (2 * torch.rand(b, generator=generator) - 1)
+    flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 2] = sx * flip, tx
+    theta[:, 1, 1], theta[:, 1, 2] = sy, ty
+    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+    out = nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    contrast = 0.6 + 0.8 * torch.rand(b, 1, 1, 1, generator=generator)
+    bright = (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 100.0
+    mean = out.mean(dim=(1, 2, 3), keepdim=True)
+    return ((out - mean) * contrast + mean + bright).clamp(0, 255)
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's normalised-temperature cross-entropy over the 2B views of a batch."""
+    z = nn.functional.normalize(torch.cat([z1, z2]), dim=1)
+    sim = z @ z.T / temperature
+    n = z1.shape[0]
+    sim.fill_diagonal_(float("-inf"))
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
+    return nn.functional.cross_entropy(sim, target)
+
+
+def pretrain(
+    pixels: np.ndarray, geo: dict, *, minutes: float, batch: int, temperature: float, lr: float, seed: int
+) -> dict[str, torch.Tensor]:
+    """SimCLR on uint8 ``pixels`` for ``minutes``; returns the backbone's state (keys ``backbone.*``)."""
+    seed_everything(seed)
+    model = build_model(geo["arch"], channels=geo["channels"], num_classes=2, image_size=geo["image_size"])
+    d = model.emb_dim
+    proj = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(inplace=True), nn.Linear(2 * d, d))
+    params = list(model.backbone.parameters()) + list(proj.parameters())
+    steps_per_epoch = len(pixels) // batch
+    # time one epoch's worth of steps first to fix the schedule's length
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    data = torch.from_numpy(pixels)
+    m = torch.tensor(geo["mean"])
+    s = torch.tensor(geo["std"])
+    model.train()
+    proj.train()
+    t0 = time.perf_counter()
+    step, total_steps, sched = 0, None, None
+    losses: list[float] = []
+    while total_steps is None or step < total_steps:
+        idx = torch.randint(0, len(data), (batch,), generator=gen)
+        xb = data[idx].float()
+        v1 = normalise(simclr_views(xb, gen), m, s)
+        v2 = normalise(simclr_views(xb, gen), m, s)
+        h = model.backbone(torch.cat([v1, v2]))
+        z = proj(h)
+        loss = nt_xent(z[:batch], z[batch:], temperature)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+        losses.append(float(loss.detach()))
+        step += 1
+        if total_steps is None and step == 50:
+            per_step = (time.perf_counter() - t0) / step
+            total_steps = max(step + 1, int(minutes * 60 / per_step))
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps - step)
+            print(f"{per_step * 1000:.0f} ms a step: {total_steps} steps ({total_steps / steps_per_epoch:.1f} epochs)")
+        if step % 500 == 0:
+            print(f"  step {step}: loss {np.mean(losses[-500:]):.3f}  {time.perf_counter() - t0:.0f} s", flush=True)
+    return {f"backbone.{k}": v.detach().clone() for k, v in model.backbone.state_dict().items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sim", type=Path, required=True)
+    ap.add_argument("--run", default="margin-plain-seed0")
+    ap.add_argument("--minutes", type=float, default=15.0)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--temperature", type=float, default=0.2)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--save", type=Path)
+    ap.add_argument("--load", type=Path)
+    ap.add_argument("--recipes", default="[{}]", help="JSON list of TrainConfig fields for the fine-tuning")
+    ap.add_argument("--train-seeds", default="0,1")
+    args = ap.parse_args()
+    with Project.open(args.sim / "runs" / args.run) as proj:
+        labels = proj.store.current_labels(split="pool")
+        geo = proj.current_model()["config"]["geometry"]
+        cache = proj.pixel_cache(geo)
+        ids = np.asarray([r["item_id"] for r in labels], dtype=np.int64)
+        y = np.asarray([r["position"] for r in labels], dtype=np.int64)
+        x = cache.rows(ids)
+        pool = np.sort(np.concatenate([ids, np.asarray(proj.store.unlabeled_item_ids(split="pool"), np.int64)]))
+        k = len(proj.classes)
+        if args.load:
+            state = load_file(str(args.load))
+        else:
+            pixels = cache.rows(pool)
+            print(f"pretraining on {len(pixels)} pool images for {args.minutes} min")
+            state = pretrain(
+                pixels,
+                geo,
+                minutes=args.minutes,
+                batch=args.batch,
+                temperature=args.temperature,
+                lr=args.lr,
+                seed=0,
+            )
+            if args.save:
+                args.save.parent.mkdir(parents=True, exist_ok=True)
+                save_file({kk: v.contiguous() for kk, v in state.items()}, str(args.save))
+    test = np.load(next(args.sim.glob("test_*.npz")))
+    for recipe in json.loads(args.recipes):
+        base = TrainConfig(augment="crop+flip", epochs=50).with_(**recipe)
+        for seed in (int(v) for v in args.train_seeds.split(",")):
+            for name, init in (("scratch", None), ("simclr", state)):
+                # shrink 1, perturb 0: the pretrained backbone as it is; the head starts at random
+                cfg = base.with_(seed=seed, shrink=1.0, perturb=0.0)
+                t0 = time.perf_counter()
+                res = train_model(
+                    x, y, arch=geo["arch"], num_classes=k, mean=geo["mean"], std=geo["std"], cfg=cfg, init_state=init
+                )
+                p, _ = predict_batches(res.model, test["x"], mean=geo["mean"], std=geo["std"], tta_flip=True)
+                acc = float((p.argmax(1) == test["y"]).mean())
+                print(
+                    f"{json.dumps(recipe):30s} seed {seed} {name:8s} {res.epochs} epochs "
+                    f"{time.perf_counter() - t0:4.0f} s  test accuracy {acc:.4f}",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
