@@ -7,7 +7,9 @@ Pretrains ``cnn6``'s backbone with SimCLR's contrastive loss (Chen et al. 2020: 
 a projection head, NT-Xent) on the run's pool images (never the validation or test images; no labels are read), for
 ``--minutes`` of CPU time, and saves the backbone. Then, for each recipe (``TrainConfig`` fields as JSON), trains on
 the run's human labels from scratch and from the pretrained backbone (same epochs, head initialised at random) and
-prints the test accuracy with flip test-time augmentation. ``--load`` skips the pretraining.
+prints the test accuracy with flip test-time augmentation. ``--load`` skips the pretraining. ``--pseudo`` adds the
+loop's pseudo-labels from the run's last scores (probability >= 0.95, one per human label of the class, drawn at
+random; :func:`alwb.pseudo.choose_pseudo_labels`) with the loop's step budget for them, as ``pseudo_sources.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from torch import nn
 
 from alwb.config import TrainConfig
 from alwb.data import normalise
-from alwb.loop import Project
+from alwb.loop import Project, _epochs_with_extra
+from alwb.pseudo import choose_pseudo_labels
 from alwb.train import build_model, predict_batches, seed_everything, train_model
 
 
@@ -119,6 +122,7 @@ def main() -> None:
     ap.add_argument("--load", type=Path)
     ap.add_argument("--recipes", default="[{}]", help="JSON list of TrainConfig fields for the fine-tuning")
     ap.add_argument("--train-seeds", default="0,1")
+    ap.add_argument("--pseudo", action="store_true", help="add the loop's pseudo-labels from the run's last scores")
     args = ap.parse_args()
     with Project.open(args.sim / "runs" / args.run) as proj:
         labels = proj.store.current_labels(split="pool")
@@ -129,6 +133,17 @@ def main() -> None:
         x = cache.rows(ids)
         pool = np.sort(np.concatenate([ids, np.asarray(proj.store.unlabeled_item_ids(split="pool"), np.int64)]))
         k = len(proj.classes)
+        if args.pseudo:
+            sc = proj.scores()
+            unl = np.asarray(proj.store.unlabeled_item_ids(split="pool"), np.int64)
+            rows = sc.rows(unl)
+            unl, rows = unl[rows >= 0], rows[rows >= 0]
+            pid, pcls, _ = choose_pseudo_labels(
+                np.asarray(sc.probs)[rows], unl, np.bincount(y, minlength=k), rng=np.random.default_rng(7)
+            )
+            n_human = len(y)
+            x, y = np.concatenate([x, cache.rows(pid)]), np.concatenate([y, pcls])
+            print(f"{n_human} human labels and {len(pid)} pseudo-labels")
         if args.load:
             state = load_file(str(args.load))
         else:
@@ -149,6 +164,8 @@ def main() -> None:
     test = np.load(next(args.sim.glob("test_*.npz")))
     for recipe in json.loads(args.recipes):
         base = TrainConfig(augment="crop+flip", epochs=50).with_(**recipe)
+        if args.pseudo and "epochs" not in recipe:
+            base = base.with_(epochs=_epochs_with_extra(n_human, len(y), base.with_(epochs=0), geo, None))
         for seed in (int(v) for v in args.train_seeds.split(",")):
             for name, init in (("scratch", None), ("simclr", state)):
                 # shrink 1, perturb 0: the pretrained backbone as it is; the head starts at random
