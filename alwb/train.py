@@ -200,6 +200,8 @@ def train_model(
         unl = torch.from_numpy(np.array(unlabeled, dtype=np.uint8))
         ugen = torch.Generator().manual_seed(cfg.seed + 1)
         upad = max(2, size // 8)
+        if teacher is not None:
+            teacher = teacher.to(device).eval()
     losses: list[float] = []
     model.train()
     for epoch in range(epochs):
