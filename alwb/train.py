@@ -226,22 +226,21 @@ def train_model(
                 if channels_last:
                     weak = weak.contiguous(memory_format=torch.channels_last)
                     hard = hard.contiguous(memory_format=torch.channels_last)
-                if teacher is not None:
-                    view = hard if teacher_view == "strong" else weak
-                    with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                        soft = torch.softmax(teacher(view).float(), dim=1)
-                    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                        both = model(torch.cat([xb, view]))
-                    logits, ulogits = both[: len(yb)].float(), both[len(yb) :].float()
-                    uloss = -(soft * torch.log_softmax(ulogits, dim=1)).sum(dim=1).mean()
-                else:
-                    with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                # the target of each unlabeled view: the teacher's probabilities on it (soft), or the model's own
+                # confident class on the weak view (hard, masked below the threshold)
+                view, mask = hard, None
+                with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                    if teacher is not None:
+                        view = hard if teacher_view == "strong" else weak
+                        target = torch.softmax(teacher(view).float(), dim=1)
+                    else:
                         conf, target = torch.softmax(model(weak).float(), dim=1).max(dim=1)
-                    mask = (conf >= cfg.pseudo_threshold).float()
-                    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                        both = model(torch.cat([xb, hard]))
-                    logits, ulogits = both[: len(yb)].float(), both[len(yb) :].float()
-                    uloss = (nn.functional.cross_entropy(ulogits, target, reduction="none") * mask).mean()
+                        mask = (conf >= cfg.pseudo_threshold).float()
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                    both = model(torch.cat([xb, view]))
+                logits, ulogits = both[: len(yb)].float(), both[len(yb) :].float()
+                uterm = nn.functional.cross_entropy(ulogits, target, reduction="none")
+                uloss = (uterm if mask is None else uterm * mask).mean()
             loss_each = loss_fn(logits, yb)
             loss = (loss_each * wb).sum() / wb.sum().clamp_min(1e-8)
             if uloss is not None:

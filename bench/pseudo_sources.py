@@ -21,13 +21,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from _runs import human_labels, scored_unlabeled, train_and_test
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.semi_supervised import LabelSpreading
 
 from alwb.config import TrainConfig
 from alwb.loop import Project, _epochs_with_extra
 from alwb.pseudo import choose_pseudo_labels
-from alwb.train import predict_batches, train_model
 
 
 def main() -> None:
@@ -46,18 +46,14 @@ def main() -> None:
     args = ap.parse_args()
     oracle = {int(k): v for k, v in json.loads((args.sim / "template" / "oracle.json").read_text()).items()}
     with Project.open(args.sim / "runs" / args.run) as proj:
-        labels = proj.store.current_labels(split="pool")
-        model, sc = proj.current_model(), proj.scores()
-        if model is None or sc is None:
+        sc = proj.scores()
+        if proj.current_model() is None or sc is None:
             raise SystemExit(f"{args.run} has no finished round with scores")
-        geo = model["config"]["geometry"]
-        ids = np.asarray([r["item_id"] for r in labels], np.int64)
-        y = np.asarray([r["position"] for r in labels], np.int64)
+        run = human_labels(proj)
+        ids, y = run.ids, run.y
         if (sc.rows(ids) < 0).any():
             raise SystemExit(f"{args.run} has labels its last round did not score: train a round first")
-        pool = np.asarray(proj.store.unlabeled_item_ids(split="pool"), np.int64)
-        rows = sc.rows(pool)
-        pool, rows = pool[rows >= 0], rows[rows >= 0]
+        pool, rows = scored_unlabeled(proj, sc)
         probs, emb = np.asarray(sc.probs)[rows], np.asarray(sc.emb)[rows]
         emb_labeled = np.asarray(sc.emb)[sc.rows(ids)]
         truth = np.asarray([oracle[int(i)] for i in pool])
@@ -104,8 +100,7 @@ def main() -> None:
         print(f"  human labels per class {counts}")
         if not args.train:
             return
-        cache = proj.pixel_cache(geo)
-        x = cache.rows(ids)
+        geo, cache, x = run.geo, run.cache, run.x
         test = np.load(next(args.sim.glob("test_*.npz")))
         only = tuple(v for v in args.sets.split(",") if v)
         for name in ["none", *(n for n in sets if not only or n.startswith(only))]:
@@ -116,12 +111,9 @@ def main() -> None:
                     pid, pcls, _ = sets[name]
                     xx, yy = np.concatenate([x, cache.rows(pid)]), np.concatenate([y, pcls])
                     cfg = cfg.with_(epochs=_epochs_with_extra(len(y), len(yy), cfg, geo, None))
-                t0 = time.perf_counter()
-                res = train_model(xx, yy, arch=geo["arch"], num_classes=k, mean=geo["mean"], std=geo["std"], cfg=cfg)
-                p, _ = predict_batches(res.model, test["x"], mean=geo["mean"], std=geo["std"], tta_flip=True)
-                acc = float((p.argmax(1) == test["y"]).mean())
+                res, acc, seconds = train_and_test(xx, yy, run, cfg, test)
                 print(
-                    f"  pseudo-labels {name:14s} seed {seed}: {res.epochs} epochs, {time.perf_counter() - t0:4.0f} s, "
+                    f"  pseudo-labels {name:14s} seed {seed}: {res.epochs} epochs, {seconds:4.0f} s, "
                     f"test accuracy {acc:.4f}",
                     flush=True,
                 )

@@ -13,10 +13,10 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from safetensors.torch import load_file
+from _runs import human_labels, load_model
 
 from alwb.loop import Project
-from alwb.train import build_model, predict_batches
+from alwb.train import predict_batches
 
 
 def main() -> None:
@@ -29,17 +29,13 @@ def main() -> None:
     sizes = [int(v) for v in args.members.split(",")]
     for run in args.runs.split(","):
         with Project.open(args.sim / "runs" / run) as proj:
-            cur = proj.current_model()
-            if cur is None:
-                raise SystemExit(f"{run} has no finished round")
-            geo = cur["config"]["geometry"]
-            k = len(proj.classes)
+            labels = human_labels(proj)
+            geo = labels.geo
             paths = sorted((proj.root / "models").glob("round_*.safetensors"))[-max(sizes) :][::-1]
             probs = []
             for path in paths:
-                model = build_model(geo["arch"], channels=geo["channels"], num_classes=k, image_size=geo["image_size"])
-                model.load_state_dict(load_file(str(path)))
-                p, _ = predict_batches(model.eval(), test["x"], mean=geo["mean"], std=geo["std"], tta_flip=True)
+                model = load_model(path, geo, labels.num_classes)
+                p, _ = predict_batches(model, test["x"], mean=geo["mean"], std=geo["std"], tta_flip=True)
                 probs.append(p)
         figures = ", ".join(
             f"last {n}: {(np.mean(probs[:n], axis=0).argmax(1) == test['y']).mean():.4f}" for n in sizes

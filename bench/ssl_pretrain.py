@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _runs import human_labels, scored_unlabeled, train_and_test
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -29,7 +30,7 @@ from alwb.config import TrainConfig
 from alwb.data import normalise
 from alwb.loop import Project, _epochs_with_extra
 from alwb.pseudo import choose_pseudo_labels
-from alwb.train import build_model, predict_batches, seed_everything, train_model
+from alwb.train import build_model, seed_everything
 
 
 def simclr_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -125,19 +126,14 @@ def main() -> None:
     ap.add_argument("--pseudo", action="store_true", help="add the loop's pseudo-labels from the run's last scores")
     args = ap.parse_args()
     with Project.open(args.sim / "runs" / args.run) as proj:
-        labels = proj.store.current_labels(split="pool")
-        geo = proj.current_model()["config"]["geometry"]
-        cache = proj.pixel_cache(geo)
-        ids = np.asarray([r["item_id"] for r in labels], dtype=np.int64)
-        y = np.asarray([r["position"] for r in labels], dtype=np.int64)
-        x = cache.rows(ids)
-        pool = np.sort(np.concatenate([ids, np.asarray(proj.store.unlabeled_item_ids(split="pool"), np.int64)]))
-        k = len(proj.classes)
+        run = human_labels(proj)
+        geo, cache, x, y, k = run.geo, run.cache, run.x, run.y, run.num_classes
+        pool = np.sort(np.concatenate([run.ids, np.asarray(proj.store.unlabeled_item_ids(split="pool"), np.int64)]))
         if args.pseudo:
             sc = proj.scores()
-            unl = np.asarray(proj.store.unlabeled_item_ids(split="pool"), np.int64)
-            rows = sc.rows(unl)
-            unl, rows = unl[rows >= 0], rows[rows >= 0]
+            if sc is None:
+                raise SystemExit(f"{args.run} has no scores for pseudo-labels")
+            unl, rows = scored_unlabeled(proj, sc)
             pid, pcls, _ = choose_pseudo_labels(
                 np.asarray(sc.probs)[rows], unl, np.bincount(y, minlength=k), rng=np.random.default_rng(7)
             )
@@ -170,15 +166,10 @@ def main() -> None:
             for name, init in (("scratch", None), ("simclr", state)):
                 # shrink 1, perturb 0: the pretrained backbone as it is; the head starts at random
                 cfg = base.with_(seed=seed, shrink=1.0, perturb=0.0)
-                t0 = time.perf_counter()
-                res = train_model(
-                    x, y, arch=geo["arch"], num_classes=k, mean=geo["mean"], std=geo["std"], cfg=cfg, init_state=init
-                )
-                p, _ = predict_batches(res.model, test["x"], mean=geo["mean"], std=geo["std"], tta_flip=True)
-                acc = float((p.argmax(1) == test["y"]).mean())
+                res, acc, seconds = train_and_test(x, y, run, cfg, test, init_state=init)
                 print(
                     f"{json.dumps(recipe):30s} seed {seed} {name:8s} {res.epochs} epochs "
-                    f"{time.perf_counter() - t0:4.0f} s  test accuracy {acc:.4f}",
+                    f"{seconds:4.0f} s  test accuracy {acc:.4f}",
                     flush=True,
                 )
 

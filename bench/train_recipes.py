@@ -22,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _runs import human_labels, load_model, test_accuracy
 
 from alwb.config import TrainConfig
 from alwb.loop import Project
-from alwb.train import predict_batches, train_model
+from alwb.train import inference_copy, train_model
 
 
 def step_times(repeats: int = 5, epochs: int = 8) -> dict[str, float]:
@@ -72,35 +73,20 @@ def main() -> None:
     if args.sim is None:
         raise SystemExit("--sim is required (or --speed)")
     with Project.open(args.sim / "runs" / args.run) as proj:
-        labels = proj.store.current_labels(split="pool")
-        geo = proj.current_model()["config"]["geometry"]
-        cache = proj.pixel_cache(geo)
-        ids = np.asarray([r["item_id"] for r in labels], dtype=np.int64)
-        y = np.asarray([r["position"] for r in labels], dtype=np.int64)
-        x = cache.rows(ids)
-        num_classes = len(proj.classes)
+        run = human_labels(proj)
+        geo, x, y, num_classes = run.geo, run.x, run.y, run.num_classes
         recipes = json.loads(args.recipes)
         xu = np.zeros((0, *x.shape[1:]), dtype=np.uint8)
         if any(r.get("consistency", 0) > 0 for r in recipes):  # only those recipes read unlabeled images
             pool = np.asarray(proj.store.unlabeled_item_ids(split="pool"), dtype=np.int64)
             if args.unlabeled and pool.size > args.unlabeled:
                 pool = np.sort(np.random.default_rng(0).choice(pool, size=args.unlabeled, replace=False))
-            xu = cache.rows(pool)
+            xu = run.cache.rows(pool)
         teacher = None
         if args.teacher:
-            from safetensors.torch import load_file
-
-            from alwb.train import build_model, inference_copy
-
-            cur = proj.current_model()
-            teacher = build_model(
-                geo["arch"], channels=geo["channels"], num_classes=num_classes, image_size=geo["image_size"]
-            )
-            teacher.load_state_dict(load_file(cur["path"]))
-            teacher = inference_copy(teacher, torch.device("cpu"))
+            teacher = inference_copy(load_model(proj.current_model()["path"], geo, num_classes), torch.device("cpu"))
     test = np.load(next(args.sim.glob("test_*.npz")))
-    xt, yt = test["x"], test["y"]
-    print(f"{len(y)} labels from {args.run}; {len(xu)} unlabeled; test split {len(yt)}")
+    print(f"{len(y)} labels from {args.run}; {len(xu)} unlabeled; test split {len(test['y'])}")
     for recipe in recipes:
         fields = {k: v for k, v in recipe.items() if k != "teacher_view"}
         cfg = TrainConfig(augment="crop+flip").with_(**fields)
@@ -118,10 +104,7 @@ def main() -> None:
             teacher_view=recipe.get("teacher_view", "strong"),
         )
         seconds = time.perf_counter() - t0
-        acc = {}
-        for tta in (False, True):
-            p, _ = predict_batches(res.model, xt, mean=geo["mean"], std=geo["std"], tta_flip=tta)
-            acc[tta] = float((p.argmax(1) == yt).mean())
+        acc = {tta: test_accuracy(res.model, test, geo, tta=tta) for tta in (False, True)}
         print(
             f"{json.dumps(recipe):50s} epochs {res.epochs:4d}  {seconds:6.1f} s  "
             f"test accuracy {acc[False]:.4f}  with flip TTA {acc[True]:.4f}",
