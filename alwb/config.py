@@ -5,11 +5,17 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .errors import ConfigError
+
 AUGMENTATIONS = ("none", "crop", "crop+flip")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BALANCE = ("none", "weights", "smote", "adasyn")
 #: Query strategies (alwb.query.STRATEGIES implements them; listed here so the CLI starts without modAL).
 STRATEGY_NAMES = ("entropy", "margin", "least-confidence", "diverse", "random")
+#: Models a project can train (alwb.models builds them); ``auto`` chooses from the image size.
+MODEL_NAMES = ("auto", "cnn6", "resnet18")
+#: Models older projects were created with: they keep training and loading, but are not offered.
+LEGACY_MODELS = ("smallcnn",)
 
 
 @dataclass(frozen=True)
@@ -58,18 +64,18 @@ class TrainConfig:
     score_limit: int = 20_000
 
     def __post_init__(self) -> None:
-        if self.augment not in AUGMENTATIONS:
-            raise ValueError(f"augment must be one of {AUGMENTATIONS}, not {self.augment!r}")
-        if self.device not in DEVICES:
-            raise ValueError(f"device must be one of {DEVICES}, not {self.device!r}")
-        if self.balance not in BALANCE:
-            raise ValueError(f"balance must be one of {BALANCE}, not {self.balance!r}")
-        if self.pseudo_steps < 1.0 or not 0.0 < self.pseudo_threshold <= 1.0:
-            raise ValueError("pseudo_steps must be ≥ 1 and pseudo_threshold in (0, 1]")
-        if self.consistency < 0 or self.consistency_ratio < 1:
-            raise ValueError("consistency must be ≥ 0 and consistency_ratio ≥ 1")
-        if self.batch_size < 1 or self.epochs < 0 or self.lr < 0 or self.score_limit < 0:
-            raise ValueError("batch_size must be ≥ 1, epochs ≥ 0, lr ≥ 0 and score_limit ≥ 0")
+        _check_choice("model", self.model, MODEL_NAMES + LEGACY_MODELS)
+        _check_choice("augment", self.augment, AUGMENTATIONS)
+        _check_choice("device", self.device, DEVICES)
+        _check_choice("balance", self.balance, BALANCE)
+        _check_range("pseudo_steps", self.pseudo_steps, low=1.0)
+        _check_range("pseudo_threshold", self.pseudo_threshold, low=0.0, high=1.0, open_low=True)
+        _check_range("consistency", self.consistency, low=0.0)
+        _check_range("consistency_ratio", self.consistency_ratio, low=1)
+        _check_range("batch_size", self.batch_size, low=1)
+        for name in ("epochs", "lr", "score_limit", "image_size", "channels", "num_threads"):
+            _check_range(name, getattr(self, name), low=0)
+        _check_range("warm_epochs_ratio", self.warm_epochs_ratio, low=0.0, high=1.0, open_low=True)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
@@ -97,6 +103,13 @@ class ProjectConfig:
     retrain_every: int = 50
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        _check_choice("strategy", self.strategy, STRATEGY_NAMES)
+        _check_range("val_share", self.val_share, low=0.0, high=1.0)
+        _check_range("batch_size", self.batch_size, low=1)
+        for name in ("val_size", "retrain_every"):
+            _check_range(name, getattr(self, name), low=0)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict."""
         return asdict(self)
@@ -106,3 +119,16 @@ class ProjectConfig:
         """Build from a dict, ignoring unknown keys."""
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in (d or {}).items() if k in names})
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"setting {name} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+def _check_range(name: str, value: float, *, low: float, high: float | None = None, open_low: bool = False) -> None:
+    below = value <= low if open_low else value < low
+    if below or (high is not None and value > high):
+        lo = f"> {low:g}" if open_low else f"≥ {low:g}"
+        rule = lo if high is None else f"{lo} and ≤ {high:g}"
+        raise ConfigError(f"setting {name} must be {rule}, not {value!r}")

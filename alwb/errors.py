@@ -7,6 +7,10 @@ class AlwbError(Exception):
     """An error with a one-line message for the user (the CLI prints it and exits non-zero)."""
 
 
+class ConfigError(AlwbError):
+    """A setting has a value it cannot take; the message names the setting and the allowed values."""
+
+
 class ProjectError(AlwbError):
     """The project folder or its store is missing or unusable."""
 
