@@ -291,14 +291,15 @@ def test_cli_simulate(dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixtu
 
 
 def test_val_coverage_bench_scores_only_items_the_round_did_not_train_on(main_run: tuple[Path, Path]) -> None:
-    """bench/val_coverage.py: one row per round, the realised check as in curve.csv, and each round's population
-    is the pool minus its validation set minus the labels that round trained on."""
+    """bench/research/val_coverage.py: one row per round, the realised check as in curve.csv, and each round's
+    population is the pool minus its validation set minus the labels that round trained on."""
     import importlib.util
     import json
 
     import pandas as pd
 
-    spec = importlib.util.spec_from_file_location("val_coverage", Path(__file__).parents[2] / "bench/val_coverage.py")
+    path = Path(__file__).parents[2] / "bench/research/val_coverage.py"
+    spec = importlib.util.spec_from_file_location("val_coverage", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)

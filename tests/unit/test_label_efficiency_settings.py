@@ -1,4 +1,4 @@
-"""bench/label_efficiency.py: setting names parse into simulator settings."""
+"""bench/research/label_efficiency.py: setting names parse into simulator settings."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from alwb.config import TrainConfig
 
 spec = importlib.util.spec_from_file_location(
-    "label_efficiency", Path(__file__).parents[2] / "bench/label_efficiency.py"
+    "label_efficiency", Path(__file__).parents[2] / "bench/research/label_efficiency.py"
 )
 assert spec is not None and spec.loader is not None
 bench = importlib.util.module_from_spec(spec)

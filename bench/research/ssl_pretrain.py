@@ -1,6 +1,6 @@
 """Self-supervised pretraining of the small CNN on the pool's own images (SimCLR), then fine-tuning on labels.
 
-    python bench/ssl_pretrain.py --sim bench/out/c6/plain --run margin-plain-seed0 --minutes 15 \\
+    python bench/research/ssl_pretrain.py --sim bench/out/c6/plain --run margin-plain-seed0 --minutes 15 \\
         --save bench/out/ssl/cnn6_simclr.safetensors --recipes '[{}, {"lr": 0.01}]'
 
 Pretrains ``cnn6``'s backbone with SimCLR's contrastive loss (Chen et al. 2020: two random views of each pool image,

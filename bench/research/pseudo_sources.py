@@ -1,6 +1,6 @@
 """Where pseudo-labels come from: the classifier's confident guesses against labels spread over the embeddings.
 
-    python bench/pseudo_sources.py --sim bench/out/c6/plain --run margin-plain-seed0 --train
+    python bench/research/pseudo_sources.py --sim bench/out/c6/plain --run margin-plain-seed0 --train
 
 Takes one simulator run's human labels and its last round's scores (probabilities and embeddings of the scored
 unlabeled pool items), then compares two sources of pseudo-labels against the oracle: the classifier's own

@@ -1,6 +1,6 @@
 """Import speed and one round's training/scoring time on a large pool (default: Fashion-MNIST train, 60,000).
 
-    python bench/round_speed.py --pool ../shared/datasets/fashion-mnist/train --labels 1000
+    python bench/speed/round_speed.py --pool ../shared/datasets/fashion-mnist/train --labels 1000
 
 Prints: files per second for the first import and for re-importing the same folder (adds nothing), then for one
 round with LABELS labels chosen at random (the folder names answer): pixel-cache decode, training and scoring

@@ -1,8 +1,8 @@
 """How often the validation interval contains the test accuracy: in the runs, and over many validation draws.
 
-    python bench/val_coverage.py --sim bench/out/v3/plain [--draws 5000] [--population 10000]
+    python bench/research/val_coverage.py --sim bench/out/v3/plain [--draws 5000] [--population 10000]
 
-SIM is a simulator output folder (``alwb simulate --out``, or one setting of ``bench/label_efficiency.py``).
+SIM is a simulator output folder (``alwb simulate --out``, or one setting of ``bench/research/label_efficiency.py``).
 
 *Realised*: per run, the share of rounds whose Wilson 95% interval on the run's validation set (``curve.csv``)
 contains the round's test accuracy. A run draws its validation set once, so its rounds share that draw's luck and

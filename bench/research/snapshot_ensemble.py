@@ -1,6 +1,6 @@
 """Snapshot ensembles of a run's warm-started chain: the last rounds' models averaged, against the last alone.
 
-    python bench/snapshot_ensemble.py --sim bench/out/c6/pseudo --runs margin-pseudo-seed0,margin-pseudo-seed1
+    python bench/research/snapshot_ensemble.py --sim bench/out/c6/pseudo --runs margin-pseudo-seed0,margin-pseudo-seed1
 
 Every round of a simulator run keeps its model (``runs/RUN/models/round_NNNN.safetensors``); this scores the
 simulator's test split (``SIM/test_*.npz``) with flip test-time augmentation using the last model, and the mean

@@ -1,6 +1,6 @@
 """Label efficiency on Fashion-MNIST (or any train/test ImageFolder dataset): strategies × settings × labels.
 
-    python bench/label_efficiency.py --dataset ../shared/datasets/fashion-mnist --out bench/out/fmnist \\
+    python bench/research/label_efficiency.py --dataset ../shared/datasets/fashion-mnist --out bench/out/fmnist \\
         --strategies margin,entropy,random --settings plain,pseudo --seeds 0,1,2 --budget 1000
 
 Each setting runs ``alwb simulate`` (the workbench's own engine with an oracle) into OUT/<setting>/ and the script

@@ -1,6 +1,6 @@
 """Training recipes on a fixed label set: what buys accuracy per second of CPU.
 
-    python bench/train_recipes.py --sim bench/out/fmnist/plain --run margin-plain-seed0 \\
+    python bench/research/train_recipes.py --sim bench/out/fmnist/plain --run margin-plain-seed0 \\
         --recipes '[{"lr": 0.002}, {"lr": 0.04}, {"lr": 0.04, "epochs": 100}]'
 
 Takes the human labels of one simulator run (``SIM/runs/RUN``: e.g. the 1,000 labels margin sampling chose) and the

@@ -1,6 +1,6 @@
 """Scoring speed against the number of images per forward pass, on this machine's CPU (or GPU).
 
-    python bench/score_chunks.py [--images 8192] [--repeats 3] [--device auto]
+    python bench/speed/score_chunks.py [--images 8192] [--repeats 3] [--device auto]
 
 Prints images per second for the two small CNNs (``cnn6``, the default, and ``smallcnn``) on 28×28 grey images
 and ResNet-18 on 112×112 colour images, for several chunk sizes and for the size :func:`alwb.train.score_chunk`

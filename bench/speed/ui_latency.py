@@ -1,6 +1,6 @@
 """Workbench speed in a real browser: submit-to-next-batch latency and page-open times.
 
-    python bench/ui_latency.py --project data/demo/project --batches 20 [--train] [--think 3]
+    python bench/speed/ui_latency.py --project data/demo/project --batches 20 [--train] [--think 3]
 
 Starts ``alwb ui`` on PROJECT, drives Debian's Chromium with Playwright, submits batches (answers = the model's
 preselected guesses, each batch submitted ``--think`` seconds after it is on screen) and measures, for each one,
