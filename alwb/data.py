@@ -35,7 +35,7 @@ def choose_geometry(store: Store, image_size: int = 0, channels: int = 0, model:
     """
     from .models import pretrained_available
 
-    rows = store.con.execute("SELECT MIN(width, height), grey FROM items WHERE status='ok'").fetchall()
+    rows = store.image_geometry()
     if not rows:
         raise AlwbError("the project has no readable images")
     if not image_size:
@@ -102,12 +102,7 @@ class PixelCache:
         new, errors = self._decode(paths, progress=progress, workers=workers)
         bad = [(int(i), e) for i, e in zip(missing, errors, strict=True) if e is not None]
         if bad:
-            with store.transaction():
-                for item_id, reason in bad:
-                    store.con.execute(
-                        "UPDATE items SET status='rejected', reason=? WHERE id=?",
-                        (f"unreadable when decoding for training: {reason}", item_id),
-                    )
+            store.reject_items([(i, f"unreadable when decoding for training: {reason}") for i, reason in bad])
             log.warning("%d item(s) became unreadable and were rejected", len(bad))
         ids = np.concatenate([self.ids, missing])
         order = np.argsort(ids, kind="stable")

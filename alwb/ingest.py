@@ -75,12 +75,6 @@ class IngestReport:
     seconds: float = 0.0
     new_classes: list[str] = field(default_factory=list)
 
-    @property
-    def files_per_second(self) -> float:
-        """Files examined per second."""
-        n = self.added + self.duplicates + self.already_known + len(self.rejected)
-        return n / self.seconds if self.seconds > 0 else 0.0
-
     def summary(self) -> str:
         """One paragraph for the terminal."""
         lines = [
@@ -265,7 +259,7 @@ def ingest(
         report.new_classes += store.add_classes(labels)
 
     # accepted files are never read again; files rejected earlier are checked again (they may be fixed now)
-    known_paths = {r[0] for r in store.con.execute("SELECT path FROM items WHERE status='ok'")}
+    known_paths = store.item_paths()
     known_hashes = store.known_hashes()
     todo: list[Candidate] = []
     for c in source.candidates:
@@ -282,7 +276,7 @@ def ingest(
     now = time.time()
     with store.transaction():
         for c in refused:
-            _insert_reject(store, c.path, None, 0, c.refused or "refused", now)
+            store.record_rejected(c.path, None, 0, c.refused or "refused", now=now)
             report.rejected.append((c.path, c.refused or "refused"))
 
     results = _run_checks(to_check, progress=progress, workers=workers)
@@ -319,40 +313,34 @@ def _run_checks(paths: list[str], *, progress: bool, workers: int | None):  # no
         bar.close()
 
 
-def _insert_reject(store: Store, path: str, sha: str | None, size: int, reason: str, now: float) -> None:
-    store.con.execute(
-        "INSERT INTO items(path, sha256, size, status, reason, added_at) VALUES(?, ?, ?, 'rejected', ?, ?)"
-        " ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size, reason=excluded.reason"
-        " WHERE status='rejected'",
-        (path, sha, size, reason, now),
-    )
-
-
 def _commit_batch(store, batch, by_path, known_hashes, report, annotator) -> None:  # noqa: ANN001
     now = time.time()
     labels: list[tuple[int, str]] = []
     with store.transaction():
         for path, sha, size, info, reason in batch:
             if info is None:
-                _insert_reject(store, path, sha, size, reason or "unreadable", now)
+                store.record_rejected(path, sha, size, reason or "unreadable", now=now)
                 report.rejected.append((path, reason or "unreadable"))
                 continue
             if sha in known_hashes:
                 report.duplicates += 1
                 continue
             known_hashes.add(sha)
-            store.con.execute(
-                "INSERT INTO items(path, sha256, size, width, height, mode, format, grey, status, added_at)"
-                " VALUES(?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?) ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256,"
-                " size=excluded.size, width=excluded.width, height=excluded.height, mode=excluded.mode,"
-                " format=excluded.format, grey=excluded.grey, status='ok', reason=NULL, added_at=excluded.added_at",
-                (path, sha, size, info.width, info.height, info.mode, info.format, int(info.grey), now),
+            item_id = store.record_item(
+                path,
+                sha,
+                size,
+                width=info.width,
+                height=info.height,
+                mode=info.mode,
+                format=info.format,
+                grey=info.grey,
+                now=now,
             )
             report.added += 1
             label = by_path[path].label
             if label is not None:
-                item_id = store.con.execute("SELECT id FROM items WHERE path=?", (path,)).fetchone()[0]
-                labels.append((int(item_id), label))
+                labels.append((item_id, label))
         if labels:
             store.add_labels([LabelRow(i, c) for i, c in labels], source="import", round_number=0, annotator=annotator)
             report.labeled += len(labels)

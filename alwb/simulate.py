@@ -295,7 +295,7 @@ def _run(
             )
             proj.store.set_meta("train", cfg.to_dict())
             with proj.store.transaction():
-                proj.store.con.execute("UPDATE items SET split='pool'")
+                proj.store.reset_validation()
             proj.ensure_validation()
             classes = proj.classes
             val = proj.store.val_item_ids()

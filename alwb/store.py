@@ -31,7 +31,6 @@ from .errors import LabelError, ProjectError
 
 SCHEMA_VERSION = 2
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-LABEL_SOURCES = ("human", "import", "pseudo")
 #: Answers that are not classes ("none of these classes", "skip").
 RESERVED_NAMES = frozenset({"<none>", "<skip>"})
 
@@ -270,6 +269,59 @@ class Store:
         """Rejected files with their reasons."""
         return self.con.execute("SELECT path, reason FROM items WHERE status='rejected' ORDER BY id").fetchall()
 
+    def item_paths(self, *, status: str = "ok") -> set[str]:
+        """Stored paths of the items with ``status``."""
+        return {r[0] for r in self.con.execute("SELECT path FROM items WHERE status=?", (status,))}
+
+    def image_geometry(self) -> list[tuple[int, bool]]:
+        """(shorter side, greyscale) of every accepted item."""
+        rows = self.con.execute("SELECT MIN(width, height), grey FROM items WHERE status='ok'").fetchall()
+        return [(int(r[0]), bool(r[1])) for r in rows]
+
+    def record_rejected(
+        self, path: str, sha256: str | None, size: int, reason: str, *, now: float | None = None
+    ) -> None:
+        """Record a refused file with its reason (an accepted item at that path is left alone)."""
+        with self.transaction():
+            self.con.execute(
+                "INSERT INTO items(path, sha256, size, status, reason, added_at) VALUES(?, ?, ?, 'rejected', ?, ?)"
+                " ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size, reason=excluded.reason"
+                " WHERE status='rejected'",
+                (path, sha256, size, reason, time.time() if now is None else now),
+            )
+
+    def record_item(
+        self,
+        path: str,
+        sha256: str,
+        size: int,
+        *,
+        width: int,
+        height: int,
+        mode: str,
+        format: str | None,
+        grey: bool,
+        now: float | None = None,
+    ) -> int:
+        """Record an accepted file (a file rejected earlier at that path becomes accepted); return its item id."""
+        with self.transaction():
+            row = self.con.execute(
+                "INSERT INTO items(path, sha256, size, width, height, mode, format, grey, status, added_at)"
+                " VALUES(?, ?, ?, ?, ?, ?, ?, ?, 'ok', ?) ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256,"
+                " size=excluded.size, width=excluded.width, height=excluded.height, mode=excluded.mode,"
+                " format=excluded.format, grey=excluded.grey, status='ok', reason=NULL, added_at=excluded.added_at"
+                " RETURNING id",
+                (path, sha256, size, width, height, mode, format, int(grey), time.time() if now is None else now),
+            ).fetchone()
+        return int(row[0])
+
+    def reject_items(self, reasons: Sequence[tuple[int, str]]) -> None:
+        """Mark accepted items rejected with their reasons, in one transaction."""
+        with self.transaction():
+            self.con.executemany(
+                "UPDATE items SET status='rejected', reason=? WHERE id=?", [(r, int(i)) for i, r in reasons]
+            )
+
     def val_item_ids(self) -> list[int]:
         """Items in the validation split."""
         return [r[0] for r in self.con.execute("SELECT id FROM items WHERE status='ok' AND split='val'")]
@@ -278,6 +330,11 @@ class Store:
         """Move items to the validation split (never trained on, never pseudo-labelled)."""
         with self.transaction():
             self.con.executemany("UPDATE items SET split='val' WHERE id=?", [(int(i),) for i in item_ids])
+
+    def reset_validation(self) -> None:
+        """Move every item back to the pool split (a new validation set is drawn afterwards)."""
+        with self.transaction():
+            self.con.execute("UPDATE items SET split='pool'")
 
     # ------------------------------------------------------------------ labels
     def add_labels(
@@ -393,12 +450,6 @@ class Store:
             " ORDER BY created_at DESC, id DESC LIMIT 1"
         ).fetchone()
         return None if row is None else row[0]
-
-    def human_label_count(self) -> int:
-        """Current human answers with a class (what a round trains on, besides imports)."""
-        return self.con.execute(
-            "SELECT COUNT(*) FROM labels WHERE superseded_at IS NULL AND source='human' AND class_id IS NOT NULL"
-        ).fetchone()[0]
 
     def current_labels(self, *, split: str | None = None, include_none: bool = False) -> list[sqlite3.Row]:
         """Current labels joined with items and classes: item_id, path, sha256, class, position, source, ..."""

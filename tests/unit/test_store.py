@@ -541,3 +541,22 @@ def test_integrity_ok_on_a_used_store(store: Store) -> None:
     store.add_labels([LabelRow(i, "cat") for i in ids])
     assert store.integrity_ok()
     assert store.con.execute("PRAGMA foreign_key_check").fetchall() == []
+
+
+def test_item_records_rejects_and_splits(store: Store) -> None:
+    a = store.record_item("/img/a.png", "a" * 64, 10, width=30, height=20, mode="L", format="PNG", grey=True)
+    store.record_rejected("/img/b.png", None, 0, "not an image")
+    store.record_rejected("/img/a.png", "x" * 64, 1, "should not touch an accepted item")
+    assert store.item_paths() == {"/img/a.png"}
+    assert store.item_paths(status="rejected") == {"/img/b.png"}
+    assert store.item(a)["reason"] is None and store.item(a)["sha256"] == "a" * 64
+    # a file refused earlier and readable now becomes accepted under the same path (and the same id)
+    b = store.record_item("/img/b.png", "b" * 64, 11, width=8, height=9, mode="RGB", format="PNG", grey=False)
+    assert store.item_by_path("/img/b.png")["id"] == b and store.item(b)["status"] == "ok"
+    assert sorted(store.image_geometry()) == [(8, False), (20, True)]
+    store.mark_validation([a])
+    assert store.val_item_ids() == [a]
+    store.reset_validation()
+    assert store.val_item_ids() == []
+    store.reject_items([(b, "unreadable now")])
+    assert store.item_paths() == {"/img/a.png"} and dict(store.rejected()[0])["reason"] == "unreadable now"
