@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .loop import Project
+from .report import format_round
 
 
 def write_digits(folder: str | Path) -> tuple[Path, Path]:
@@ -52,7 +53,7 @@ def build_demo(folder: str | Path, *, device: str = "auto", progress: bool = Fal
     project_dir = folder / "project"
     if not (project_dir / "alwb.sqlite").exists():
         with Project.create(project_dir, classes=[str(d) for d in range(10)]) as proj:
-            proj.set_config(val_size=150, batch_size=16, strategy="margin", retrain_every=48)
+            proj.set_config(val_size=150, batch_size=16, strategy="margin")  # retrain_every: the project default
             proj.set_train_config(augment="crop", device=device)
             print(proj.add_images(images, progress=progress).summary())
     return project_dir
@@ -77,8 +78,6 @@ def run_demo(
         f"(random, never trained on); {rounds} rounds of {batch} labels by {strategy} sampling, "
         "the digits' true labels answering"
     )
-    from .cli import _format_round
-
     with proj:
         for _ in range(rounds):
             t0 = time.perf_counter()
@@ -87,7 +86,7 @@ def run_demo(
             proj.label(answers, annotator="oracle")
             summary = proj.train(device=device)
             print(
-                _format_round(
+                format_round(
                     summary.round,
                     summary.n_labeled,
                     summary.metrics,

@@ -8,6 +8,10 @@ from pathlib import Path
 
 from .errors import AlwbError
 
+#: Where ``alwb ui`` and ``alwb demo`` serve the workbench unless told otherwise (this machine only).
+DEFAULT_PORT = 8501
+DEFAULT_HOST = "127.0.0.1"
+
 
 def app_path() -> Path:
     """``ui/app.py`` of this checkout (alwb is installed in development mode next to it)."""
@@ -52,7 +56,7 @@ def streamlit_command(project: Path | None, *, port: int, host: str) -> list[str
     return cmd
 
 
-def launch(project: Path | None, *, port: int = 8501, host: str = "127.0.0.1") -> int:
+def launch(project: Path | None, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> int:
     """Replace this process with the Streamlit server of the workbench (runs until interrupted)."""
     if project is not None and not (project / "alwb.sqlite").is_file():
         raise AlwbError(f"{project} is not an alwb project (run 'alwb init' first, or start 'alwb ui' without it)")

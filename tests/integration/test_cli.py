@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import subprocess
@@ -223,3 +224,57 @@ def test_a_moved_project_keeps_its_model(tmp_path: Path, shapes_flat, capsys) ->
     assert code == 0 and "warm start" in out
     assert run_cli(capsys, "export", moved, tmp_path / "out")[0] == 0
     assert (tmp_path / "out" / "model" / "weights.safetensors").is_file()
+
+
+def test_the_command_table() -> None:
+    """Every subcommand runs its own function; choices come from alwb.config; research options are gone."""
+    from alwb.cli import build_parser
+    from alwb.config import DEVICES, MODEL_NAMES, STRATEGY_NAMES
+
+    ap = build_parser()
+    sub = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
+        assert p.get_default("func").__name__ == f"_cmd_{name}", name
+    train = sub.choices["train"].format_help()
+    assert "{" + ",".join(MODEL_NAMES) + "}" in train and "smallcnn" not in train  # legacy: accepted, not offered
+    assert ap.parse_args(["train", "p", "--model", "smallcnn"]).model == "smallcnn"
+    assert "{" + ",".join(DEVICES) + "}" in train
+    assert "{" + ",".join(STRATEGY_NAMES) + "}" in sub.choices["demo"].format_help()
+    sim = sub.choices["simulate"].format_help()
+    assert "--consistency" not in sim and "--pseudo-flat" not in sim
+
+
+def test_simulate_sets_only_the_training_options_given() -> None:
+    from alwb.cli import build_parser, sim_train_config
+    from alwb.config import TrainConfig
+
+    def cfg(*opts: str) -> TrainConfig:
+        return sim_train_config(build_parser().parse_args(["simulate", "data", *opts]))
+
+    assert cfg() == TrainConfig()  # the simulator's defaults are the product's
+    assert cfg("--pseudo-label", "--from-scratch") == TrainConfig(pseudo=True, warm_start=False)
+    assert cfg("--augment", "crop+flip", "--epochs", "3", "--pseudo-cap", "2") == TrainConfig(
+        augment="crop+flip", epochs=3, pseudo_cap=2.0
+    )
+
+
+def test_demo_and_cli_do_not_import_each_other() -> None:
+    code = "import sys, alwb.demo; assert 'alwb.cli' not in sys.modules; import alwb.cli; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_the_demo_says_the_retraining_interval_its_project_uses(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import alwb.uilaunch
+    from alwb.config import ProjectConfig
+
+    launched = []
+    monkeypatch.setattr(alwb.uilaunch, "launch", lambda project, **kw: launched.append(project) or 0)
+    code, out, _ = run_cli(capsys, "demo", "--dir", tmp_path / "demo", "--device", "cpu")
+    assert code == 0 and launched == [tmp_path / "demo" / "project"]
+    with Project.open(launched[0]) as p:
+        every = p.config.retrain_every
+    assert every == ProjectConfig.retrain_every  # one number: the project default, on the Label page and here
+    assert f"retrains every {every} labels" in out
