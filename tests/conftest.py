@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _postgres import pg_url, postgres_cluster, store_location  # noqa: F401 - the PostgreSQL fixtures
 
 SHAPES = ("circle", "square", "triangle")
 

@@ -1,4 +1,6 @@
-"""The SQLite label store: schema, classes, the label history, pseudo-labels and rounds."""
+"""The label store on both backends (SQLite, PostgreSQL): schema, classes, the label history, pseudo-labels and
+rounds. The ``store`` fixture and ``make_store`` run every test on a SQLite file and on a PostgreSQL database of a
+throw-away server (tests/_postgres.py)."""
 
 from __future__ import annotations
 
@@ -27,10 +29,11 @@ def add_items(store: Store, n: int) -> list[int]:
         start = store.con.execute("SELECT COUNT(*) FROM items").fetchone()[0]
         for i in range(start, start + n):
             cur = store.con.execute(
-                "INSERT INTO items(path, sha256, size, width, height, status, added_at) VALUES(?, ?, 1, 8, 8, 'ok', ?)",
+                "INSERT INTO items(path, sha256, size, width, height, status, added_at) VALUES(?, ?, 1, 8, 8, 'ok', ?)"
+                " RETURNING id",
                 (f"/img/{i:05d}.png", f"{i:064x}", time.time()),
             )
-            ids.append(int(cur.lastrowid))
+            ids.append(int(cur.fetchone()[0]))
     return ids
 
 
@@ -46,27 +49,91 @@ def current(store: Store) -> dict[int, str | None]:
 def max_current_per_item(store: Store) -> int:
     row = store.con.execute(
         "SELECT COALESCE(MAX(c), 0) FROM (SELECT COUNT(*) AS c FROM labels WHERE superseded_at IS NULL"
-        " GROUP BY item_id)"
+        " GROUP BY item_id) AS per_item"
     ).fetchone()
     return int(row[0])
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    s = Store(tmp_path / "alwb.sqlite", create=True)
+def store(store_location: str | Path) -> Store:
+    s = Store(store_location, create=True)
     s.add_classes(["cat", "dog", "bird"])
     yield s
     s.close()
 
 
-def mem_store(n_items: int = 6) -> tuple[Store, list[int]]:
-    """A fast in-memory store for property tests."""
-    s = Store(":memory:", create=True)
-    s.add_classes(["a", "b", "c"])
-    return s, add_items(s, n_items)
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def make_store(request: pytest.FixtureRequest):  # noqa: ANN201 - returns a factory
+    """``make_store(n_items)`` -> (a fresh store with classes a, b, c, its item ids): SQLite in memory, or a new
+    PostgreSQL database (module-scoped, so that property tests can use it for every example)."""
+
+    def make(n_items: int = 6) -> tuple[Store, list[int]]:
+        if request.param == "sqlite":
+            s = Store(":memory:", create=True)
+        else:
+            s = Store(request.getfixturevalue("postgres_cluster").new_database("prop"), create=True)
+        s.add_classes(["a", "b", "c"])
+        return s, add_items(s, n_items)
+
+    return make
 
 
 # ---------------------------------------------------------------------------- schema
+def test_new_postgres_store_has_the_tables_and_schema_version(pg_url: str) -> None:
+    with Store(pg_url, create=True) as s:
+        assert s.backend == "postgresql" and s.schema_version() == SCHEMA_VERSION
+        names = {r[0] for r in s.con.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
+        assert set(TABLES) <= names
+        # one schema for both: the same columns in the same order as on SQLite
+        cols = {
+            t: [
+                r[0]
+                for r in s.con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name=? ORDER BY ordinal_position",
+                    (t,),
+                )
+            ]
+            for t in TABLES
+        }
+        # 64-bit ids and double-precision times
+        types = dict(
+            s.con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name='labels'"
+            ).fetchall()
+        )
+        assert types["id"] == "bigint" and types["created_at"] == "double precision"
+        assert s.integrity_ok()
+    with Store(":memory:", create=True) as lite:
+        for t in TABLES:
+            assert [r[1] for r in lite.con.execute(f"PRAGMA table_info({t})")] == cols[t], t
+
+
+def test_empty_postgres_database_is_refused_without_create(pg_url: str) -> None:
+    with pytest.raises(ProjectError, match="no alwb store"):
+        Store(pg_url)
+    import psycopg
+
+    with psycopg.connect(pg_url) as con:
+        assert con.execute("SELECT COUNT(*) FROM pg_tables WHERE schemaname='public'").fetchone()[0] == 0
+
+
+def test_postgres_store_with_newer_schema_is_refused(pg_url: str) -> None:
+    Store(pg_url, create=True).close()
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as con:
+        con.execute("UPDATE alwb_schema SET version = %s", (SCHEMA_VERSION + 1,))
+    with pytest.raises(ProjectError, match="newer"):
+        Store(pg_url)
+
+
+def test_unreachable_postgres_is_a_project_error_without_the_password(postgres_cluster) -> None:  # noqa: ANN001
+    port = postgres_cluster.port
+    with pytest.raises(ProjectError, match="cannot reach") as info:
+        Store(f"postgresql://u:secret@127.0.0.1:{port}/no_such_database", timeout=2)
+    assert "secret" not in str(info.value) and "***" in str(info.value)
+
+
 def test_new_store_has_wal_foreign_keys_and_schema_version(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite", create=True) as s:
         assert s.con.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
@@ -85,23 +152,25 @@ def test_new_store_has_wal_foreign_keys_and_schema_version(tmp_path: Path) -> No
         con.close()
 
 
-def test_version_1_store_is_migrated_and_keeps_its_labels(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "s.sqlite"
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
+def test_version_1_store_is_migrated_and_keeps_its_labels(
+    store_location: str | Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = store_location
+    monkeypatch.setattr(store_mod.schema, "SCHEMA_VERSION", 1)
     with Store(path, create=True) as s:  # a store made by the first release
         s.add_classes(["a", "b"])
         (item,) = add_items(s, 1)
         s.add_labels([LabelRow(item, "b")])
     monkeypatch.undo()
     with Store(path) as s:
-        assert s.con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert s.schema_version() == SCHEMA_VERSION
         assert [r["class"] for r in s.current_labels()] == ["b"]
         s.save_draft("x", item, "a")
         assert s.drafts("x", [item]) == {item: "a"}
 
 
-def test_drafts_are_per_annotator_and_dropped_by_their_labels() -> None:
-    s, ids = mem_store(3)
+def test_drafts_are_per_annotator_and_dropped_by_their_labels(make_store) -> None:  # noqa: ANN001
+    s, ids = make_store(3)
     s.save_draft("ann", ids[0], "a")
     s.save_draft("ann", ids[0], "b")  # a changed mind overwrites
     s.save_draft("ann", ids[1], "<none>")
@@ -123,15 +192,15 @@ def test_missing_store_is_refused_without_create(tmp_path: Path) -> None:
     assert not (tmp_path / "absent.sqlite").exists()
 
 
-def test_reopening_does_not_migrate_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "s.sqlite"
+def test_reopening_does_not_migrate_again(store_location: str | Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = store_location
     with Store(path, create=True) as s:
         s.add_classes(["cat"])
         s.set_meta("marker", {"x": 1})
     # any migration that ran again would now fail loudly
-    monkeypatch.setattr(store_mod, "_MIGRATIONS", {v: "THIS IS NOT SQL" for v in range(1, SCHEMA_VERSION + 1)})
+    monkeypatch.setattr(store_mod.schema, "MIGRATIONS", {v: "THIS IS NOT SQL" for v in range(1, SCHEMA_VERSION + 1)})
     with Store(path) as s:
-        assert s.con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert s.schema_version() == SCHEMA_VERSION
         assert s.classes() == ["cat"]
         assert s.get_meta("marker") == {"x": 1}
 
@@ -364,7 +433,7 @@ def test_relabel_with_same_class_is_a_noop(store: Store) -> None:
 def test_at_most_one_current_label_is_enforced_by_the_schema(store: Store) -> None:
     (a,) = add_items(store, 1)
     store.add_labels([LabelRow(a, "cat")])
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(store.integrity_errors):
         store.con.execute(
             "INSERT INTO labels(item_id, class_id, source, round, created_at) VALUES(?, 1, 'human', 0, 0)", (a,)
         )
@@ -448,8 +517,8 @@ answers = st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["a", "b", "c", 
 
 @PROPS
 @given(st.lists(answers, min_size=1, max_size=6), answers)
-def test_label_batches_match_a_reference_model_and_undo_restores(batches: list, last: list) -> None:
-    s, ids = mem_store(6)
+def test_label_batches_match_a_reference_model_and_undo_restores(make_store, batches: list, last: list) -> None:  # noqa: ANN001
+    s, ids = make_store(6)
     try:
         model: dict[int, str | None] = {}
         for k, batch in enumerate(batches):
@@ -540,7 +609,8 @@ def test_integrity_ok_on_a_used_store(store: Store) -> None:
     ids = add_items(store, 5)
     store.add_labels([LabelRow(i, "cat") for i in ids])
     assert store.integrity_ok()
-    assert store.con.execute("PRAGMA foreign_key_check").fetchall() == []
+    if store.backend == "sqlite":
+        assert store.con.execute("PRAGMA foreign_key_check").fetchall() == []
 
 
 def test_item_records_rejects_and_splits(store: Store) -> None:

@@ -1,4 +1,7 @@
-"""The SQLite label store: one file per project, WAL, foreign keys, versioned schema.
+"""The label store: SQLite (one file per project, WAL, foreign keys) or PostgreSQL, one schema, versioned.
+
+``Store(path)`` opens a SQLite file; ``Store("postgresql://...")`` a PostgreSQL database (:mod:`.postgres`).
+Both run the same SQL and the same migrations (:mod:`.schema`).
 
 Tables
 ------
@@ -12,7 +15,7 @@ rounds        one row per training round: strategy, counts, metrics, timings, st
 models        one row per trained model file.
 meta          schema version and project settings.
 
-Every write that the user sees as "saved" is one committed transaction (``synchronous=FULL``).
+Every write that the user sees as "saved" is one committed transaction (SQLite ``synchronous=FULL``).
 """
 
 from __future__ import annotations
@@ -27,96 +30,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import LabelError, ProjectError
+from ..errors import LabelError, ProjectError
+from . import schema
+from .schema import SCHEMA_VERSION
 
-SCHEMA_VERSION = 2
+__all__ = ["RESERVED_NAMES", "SCHEMA_VERSION", "LabelRow", "Store", "is_url", "validate_class_name"]
+
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: Answers that are not classes ("none of these classes", "skip").
 RESERVED_NAMES = frozenset({"<none>", "<skip>"})
-
-_SCHEMA_V1 = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE items (
-    id INTEGER PRIMARY KEY,
-    path TEXT NOT NULL UNIQUE,
-    sha256 TEXT,
-    size INTEGER,
-    width INTEGER,
-    height INTEGER,
-    mode TEXT,
-    format TEXT,
-    grey INTEGER,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'rejected')),
-    reason TEXT,
-    split TEXT NOT NULL DEFAULT 'pool' CHECK (split IN ('pool', 'val')),
-    added_at REAL NOT NULL
-);
-CREATE UNIQUE INDEX items_sha_ok ON items(sha256) WHERE status = 'ok';
-CREATE INDEX items_status ON items(status, split);
-CREATE TABLE classes (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    position INTEGER NOT NULL UNIQUE
-);
-CREATE TABLE labels (
-    id INTEGER PRIMARY KEY,
-    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
-    class_id INTEGER REFERENCES classes(id),
-    source TEXT NOT NULL CHECK (source IN ('human', 'import')),
-    round INTEGER NOT NULL,
-    annotator TEXT,
-    batch_id TEXT,
-    created_at REAL NOT NULL,
-    superseded_at REAL
-);
-CREATE UNIQUE INDEX labels_current ON labels(item_id) WHERE superseded_at IS NULL;
-CREATE INDEX labels_batch ON labels(batch_id);
-CREATE TABLE pseudo_labels (
-    item_id INTEGER PRIMARY KEY REFERENCES items(id) ON DELETE CASCADE,
-    class_id INTEGER NOT NULL REFERENCES classes(id),
-    confidence REAL NOT NULL,
-    round INTEGER NOT NULL
-);
-CREATE TABLE models (
-    id INTEGER PRIMARY KEY,
-    round INTEGER NOT NULL,
-    path TEXT NOT NULL,
-    arch TEXT NOT NULL,
-    config TEXT NOT NULL,
-    metrics TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE rounds (
-    id INTEGER PRIMARY KEY,
-    number INTEGER NOT NULL UNIQUE,
-    strategy TEXT,
-    status TEXT NOT NULL CHECK (status IN ('running', 'done', 'failed')),
-    n_labeled INTEGER,
-    n_pseudo INTEGER,
-    n_val INTEGER,
-    metrics TEXT,
-    timings TEXT,
-    model_id INTEGER REFERENCES models(id),
-    error TEXT,
-    started_at REAL NOT NULL,
-    finished_at REAL
-);
-"""
-
-#: v2: answers chosen in the workbench but not yet submitted, per annotator (they survive a reload or a lost
-#: connection; submitting the batch writes the labels and drops its drafts in the same transaction).
-_SCHEMA_V2 = """
-CREATE TABLE drafts (
-    annotator TEXT NOT NULL,
-    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
-    answer TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    PRIMARY KEY (annotator, item_id)
-);
-"""
-
-#: Migrations from version N-1 to N, applied in order inside one transaction each.
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}
 
 
 @dataclass(frozen=True)
@@ -127,21 +49,43 @@ class LabelRow:
     class_name: str | None
 
 
+def is_url(location: object) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) store address, False for a SQLite path."""
+    return isinstance(location, str) and (location.startswith("postgresql://") or location.startswith("postgres://"))
+
+
 class Store:
-    """A connection to a project's SQLite file. Not shared between threads: open one per thread."""
+    """A connection to a project's store (a SQLite file or a PostgreSQL URL). Not shared between threads."""
 
     def __init__(self, path: str | Path, *, create: bool = False, timeout: float = 60.0) -> None:
-        self.path = Path(path)
-        if not create and not self.path.exists():
-            raise ProjectError(f"no alwb store at {self.path} (run 'alwb init' first)")
-        self.con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        self.backend = "postgresql" if is_url(path) else "sqlite"
+        if self.backend == "postgresql":
+            from . import postgres
+
+            self.path: Path | None = None
+            self.url: str | None = str(path)
+            self.location = postgres.redact(str(path))
+            self.integrity_errors: tuple[type[BaseException], ...] = (postgres.IntegrityError,)
+            try:
+                self.con: Any = postgres.connect(str(path), timeout=timeout)
+            except postgres.OperationalError as exc:
+                raise ProjectError(f"cannot reach the PostgreSQL store {self.location}: {exc}") from None
+        else:
+            self.path = Path(path)
+            self.url = None
+            self.location = str(self.path)
+            self.integrity_errors = (sqlite3.IntegrityError,)
+            if not create and not self.path.exists():
+                raise ProjectError(f"no alwb store at {self.path} (run 'alwb init' first)")
+            self.con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         try:
-            self.con.row_factory = sqlite3.Row
-            self.con.execute("PRAGMA journal_mode=WAL")
-            self.con.execute("PRAGMA foreign_keys=ON")
-            self.con.execute("PRAGMA synchronous=FULL")
-            self.con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
-            self._migrate()
+            if self.backend == "sqlite":
+                self.con.row_factory = sqlite3.Row
+                self.con.execute("PRAGMA journal_mode=WAL")
+                self.con.execute("PRAGMA foreign_keys=ON")
+                self.con.execute("PRAGMA synchronous=FULL")
+                self.con.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+            self._migrate(create=create)
         except BaseException:
             self.con.close()  # a refused store must not stay open
             raise
@@ -158,12 +102,18 @@ class Store:
         self.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolls back on any exception. Nested use is flattened."""
+    def transaction(self) -> Iterator[Any]:
+        """``BEGIN IMMEDIATE`` … ``COMMIT``; rolls back on any exception. Nested use is flattened.
+
+        On PostgreSQL the transaction first takes the store's write lock, so writers take turns as on SQLite.
+        """
         if self.con.in_transaction:
             yield self.con
             return
-        self.con.execute("BEGIN IMMEDIATE")
+        if self.backend == "sqlite":
+            self.con.execute("BEGIN IMMEDIATE")
+        else:
+            self.con.begin()
         try:
             yield self.con
         except BaseException:
@@ -172,21 +122,52 @@ class Store:
         else:
             self.con.execute("COMMIT")
 
-    def _migrate(self) -> None:
-        version = self.con.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
+    def schema_version(self) -> int:
+        """The version of the store's schema (0 for an empty database)."""
+        if self.backend == "sqlite":
+            return int(self.con.execute("PRAGMA user_version").fetchone()[0])
+        if self.con.execute("SELECT to_regclass('alwb_schema')").fetchone()[0] is None:
+            return 0
+        row = self.con.execute("SELECT version FROM alwb_schema").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _migrate(self, *, create: bool) -> None:
+        target_version = schema.SCHEMA_VERSION
+        version = self.schema_version()
+        if version == 0 and not create and self.backend == "postgresql":
+            raise ProjectError(f"no alwb store at {self.location} (run 'alwb init' first)")
+        if version > target_version:
             raise ProjectError(
-                f"store {self.path} has schema version {version}, newer than this alwb ({SCHEMA_VERSION})"
+                f"store {self.location} has schema version {version}, newer than this alwb ({target_version})"
             )
-        for target in range(version + 1, SCHEMA_VERSION + 1):
+        if version == target_version:
+            return
+        with self.transaction():
+            if self.backend == "postgresql":
+                self.con.execute("CREATE TABLE IF NOT EXISTS alwb_schema (version INTEGER NOT NULL)")
+                version = self.schema_version()  # another process may have migrated while this one waited
+        for target in range(version + 1, target_version + 1):
             with self.transaction():
-                for stmt in _split_sql(_MIGRATIONS[target]):
+                if self.schema_version() >= target:
+                    continue
+                for stmt in schema.render(schema.MIGRATIONS[target], self.backend):
                     self.con.execute(stmt)
-                self.con.execute(f"PRAGMA user_version={target}")
+                if self.backend == "sqlite":
+                    self.con.execute(f"PRAGMA user_version={target}")
+                else:
+                    self.con.execute("DELETE FROM alwb_schema")
+                    self.con.execute("INSERT INTO alwb_schema(version) VALUES(?)", (target,))
 
     def integrity_ok(self) -> bool:
-        """``PRAGMA integrity_check`` returns ``ok``."""
-        return self.con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        """SQLite: ``PRAGMA integrity_check`` returns ``ok``. PostgreSQL (which checks its constraints on every
+        write): the server answers and no item has two current labels."""
+        if self.backend == "sqlite":
+            return self.con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        row = self.con.execute(
+            "SELECT COUNT(*) FROM (SELECT item_id FROM labels WHERE superseded_at IS NULL"
+            " GROUP BY item_id HAVING COUNT(*) > 1) d"
+        ).fetchone()
+        return int(row[0]) == 0
 
     # ------------------------------------------------------------------ meta / settings
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -233,7 +214,7 @@ class Store:
         with self.transaction():
             try:
                 cur = self.con.execute("UPDATE classes SET name=? WHERE name=?", (new, old))
-            except sqlite3.IntegrityError:
+            except self.integrity_errors:
                 raise LabelError(f"cannot rename {old!r} to {new!r}: that class already exists") from None
             if cur.rowcount != 1:
                 raise LabelError(f"unknown class {old!r}")
@@ -247,7 +228,7 @@ class Store:
         """Number of items with ``status``."""
         return self.con.execute("SELECT COUNT(*) FROM items WHERE status=?", (status,)).fetchone()[0]
 
-    def items(self, *, status: str = "ok") -> list[sqlite3.Row]:
+    def items(self, *, status: str = "ok") -> list[Any]:
         """Item rows ordered by id."""
         return self.con.execute("SELECT * FROM items WHERE status=? ORDER BY id", (status,)).fetchall()
 
@@ -255,17 +236,17 @@ class Store:
         """Ids of accepted items, ascending."""
         return [r[0] for r in self.con.execute("SELECT id FROM items WHERE status='ok' ORDER BY id")]
 
-    def item(self, item_id: int) -> sqlite3.Row | None:
+    def item(self, item_id: int) -> Any:
         """One item row (None for an id no item can have, e.g. beyond SQLite's 64-bit integers)."""
         if not _INT64_MIN <= int(item_id) <= _INT64_MAX:
             return None
         return self.con.execute("SELECT * FROM items WHERE id=?", (item_id,)).fetchone()
 
-    def item_by_path(self, path: str) -> sqlite3.Row | None:
+    def item_by_path(self, path: str) -> Any:
         """An item by its stored (absolute) path."""
         return self.con.execute("SELECT * FROM items WHERE path=?", (path,)).fetchone()
 
-    def rejected(self) -> list[sqlite3.Row]:
+    def rejected(self) -> list[Any]:
         """Rejected files with their reasons."""
         return self.con.execute("SELECT path, reason FROM items WHERE status='rejected' ORDER BY id").fetchall()
 
@@ -275,7 +256,8 @@ class Store:
 
     def image_geometry(self) -> list[tuple[int, bool]]:
         """(shorter side, greyscale) of every accepted item."""
-        rows = self.con.execute("SELECT MIN(width, height), grey FROM items WHERE status='ok'").fetchall()
+        smaller = "MIN" if self.backend == "sqlite" else "LEAST"
+        rows = self.con.execute(f"SELECT {smaller}(width, height), grey FROM items WHERE status='ok'").fetchall()
         return [(int(r[0]), bool(r[1])) for r in rows]
 
     def record_rejected(
@@ -286,7 +268,7 @@ class Store:
             self.con.execute(
                 "INSERT INTO items(path, sha256, size, status, reason, added_at) VALUES(?, ?, ?, 'rejected', ?, ?)"
                 " ON CONFLICT(path) DO UPDATE SET sha256=excluded.sha256, size=excluded.size, reason=excluded.reason"
-                " WHERE status='rejected'",
+                " WHERE items.status='rejected'",
                 (path, sha256, size, reason, time.time() if now is None else now),
             )
 
@@ -383,7 +365,7 @@ class Store:
                         " VALUES(?, ?, ?, ?, ?, ?, ?)",
                         (int(row.item_id), cid, source, rnd, annotator, batch_id, now),
                     )
-                except sqlite3.IntegrityError as exc:
+                except self.integrity_errors as exc:
                     raise LabelError(f"item {row.item_id} does not exist") from exc
                 written += 1
             # an item labelled by a person is no longer a pseudo-label, nor anyone's unsubmitted draft
@@ -451,7 +433,7 @@ class Store:
         ).fetchone()
         return None if row is None else row[0]
 
-    def current_labels(self, *, split: str | None = None, include_none: bool = False) -> list[sqlite3.Row]:
+    def current_labels(self, *, split: str | None = None, include_none: bool = False) -> list[Any]:
         """Current labels joined with items and classes: item_id, path, sha256, class, position, source, ..."""
         sql = (
             "SELECT l.item_id, i.path, i.sha256, i.split, c.name AS class, c.position, l.source, l.round,"
@@ -466,7 +448,7 @@ class Store:
             args.append(split)
         return self.con.execute(sql + " ORDER BY l.item_id", args).fetchall()
 
-    def label_history(self, item_id: int) -> list[sqlite3.Row]:
+    def label_history(self, item_id: int) -> list[Any]:
         """Every label an item ever had, oldest first."""
         return self.con.execute(
             "SELECT l.*, c.name AS class FROM labels l LEFT JOIN classes c ON c.id=l.class_id"
@@ -488,6 +470,8 @@ class Store:
         if split is not None:
             sql += " AND split=?"
             args.append(split)
+        if self.backend != "sqlite":
+            return [r[0] for r in self.con.execute(sql + " ORDER BY id", args)]
         cur = self.con.cursor()
         cur.row_factory = None  # plain tuples: building 60,000 Row objects costs more than the query
         return [r[0] for r in cur.execute(sql + " ORDER BY id", args)]
@@ -523,7 +507,7 @@ class Store:
             cur = self.con.executemany("DELETE FROM pseudo_labels WHERE item_id=?", [(int(i),) for i in item_ids])
         return cur.rowcount
 
-    def pseudo_labels(self) -> list[sqlite3.Row]:
+    def pseudo_labels(self) -> list[Any]:
         """Current pseudo-labels joined with items and classes."""
         return self.con.execute(
             "SELECT p.item_id, i.path, i.sha256, c.name AS class, c.position, p.confidence, p.round"
@@ -564,11 +548,13 @@ class Store:
         """Record the model and mark the round done, in one transaction; return the model id."""
         now = time.time()
         with self.transaction():
-            cur = self.con.execute(
-                "INSERT INTO models(round, path, arch, config, metrics, created_at) VALUES(?, ?, ?, ?, ?, ?)",
-                (number, model_path, arch, json.dumps(config), json.dumps(metrics), now),
+            model_id = int(
+                self.con.execute(
+                    "INSERT INTO models(round, path, arch, config, metrics, created_at) VALUES(?, ?, ?, ?, ?, ?)"
+                    " RETURNING id",
+                    (number, model_path, arch, json.dumps(config), json.dumps(metrics), now),
+                ).fetchone()[0]
             )
-            model_id = int(cur.lastrowid or 0)
             upd = self.con.execute(
                 "UPDATE rounds SET status='done', n_labeled=?, n_pseudo=?, n_val=?, metrics=?, timings=?,"
                 " model_id=?, finished_at=? WHERE number=? AND status='running'",
@@ -624,7 +610,3 @@ def validate_class_name(name: str) -> str:
     if name.lower() in RESERVED_NAMES:
         raise LabelError(f"class name {name!r} is reserved for answers that are not a class")
     return name
-
-
-def _split_sql(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
