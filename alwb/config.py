@@ -47,14 +47,6 @@ class TrainConfig:
     pseudo_cap: float = 1.0
     #: a round with pseudo-labels trains up to this many times the steps of one without them
     pseudo_steps: float = 2.0
-    #: the same pseudo-label cap for every labeled class (``pseudo_cap`` × their mean human labels) instead of
-    #: ``pseudo_cap`` × each class's own (:func:`alwb.pseudo.choose_pseudo_labels`)
-    pseudo_flat: bool = False
-    #: weight of a consistency loss on unlabeled pool images (FixMatch: the model's confident prediction on a
-    #: lightly augmented view, ``pseudo_threshold`` and above, is the target for a strongly augmented one); 0 off
-    consistency: float = 0.0
-    #: unlabeled images per labeled image in each consistency step
-    consistency_ratio: int = 2
     pretrained: str = "auto"
     device: str = "auto"
     seed: int = 0
@@ -70,8 +62,6 @@ class TrainConfig:
         _check_choice("balance", self.balance, BALANCE)
         _check_range("pseudo_steps", self.pseudo_steps, low=1.0)
         _check_range("pseudo_threshold", self.pseudo_threshold, low=0.0, high=1.0, open_low=True)
-        _check_range("consistency", self.consistency, low=0.0)
-        _check_range("consistency_ratio", self.consistency_ratio, low=1)
         _check_range("batch_size", self.batch_size, low=1)
         for name in ("epochs", "lr", "score_limit", "image_size", "channels", "num_threads"):
             _check_range(name, getattr(self, name), low=0)

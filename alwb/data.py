@@ -205,27 +205,6 @@ def random_shift_flip(
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def strong_augment(x: torch.Tensor, *, pad: int, flip: bool, generator: torch.Generator | None = None) -> torch.Tensor:
-    """A hard view of uint8 ``(B, C, H, W)`` for consistency training (FixMatch's strong branch, batched): shift
-    and flip as :func:`random_shift_flip`, then per image a contrast factor in [0.5, 1.5] and a brightness shift of
-    up to ±25% of the range, and a cutout square of about half the image side (2·(h//4)+1 px) at a random place."""
-    b, _, h, w = x.shape
-    dev = x.device
-    out = random_shift_flip(x, pad=pad, flip=flip, generator=generator).float()
-    contrast = (0.5 + torch.rand(b, generator=generator)).to(dev).view(b, 1, 1, 1)
-    bright = ((torch.rand(b, generator=generator) - 0.5) * 128.0).to(dev).view(b, 1, 1, 1)
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    out = ((out - mean) * contrast + mean + bright).clamp_(0, 255)
-    side = max(1, h // 2)
-    cy = torch.randint(0, h, (b,), generator=generator).to(dev)
-    cx = torch.randint(0, w, (b,), generator=generator).to(dev)
-    ys = torch.arange(h, device=dev).view(1, h, 1)
-    xs = torch.arange(w, device=dev).view(1, 1, w)
-    hole = ((ys - cy.view(b, 1, 1)).abs() <= side // 2) & ((xs - cx.view(b, 1, 1)).abs() <= side // 2)
-    out = out.masked_fill(hole.unsqueeze(1), 0.0)
-    return out.round_().to(torch.uint8)
-
-
 def train_transform(augment: str, size: int):  # noqa: ANN201 - a torchvision transform
     """Per-sample augmentation on uint8 CHW tensors (large images): random resized crops, optional flips."""
     from torchvision.transforms import v2

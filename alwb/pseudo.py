@@ -15,7 +15,6 @@ def choose_pseudo_labels(
     cap_ratio: float = 1.0,
     min_cap: int = 0,
     rng: np.random.Generator | None = None,
-    flat: bool = False,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
     """Pick confident predictions as pseudo-labels.
 
@@ -30,10 +29,6 @@ def choose_pseudo_labels(
         class with no label gets none unless ``min_cap`` > 0.
     rng : when given, a class with more confident items than its cap gets a random subset of them (the whole
         confident range, not only the most prototypical, which add least); without it the most confident first.
-    flat : every class with at least one human label gets the same cap, ``cap_ratio`` × the mean human labels of
-        those classes (the same total as without it), instead of ``cap_ratio`` × its own: uncertainty sampling
-        gives the hardest classes the most human labels, and per-class caps would copy that skew into the
-        pseudo-labels. A class with no label still gets ``min_cap``.
 
     Returns
     -------
@@ -53,8 +48,6 @@ def choose_pseudo_labels(
         return empty, empty.copy(), np.zeros(0)
     cls = p.argmax(axis=1)
     conf = p.max(axis=1)
-    if flat and (counts > 0).any():
-        counts = np.where(counts > 0, counts.sum() / np.count_nonzero(counts), 0.0)
     keep_ids, keep_cls, keep_conf = [], [], []
     for k in range(p.shape[1]):
         cap = int(max(min_cap, np.floor(cap_ratio * counts[k])))

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .config import TrainConfig
-from .errors import AlwbError
+from .errors import AlwbError, ConfigError
 from .evaluate import classification_metrics
 from .images import is_image_path, load_array
 from .ingest import scan
@@ -54,51 +54,42 @@ CURVE_COLUMNS = [
 
 @dataclass(frozen=True)
 class SimSettings:
-    """One simulated setting (shared by its strategies and seeds)."""
+    """One simulated setting (shared by its strategies and seeds): the simulator's own fields and the training
+    settings every run uses. Defaults are the product's defaults (:class:`TrainConfig`, ``seed`` set per run)."""
 
     initial: int = 100
     batch: int = 100
     budget: int = 1000
-    pseudo: bool = False
-    balance: str = "none"
     val_size: int = 500
-    device: str = "auto"
-    epochs: int = 0
-    augment: str = "crop+flip"
-    model: str = "auto"
-    warm_start: bool = True
-    #: a warm-started round's steps as a share of a cold start's (``TrainConfig.warm_epochs_ratio``)
-    warm_ratio: float = TrainConfig.warm_epochs_ratio
-    score_limit: int = 20_000
-    #: peak learning rate; 0 chooses one for the model (:func:`alwb.train.auto_lr`)
-    lr: float = 0.0
-    #: pseudo-labels per class at most this many times its human labels (``TrainConfig.pseudo_cap``)
-    pseudo_cap: float = TrainConfig.pseudo_cap
-    #: a pseudo-label round trains up to this many times the steps of one without (``TrainConfig.pseudo_steps``)
-    pseudo_steps: float = TrainConfig.pseudo_steps
-    #: least top-class probability of a pseudo-label (``TrainConfig.pseudo_threshold``)
-    pseudo_threshold: float = TrainConfig.pseudo_threshold
-    #: the same pseudo-label cap for every labeled class (``TrainConfig.pseudo_flat``)
-    pseudo_flat: bool = False
-    #: weight of the consistency loss on unlabeled pool images (``TrainConfig.consistency``); 0 off
-    consistency: float = 0.0
+    train: TrainConfig = TrainConfig()
+
+    def __post_init__(self) -> None:
+        if self.initial < 1 or self.batch < 1 or self.budget < self.initial or self.val_size < 0:
+            raise ConfigError("the simulation needs initial ≥ 1, batch ≥ 1, budget ≥ initial and val_size ≥ 0")
 
     @property
     def name(self) -> str:
-        """What differs from plain training, e.g. ``pseudo+smote``, ``pseudo+cap2+steps3+th0.9`` or ``cons1``."""
-        parts = ["pseudo"] if self.pseudo else []
+        """What differs from plain training, e.g. ``pseudo+smote``, ``pseudo+cap2+steps3+th0.9`` or ``scratch``."""
+        t, d = self.train, TrainConfig()
+        parts = ["pseudo"] if t.pseudo else []
         for prefix, key in (("cap", "pseudo_cap"), ("steps", "pseudo_steps"), ("th", "pseudo_threshold")):
-            used = self.pseudo or (key == "pseudo_threshold" and self.consistency > 0)
-            if used and getattr(self, key) != getattr(TrainConfig, key):
-                parts.append(f"{prefix}{getattr(self, key):g}")
-        parts += ["flat"] if self.pseudo and self.pseudo_flat else []
-        parts += [f"cons{self.consistency:g}"] if self.consistency > 0 else []
-        parts += [self.balance] if self.balance != "none" else []
-        parts += [] if self.warm_start else ["scratch"]
-        parts += (
-            [f"warm{self.warm_ratio:g}"] if self.warm_start and self.warm_ratio != TrainConfig.warm_epochs_ratio else []
-        )
+            if t.pseudo and getattr(t, key) != getattr(d, key):
+                parts.append(f"{prefix}{getattr(t, key):g}")
+        parts += [t.balance] if t.balance != "none" else []
+        parts += [] if t.warm_start else ["scratch"]
+        parts += [f"warm{t.warm_epochs_ratio:g}"] if t.warm_start and t.warm_epochs_ratio != d.warm_epochs_ratio else []
         return "+".join(parts) or "plain"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, as recorded in ``OUT/settings.json`` (the per-run seed left out)."""
+        d = asdict(self)
+        d["train"].pop("seed")
+        return d
+
+
+def _flat(d: dict[str, Any]) -> dict[str, Any]:
+    """``{"train": {"lr": 0}}`` → ``{"lr": 0}``: the recorded settings as one level."""
+    return {k2: v2 for k, v in d.items() for k2, v2 in (v.items() if isinstance(v, dict) else [(k, v)])}
 
 
 def _test_dir(dataset: Path) -> Path:
@@ -127,7 +118,7 @@ def _template(dataset: Path, out: Path, train_manifest: Path | None, s: SimSetti
         proj.set_config(val_size=s.val_size)
         rep = proj.add_images(src, unlabeled=True, progress=sys.stderr.isatty())
         print(f"pool: {rep.added} images, {len(rep.rejected)} rejected, {len(classes)} classes", file=sys.stderr)
-        proj.set_train_config(augment=s.augment, model=s.model)
+        proj.set_train_config(augment=s.train.augment, model=s.train.model)
         proj.pixel_cache(progress=sys.stderr.isatty())
         proj.store.set_meta("geometry", proj.geometry())
         pos = {c: i for i, c in enumerate(classes)}
@@ -215,11 +206,9 @@ def simulate(
     for s in strategies:
         if s not in list_strategies():
             raise AlwbError(f"unknown strategy {s!r} (choose from: {', '.join(list_strategies())})")
-    if settings.initial < 1 or settings.batch < 1 or settings.budget < settings.initial:
-        raise AlwbError("need initial ≥ 1, batch ≥ 1 and budget ≥ initial")
     out.mkdir(parents=True, exist_ok=True)
     recorded = {
-        **asdict(settings),
+        **settings.to_dict(),
         "dataset": str(dataset.resolve()),
         "train_manifest": str(Path(train_manifest).resolve()) if train_manifest else "",
     }
@@ -228,10 +217,14 @@ def simulate(
         before = json.loads(settings_file.read_text())
         before = {k: v for k, v in before.items() if k not in ("strategies", "seeds")}
         # a folder made before a setting existed ran with that setting's default
-        before = {**asdict(SimSettings()), **before}
+        defaults = SimSettings().to_dict()
+        before = {**defaults, **before, "train": {**defaults["train"], **before.get("train", {})}}
         # the budget may change: a larger one continues the runs (their rounds so far are the same), a smaller one
         # adds nothing to runs that already went past it
-        diff = sorted(k for k in set(before) | set(recorded) if k != "budget" and before.get(k) != recorded.get(k))
+        flat_before, flat_now = _flat(before), _flat(recorded)
+        diff = sorted(
+            k for k in set(flat_before) | set(flat_now) if k != "budget" and flat_before.get(k) != flat_now.get(k)
+        )
         if diff:
             raise AlwbError(
                 f"{out} holds a simulation with other settings ({', '.join(diff)}); use another --out to compare"
@@ -275,24 +268,7 @@ def _run(
             proj.set_config(seed=seed, val_size=s.val_size, strategy=strategy)
             # the whole training config from today's defaults and the settings: a template made by an older
             # version stores that version's defaults (a learning rate, say), which must not leak into new runs
-            cfg = TrainConfig(
-                seed=seed,
-                pseudo=s.pseudo,
-                balance=s.balance,
-                device=s.device,
-                epochs=s.epochs,
-                augment=s.augment,
-                warm_start=s.warm_start,
-                warm_epochs_ratio=s.warm_ratio,
-                model=s.model,
-                score_limit=s.score_limit,
-                lr=s.lr,
-                pseudo_cap=s.pseudo_cap,
-                pseudo_steps=s.pseudo_steps,
-                pseudo_threshold=s.pseudo_threshold,
-                pseudo_flat=s.pseudo_flat,
-                consistency=s.consistency,
-            )
+            cfg = s.train.with_(seed=seed)
             proj.store.set_meta("train", cfg.to_dict())
             with proj.store.transaction():
                 proj.store.reset_validation()
@@ -317,7 +293,7 @@ def _run(
             rounds = [r for r in proj.store.rounds() if r["status"] == "done"]
             last = rounds[-1] if rounds else None
             if last is not None and last["number"] not in done:
-                m = _evaluate(proj, x_test, y_test, s.device)
+                m = _evaluate(proj, x_test, y_test, s.train.device)
                 val = last["metrics"].get("val") or {}
                 t = last["timings"]
                 cfg = (proj.current_model() or {}).get("config", {})
@@ -354,7 +330,7 @@ def _run(
                     )
             n = len(proj.store.current_labels(split="pool"))
             if last is None or n > last["n_labeled"]:
-                proj.train(device=s.device, strategy=strategy)
+                proj.train(strategy=strategy)
                 continue
             if n >= s.budget or not proj.store.unlabeled_item_ids(split="pool"):
                 return  # budget spent, or every pool item labeled (a budget larger than the pool)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .data import normalise, random_shift_flip, strong_augment, train_transform
+from .data import normalise, random_shift_flip, train_transform
 from .models import SMALL_ARCHS, Classifier, choose_arch, get_model
 
 log = logging.getLogger(__name__)
@@ -76,12 +76,6 @@ def auto_epochs(
 BATCH_AUGMENT_MAX_PX = 64
 
 
-def uses_consistency(cfg: TrainConfig, image_size: int) -> bool:
-    """Whether a round with ``cfg`` adds the consistency loss on unlabeled images: a positive weight, and images
-    small enough for batched augmentation (:data:`BATCH_AUGMENT_MAX_PX`)."""
-    return cfg.consistency > 0 and image_size <= BATCH_AUGMENT_MAX_PX
-
-
 def uses_tta(cfg: TrainConfig) -> bool:
     """Whether a model trained with ``cfg`` is scored with flip test-time augmentation: when it trained on
     mirrored images (``augment`` ``crop+flip``). On Fashion-MNIST the mean of both views added 0.2 to 0.6 points
@@ -109,7 +103,23 @@ class TrainResult:
     amp: bool
     warm: bool
     losses: list[float] = field(default_factory=list)
-    train_accuracy: float = float("nan")
+
+
+class ExtraLoss(Protocol):
+    """A loss on extra inputs added to each training step (research options in :mod:`alwb.experimental` use it).
+
+    ``prepare`` is called once with the training device, normalisation and memory format; ``batch`` returns the
+    extra inputs of one step (already normalised, on the device) and a function of their logits giving the loss to
+    add. The extra inputs go through the model in the same forward pass as the labeled batch.
+    """
+
+    def prepare(
+        self, model: nn.Module, *, device: torch.device, mean: torch.Tensor, std: torch.Tensor, channels_last: bool
+    ) -> None: ...
+
+    def batch(
+        self, model: nn.Module, n_labeled: int, *, amp: bool
+    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]: ...
 
 
 def shrink_perturb(model: nn.Module, fresh: nn.Module, shrink: float, perturb: float) -> None:
@@ -138,26 +148,15 @@ def train_model(
     sample_weights: npt.NDArray[np.float64] | None = None,
     progress: ProgressFn | None = None,
     pause: Callable[[], None] | None = None,
-    unlabeled: np.ndarray | None = None,
-    teacher: nn.Module | None = None,
-    teacher_view: str = "strong",
+    extra_loss: ExtraLoss | None = None,
 ) -> TrainResult:
     """Train a model on uint8 pixels ``x`` ``(N, C, S, S)`` and labels ``y`` ``(N,)``.
 
-    ``unlabeled`` (uint8 pixels of pool images without a label) adds FixMatch's consistency loss when
-    ``cfg.consistency`` > 0 and the images are small (≤ 64 px): each step draws ``consistency_ratio`` unlabeled
-    images per labeled one; where the model's prediction on a lightly augmented view reaches
-    ``cfg.pseudo_threshold``, that class is the target for a strongly augmented view (:func:`strong_augment`).
-    With a ``teacher`` (an eval-mode model) the loss is distillation instead: the teacher's class probabilities on
-    the very view the model sees (``teacher_view`` ``strong`` or ``weak``; "consistent teaching", Beyer et al.
-    2022) are the soft target of every unlabeled image, no threshold.
-
     ``init_state`` (a previous round's state_dict) warm-starts the model with shrink-and-perturb; a head of the
     wrong shape (classes added) is re-initialised. ``sample_weights`` scale each sample's loss (pseudo-labels).
-    ``pause`` is called before every step (a background round gives way to the person there).
+    ``pause`` is called before every step (a background round gives way to the person there). ``extra_loss``
+    adds a loss on extra inputs to every step (:class:`ExtraLoss`).
     """
-    if teacher_view not in ("strong", "weak"):
-        raise ValueError(f"teacher_view must be 'strong' or 'weak', not {teacher_view!r}")
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
     if cfg.num_threads:
@@ -195,13 +194,8 @@ def train_model(
     m = torch.tensor(mean, device=device)
     s = torch.tensor(std, device=device)
     amp = device.type == "cuda"
-    unl = None
-    if unlabeled is not None and len(unlabeled) and uses_consistency(cfg, size):
-        unl = torch.from_numpy(np.array(unlabeled, dtype=np.uint8))
-        ugen = torch.Generator().manual_seed(cfg.seed + 1)
-        upad = max(2, size // 8)
-        if teacher is not None:
-            teacher = teacher.to(device).eval()
+    if extra_loss is not None:
+        extra_loss.prepare(model, device=device, mean=m, std=s, channels_last=channels_last)
     losses: list[float] = []
     model.train()
     for epoch in range(epochs):
@@ -215,36 +209,19 @@ def train_model(
             yb = yb.to(device, non_blocking=True)
             wb = wb.to(device, non_blocking=True)
             uloss = None
-            if unl is None:
+            if extra_loss is None:
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                     logits = model(xb).float()
             else:
-                ub = unl[torch.randint(0, len(unl), (cfg.consistency_ratio * len(yb),), generator=ugen)]
-                flip = cfg.augment == "crop+flip"
-                weak = normalise(random_shift_flip(ub, pad=upad, flip=flip, generator=ugen).to(device), m, s)
-                hard = normalise(strong_augment(ub, pad=upad, flip=flip, generator=ugen).to(device), m, s)
-                if channels_last:
-                    weak = weak.contiguous(memory_format=torch.channels_last)
-                    hard = hard.contiguous(memory_format=torch.channels_last)
-                # the target of each unlabeled view: the teacher's probabilities on it (soft), or the model's own
-                # confident class on the weak view (hard, masked below the threshold)
-                view, mask = hard, None
-                with torch.no_grad(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    if teacher is not None:
-                        view = hard if teacher_view == "strong" else weak
-                        target = torch.softmax(teacher(view).float(), dim=1)
-                    else:
-                        conf, target = torch.softmax(model(weak).float(), dim=1).max(dim=1)
-                        mask = (conf >= cfg.pseudo_threshold).float()
+                view, uloss_of = extra_loss.batch(model, len(yb), amp=amp)
                 with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
                     both = model(torch.cat([xb, view]))
-                logits, ulogits = both[: len(yb)].float(), both[len(yb) :].float()
-                uterm = nn.functional.cross_entropy(ulogits, target, reduction="none")
-                uloss = (uterm if mask is None else uterm * mask).mean()
+                logits = both[: len(yb)].float()
+                uloss = uloss_of(both[len(yb) :].float())
             loss_each = loss_fn(logits, yb)
             loss = (loss_each * wb).sum() / wb.sum().clamp_min(1e-8)
             if uloss is not None:
-                loss = loss + cfg.consistency * uloss
+                loss = loss + uloss
             if not torch.isfinite(loss):
                 from .errors import AlwbError
 
@@ -397,8 +374,3 @@ def score_chunk(device: torch.device, pixels_per_image: int) -> int:
     if device.type != "cpu":
         return 1024
     return int(min(256, max(16, 200_704 // max(1, pixels_per_image))))
-
-
-def default_threads() -> int:
-    """Threads torch uses (all cores)."""
-    return os.cpu_count() or 1

@@ -7,9 +7,10 @@ Each setting runs ``alwb simulate`` (the workbench's own engine with an oracle) 
 prints one table: mean ± std over seeds of the test accuracy (and macro-F1) at each label count, plus the mean
 round time. ``--settings`` items: plain, pseudo, weights, smote, adasyn, pseudo+smote, scratch (no warm start);
 ``pseudo+cap2+steps3+th0.9`` sets the pseudo-label cap per class (× its labels), the step multiple of a pseudo round
-and the confidence threshold, and ``pseudo+flat`` gives every labeled class the same cap; ``cons1`` adds the
-consistency loss on unlabeled images with weight 1 (``TrainConfig.consistency``, FixMatch-style; the threshold
-``th`` applies to it too); ``warm1`` gives a warm-started round the steps of a cold start (default half).
+and the confidence threshold; ``warm1`` gives a warm-started round the steps of a cold start (default half).
+Every other training setting is the product's default (``--augment`` changes the augmentation). The research
+settings ``cons1`` (consistency loss) and ``pseudo+flat`` (flat caps) were measured as no gain and left the
+simulator for :mod:`alwb.experimental` (their curves stay in ``bench/results/fmnist_cnn6_semi_variants.csv``).
 Re-running resumes: finished rounds are not recomputed.
 
 ``--baseline margin/plain`` also prints every other row's gain over that one, paired by seed (only seeds both
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from alwb.config import AUGMENTATIONS, TrainConfig
 from alwb.simulate import SimSettings, plot_curve, simulate
 
 
@@ -32,30 +34,27 @@ def settings_for(name: str, args: argparse.Namespace) -> SimSettings:
     """Parse a setting name like ``pseudo+smote``."""
     parts = set(name.split("+")) - {"plain"}
     balance = next((p for p in parts if p in ("weights", "smote", "adasyn")), "none")
-    numbered = {p: m for p in parts if (m := re.fullmatch(r"(cap|steps|th|cons|warm)(\d+(?:\.\d+)?)", p))}
+    numbered = {p: m for p in parts if (m := re.fullmatch(r"(cap|steps|th|warm)(\d+(?:\.\d+)?)", p))}
     numbers = {m[1]: float(m[2]) for m in numbered.values()}
-    unknown = parts - {"pseudo", "scratch", "weights", "smote", "adasyn", "flat"} - set(numbered)
+    unknown = parts - {"pseudo", "scratch", "weights", "smote", "adasyn"} - set(numbered)
     if unknown:
         raise SystemExit(f"unknown setting part(s): {', '.join(sorted(unknown))}")
-    return SimSettings(
-        initial=args.initial,
-        batch=args.batch,
-        budget=args.budget,
+    d = TrainConfig()
+    train = TrainConfig(
         pseudo="pseudo" in parts,
         balance=balance,
-        val_size=args.val_size,
         device=args.device,
         epochs=args.epochs,
         model=args.model,
+        augment=args.augment or d.augment,
         warm_start="scratch" not in parts,
         score_limit=args.score_limit,
-        pseudo_cap=numbers.get("cap", SimSettings.pseudo_cap),
-        pseudo_steps=numbers.get("steps", SimSettings.pseudo_steps),
-        pseudo_threshold=numbers.get("th", SimSettings.pseudo_threshold),
-        consistency=numbers.get("cons", SimSettings.consistency),
-        pseudo_flat="flat" in parts,
-        warm_ratio=numbers.get("warm", SimSettings.warm_ratio),
+        pseudo_cap=numbers.get("cap", d.pseudo_cap),
+        pseudo_steps=numbers.get("steps", d.pseudo_steps),
+        pseudo_threshold=numbers.get("th", d.pseudo_threshold),
+        warm_epochs_ratio=numbers.get("warm", d.warm_epochs_ratio),
     )
+    return SimSettings(initial=args.initial, batch=args.batch, budget=args.budget, val_size=args.val_size, train=train)
 
 
 def table(df: pd.DataFrame, metric: str = "test_accuracy", every: int = 0) -> pd.DataFrame:
@@ -105,8 +104,9 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=1000)
     ap.add_argument("--val-size", type=int, default=500)
     ap.add_argument("--epochs", type=int, default=0)
-    ap.add_argument("--model", default="auto", help="auto (cnn6 for Fashion-MNIST), cnn6, smallcnn, resnet18")
+    ap.add_argument("--model", default="auto", help="auto (cnn6 for Fashion-MNIST), cnn6, resnet18")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--augment", choices=AUGMENTATIONS, default=None, help="default: the product's")
     ap.add_argument("--score-limit", type=int, default=20_000, help="unlabeled items scored per round (0 = all)")
     ap.add_argument("--metric", default="test_accuracy")
     ap.add_argument("--report-only", action="store_true", help="print the table of what OUT holds")

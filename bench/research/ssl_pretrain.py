@@ -28,8 +28,9 @@ from torch import nn
 
 from alwb.config import TrainConfig
 from alwb.data import normalise
-from alwb.loop import Project, _epochs_with_extra
+from alwb.loop import Project
 from alwb.pseudo import choose_pseudo_labels
+from alwb.round import epochs_with_extra
 from alwb.train import build_model, seed_everything
 
 
@@ -161,7 +162,7 @@ def main() -> None:
     for recipe in json.loads(args.recipes):
         base = TrainConfig(augment="crop+flip", epochs=50).with_(**recipe)
         if args.pseudo and "epochs" not in recipe:
-            base = base.with_(epochs=_epochs_with_extra(n_human, len(y), base.with_(epochs=0), geo, None))
+            base = base.with_(epochs=epochs_with_extra(n_human, len(y), base.with_(epochs=0), geo, None))
         for seed in (int(v) for v in args.train_seeds.split(",")):
             for name, init in (("scratch", None), ("simclr", state)):
                 # shrink 1, perturb 0: the pretrained backbone as it is; the head starts at random

@@ -25,6 +25,7 @@ import torch
 from _runs import human_labels, load_model, test_accuracy
 
 from alwb.config import TrainConfig
+from alwb.experimental.semi import ConsistencyLoss
 from alwb.loop import Project
 from alwb.train import inference_copy, train_model
 
@@ -87,9 +88,22 @@ def main() -> None:
             teacher = inference_copy(load_model(proj.current_model()["path"], geo, num_classes), torch.device("cpu"))
     test = np.load(next(args.sim.glob("test_*.npz")))
     print(f"{len(y)} labels from {args.run}; {len(xu)} unlabeled; test split {len(test['y'])}")
+    semi_keys = ("consistency", "consistency_ratio", "teacher_view")
     for recipe in recipes:
-        fields = {k: v for k, v in recipe.items() if k != "teacher_view"}
+        fields = {k: v for k, v in recipe.items() if k not in semi_keys}
         cfg = TrainConfig(augment="crop+flip").with_(**fields)
+        extra = None
+        if recipe.get("consistency", 0) > 0:  # the research loss of alwb.experimental (seeded as it was in train)
+            extra = ConsistencyLoss(
+                xu,
+                weight=recipe["consistency"],
+                ratio=recipe.get("consistency_ratio", 2),
+                threshold=cfg.pseudo_threshold,
+                flip=cfg.augment == "crop+flip",
+                seed=cfg.seed + 1,
+                teacher=teacher,
+                teacher_view=recipe.get("teacher_view", "strong"),
+            )
         t0 = time.perf_counter()
         res = train_model(
             x,
@@ -99,9 +113,7 @@ def main() -> None:
             mean=geo["mean"],
             std=geo["std"],
             cfg=cfg,
-            unlabeled=xu if cfg.consistency > 0 else None,
-            teacher=teacher if cfg.consistency > 0 else None,
-            teacher_view=recipe.get("teacher_view", "strong"),
+            extra_loss=extra,
         )
         seconds = time.perf_counter() - t0
         acc = {tta: test_accuracy(res.model, test, geo, tta=tta) for tta in (False, True)}

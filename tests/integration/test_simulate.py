@@ -13,6 +13,7 @@ from conftest import make_shapes
 
 import alwb.pseudo
 from alwb.cli import main
+from alwb.config import TrainConfig
 from alwb.loop import Project
 from alwb.simulate import SimSettings, simulate
 
@@ -32,8 +33,16 @@ REQUIRED = [
     "query_seconds",
     "round_seconds",
 ]
-SETTINGS = SimSettings(initial=9, batch=6, budget=21, val_size=12, epochs=3, device="cpu")
-QUICK = SimSettings(initial=9, batch=6, budget=15, val_size=12, epochs=1, device="cpu")
+
+
+def sim(initial: int = 9, batch: int = 6, budget: int = 15, val_size: int = 12, **train: object) -> SimSettings:
+    """Simulator settings with ``train`` changing the product's training defaults (CPU, 1 epoch unless given)."""
+    train = {"epochs": 1, "device": "cpu", **train}
+    return SimSettings(initial=initial, batch=batch, budget=budget, val_size=val_size, train=TrainConfig(**train))
+
+
+SETTINGS = sim(budget=21, epochs=3)
+QUICK = sim()
 
 
 def rows_of(curve: Path) -> list[dict[str, str]]:
@@ -197,7 +206,7 @@ def test_budget_larger_than_pool_stops_when_pool_is_labeled(tmp_path: Path) -> N
     data = tmp_path / "D"
     make_shapes(data / "train", 6, seed=3)  # 18 images: 6 validation, 12 in the pool
     make_shapes(data / "test", 2, seed=4)
-    s = SimSettings(initial=6, batch=4, budget=100, val_size=6, epochs=1, device="cpu", augment="none")
+    s = sim(initial=6, batch=4, budget=100, val_size=6, augment="none")
     curve = simulate(data, tmp_path / "out", strategies=["margin"], seeds=[0], settings=s, log=False)
     assert [int(r["n_labeled"]) for r in rows_of(curve)] == [6, 10, 12]
 
@@ -215,7 +224,7 @@ def test_pseudo_labels_with_smote(dataset: Path, tmp_path: Path, monkeypatch: py
         return out
 
     monkeypatch.setattr(alwb.pseudo, "choose_pseudo_labels", low_threshold)
-    s = SimSettings(initial=9, batch=6, budget=15, val_size=12, epochs=1, device="cpu", pseudo=True, balance="smote")
+    s = sim(pseudo=True, balance="smote")
     assert s.name == "pseudo+smote"
     curve = simulate(dataset, tmp_path / "out", strategies=["margin"], seeds=[0], settings=s, log=False)
     rows = rows_of(curve)
@@ -327,26 +336,23 @@ def test_runs_train_with_todays_defaults_not_the_templates(dataset: Path, tmp_pa
     simulate(dataset, out, strategies=["random"], seeds=[1], settings=QUICK, log=False)
     with Project.open(out / "runs" / "random-plain-seed1") as proj:
         cfg = proj.train_config
-    assert (cfg.lr, cfg.pseudo_cap, cfg.shrink, cfg.seed, cfg.epochs) == (0.0, 1.0, 0.6, 1, QUICK.epochs)
+    assert (cfg.lr, cfg.pseudo_cap, cfg.shrink, cfg.seed, cfg.epochs) == (0.0, 1.0, 0.6, 1, QUICK.train.epochs)
     rounds = store_rows(out / "runs" / "random-plain-seed1" / "alwb.sqlite", "SELECT config FROM models")
     assert rounds and all('"lr": 0.0' in c for (c,) in rounds)
 
 
 def test_pseudo_cap_steps_and_threshold_reach_the_runs_and_name_the_setting(dataset: Path, tmp_path: Path) -> None:
-    s = SimSettings(initial=9, batch=6, budget=15, val_size=12, epochs=1, device="cpu", pseudo=True)
-    s2 = SimSettings(
-        **{**s.__dict__, "pseudo_cap": 2.0, "pseudo_steps": 3.0, "pseudo_threshold": 0.9, "pseudo_flat": True}
-    )
-    assert (s.name, s2.name) == ("pseudo", "pseudo+cap2+steps3+th0.9+flat")
+    s = sim(pseudo=True)
+    s2 = sim(pseudo=True, pseudo_cap=2.0, pseudo_steps=3.0, pseudo_threshold=0.9)
+    assert (s.name, s2.name) == ("pseudo", "pseudo+cap2+steps3+th0.9")
     # without pseudo-labels these change nothing
-    assert SimSettings(pseudo_cap=2.0, pseudo_threshold=0.9, pseudo_flat=True).name == "plain"
+    assert sim(pseudo_cap=2.0, pseudo_threshold=0.9).name == "plain"
     out = tmp_path / "out"
     simulate(dataset, out, strategies=["random"], seeds=[0], settings=s2, log=False)
-    with Project.open(out / "runs" / "random-pseudo+cap2+steps3+th0.9+flat-seed0") as proj:
+    with Project.open(out / "runs" / "random-pseudo+cap2+steps3+th0.9-seed0") as proj:
         cfg = proj.train_config
     assert (cfg.pseudo, cfg.pseudo_cap, cfg.pseudo_steps, cfg.pseudo_threshold) == (True, 2.0, 3.0, 0.9)
-    assert cfg.pseudo_flat
-    assert {r["setting"] for r in rows_of(out / "curve.csv")} == {"pseudo+cap2+steps3+th0.9+flat"}
+    assert {r["setting"] for r in rows_of(out / "curve.csv")} == {"pseudo+cap2+steps3+th0.9"}
 
 
 def test_a_folder_from_before_a_setting_existed_resumes_with_its_default(dataset: Path, tmp_path: Path) -> None:
@@ -360,7 +366,7 @@ def test_a_folder_from_before_a_setting_existed_resumes_with_its_default(dataset
     simulate(dataset, out, strategies=["random"], seeds=[0], settings=QUICK, log=False)
     recorded = json.loads((out / "settings.json").read_text())
     for key in ("pseudo_cap", "pseudo_steps", "pseudo_threshold", "lr"):
-        del recorded[key]
+        del recorded["train"][key]
     (out / "settings.json").write_text(json.dumps(recorded))
     n = len(rows_of(out / "curve.csv"))
     simulate(dataset, out, strategies=["random"], seeds=[0], settings=QUICK, log=False)
@@ -371,28 +377,29 @@ def test_a_folder_from_before_a_setting_existed_resumes_with_its_default(dataset
             out,
             strategies=["random"],
             seeds=[0],
-            settings=QUICK.__class__(**{**QUICK.__dict__, "lr": 0.01}),
+            settings=sim(lr=0.01),
             log=False,
         )
 
 
-def test_consistency_and_warm_ratio_reach_the_run_and_train_on_unlabeled_pool_images_only(
-    dataset: Path, tmp_path: Path
-) -> None:
-    s = SimSettings(**{**QUICK.__dict__, "consistency": 1.0, "warm_ratio": 1.0})
-    assert s.name == "cons1+warm1"
-    assert SimSettings(**{**QUICK.__dict__, "consistency": 0.5, "pseudo_threshold": 0.9}).name == "th0.9+cons0.5"
+def test_warm_ratio_and_the_simulator_defaults_reach_the_run(dataset: Path, tmp_path: Path) -> None:
+    s = sim(warm_epochs_ratio=1.0)
+    assert s.name == "warm1"
     out = tmp_path / "out"
     simulate(dataset, out, strategies=["random"], seeds=[0], settings=s, log=False)
-    assert {r["setting"] for r in rows_of(out / "curve.csv")} == {"cons1+warm1"}
-    with Project.open(out / "runs" / "random-cons1+warm1-seed0") as proj:
+    assert {r["setting"] for r in rows_of(out / "curve.csv")} == {"warm1"}
+    with Project.open(out / "runs" / "random-warm1-seed0") as proj:
         cfg = proj.train_config
-        assert (cfg.consistency, cfg.warm_epochs_ratio) == (1.0, 1.0)
-        labeled = {r["item_id"] for r in proj.store.current_labels()}
-        val = set(proj.store.val_item_ids())
-        pool = set(proj.store.unlabeled_item_ids(split="pool"))
-        sample = proj._consistency_sample(cfg, 7)
-        assert set(sample.tolist()) == pool and not (set(sample.tolist()) & (labeled | val))
-        few = proj._consistency_sample(cfg.with_(score_limit=5), 7)
-        assert len(few) == 5 and set(few.tolist()) <= pool
-        assert np.array_equal(few, proj._consistency_sample(cfg.with_(score_limit=5), 7))  # seeded per round
+    assert cfg.warm_epochs_ratio == 1.0
+    # the simulator trains as the workbench does: every setting not given is the product's default
+    assert cfg == TrainConfig(epochs=1, device="cpu", warm_epochs_ratio=1.0, seed=0)
+    assert SimSettings().train == TrainConfig()
+
+
+def test_invalid_simulator_settings_are_clear_errors() -> None:
+    from alwb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="budget ≥ initial"):
+        sim(initial=20, budget=10)
+    with pytest.raises(ConfigError, match="setting augment must be one of"):
+        sim(augment="sideways")

@@ -21,7 +21,15 @@ spec.loader.exec_module(bench)
 
 TH = TrainConfig.pseudo_threshold
 ARGS = argparse.Namespace(
-    initial=100, batch=100, budget=1000, val_size=500, device="cpu", epochs=0, score_limit=0, model="smallcnn"
+    initial=100,
+    batch=100,
+    budget=1000,
+    val_size=500,
+    device="cpu",
+    epochs=0,
+    score_limit=0,
+    model="resnet18",
+    augment=None,
 )
 
 
@@ -38,12 +46,14 @@ ARGS = argparse.Namespace(
 )
 def test_setting_names_round_trip(name: str, pseudo: bool, balance: str, cap: float, steps: float, th: float) -> None:
     s = bench.settings_for(name, ARGS)
-    assert (s.pseudo, s.balance, s.pseudo_cap, s.pseudo_steps, s.pseudo_threshold) == (pseudo, balance, cap, steps, th)
+    t = s.train
+    assert (t.pseudo, t.balance, t.pseudo_cap, t.pseudo_steps, t.pseudo_threshold) == (pseudo, balance, cap, steps, th)
     assert s.name == name  # the folder and the curve's setting column carry the same name
-    assert s.model == "smallcnn"  # --model reaches the simulator
+    assert t.model == "resnet18"  # --model reaches the simulator
+    assert t.augment == TrainConfig().augment  # everything else is the product's default
 
 
-@pytest.mark.parametrize("name", ["pseudo+capx", "pseudo+fast", "steps"])
+@pytest.mark.parametrize("name", ["pseudo+capx", "pseudo+fast", "steps", "cons1", "pseudo+flat"])
 def test_unknown_parts_are_refused(name: str) -> None:
     with pytest.raises(SystemExit, match="unknown setting"):
         bench.settings_for(name, ARGS)
@@ -85,21 +95,9 @@ def test_paired_names_what_the_curves_hold_when_the_baseline_is_missing() -> Non
         bench.paired(df, ("margin", "pseudo"))
 
 
-def test_consistency_setting_names() -> None:
-    s = bench.settings_for("cons1", ARGS)
-    assert (s.consistency, s.pseudo, s.name) == (1.0, False, "cons1")
-    both = bench.settings_for("pseudo+cons0.5", ARGS)
-    assert (both.consistency, both.pseudo, both.name) == (0.5, True, "pseudo+cons0.5")
-
-
-def test_flat_pseudo_cap_setting_name() -> None:
-    s = bench.settings_for("pseudo+flat", ARGS)
-    assert (s.pseudo, s.pseudo_flat, s.name) == (True, True, "pseudo+flat")
-
-
 def test_warm_ratio_setting_name() -> None:
     s = bench.settings_for("pseudo+warm1", ARGS)
-    assert (s.pseudo, s.warm_ratio, s.name) == (True, 1.0, "pseudo+warm1")
-    assert bench.settings_for("plain", ARGS).warm_ratio == TrainConfig.warm_epochs_ratio
+    assert (s.train.pseudo, s.train.warm_epochs_ratio, s.name) == (True, 1.0, "pseudo+warm1")
+    assert bench.settings_for("plain", ARGS).train.warm_epochs_ratio == TrainConfig.warm_epochs_ratio
     # from scratch, the warm ratio is not used and does not name the setting
     assert bench.settings_for("scratch+warm1", ARGS).name == "scratch"

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from alwb.experimental.semi import flat_counts
 from alwb.pseudo import choose_pseudo_labels
 
 PROPS = settings(deadline=None, max_examples=40, derandomize=True, database=None)
@@ -209,7 +210,7 @@ def test_random_choice_reaches_below_the_most_confident() -> None:
 
 def test_pseudo_labels_add_steps_instead_of_taking_them_from_the_human_labels() -> None:
     from alwb.config import TrainConfig
-    from alwb.loop import _epochs_with_extra
+    from alwb.round import epochs_with_extra as _epochs_with_extra
     from alwb.train import auto_epochs
 
     cfg = TrainConfig(batch_size=64, pseudo_steps=2.0)
@@ -225,18 +226,19 @@ def test_pseudo_labels_add_steps_instead_of_taking_them_from_the_human_labels() 
     assert _epochs_with_extra(1000, 1000, cfg, geo, init_state=None) == cold
 
 
+# flat caps (research, alwb.experimental): one cap for every labeled class
 def test_flat_caps_share_the_total_evenly_among_labeled_classes() -> None:
     # 12 confident items for each of three classes; human labels 8, 2, 0 (mean over labeled classes: 5)
     proba = np.repeat(np.eye(3) * 0.97 + 0.01, 12, axis=0)
     ids = np.arange(36)
     own = as_rows(choose_pseudo_labels(proba, ids, [8, 2, 0]))
-    flat = as_rows(choose_pseudo_labels(proba, ids, [8, 2, 0], flat=True))
+    flat = as_rows(choose_pseudo_labels(proba, ids, flat_counts([8, 2, 0])))
     assert [sum(c == k for _, c, _ in own) for k in range(3)] == [8, 2, 0]
     assert [sum(c == k for _, c, _ in flat) for k in range(3)] == [5, 5, 0]  # the unlabeled class still gets none
-    half = as_rows(choose_pseudo_labels(proba, ids, [8, 2, 0], flat=True, cap_ratio=0.5))
+    half = as_rows(choose_pseudo_labels(proba, ids, flat_counts([8, 2, 0]), cap_ratio=0.5))
     assert [sum(c == k for _, c, _ in half) for k in range(3)] == [2, 2, 0]
     # no human label anywhere: nothing, as without flat caps
-    assert choose_pseudo_labels(proba, ids, [0, 0, 0], flat=True)[0].size == 0
+    assert choose_pseudo_labels(proba, ids, flat_counts([0, 0, 0]))[0].size == 0
 
 
 @PROPS
@@ -245,5 +247,7 @@ def test_flat_caps_match_brute_force(problem: tuple[np.ndarray, np.ndarray, np.n
     proba, ids, counts, threshold, cap_ratio, min_cap = problem
     labeled = counts > 0
     even = np.where(labeled, counts.sum() / max(1, int(labeled.sum())), 0.0)
-    got = choose_pseudo_labels(proba, ids, counts, threshold=threshold, cap_ratio=cap_ratio, min_cap=min_cap, flat=True)
+    got = choose_pseudo_labels(
+        proba, ids, flat_counts(counts), threshold=threshold, cap_ratio=cap_ratio, min_cap=min_cap
+    )
     assert as_rows(got) == reference(proba, ids, even, threshold, cap_ratio, min_cap)

@@ -1,0 +1,477 @@
+"""One training round, as a sequence of named steps over a shared :class:`RoundState`.
+
+::
+
+    gather_training_data → warm_start_state → pseudo_labels → fit → balance_head
+        → save_model → score → metrics → commit              (any failure: rollback)
+
+Each step reads what earlier steps left in the state and adds its own part. Nothing a round writes counts until
+``commit``: the model file and the scores are written beside their final names and the store records the round in
+one transaction; ``rollback`` removes every file the round wrote and records the round as failed with its error,
+so the previous model and scores stay current. :meth:`alwb.loop.Project.train` is the front door.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .config import TrainConfig
+from .data import PixelCache
+from .errors import NoLabelsError
+from .evaluate import classification_metrics
+from .scores import Scores, ScoreWriter, discard_round_scores, prune_scores
+
+if TYPE_CHECKING:
+    from .loop import Project
+    from .train import TrainResult
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class RoundSummary:
+    """What :meth:`alwb.loop.Project.train` reports."""
+
+    round: int
+    n_labeled: int
+    n_val: int
+    metrics: dict[str, Any]
+    timings: dict[str, float]
+    model_path: str
+    device: str
+    epochs: int
+    warm: bool
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RoundState:
+    """What the steps of one round share. The first block is set up front; each step fills in its own fields."""
+
+    project: Project
+    cfg: TrainConfig
+    number: int
+    geo: dict[str, Any]
+    classes: list[str]
+    from_scratch: bool = False
+    progress: Progress | None = None
+    pause: Callable[[], None] | None = None
+    verbose: bool = False
+    t_start: float = field(default_factory=time.perf_counter)
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    #: when steps ended or began, for the timings (not stored)
+    marks: dict[str, float] = field(default_factory=dict)
+    # gather_training_data: the labeled pool items, their class positions and pixels
+    cache: PixelCache | None = None
+    ids: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    y: npt.NDArray[np.int64] = field(default_factory=lambda: np.zeros(0, np.int64))
+    x: np.ndarray | None = None
+    # warm_start_state
+    init_state: dict[str, Any] | None = None
+    # pseudo_labels: what the model trains on (the human labels, then pseudo-labels)
+    x_train: np.ndarray | None = None
+    y_train: npt.NDArray[np.int64] | None = None
+    sample_weights: npt.NDArray[np.float64] | None = None
+    pseudo_rows: list[tuple[int, str, float]] = field(default_factory=list)
+    # fit
+    result: TrainResult | None = None
+    # save_model
+    model_path: Path | None = None
+    # score
+    scores: Scores | None = None
+    writer: ScoreWriter | None = None
+    # metrics
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    def pause_here(self) -> None:
+        """Give way to a person labeling (background rounds), if the round was asked to."""
+        if self.pause is not None:
+            self.pause()
+
+    def tick(self, phase: str) -> Callable[[int, int, float], None] | None:
+        """A training/scoring progress callback reporting ``phase``, or None without a progress sink."""
+        if self.progress is None:
+            return None
+        progress = self.progress
+
+        def tick(done: int, total: int, _value: float) -> None:
+            progress(phase, done, total)
+
+        return tick
+
+    @property
+    def model_file(self) -> Path:
+        """Where this round's model lives once saved."""
+        return self.project.root / "models" / f"round_{self.number:04d}.safetensors"
+
+
+# ---------------------------------------------------------------------------------------------------- the steps
+def gather_training_data(r: RoundState) -> None:
+    """The pixel cache at the model's geometry (synced with the store), its normalisation, and the labeled pool
+    items' pixels and classes. Items rejected while decoding leave the store here, so labels are read after."""
+    t0 = time.perf_counter()
+    r.cache = r.project.pixel_cache(r.geo, progress=r.verbose)
+    if r.geo.get("mean") is None:
+        r.geo["mean"], r.geo["std"] = r.cache.stats(seed=r.cfg.seed)
+    labels = r.project.store.current_labels(split="pool")
+    r.ids = np.asarray([row["item_id"] for row in labels], dtype=np.int64)
+    r.y = np.asarray([row["position"] for row in labels], dtype=np.int64)
+    r.x = r.cache.rows(r.ids)
+    r.marks["data_done"] = time.perf_counter()
+    r.timings["data_seconds"] = r.marks["data_done"] - t0
+    r.pause_here()
+
+
+def warm_start_state(r: RoundState) -> None:
+    """The previous round's weights, when warm starting and the model's architecture and input are unchanged."""
+    prev = r.project.current_model()
+    if r.from_scratch or not r.cfg.warm_start or prev is None:
+        return
+    from safetensors.torch import load_file
+
+    pgeo = prev["config"].get("geometry", {})
+    same = all(pgeo.get(k) == r.geo[k] for k in ("arch", "image_size", "channels"))
+    if same and Path(prev["path"]).is_file():
+        r.init_state = load_file(prev["path"])
+    else:
+        r.notes.append("model settings changed: trained from scratch")
+
+
+def pseudo_labels(r: RoundState) -> None:
+    """With ``cfg.pseudo``: confident unlabeled pool items under the previous model join the training data, and
+    (unless the epochs are fixed) add training steps instead of taking them from the human labels."""
+    r.x_train, r.y_train = r.x, r.y
+    if not r.cfg.pseudo:
+        return
+    pid, pcls, pconf = choose_pseudo(r.project, r.cfg, r.y, len(r.classes), r.number)
+    if not pid.size:
+        return
+    assert r.cache is not None and r.x is not None
+    r.x_train = np.concatenate([r.x, r.cache.rows(pid)])
+    r.y_train = np.concatenate([r.y, pcls])
+    r.sample_weights = np.concatenate([np.ones(len(r.y)), np.ones(len(pid))])
+    r.pseudo_rows = [(int(i), r.classes[int(c)], float(p)) for i, c, p in zip(pid, pcls, pconf, strict=True)]
+    if not r.cfg.epochs:
+        epochs = epochs_with_extra(len(r.y), len(r.y_train), r.cfg, r.geo, r.init_state)
+        r.cfg = r.cfg.with_(epochs=epochs)
+
+
+def fit(r: RoundState) -> None:
+    """Train the model (warm-started from ``init_state`` when there is one), with class weights if asked for."""
+    from .train import train_model
+
+    assert r.x_train is not None and r.y_train is not None
+    class_weights = None
+    if r.cfg.balance == "weights":
+        from .balance import class_weights as cw
+
+        class_weights = cw(r.y_train, len(r.classes))
+    r.result = train_model(
+        r.x_train,
+        r.y_train,
+        arch=r.geo["arch"],
+        num_classes=len(r.classes),
+        mean=r.geo["mean"],
+        std=r.geo["std"],
+        cfg=r.cfg,
+        init_state=r.init_state,
+        class_weights=class_weights,
+        sample_weights=r.sample_weights,
+        progress=r.tick("train"),
+        pause=r.pause,
+    )
+
+
+def balance_head(r: RoundState) -> None:
+    """With ``balance`` smote or adasyn: resample the labeled items' embeddings and refit the model's head on them
+    (logistic regression), so the pool is scored by a head trained on balanced classes."""
+    if r.cfg.balance in ("smote", "adasyn"):
+        import torch
+
+        from .balance import fit_linear_head, resample_embeddings
+        from .train import predict_batches, resolve_device
+
+        assert r.result is not None and r.x is not None
+        model = r.result.model
+        _, emb = predict_batches(model, r.x, mean=r.geo["mean"], std=r.geo["std"], device=resolve_device(r.cfg.device))
+        xr, yr = resample_embeddings(emb, r.y, method=r.cfg.balance, seed=r.cfg.seed)
+        w, b = fit_linear_head(xr, yr, len(r.classes), seed=r.cfg.seed)
+        with torch.no_grad():
+            model.head.weight.copy_(torch.as_tensor(w, dtype=model.head.weight.dtype))
+            model.head.bias.copy_(torch.as_tensor(b, dtype=model.head.bias.dtype))
+    r.timings["train_seconds"] = time.perf_counter() - r.marks["data_done"]
+
+
+def save_model(r: RoundState) -> None:
+    """The weights as safetensors, written beside the final name and renamed into place."""
+    from safetensors.torch import save_file
+
+    assert r.result is not None
+    r.marks["save_start"] = time.perf_counter()
+    path = r.model_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    state = {k: v.detach().cpu().contiguous() for k, v in r.result.model.state_dict().items()}
+    save_file(state, str(tmp), metadata={"arch": r.geo["arch"], "classes": json.dumps(r.classes)})
+    os.replace(tmp, path)
+    r.model_path = path
+
+
+def score(r: RoundState) -> None:
+    """Probabilities and embeddings of every item (or of the labeled and validation items and a sample of the
+    unlabeled pool, with ``score_limit``), eval mode, into memory-mapped files."""
+    import torch
+
+    from .train import predict_batches, resolve_device, uses_tta
+
+    assert r.cache is not None and r.result is not None
+    score_ids = ids_to_score(r.project, r.cache.ids, r.cfg, r.number)
+    sampled = len(score_ids) < len(r.cache.ids)
+    r.writer = ScoreWriter(r.project.root, r.number, score_ids, r.classes, r.result.model.emb_dim, sampled=sampled)
+    with torch.inference_mode():
+        predict_batches(
+            r.result.model,
+            _CacheRows(r.cache, score_ids) if sampled else r.cache.pixels,
+            mean=r.geo["mean"],
+            std=r.geo["std"],
+            device=resolve_device(r.cfg.device),
+            out_probs=r.writer.probs,
+            out_emb=r.writer.emb,
+            progress=r.tick("score"),
+            pause=r.pause,
+            tta_flip=uses_tta(r.cfg),
+        )
+    r.scores = r.writer.finish()
+    r.timings["score_seconds"] = time.perf_counter() - r.marks["save_start"]
+
+
+def metrics(r: RoundState) -> None:
+    """Accuracy on the training labels and the validation metrics (with their interval) of the scored model."""
+    assert r.scores is not None
+    r.metrics = round_metrics(r.project, r.scores, r.ids, r.y, r.classes)
+    r.timings["round_seconds"] = time.perf_counter() - r.t_start
+
+
+def commit(r: RoundState) -> None:
+    """Publish the scores, then record the round, its model and its pseudo-labels in one transaction."""
+    assert r.writer is not None and r.result is not None and r.model_path is not None
+    config = {
+        **r.cfg.to_dict(),
+        "geometry": r.geo,
+        "epochs_run": r.result.epochs,
+        "warm": r.result.warm,
+        "device_used": r.result.device,
+        "amp": r.result.amp,
+    }
+    r.writer.publish()
+    store = r.project.store
+    store.set_meta("geometry", r.geo)
+    with store.transaction():  # pseudo-labels and the round's result land together or not at all
+        store.replace_pseudo_labels(r.pseudo_rows, r.number)
+        store.finish_round(
+            r.number,
+            model_path=r.model_path.relative_to(r.project.root).as_posix(),
+            arch=r.geo["arch"],
+            config=config,
+            metrics=r.metrics,
+            timings=r.timings,
+            n_labeled=len(r.ids),
+            n_pseudo=len(r.pseudo_rows),
+            n_val=int(r.metrics.get("val", {}).get("n") or 0),
+        )
+
+
+def rollback(r: RoundState, exc: BaseException) -> None:
+    """Remove every file the round wrote (half-written or already renamed) and record it as failed."""
+    discard_round_scores(r.project.root, r.number)
+    r.model_file.with_suffix(".tmp").unlink(missing_ok=True)
+    r.model_file.unlink(missing_ok=True)
+    r.project.store.fail_round(r.number, f"{type(exc).__name__}: {exc}")
+
+
+#: the steps of a round, in order
+STEPS: tuple[Callable[[RoundState], None], ...] = (
+    gather_training_data,
+    warm_start_state,
+    pseudo_labels,
+    fit,
+    balance_head,
+    save_model,
+    score,
+    metrics,
+    commit,
+)
+
+
+def run_round(
+    project: Project,
+    *,
+    from_scratch: bool = False,
+    epochs: int | None = None,
+    device: str | None = None,
+    strategy: str | None = None,
+    progress: Progress | None = None,
+    verbose: bool = False,
+    pause: Callable[[], None] | None = None,
+) -> RoundSummary:
+    """Check there is something to train on, start a round in the store, run :data:`STEPS`; see the module doc."""
+    if pause is not None:
+        pause()
+    cfg = project.train_config.with_(epochs=epochs, device=device)
+    t_start = time.perf_counter()
+    labels = project.store.current_labels(split="pool")
+    if not labels:
+        raise NoLabelsError("no labels to train on yet: label some items first ('alwb query', 'alwb label')")
+    if len({row["class"] for row in labels}) < 2:
+        raise NoLabelsError("training needs labels of at least two classes")
+    classes = project.classes
+    geo = project.geometry(cfg)
+    number = project.store.start_round(strategy or project.config.strategy)
+    r = RoundState(
+        project=project,
+        cfg=cfg,
+        number=number,
+        geo=geo,
+        classes=classes,
+        from_scratch=from_scratch,
+        progress=progress,
+        pause=pause,
+        verbose=verbose,
+        t_start=t_start,
+    )
+    try:
+        for step in STEPS:
+            step(r)
+    except BaseException as exc:
+        rollback(r, exc)
+        raise
+    prune_scores(project.root, number)
+    assert r.result is not None and r.model_path is not None
+    return RoundSummary(
+        round=number,
+        n_labeled=len(r.ids),
+        n_val=int(r.metrics.get("val", {}).get("n") or 0),
+        metrics=r.metrics,
+        timings=r.timings,
+        model_path=str(r.model_path),
+        device=r.result.device,
+        epochs=r.result.epochs,
+        warm=r.result.warm,
+        notes=r.notes,
+    )
+
+
+# ------------------------------------------------------------------------------------------- what the steps use
+class _CacheRows:
+    """Read-only, sliceable view of some rows of a pixel cache (what :func:`predict_batches` reads in chunks)."""
+
+    def __init__(self, cache: PixelCache, ids: npt.NDArray[np.int64]) -> None:
+        self.cache, self.ids = cache, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(rows, C, H, W)``, like the arrays it stands for."""
+        return (len(self.ids), *self.cache.pixels.shape[1:])
+
+    def __getitem__(self, index: slice) -> np.ndarray:
+        return self.cache.rows(self.ids[index])
+
+
+def epochs_with_extra(
+    n_human: int, n_all: int, cfg: TrainConfig, geo: dict[str, Any], init_state: dict[str, Any] | None
+) -> int:
+    """Epochs over ``n_all`` samples that give the ``n_human`` human labels as many passes as without the extra
+    (pseudo-labelled) samples, up to ``cfg.pseudo_steps`` times the steps of a round without them."""
+    from .train import auto_epochs
+
+    per_epoch = max(1, math.ceil(n_human / cfg.batch_size))
+    human_epochs = auto_epochs(
+        n_human, cfg.batch_size, warm=init_state is not None, cfg=cfg, arch=geo["arch"], image_size=geo["image_size"]
+    )
+    steps = human_epochs * per_epoch * min(cfg.pseudo_steps, n_all / max(1, n_human))
+    return max(1, math.ceil(steps / max(1, math.ceil(n_all / cfg.batch_size))))
+
+
+def unlabeled_sample(
+    project: Project, cfg: TrainConfig, rng_key: list[int]
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64] | None]:
+    """The unlabeled pool ids, and a random sample of ``score_limit`` of them (``None`` when that covers them all
+    or there is no limit)."""
+    unlabeled = np.asarray(project.store.unlabeled_item_ids(split="pool"), np.int64)
+    if not cfg.score_limit or unlabeled.size <= cfg.score_limit:
+        return unlabeled, None
+    return unlabeled, np.random.default_rng(rng_key).choice(unlabeled, size=cfg.score_limit, replace=False)
+
+
+def ids_to_score(
+    project: Project, all_ids: npt.NDArray[np.int64], cfg: TrainConfig, number: int
+) -> npt.NDArray[np.int64]:
+    """Sorted ids to score this round: everything, or with ``score_limit`` every labeled and validation item plus
+    a random sample (new each round, seeded) of that many unlabeled pool items."""
+    unlabeled, sampled = unlabeled_sample(project, cfg, [cfg.seed, number])
+    if sampled is None:
+        return all_ids
+    keep = np.union1d(np.setdiff1d(all_ids, unlabeled, assume_unique=True), sampled)
+    return keep[np.isin(keep, all_ids)]
+
+
+def choose_pseudo(
+    project: Project, cfg: TrainConfig, y: npt.NDArray[np.int64], num_classes: int, number: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Confident unlabeled pool items under the previous round's scores (never validation items)."""
+    from .pseudo import choose_pseudo_labels
+
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0))
+    scores = project.scores()
+    if scores is None or scores.classes != project.classes:
+        return empty
+    pool = np.asarray(project.store.unlabeled_item_ids(split="pool"), dtype=np.int64)
+    rows = scores.rows(pool)
+    pool, rows = pool[rows >= 0], rows[rows >= 0]
+    if pool.size == 0:
+        return empty
+    counts = np.bincount(y, minlength=num_classes)
+    rng = np.random.default_rng([cfg.seed, number, 7])
+    return choose_pseudo_labels(
+        scores.probs_at(rows), pool, counts, threshold=cfg.pseudo_threshold, cap_ratio=cfg.pseudo_cap, rng=rng
+    )
+
+
+def round_metrics(
+    project: Project,
+    scores: Scores,
+    train_ids: npt.NDArray[np.int64],
+    y_train: npt.NDArray[np.int64],
+    classes: list[str],
+) -> dict[str, Any]:
+    """``train_accuracy`` on the labels trained on, and ``val``: :func:`classification_metrics` on the labeled
+    validation items (``{"n": 0}`` without any)."""
+    rows = scores.rows(train_ids)
+    keep = rows >= 0
+    pred_train = np.asarray(scores.probs[rows[keep]]).argmax(1)
+    out: dict[str, Any] = {"train_accuracy": float((pred_train == y_train[keep]).mean()) if keep.any() else None}
+    val = project.store.current_labels(split="val")
+    if val:
+        vids = np.asarray([row["item_id"] for row in val], dtype=np.int64)
+        vy = np.asarray([row["position"] for row in val], dtype=np.int64)
+        vrows = scores.rows(vids)
+        keep = vrows >= 0
+        pred = np.asarray(scores.probs[vrows[keep]]).argmax(1)
+        out["val"] = classification_metrics(vy[keep], pred, classes)
+    else:
+        out["val"] = {"n": 0}
+    return out
