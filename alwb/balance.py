@@ -71,11 +71,18 @@ def resample_embeddings(
 
 
 def fit_linear_head(
-    emb: npt.ArrayLike, y: npt.ArrayLike, num_classes: int, *, seed: int = 0, c: float = 1.0
+    emb: npt.ArrayLike,
+    y: npt.ArrayLike,
+    num_classes: int,
+    *,
+    seed: int = 0,
+    c: float = 1.0,
+    sample_weight: npt.ArrayLike | None = None,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Multinomial logistic regression (scikit-learn) on embeddings -> ``(weight (K, D), bias (K,))``.
 
     Classes absent from ``y`` get zero weights and a bias far below the others, so they are never predicted.
+    ``sample_weight`` (``(N,)``, e.g. ``class_weights(y, K)[y]``) weights each example's loss.
     """
     from sklearn.linear_model import LogisticRegression
 
@@ -87,7 +94,8 @@ def fit_linear_head(
     if present.size == 1:
         b[present[0]] = 0.0
         return w, b
-    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, yy)
+    sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    clf = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(x, yy, sample_weight=sw)
     coef, icpt = clf.coef_, clf.intercept_
     if present.size == 2:  # binary: sklearn stores one row for the positive class
         coef = np.vstack([-coef[0] / 2, coef[0] / 2])
