@@ -138,7 +138,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from .loop import Project
 
     classes = [c for c in (args.classes or "").split(",") if c.strip()]
-    with Project.create(args.project, classes=classes or None) as proj:
+    with Project.create(args.project, classes=classes or None, store_url=args.store) as proj:
         if args.val_size is not None:
             proj.set_config(val_size=args.val_size)
         report = proj.add_images(
@@ -327,6 +327,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_store(args: argparse.Namespace) -> int:
+    from .store.copy import move_project_store
+
+    # one action so far: copy
+    print(move_project_store(args.project, args.url).summary())
+    print(f"project {args.project} now uses that store (the SQLite file is kept as alwb.sqlite.moved)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import build_demo, run_demo
     from .loop import Project
@@ -374,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", help="comma-separated class names, in model order")
     p.add_argument("--unlabeled", action="store_true", help="ignore labels in SRC (subfolders, label column)")
     p.add_argument("--val-size", type=int, help="validation set size (default: 10%% of items, 10 to 200)")
+    p.add_argument(
+        "--store",
+        metavar="URL",
+        help="keep the store in this empty PostgreSQL database (postgresql://...; default $ALWB_STORE_URL, "
+        "else PROJECT/alwb.sqlite)",
+    )
     p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser(
@@ -510,6 +525,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="no browser: run --rounds rounds in the terminal, the digits' labels answering",
     )
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("store", help="move the project's store (SQLite to PostgreSQL)")
+    p.set_defaults(func=_cmd_store)
+    store_sub = p.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    p = store_sub.add_parser(
+        "copy",
+        parents=[project],
+        help="copy the SQLite store to an empty PostgreSQL database, check every row, and switch to it",
+        description="Copy every item, label (with its history), round, model record, pseudo-label and draft of "
+        "PROJECT's SQLite store to the empty PostgreSQL database URL, compare them row by row, then make PROJECT "
+        "use that store (PROJECT/store.json; alwb.sqlite is renamed alwb.sqlite.moved). Stop the workbench first.",
+    )
+    p.add_argument("url", metavar="URL", help="postgresql://USER@HOST:PORT/DB (password: PGPASSWORD or ~/.pgpass)")
     return ap
 
 

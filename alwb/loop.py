@@ -29,6 +29,7 @@ from .query import NEEDS_EMBEDDINGS, list_strategies, select, select_diverse
 from .round import RoundSummary, run_round
 from .scores import Scores, read_scores
 from .store import LabelRow, Store
+from .store.location import ENV_URL, POINTER_FILE, STORE_FILE, is_project, store_location, write_pointer
 
 __all__ = [
     "NONE_LABEL",
@@ -42,8 +43,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-STORE_FILE = "alwb.sqlite"
 
 
 @dataclass(frozen=True)
@@ -93,15 +92,29 @@ class Project:
 
     # ------------------------------------------------------------------ lifecycle
     @classmethod
-    def create(cls, root: str | Path, *, classes: Sequence[str] | None = None) -> Project:
-        """Create the folder and its store; fails if a store is already there."""
+    def create(cls, root: str | Path, *, classes: Sequence[str] | None = None, store_url: str | None = None) -> Project:
+        """Create the folder and its store; fails if a store is already there.
+
+        The store is ``root/alwb.sqlite``, or the PostgreSQL database at ``store_url`` (default
+        ``$ALWB_STORE_URL``), which must not hold a project yet; the folder then points to it (``store.json``).
+        """
+        import os
+
         root = Path(root)
-        if (root / STORE_FILE).exists():
+        if is_project(root):
             raise ProjectError(f"{root} already holds an alwb project (use 'alwb add' to add images)")
         if root.exists() and not root.is_dir():
             raise ProjectError(f"{root} exists and is not a folder")
+        store_url = store_url or os.environ.get(ENV_URL) or None
         root.mkdir(parents=True, exist_ok=True)
-        store = Store(root / STORE_FILE, create=True)
+        if store_url:
+            store = Store(store_url, create=True)
+            if store.get_meta("created_at") is not None:
+                store.close()
+                raise ProjectError(f"the store {store.location} already holds a project")
+            write_pointer(root, store_url)
+        else:
+            store = Store(root / STORE_FILE, create=True)
         store.set_meta("created_at", time.time())
         store.set_meta("project", ProjectConfig().to_dict())
         store.set_meta("train", TrainConfig().to_dict())
@@ -113,9 +126,12 @@ class Project:
     def open(cls, root: str | Path) -> Project:
         """Open an existing project."""
         root = Path(root)
-        if not (root / STORE_FILE).is_file():
-            raise ProjectError(f"{root} is not an alwb project (no {STORE_FILE}; run 'alwb init' first)")
-        return cls(root, Store(root / STORE_FILE))
+        location = store_location(root)
+        if location is None:
+            raise ProjectError(
+                f"{root} is not an alwb project (no {STORE_FILE} or {POINTER_FILE}; run 'alwb init' first)"
+            )
+        return cls(root, Store(location))
 
     def close(self) -> None:
         """Close the store connection."""
