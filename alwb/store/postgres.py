@@ -78,6 +78,11 @@ class PgCursor:
         self._cur = cur
         self.rowcount = cur.rowcount if rowcount is None else rowcount
 
+    @property
+    def description(self) -> list[tuple[str, ...]] | None:
+        d = self._cur.description
+        return None if d is None else [(c.name,) for c in d]
+
     def fetchone(self) -> Any:
         return self._cur.fetchone() if self._cur.description is not None else None
 
@@ -115,12 +120,11 @@ class PgConnection:
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> PgCursor:
         cur = self._con.cursor()
-        total = 0
-        q = _translate(sql)
-        for params in seq:  # one statement at a time: rowcount is the total, as in sqlite3
-            cur.execute(q, tuple(params))
-            total += max(cur.rowcount, 0)
-        return PgCursor(cur, rowcount=total)
+        rows = [tuple(p) for p in seq]
+        if not rows:
+            return PgCursor(cur, rowcount=0)
+        cur.executemany(_translate(sql), rows)  # pipelined; rowcount is the total, as in sqlite3
+        return PgCursor(cur)
 
     def begin(self, *, lock: bool = True) -> None:
         self._con.execute("BEGIN")
