@@ -13,10 +13,9 @@ def class_weights(y: npt.ArrayLike, num_classes: int, *, power: float = WEIGHT_P
     """Loss weights per class: scikit-learn's ``balanced`` weights raised to ``power`` (inverse square root of the
     class frequency by default), scaled so that the mean weight over the samples is 1; 1.0 for absent classes.
 
-    Full inverse frequency gives a class with 3 labels 180 times the weight of one with 557 (margin sampling on a
-    50:1 pool): at the small CNN's learning rate each step that meets the rare images is dominated by them, and on
-    the long-tailed Fashion-MNIST pool macro-F1 at 1,000 labels came out at 0.784, 0.792 and 0.752 (seeds 0-2);
-    with the square root 0.834, 0.832 and 0.831 (README, "Measured on Fashion-MNIST").
+    The square root, not full inverse frequency: with full inverse frequency a class with a handful of labels
+    outweighs a common one by two orders of magnitude, and at the small CNN's learning rate the steps that meet the
+    rare images are dominated by them (measured on a long-tailed pool: ``docs/results.md``).
 
     Parameters
     ----------

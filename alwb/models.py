@@ -62,11 +62,8 @@ def cnn6(channels: int, num_classes: int, width: int = 16) -> Classifier:
     """Three stages of two 3×3 conv-BN-ReLU layers each (``width``, 2×, 4× channels; max-pool between) and global
     average pooling: the default for images of 64 px or less.
 
-    About 0.07 M parameters and 7.3 M multiply-adds for a 28×28 image, as many as :func:`small_cnn`, and as fast
-    to train on two CPU cores (1.1-1.2× the time an epoch); trained from scratch on 1,000 margin-chosen
-    Fashion-MNIST labels it reached 0.875 and 0.884 against :func:`small_cnn`'s 0.865 and 0.863 (50 epochs; two
-    label sets, mean of two training seeds). Depth, not width, was what that model lacked: a wider
-    :func:`small_cnn` did not gain.
+    About 0.07 M parameters and 7.3 M multiply-adds for a 28×28 image, as many as :func:`small_cnn` (the earlier
+    default, which older projects keep), with twice its depth (the comparison is in ``docs/results.md``).
     """
     w = width
     backbone = nn.Sequential(

@@ -59,8 +59,7 @@ def auto_epochs(
     ResNet-18, half when warm-started), 3 to 150 epochs.
 
     For the small CNN the budget grows with the labels beyond :data:`STEPS_SCALE_FROM` (up to 4×), so every label
-    keeps getting as many passes: at 2,000 Fashion-MNIST labels twice the steps of a warm round gave +0.6 points
-    (0.892 → 0.898, one round, seed 1) where at 1,000 labels they gave +0.3."""
+    keeps getting as many passes (``docs/results.md``, 2,000 labels)."""
     if cfg.epochs:
         return cfg.epochs
     steps_per_epoch = max(1, math.ceil(n_labels / batch_size))
@@ -78,15 +77,14 @@ BATCH_AUGMENT_MAX_PX = 64
 
 def uses_tta(cfg: TrainConfig) -> bool:
     """Whether a model trained with ``cfg`` is scored with flip test-time augmentation: when it trained on
-    mirrored images (``augment`` ``crop+flip``). On Fashion-MNIST the mean of both views added 0.2 to 0.6 points
-    to models trained from scratch, and nothing measurable at the end of a pseudo-label run."""
+    mirrored images (``augment`` ``crop+flip``): the mean of the probabilities of an image and its mirror image."""
     return cfg.augment == "crop+flip"
 
 
 def auto_lr(arch: str, cfg: TrainConfig) -> float:
-    """The configured peak learning rate, or for ``lr`` 0: 0.04 for the small CNN (AdamW, one-cycle; on 1,000
-    Fashion-MNIST labels 0.04 beat 2e-3 by 2.6 points, ``bench/train_recipes.py``) and 2e-3 for ResNet-18, whose
-    pretrained weights a large rate would wash out."""
+    """The configured peak learning rate, or for ``lr`` 0: 0.04 for the small CNNs (AdamW, one-cycle; chosen with
+    ``bench/research/train_recipes.py``, ``docs/experiments.md``) and 2e-3 for ResNet-18, whose pretrained weights a
+    large rate would wash out."""
     if cfg.lr:
         return cfg.lr
     return 0.04 if arch in SMALL_ARCHS else 2e-3
@@ -178,7 +176,7 @@ def train_model(
         model.load_state_dict(usable, strict=False)
         shrink_perturb(model, fresh, cfg.shrink, cfg.perturb)
         warm = True
-    # channels-last convolutions: about 10% faster training steps on two CPU cores (bench/train_recipes.py --speed)
+    # channels-last convolutions train faster on the CPU (bench/research/train_recipes.py --speed, docs/speed.md)
     channels_last = device.type == "cpu"
     model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     epochs = auto_epochs(len(y), cfg.batch_size, warm=warm, cfg=cfg, arch=arch, image_size=size)
@@ -251,10 +249,9 @@ class _BatchIterator:
     """Shuffled, augmented mini-batches of (uint8 images, labels, sample weights), reproducible per seed.
 
     Every sample is used once an epoch, in ``ceil(N / batch_size)`` batches of nearly equal size (900 samples: 15
-    of 60, not 14 of 64 and one of 4). A small trailing batch made BatchNorm's last update of its running
-    statistics, and the last optimiser step, from a handful of images: on Fashion-MNIST the 900-label round of
-    every plain run fell about 1 point below the 800-label one (0.855 against 0.866 with even batches, three
-    seeds). Small images (≤ 64 px) are augmented a whole batch at a time (:func:`random_shift_flip`); larger ones
+    of 60, not 14 of 64 and one of 4): a small trailing batch would make BatchNorm's last update of its running
+    statistics, and the last optimiser step, from a handful of images (``docs/results.md``). Small images (≤ 64 px)
+    are augmented a whole batch at a time (:func:`random_shift_flip`); larger ones
     per sample with torchvision's random resized crop.
     """
 
@@ -296,7 +293,7 @@ class _BatchIterator:
 def inference_copy(model: Classifier, device: torch.device) -> Classifier:
     """An eval-mode copy for scoring: Conv+BatchNorm pairs folded into the conv, channels-last on the CPU.
 
-    Same outputs as ``model.eval()`` up to float rounding, and 2-3x faster on two CPU cores for the small CNN.
+    Same outputs as ``model.eval()`` up to float rounding, and faster to run (``docs/speed.md``).
     """
     import copy
 
@@ -369,8 +366,8 @@ def predict_batches(
 
 def score_chunk(device: torch.device, pixels_per_image: int) -> int:
     """Images scored per forward pass: 1,024 on a GPU; on a CPU about 200,000 pixels (256 images of 28×28, 16 of
-    112×112 or more), so the activations stay in the caches. On two cores, 256 Fashion-MNIST images a chunk score
-    1.7× faster than 1,024 (``python bench/score_chunks.py``); for ResNet-18 the size hardly matters."""
+    112×112 or more), so the activations stay in the caches (chosen with ``bench/speed/score_chunks.py``,
+    ``docs/speed.md``)."""
     if device.type != "cpu":
         return 1024
     return int(min(256, max(16, 200_704 // max(1, pixels_per_image))))

@@ -14,8 +14,7 @@ Promoting an option into the product takes three things:
 
 Here now:
 
-- :mod:`alwb.experimental.semi`: a FixMatch-style consistency loss on unlabeled pool images and distillation from
-  a teacher model (+0.1 and +0.3 points over margin sampling on Fashion-MNIST at 1,000 labels, for 2.5× the time).
-- :func:`alwb.experimental.semi.flat_counts`: one pseudo-label cap for every labeled class (-0.1 against per-class
-  caps).
+- :mod:`alwb.experimental.semi`: a FixMatch-style consistency loss on unlabeled pool images, and distillation from
+  a teacher model (experiments E12 – E14 and E21 in ``docs/experiments.md``).
+- :func:`alwb.experimental.semi.flat_counts`: one pseudo-label cap for every labeled class (E15).
 """
