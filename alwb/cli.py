@@ -30,6 +30,9 @@ from .errors import AlwbError
 from .report import format_round, format_status
 from .uilaunch import DEFAULT_HOST, DEFAULT_PORT
 
+#: alwb.users.ROLES, written again so that ``alwb --help`` does not load argon2 (a test keeps them equal)
+ROLES = ("annotator", "reviewer", "admin")
+
 
 class _Choices(tuple):
     """Choices argparse offers (usage, help, error messages) that also accept some names it does not offer."""
@@ -336,6 +339,46 @@ def _cmd_store(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_password(args: argparse.Namespace) -> str:
+    """The new password: one line from stdin with --password-stdin, else asked twice on the terminal."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass(f"password for {args.name}: ")
+    if getpass.getpass("again: ") != first:
+        raise AlwbError("the two passwords differ")
+    return first
+
+
+def _cmd_users(args: argparse.Namespace) -> int:
+    from . import users
+    from .loop import Project
+
+    with Project.open(args.project) as proj:
+        store = proj.store
+        if args.users_command == "add":
+            u = users.add_user(store, args.name, _read_password(args), args.role)
+            print(f"added {u.role} {u.name}")
+        elif args.users_command == "passwd":
+            users.get_user(store, args.name)  # an unknown name fails before the password is asked
+            users.set_password(store, args.name, _read_password(args))
+            print(f"password of {args.name} changed; their sessions ended")
+        elif args.users_command in ("disable", "enable"):
+            u = users.set_disabled(store, args.name, args.users_command == "disable")
+            print(f"{u.name} {'disabled; their sessions ended' if u.disabled else 'enabled'}")
+        else:
+            rows = users.list_users(store)
+            if args.json:
+                print(json.dumps([{"name": u.name, "role": u.role, "disabled": u.disabled} for u in rows], indent=2))
+            elif not rows:
+                print("no users: the workbench asks nobody to sign in (this machine only, see 'alwb ui --help')")
+            else:
+                for u in rows:
+                    print("\t".join([u.name, u.role] + (["disabled"] if u.disabled else [])))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import build_demo, run_demo
     from .loop import Project
@@ -525,6 +568,23 @@ def build_parser() -> argparse.ArgumentParser:
         help="no browser: run --rounds rounds in the terminal, the digits' labels answering",
     )
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("users", help="accounts: who may sign in to the workbench, with which role")
+    p.set_defaults(func=_cmd_users)
+    users_sub = p.add_subparsers(dest="users_command", metavar="ACTION", required=True)
+    password = _parent()
+    password.add_argument(
+        "--password-stdin", action="store_true", help="read the password from one line of stdin (for scripts)"
+    )
+    u = users_sub.add_parser("add", parents=[project, password], help="add an account (password asked twice)")
+    u.add_argument("name", metavar="NAME")
+    u.add_argument("--role", choices=ROLES, default="annotator", help="default %(default)s")
+    u = users_sub.add_parser("list", parents=[project, as_json], help="list the accounts")
+    u = users_sub.add_parser("passwd", parents=[project, password], help="set a new password (ends their sessions)")
+    u.add_argument("name", metavar="NAME")
+    for action, text in (("disable", "refuse sign-ins and end sessions"), ("enable", "allow sign-ins again")):
+        u = users_sub.add_parser(action, parents=[project], help=text)
+        u.add_argument("name", metavar="NAME")
 
     p = sub.add_parser("store", help="move the project's store (SQLite to PostgreSQL)")
     p.set_defaults(func=_cmd_store)

@@ -32,6 +32,7 @@ from typing import Any
 
 from ..errors import LabelError, ProjectError
 from . import schema
+from .accounts import AccountTables
 from .schema import SCHEMA_VERSION
 
 __all__ = ["RESERVED_NAMES", "SCHEMA_VERSION", "LabelRow", "Store", "is_url", "validate_class_name"]
@@ -54,7 +55,7 @@ def is_url(location: object) -> bool:
     return isinstance(location, str) and (location.startswith("postgresql://") or location.startswith("postgres://"))
 
 
-class Store:
+class Store(AccountTables):
     """A connection to a project's store (a SQLite file or a PostgreSQL URL). Not shared between threads."""
 
     def __init__(self, path: str | Path, *, create: bool = False, timeout: float = 60.0) -> None:

@@ -34,6 +34,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     "labels": ("id",),
     "pseudo_labels": ("item_id",),
     "drafts": ("annotator", "item_id"),
+    "users": ("id",),
+    "sessions": ("token_sha256",),
 }
 
 

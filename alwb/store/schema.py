@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -93,8 +93,30 @@ CREATE TABLE drafts (
 );
 """
 
+#: v3: accounts (argon2 hashes, roles, consecutive failed sign-ins) and their sessions (only a SHA-256 of the
+#: session token is stored).
+SCHEMA_V3 = """
+CREATE TABLE users (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL CHECK (role IN ('annotator', 'reviewer', 'admin')),
+    password_hash TEXT NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0,
+    failed_signins INTEGER NOT NULL DEFAULT 0,
+    last_failed_at REAL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE sessions (
+    token_sha256 TEXT PRIMARY KEY,
+    user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(user_id);
+"""
+
 #: Migrations from version N-1 to N, applied in order inside one transaction each.
-MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2}
+MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3}
 
 
 def render(sql: str, dialect: str) -> list[str]:
@@ -109,4 +131,4 @@ def render(sql: str, dialect: str) -> list[str]:
 
 
 #: Tables with an identity ``id`` column (PostgreSQL's sequences follow copied ids).
-IDENTITY_TABLES = ("items", "classes", "labels", "models", "rounds")
+IDENTITY_TABLES = ("items", "classes", "labels", "models", "rounds", "users")

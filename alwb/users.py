@@ -1,0 +1,231 @@
+"""Accounts of a project: roles, argon2 password hashes, sessions that expire, and slowed-down guessing.
+
+Roles: ``annotator`` (Label and their own history), ``reviewer`` (also Review), ``admin`` (also Settings, Export
+and users). Passwords are stored as argon2id hashes (argon2-cffi's :class:`~argon2.PasswordHasher`) and rehashed on
+sign-in when the parameters change. A session token is 32 random bytes shown once to the browser; the store keeps
+only its SHA-256. After :data:`FREE_FAILURES` consecutive failed sign-ins for a name, each further attempt must wait
+``2 ** (failures - FREE_FAILURES)`` seconds (at most :data:`MAX_DELAY`) after the last failure, and an attempt made
+sooner is refused without looking at the password. A successful sign-in resets the count.
+
+A project without users needs no sign-in (one person on one machine); see :func:`auth_required`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import secrets
+import time
+import unicodedata
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+from .errors import AlwbError
+from .store import Store
+
+ROLES = ("annotator", "reviewer", "admin")
+#: What each role may open in the workbench.
+PAGES = {
+    "annotator": ("label", "history"),
+    "reviewer": ("label", "history", "review", "progress"),
+    "admin": ("label", "history", "review", "progress", "settings", "export", "users"),
+}
+SESSION_SECONDS = 12 * 3600.0
+MIN_PASSWORD = 8
+FREE_FAILURES = 3
+MAX_DELAY = 300.0
+
+_hasher = PasswordHasher()
+#: Verified against when a name is unknown, so that a wrong name costs as long as a wrong password.
+_DUMMY_HASH = _hasher.hash("not a password of anyone " + secrets.token_hex(8))
+
+
+class UserError(AlwbError):
+    """A refused account operation (unknown name, bad role, short password...)."""
+
+
+class SignInError(AlwbError):
+    """Wrong name or password, or a disabled account (the message does not say which)."""
+
+
+class SignInThrottled(SignInError):
+    """Too many failed sign-ins: try again after :attr:`retry_after` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = float(retry_after)
+        super().__init__(f"too many failed sign-ins: try again in {int(retry_after) + 1} s")
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: str
+    disabled: bool
+    created_at: float
+
+    def may_open(self, page: str) -> bool:
+        """True when this user's role shows ``page`` (see :data:`PAGES`)."""
+        return not self.disabled and page in PAGES[self.role]
+
+
+@dataclass(frozen=True)
+class Session:
+    token: str
+    user: User
+    expires_at: float
+
+
+def _user(row: Any) -> User:
+    return User(int(row["id"]), str(row["name"]), str(row["role"]), bool(row["disabled"]), float(row["created_at"]))
+
+
+def validate_name(name: str) -> str:
+    """A user name: 1-64 characters, no spaces or control characters."""
+    if not isinstance(name, str) or not name.strip():
+        raise UserError("user name is empty")
+    name = name.strip()
+    if len(name) > 64:
+        raise UserError("user name longer than 64 characters")
+    if any(ch.isspace() or unicodedata.category(ch).startswith("C") for ch in name):
+        raise UserError(f"user name {name!r} contains a space or control character")
+    return name
+
+
+def _check_password(password: str) -> None:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise UserError(f"password must have at least {MIN_PASSWORD} characters")
+
+
+def _check_role(role: str) -> str:
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    return role
+
+
+def _get(store: Store, name: str) -> Any:
+    row = store.user_row(name)
+    if row is None:
+        raise UserError(f"no user {name!r}")
+    return row
+
+
+def add_user(store: Store, name: str, password: str, role: str = "annotator", *, now: float | None = None) -> User:
+    """Create an account; the name must be new."""
+    name, role = validate_name(name), _check_role(role)
+    _check_password(password)
+    if store.user_row(name) is not None:
+        raise UserError(f"user {name!r} already exists")
+    try:
+        store.insert_user(name, role, _hasher.hash(password), time.time() if now is None else now)
+    except store.integrity_errors:
+        raise UserError(f"user {name!r} already exists") from None
+    return _user(_get(store, name))
+
+
+def list_users(store: Store) -> list[User]:
+    """Every account, by name."""
+    return [_user(r) for r in store.user_rows()]
+
+
+def get_user(store: Store, name: str) -> User:
+    return _user(_get(store, name))
+
+
+def auth_required(store: Store) -> bool:
+    """True when the project has at least one enabled account: the workbench then asks for a sign-in."""
+    return store.active_user_count() > 0
+
+
+def set_disabled(store: Store, name: str, disabled: bool = True) -> User:
+    """Disable (or enable again) an account; disabling ends its sessions."""
+    row = _get(store, name)
+    with store.transaction():
+        store.update_user(row["id"], disabled=int(disabled))
+        if disabled:
+            store.delete_sessions(user_id=row["id"])
+    return get_user(store, name)
+
+
+def set_role(store: Store, name: str, role: str) -> User:
+    row = _get(store, name)
+    store.update_user(row["id"], role=_check_role(role))
+    return get_user(store, name)
+
+
+def set_password(store: Store, name: str, password: str) -> None:
+    """Change a password: the failure count resets and every session of the account ends."""
+    _check_password(password)
+    row = _get(store, name)
+    with store.transaction():
+        store.update_user(row["id"], password_hash=_hasher.hash(password), failed_signins=0, last_failed_at=None)
+        store.delete_sessions(user_id=row["id"])
+
+
+def retry_after(failures: int, last_failed_at: float | None, now: float) -> float:
+    """Seconds to wait before the next attempt is looked at (0: go ahead)."""
+    if failures < FREE_FAILURES or last_failed_at is None:
+        return 0.0
+    delay = min(MAX_DELAY, 2.0 ** (failures - FREE_FAILURES))
+    return max(0.0, last_failed_at + delay - now)
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def sign_in(
+    store: Store, name: str, password: str, *, now: float | None = None, ttl: float = SESSION_SECONDS
+) -> Session:
+    """Check a name and password; return a new session, or raise :class:`SignInError` / :class:`SignInThrottled`."""
+    now = time.time() if now is None else now
+    row = store.user_row(name.strip()) if isinstance(name, str) else None
+    if row is None:
+        with contextlib.suppress(VerificationError):
+            _hasher.verify(_DUMMY_HASH, password)
+        raise SignInError("wrong name or password")
+    wait = retry_after(int(row["failed_signins"]), row["last_failed_at"], now)
+    if wait > 0:
+        raise SignInThrottled(wait)
+    try:
+        _hasher.verify(row["password_hash"], password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        store.record_failed_signin(row["id"], now)
+        raise SignInError("wrong name or password") from None
+    if row["disabled"]:
+        raise SignInError("wrong name or password")
+    changes: dict[str, Any] = {}
+    if row["failed_signins"]:
+        changes.update(failed_signins=0, last_failed_at=None)
+    if _hasher.check_needs_rehash(row["password_hash"]):
+        changes["password_hash"] = _hasher.hash(password)
+    token = secrets.token_urlsafe(32)
+    with store.transaction():
+        if changes:
+            store.update_user(row["id"], **changes)
+        store.insert_session(_token_hash(token), row["id"], now, now + ttl)
+    return Session(token, _user(row), now + ttl)
+
+
+def session_user(store: Store, token: str | None, *, now: float | None = None) -> User | None:
+    """The user of a live session (None for an unknown, expired or disabled one; an expired one is removed)."""
+    if not token:
+        return None
+    now = time.time() if now is None else now
+    row = store.session_row(_token_hash(token))
+    if row is None:
+        return None
+    if row["expires_at"] <= now:
+        store.delete_sessions(token_sha256=_token_hash(token))
+        return None
+    if row["disabled"]:
+        return None
+    return User(int(row["user_id"]), str(row["name"]), str(row["role"]), False, float(row["user_created_at"]))
+
+
+def sign_out(store: Store, token: str) -> None:
+    """End a session."""
+    store.delete_sessions(token_sha256=_token_hash(token))
