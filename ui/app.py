@@ -1,23 +1,16 @@
 """alwb workbench: ``streamlit run ui/app.py -- --project PROJECT`` (or ``alwb ui PROJECT``).
 
-Navigation only; every page lives in ``views/`` and calls the library. No business logic here.
+Navigation only; every page lives in ``ui.views`` and calls the library. No business logic here. ``ui`` is a
+package installed with alwb (``pip install -e .``), so its modules are imported as ``ui.…`` wherever it runs from.
 """
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+import streamlit as st
 
-_HERE = Path(__file__).resolve().parent
-for p in (str(_HERE), str(_HERE.parent)):
-    if p not in sys.path:
-        sys.path.insert(0, p)
-
-import streamlit as st  # noqa: E402
-
-import state  # noqa: E402
-from alwb.jobs import mark_active  # noqa: E402
-from views import export, label, progress, review, settings, start  # noqa: E402
+from alwb.jobs import mark_active
+from ui import state
+from ui.views import export, label, progress, review, settings, start
 
 st.set_page_config(page_title="alwb workbench", page_icon="🏷️", layout="wide")
 

@@ -14,8 +14,10 @@ from typing import Any
 
 import streamlit as st
 
-#: Keys that answer with the n-th class.
+#: Keys that answer with the n-th class when the class names are not keys themselves.
 DIGITS = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"]
+#: The keys that do something else (as the browser names them, letters upper-case).
+FIXED_KEYS = {"S": "skip", "N": "none", "ArrowLeft": "left", "ArrowRight": "right", "Enter": "submit"}
 
 _JS = r"""
 export default function (component) {
@@ -67,11 +69,35 @@ def _noop() -> None:
     """State values reach Python only for keys with a change callback; the presses are read from the result."""
 
 
-def key_map(n_classes: int) -> dict[str, str]:
-    """Key (as the browser names it, letters upper-case) → action: ``a<i>`` answers with class i, then ``skip``,
-    ``none``, ``left``, ``right`` and ``submit``."""
-    keys = {d: f"a{i}" for i, d in enumerate(DIGITS[:n_classes])}
-    keys.update({"S": "skip", "N": "none", "ArrowLeft": "left", "ArrowRight": "right", "Enter": "submit"})
+def _browser_name(key: str) -> str:
+    return key.upper() if len(key) == 1 else key
+
+
+def class_keys(classes: Sequence[str]) -> list[str]:
+    """The key for each class, in class order, as shown on the page (fewer keys than classes when there are more
+    than ten classes and the names are not keys).
+
+    Where every class name is a single letter or digit, distinct from the others (letters are read without case) and
+    from the fixed keys (S, N), the key *is* the name: on the digits demo ``1`` answers ``1``. Otherwise ``1``–``9``,
+    ``0`` answer the first ten classes in order.
+    """
+    names = [str(c) for c in classes]
+    browser = [_browser_name(c) for c in names]
+    if (
+        names
+        and all(len(c) == 1 and c.isascii() and c.isalnum() for c in names)
+        and len(set(browser)) == len(browser)
+        and not set(browser) & set(FIXED_KEYS)
+    ):
+        return names
+    return DIGITS[: len(names)]
+
+
+def key_map(classes: Sequence[str]) -> dict[str, str]:
+    """Key (as the browser names it, letters upper-case) → action: ``a<i>`` answers with class i (see
+    :func:`class_keys`), then ``skip``, ``none``, ``left``, ``right`` and ``submit``."""
+    keys = {_browser_name(k): f"a{i}" for i, k in enumerate(class_keys(classes))}
+    keys.update(FIXED_KEYS)
     return keys
 
 
@@ -88,10 +114,10 @@ def new_presses(batch_token: str, log: Any, seen: int) -> tuple[list[str], int]:
     return [str(e) for e in events[seen:]], len(events)
 
 
-def presses(batch_token: str, n_classes: int) -> list[str]:
+def presses(batch_token: str, classes: Sequence[str]) -> list[str]:
     """Mount the listener for the batch ``batch_token`` and return the presses made since the last run, in order."""
     result = _keyboard()(
-        key="keyboard", data={"batch": batch_token, "keys": key_map(n_classes)}, height=0, on_log_change=_noop
+        key="keyboard", data={"batch": batch_token, "keys": key_map(classes)}, height=0, on_log_change=_noop
     )
     log = getattr(result, "log", None)
     seen_key = f"_keys_seen_{batch_token}"

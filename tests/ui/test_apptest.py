@@ -6,7 +6,7 @@ How pages are reached: ``ui/app.py`` registers callable pages with ``st.navigati
 * Start and Label are run through the real entry point ``ui/app.py``: its hidden default page calls
   ``st.switch_page`` to Label (a project is open) or Start, which AppTest follows;
 * Progress, Review, Settings and Export are run with ``AppTest.from_function`` on a two-line script that imports
-  ``views.<page>`` and calls its ``render()``, the same function ``st.navigation`` runs.
+  ``ui.views.<page>`` and calls its ``render()``, the same function ``st.navigation`` runs.
 
 The project is given as ``?project=`` like in the browser. Streamlit caches are global to the process, so they are
 cleared around every test.
@@ -41,9 +41,6 @@ TIMEOUT = 60  # seconds per script run (the first one imports torch)
 SHAPES = ["circle", "square", "triangle"]
 NONE = "(none of these)"
 SKIP = "(skip)"
-
-if str(UI) not in sys.path:  # for ui/text.py
-    sys.path.insert(0, str(UI))
 
 
 # ---------------------------------------------------------------------- fixtures and helpers
@@ -94,20 +91,15 @@ def app(root: Path | None = None, **params: str) -> AppTest:
     return ok(at.run())
 
 
-def _page_script(ui_dir: str, page: str) -> None:
+def _page_script(page: str) -> None:
     import importlib
-    import os
-    import sys
 
-    for p in (ui_dir, os.path.dirname(ui_dir)):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    importlib.import_module(f"views.{page}").render()
+    importlib.import_module(f"ui.views.{page}").render()
 
 
 def page(name: str, root: Path) -> AppTest:
     """Run one page's ``render()`` with ``?project=root``."""
-    at = AppTest.from_function(_page_script, kwargs={"ui_dir": str(UI), "page": name}, default_timeout=TIMEOUT)
+    at = AppTest.from_function(_page_script, kwargs={"page": name}, default_timeout=TIMEOUT)
     at.query_params["project"] = str(root)
     return ok(at.run())
 
@@ -153,12 +145,25 @@ def test_library_does_not_import_streamlit() -> None:
         "names = [m.name for m in pkgutil.iter_modules(alwb.__path__) if m.name != '__main__']\n"
         "for n in names: importlib.import_module('alwb.' + n)\n"
         "assert {'loop', 'cli', 'jobs', 'store', 'export'} <= set(names), names\n"
-        "bad = sorted(m for m in sys.modules if m == 'streamlit' or m.startswith('streamlit.'))\n"
+        "bad = sorted(m for m in sys.modules if m in ('streamlit', 'ui') or m.startswith(('streamlit.', 'ui.')))\n"
         "assert not bad, bad\n"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_ui_is_a_package_imported_without_path_tricks(tmp_path: Path) -> None:
+    """``ui`` is installed with alwb: its modules import as ``ui.…`` from any folder; none of them edits sys.path."""
+    for f in UI.rglob("*.py"):
+        assert "sys.path" not in f.read_text(), f
+    code = "import ui, ui.keyboard, ui.text, ui.views.label, ui.views.progress; print(ui.__file__)"
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120
+    )
+    assert res.returncode == 0, res.stderr
+    assert Path(res.stdout.strip()).parts[-2:] == ("ui", "__init__.py")
 
 
 # ---------------------------------------------------------------------- 2. start page
@@ -383,6 +388,12 @@ def test_progress_page(trained) -> None:
     assert len(at.metric) == 4
     assert at.metric[2].value == "30" and at.metric[3].value == "10"
     assert "Confusion matrix (validation, last round)" in [s.value for s in at.subheader]
+    # the accuracy chart: x = labels given, the round in the tooltip, the y-axis fitted to the scores
+    acc = json.loads(at.get("vega_lite_chart")[0].proto.spec)["layer"][1]["encoding"]
+    assert acc["x"]["field"] == "labels" and acc["x"]["title"] == "training labels"
+    assert "round" in [t["field"] for t in acc["tooltip"]]
+    low, high = acc["y"]["scale"]["domain"]
+    assert 0 <= low < high <= 1 and (low, high) != (0, 1)
 
 
 def test_progress_page_without_rounds_and_after_a_failed_one(project) -> None:
@@ -483,7 +494,7 @@ HOSTILE = ["<b>bold<b>", "**star**", ":red[x]"]  # "/" is not allowed in a class
 
 
 def test_md_escape() -> None:
-    from text import md_escape
+    from ui.text import md_escape
 
     assert md_escape("plain text 12") == "plain text 12"
     for ch in "\\`*_{}[]()#+-.!|~<>$:&":
@@ -497,7 +508,7 @@ def test_md_escape() -> None:
 
 
 def test_label_page_shows_class_names_as_text(tmp_path: Path) -> None:
-    from text import md_escape
+    from ui.text import md_escape
 
     root, _ = _project(tmp_path, classes=HOSTILE)
     at = app(root)
@@ -527,6 +538,19 @@ def test_label_page_shows_class_names_as_text(tmp_path: Path) -> None:
     assert {i: r["class"] for i, r in labels(root).items()} == {ids[0]: HOSTILE[1], ids[1]: HOSTILE[2]}
 
 
+def test_digit_classes_are_answered_by_their_own_key(tmp_path: Path) -> None:
+    """Where class names are keys (the digits demo), the key is the name: 1 answers "1", and the page shows it."""
+    root, _ = _project(tmp_path, classes=["0", "1", "2"])
+    at = app(root)
+    ids = item_ids(at)
+    labels_by_key = {b.key: b.label for b in at.button}
+    assert [labels_by_key[f"key_{d}"] for d in "012"] == ["0", "1", "2"]
+    ok(at.button(key="key_1").click().run())  # #1 → class "1"
+    ok(at.button(key="key_0").click().run())  # #2 → class "0"
+    ok(at.button(key="submit").click().run())
+    assert {i: r["class"] for i, r in labels(root).items()} == {ids[0]: "1", ids[1]: "0"}
+
+
 def test_start_page_errors_show_user_text_as_text(tmp_path: Path) -> None:
     at = app()
     at.text_input[1].input(str(tmp_path / "p"))
@@ -544,7 +568,7 @@ def test_thumbnails_enlarge_small_images_without_blur_and_shrink_photos(tmp_path
     import numpy as np
     from PIL import Image
 
-    import state
+    from ui import state
 
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (28, 28), dtype=np.uint8)

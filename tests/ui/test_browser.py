@@ -418,7 +418,7 @@ def _walk_through(page, server: str, project: tuple[Path, dict[str, str]], class
 
     # --- Progress: the accuracy curve has two points
     open_page(page, f"{server}/progress", "Progress")
-    expect(page.get_by_role("heading", name="Accuracy per round")).to_be_visible()
+    expect(page.get_by_role("heading", name="Accuracy by labels given")).to_be_visible()
     chart = page.locator('[data-testid="stVegaLiteChart"]').first
     expect(chart.locator("canvas, svg").first).to_be_visible()
     expect(page.get_by_text("No round has finished yet")).to_have_count(0)

@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 from hypothesis import given
 from hypothesis import strategies as st
 
-UI = Path(__file__).resolve().parents[2] / "ui"
-if str(UI) not in sys.path:
-    sys.path.insert(0, str(UI))
-
-import keyboard as keys  # noqa: E402
+from ui import keyboard as keys
 
 CLASSES = ["circle", "square", "triangle"]
 ACTIONS = st.sampled_from(["a0", "a1", "a2", "skip", "none", "left", "right"])
 
 
 def test_key_map_has_one_digit_per_class_and_the_fixed_keys() -> None:
-    m = keys.key_map(3)
+    m = keys.key_map(CLASSES)
     assert {k: v for k, v in m.items() if k.isdigit()} == {"1": "a0", "2": "a1", "3": "a2"}
     assert m["S"] == "skip" and m["N"] == "none" and m["Enter"] == "submit"
     assert m["ArrowLeft"] == "left" and m["ArrowRight"] == "right"
-    assert [keys.key_map(12)[d] for d in "1234567890"] == [f"a{i}" for i in range(10)]  # ten keys at most
+    many = [f"class {i}" for i in range(12)]
+    assert [keys.key_map(many)[d] for d in "1234567890"] == [f"a{i}" for i in range(10)]  # ten keys at most
+    assert keys.class_keys(many) == list("1234567890")
+
+
+def test_digit_classes_are_answered_by_their_own_key() -> None:
+    """The digits demo: key 1 answers class "1" (not the class in position 1, "0")."""
+    digits = [str(d) for d in range(10)]
+    assert keys.class_keys(digits) == digits
+    m = keys.key_map(digits)
+    for d in digits:
+        assert keys.resolve(m[d], digits) == ("answer", d)
+    assert keys.resolve(keys.key_map(["3", "1", "2"])["1"], ["3", "1", "2"]) == ("answer", "1")  # any order
+
+
+def test_letter_classes_are_their_keys_unless_a_shortcut_or_case_clash_takes_one() -> None:
+    abc = ["a", "b", "c"]
+    assert keys.class_keys(abc) == abc
+    m = keys.key_map(abc)  # the browser names letter keys upper-case
+    assert keys.resolve(m["B"], abc) == ("answer", "b") and m["S"] == "skip"
+    for names in (["a", "s"], ["n", "y"], ["a", "A"], ["1", "10"], ["cat", "dog"], ["1", "é"], ["1", "-"]):
+        assert keys.class_keys(names) == keys.DIGITS[: len(names)], names  # elsewhere: 1–9, 0 in order
+    assert keys.class_keys([]) == []
 
 
 def test_resolve() -> None:

@@ -6,10 +6,10 @@ import time
 
 import streamlit as st
 
-import state
 from alwb.jobs import read_progress
 from alwb.loop import Project
-from text import md_escape
+from ui import state
+from ui.text import md_escape
 
 
 def show_flash() -> tuple[str, str] | None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import streamlit as st
 
-import state
 from alwb.errors import AlwbError
 from alwb.export import export_project
-from text import md_escape
-from views.common import ago, need_project
+from ui import state
+from ui.text import md_escape
+from ui.views.common import ago, need_project
 
 
 def _zip_dir(folder: Path, zip_path: Path, *, include: list[Path]) -> Path:

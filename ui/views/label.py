@@ -6,13 +6,12 @@ import uuid
 
 import streamlit as st
 
-import keyboard
-import state
 from alwb.errors import AlwbError, EmptyPoolError
 from alwb.jobs import is_training, mark_active, start_training
 from alwb.loop import Project
-from text import md_escape
-from views.common import need_project, show_flash, show_training, training_status
+from ui import keyboard, state
+from ui.text import md_escape
+from ui.views.common import need_project, show_flash, show_training, training_status
 
 COLUMNS = 4
 
@@ -222,13 +221,14 @@ def render() -> None:
     options = [*classes, state.SKIP, state.NONE]
     if "token" not in b:
         b["token"] = _token()
-    _apply_presses(keyboard.presses(b["token"], len(classes)), classes, ids, root, state.annotator())
+    _apply_presses(keyboard.presses(b["token"], classes), classes, ids, root, state.annotator())
     focus = min(state.focus(), len(items) - 1)
 
     # the same actions for the mouse (the keys themselves are read by alwb's keyboard listener above)
     keys = st.container(horizontal=True)
-    for k, cls in zip(keyboard.DIGITS, classes, strict=False):
-        keys.button(f"{k} · {_short(cls)}", key=f"key_{k}", on_click=_key_answer, args=(cls, ids, root))
+    for k, cls in zip(keyboard.class_keys(classes), classes, strict=False):
+        shown = _short(cls) if k == cls else f"{k} · {_short(cls)}"  # a key that is the class name shows once
+        keys.button(shown, key=f"key_{k}", on_click=_key_answer, args=(cls, ids, root))
     keys.button("S · skip", key="key_skip", on_click=_key_answer, args=(state.SKIP, ids, root))
     keys.button("N · none", key="key_none", on_click=_key_answer, args=(state.NONE, ids, root))
     keys.button("◀", key="key_left", on_click=_move, args=(-1, len(ids)))

@@ -6,8 +6,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-import state
-from views.common import need_project, show_training, training_status
+from ui import state
+from ui.views.common import need_project, show_training, training_status
 
 #: Axes of counts: whole numbers only (Vega-Lite would otherwise print ticks such as 0.5 or 18.000000).
 INT_AXIS = alt.Axis(format="d", tickMinStep=1)
@@ -39,6 +39,40 @@ def rounds_frame(rounds: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+#: What the accuracy chart's legend says for each plotted column.
+SCORES = {"val_accuracy": "accuracy", "macro_f1": "macro-F1"}
+#: What the time chart's legend says for each part of a round.
+PARTS = {"train_s": "train", "score_s": "score"}
+
+
+def score_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The accuracy chart's lines, long form: ``labels``, ``round``, ``score`` (the legend's word), ``value``, and the
+    round's ``low``, ``high`` and ``val_n``."""
+    keep = ["round", "labels", "low", "high", "val_n"]
+    long = df.melt(id_vars=keep, value_vars=list(SCORES), var_name="score", value_name="value")
+    long["score"] = long["score"].map(SCORES)
+    return long.dropna(subset=["value"])
+
+
+def time_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """The time chart's bars, long form: ``round``, ``part`` (``train`` or ``score``), ``seconds``."""
+    long = df.melt(id_vars=["round"], value_vars=list(PARTS), var_name="part", value_name="seconds").dropna()
+    long["part"] = long["part"].map(PARTS)
+    return long
+
+
+def score_domain(df: pd.DataFrame, *, pad: float = 0.02) -> list[float]:
+    """The y-axis range of the accuracy chart: the plotted scores and intervals with a little room, within 0–1."""
+    values = pd.concat([df[c] for c in ("low", "high", *SCORES) if c in df]).dropna()
+    if values.empty:
+        return [0.0, 1.0]
+    low, high = float(values.min()) - pad, float(values.max()) + pad
+    if high - low < 0.1:  # a single round or a flat curve: show ±5 points rather than one pixel
+        mid = (low + high) / 2
+        low, high = mid - 0.05, mid + 0.05
+    return [round(max(0.0, low), 3), round(min(1.0, high), 3)]
+
+
 def render() -> None:
     """Draw the page."""
     with state.open_project() as proj:
@@ -65,31 +99,51 @@ def render() -> None:
         c[1].metric("95% interval", "n/a" if pd.isna(last.low) else f"{last.low:.1%} – {last.high:.1%}")
         c[2].metric("Training labels", int(last.labels))
         c[3].metric("Validation labels", int(last.val_n))
-        st.subheader("Accuracy per round")
+        st.subheader("Accuracy by labels given")
         st.caption(
             "Validation accuracy on a random sample of the pool that is never trained on; the band is its "
-            "95% Wilson interval. Macro-F1 dashed."
+            "95% Wilson interval. Macro-F1 dashed. Hover a point for its round."
         )
-        base = alt.Chart(df).encode(x=alt.X("round:Q", title="round (training labels in the tooltip)", axis=INT_AXIS))
-        band = base.mark_area(opacity=0.25).encode(
-            y=alt.Y("low:Q", title="validation score", scale=alt.Scale(domain=[0, 1])), y2="high:Q"
+        x = alt.X("labels:Q", title="training labels", axis=INT_AXIS)
+        y_scale = alt.Scale(domain=score_domain(df), zero=False)
+        band = (
+            alt.Chart(df)
+            .mark_area(opacity=0.2)
+            .encode(x=x, y=alt.Y("low:Q", title="validation score", scale=y_scale), y2="high:Q")
         )
-        line = base.mark_line(point=True).encode(
-            y="val_accuracy:Q", tooltip=["round", "labels", "val_accuracy", "low", "high", "val_n"]
+        lines = (
+            alt.Chart(score_frame(df))
+            .mark_line(point=True)
+            .encode(
+                x=x,
+                y=alt.Y("value:Q", title="validation score", scale=y_scale),
+                color=alt.Color("score:N", title=None, sort=list(SCORES.values())),
+                strokeDash=alt.StrokeDash("score:N", legend=None, sort=list(SCORES.values())),
+                tooltip=[
+                    alt.Tooltip("round:Q", title="round"),
+                    alt.Tooltip("labels:Q", title="training labels"),
+                    alt.Tooltip("score:N", title="score"),
+                    alt.Tooltip("value:Q", title="value", format=".3f"),
+                    alt.Tooltip("low:Q", title="accuracy 95% low", format=".3f"),
+                    alt.Tooltip("high:Q", title="accuracy 95% high", format=".3f"),
+                    alt.Tooltip("val_n:Q", title="validation labels"),
+                ],
+            )
         )
-        f1 = base.mark_line(strokeDash=[4, 3], color="#e45756").encode(y="macro_f1:Q")
-        st.altair_chart(band + line + f1, width="stretch")
+        st.altair_chart(band + lines, width="stretch")
 
         cols = st.columns(2)
         with cols[0]:
             st.subheader("Time per round")
-            tdf = df.melt(
-                id_vars=["round"], value_vars=["train_s", "score_s"], var_name="part", value_name="seconds"
-            ).dropna()
             st.altair_chart(
-                alt.Chart(tdf)
+                alt.Chart(time_frame(df))
                 .mark_bar()
-                .encode(x=alt.X("round:O", axis=alt.Axis(labelAngle=0)), y="seconds:Q", color="part:N"),
+                .encode(
+                    x=alt.X("round:O", axis=alt.Axis(labelAngle=0)),
+                    y="seconds:Q",
+                    color=alt.Color("part:N", title="step", sort=list(PARTS.values())),
+                    tooltip=["round", "part", alt.Tooltip("seconds:Q", format=".1f")],
+                ),
                 width="stretch",
             )
         with cols[1]:

@@ -8,10 +8,10 @@ from collections.abc import Iterator
 import numpy as np
 import streamlit as st
 
-import state
 from alwb.errors import AlwbError
 from alwb.loop import Project
-from views.common import need_project, show_flash
+from ui import state
+from ui.views.common import need_project, show_flash
 
 PAGE = 18  # three rows of six: a page of thumbnails opens in well under 1.5 s on two cores
 COLUMNS = 6

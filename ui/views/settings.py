@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-import state
 from alwb.config import AUGMENTATIONS, BALANCE, DEVICES
 from alwb.errors import AlwbError
 from alwb.models import list_models
 from alwb.query import list_strategies
-from text import md_escape
-from views.common import need_project, show_flash
+from ui import state
+from ui.text import md_escape
+from ui.views.common import need_project, show_flash
 
 
 def render() -> None:

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import streamlit as st
 
-import state
 from alwb.errors import AlwbError
 from alwb.loop import STORE_FILE, Project
 from alwb.ziputil import content_root, safe_extract
-from text import md_escape
-from views.common import show_flash
+from ui import state
+from ui.text import md_escape
+from ui.views.common import show_flash
 
 
 def _create(folder: str, source: Path | None, classes: list[str]) -> None:

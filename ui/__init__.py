@@ -1,0 +1,5 @@
+"""The Streamlit workbench (``streamlit run ui/app.py``, or ``alwb ui``): pages over :class:`alwb.loop.Project`.
+
+Importing this package imports nothing; :mod:`ui.app` is the Streamlit script. The library (``alwb``) never imports
+``ui`` or Streamlit.
+"""
