@@ -33,6 +33,7 @@ from typing import Any
 from ..errors import LabelError, ProjectError
 from . import schema
 from .accounts import AccountTables
+from .leasing import LeaseTables
 from .schema import SCHEMA_VERSION
 
 __all__ = ["RESERVED_NAMES", "SCHEMA_VERSION", "LabelRow", "Store", "is_url", "validate_class_name"]
@@ -55,7 +56,7 @@ def is_url(location: object) -> bool:
     return isinstance(location, str) and (location.startswith("postgresql://") or location.startswith("postgres://"))
 
 
-class Store(AccountTables):
+class Store(AccountTables, LeaseTables):
     """A connection to a project's store (a SQLite file or a PostgreSQL URL). Not shared between threads."""
 
     def __init__(self, path: str | Path, *, create: bool = False, timeout: float = 60.0) -> None:
@@ -103,10 +104,11 @@ class Store(AccountTables):
         self.close()
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self, *, serialise: bool = True) -> Iterator[Any]:
         """``BEGIN IMMEDIATE`` … ``COMMIT``; rolls back on any exception. Nested use is flattened.
 
-        On PostgreSQL the transaction first takes the store's write lock, so writers take turns as on SQLite.
+        On PostgreSQL the transaction first takes the store's write lock, so writers take turns as on SQLite;
+        ``serialise=False`` leaves it out for work that takes row locks of its own (leases, queued rounds).
         """
         if self.con.in_transaction:
             yield self.con
@@ -114,7 +116,7 @@ class Store(AccountTables):
         if self.backend == "sqlite":
             self.con.execute("BEGIN IMMEDIATE")
         else:
-            self.con.begin()
+            self.con.begin(lock=serialise)
         try:
             yield self.con
         except BaseException:
@@ -372,9 +374,10 @@ class Store(AccountTables):
             # an item labelled by a person is no longer a pseudo-label, nor anyone's unsubmitted draft
             self.con.executemany("DELETE FROM pseudo_labels WHERE item_id=?", [(int(r.item_id),) for r in rows])
             if annotator is not None:
-                self.con.executemany(
-                    "DELETE FROM drafts WHERE annotator=? AND item_id=?", [(annotator, int(r.item_id)) for r in rows]
-                )
+                pairs = [(annotator, int(r.item_id)) for r in rows]
+                self.con.executemany("DELETE FROM drafts WHERE annotator=? AND item_id=?", pairs)
+                # a submitted answer ends the annotator's lease on the item
+                self.con.executemany("DELETE FROM leases WHERE annotator=? AND item_id=?", pairs)
         return written
 
     # ------------------------------------------------------------------ drafts (answers not yet submitted)

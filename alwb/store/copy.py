@@ -36,6 +36,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "drafts": ("annotator", "item_id"),
     "users": ("id",),
     "sessions": ("token_sha256",),
+    "leases": ("item_id", "annotator"),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -115,8 +115,23 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_user ON sessions(user_id);
 """
 
+#: v4: leases, which annotator holds which item until when. ``slot`` 0 is an item's first holder, 1 the second
+#: holder of an overlap item; the unique index makes two holders of one slot impossible whatever the code does.
+SCHEMA_V4 = """
+CREATE TABLE leases (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    annotator TEXT NOT NULL,
+    slot INTEGER NOT NULL CHECK (slot IN (0, 1)),
+    leased_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (item_id, annotator)
+);
+CREATE UNIQUE INDEX leases_slot ON leases(item_id, slot);
+CREATE INDEX leases_annotator ON leases(annotator, expires_at);
+"""
+
 #: Migrations from version N-1 to N, applied in order inside one transaction each.
-MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3}
+MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4}
 
 
 def render(sql: str, dialect: str) -> list[str]:

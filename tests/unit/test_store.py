@@ -18,7 +18,7 @@ from alwb.errors import LabelError, ProjectError
 from alwb.store import SCHEMA_VERSION, LabelRow, Store, validate_class_name
 
 PROPS = settings(deadline=None, max_examples=50, derandomize=True, database=None)
-TABLES = ("meta", "items", "classes", "labels", "pseudo_labels", "models", "rounds", "drafts", "users", "sessions")
+TABLES = ("meta", "items", "classes", "labels", "pseudo_labels", "models", "rounds", "drafts", "users", "sessions", "leases")
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -1,0 +1,90 @@
+"""Which annotator holds which items until when, so that two annotators never label the same item at once.
+
+:func:`claim` leases up to ``n`` items of a ranked candidate list (a query's order) to one annotator for
+``ttl`` seconds; the page renews them while it is open (:func:`renew`); submitting an answer
+(``Store.add_labels(..., annotator=...)``) or skipping (:func:`release`) ends a lease, and an expired lease is free
+for anyone. An item is given to one annotator, except the overlap items: a fixed share of the items (default
+:data:`DEFAULT_OVERLAP`, 10%), chosen by a hash of the item id so that every process agrees, is given on purpose to
+two different annotators (at the same time or one after the other) to measure their agreement
+(:mod:`alwb.agreement`). Nobody gets an item they have already answered, nor one with a label of its own (an
+import), nor an ordinary item someone has answered.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from .errors import AlwbError
+from .store import Store
+
+DEFAULT_TTL = 600.0
+DEFAULT_OVERLAP = 0.10
+#: Knuth's multiplicative hash: item ids spread evenly over 32 bits whatever their order.
+_GOLDEN = 2654435761
+
+
+def overlap_share(store: Store) -> float:
+    """The project's overlap share (meta ``overlap_share``, default 10%)."""
+    return float(store.get_meta("overlap_share", DEFAULT_OVERLAP))
+
+
+def set_overlap_share(store: Store, share: float) -> None:
+    """Set the share of items given to two annotators (0 to 1)."""
+    if not 0.0 <= float(share) <= 1.0:
+        raise AlwbError(f"overlap share must be between 0 and 1, not {share}")
+    store.set_meta("overlap_share", float(share))
+
+
+def is_overlap(item_id: int, share: float) -> bool:
+    """True when ``item_id`` is one of the items given to two annotators (about ``share`` of all ids)."""
+    return ((int(item_id) * _GOLDEN) % 2**32) < share * 2**32
+
+
+def claim(
+    store: Store,
+    annotator: str,
+    candidates: Sequence[int],
+    n: int,
+    *,
+    ttl: float = DEFAULT_TTL,
+    share: float | None = None,
+    now: float | None = None,
+) -> list[int]:
+    """The items ``annotator`` holds after this call: their live leases first (renewed), then new ones taken from
+    ``candidates`` in order, up to ``n`` in all."""
+    if not annotator:
+        raise AlwbError("a lease needs an annotator")
+    now = time.time() if now is None else now
+    share = overlap_share(store) if share is None else float(share)
+    held = store.live_leases(annotator, now)
+    if held:
+        store.renew_leases(annotator, held, now, now + ttl)
+
+    def wanted(item_id: int, humans: list[str], labeled_otherwise: bool, holders: list[str]) -> bool:
+        if labeled_otherwise or annotator in humans:
+            return False
+        if is_overlap(item_id, share):
+            return len(humans) + len(holders) < 2
+        return not humans and not holders
+
+    new = store.claim_leases(annotator, candidates, n - len(held), now=now, expires_at=now + ttl, wanted=wanted)
+    return held + new
+
+
+def renew(
+    store: Store, annotator: str, item_ids: Sequence[int], *, ttl: float = DEFAULT_TTL, now: float | None = None
+) -> int:
+    """Extend ``annotator``'s live leases (an open page calls this); returns how many were still live."""
+    now = time.time() if now is None else now
+    return store.renew_leases(annotator, item_ids, now, now + ttl)
+
+
+def release(store: Store, annotator: str, item_ids: Sequence[int] | None = None) -> int:
+    """Give items back (skipped, or the page closed); all of ``annotator``'s with None."""
+    return store.release_leases(annotator, item_ids)
+
+
+def held(store: Store, annotator: str, *, now: float | None = None) -> list[int]:
+    """Items ``annotator`` holds now."""
+    return store.live_leases(annotator, time.time() if now is None else now)
