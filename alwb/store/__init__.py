@@ -34,6 +34,7 @@ from ..errors import LabelError, ProjectError
 from . import schema
 from .accounts import AccountTables
 from .leasing import LeaseTables
+from .reviewing import ReviewTables
 from .schema import SCHEMA_VERSION
 
 __all__ = ["RESERVED_NAMES", "SCHEMA_VERSION", "LabelRow", "Store", "is_url", "validate_class_name"]
@@ -56,7 +57,7 @@ def is_url(location: object) -> bool:
     return isinstance(location, str) and (location.startswith("postgresql://") or location.startswith("postgres://"))
 
 
-class Store(AccountTables, LeaseTables):
+class Store(AccountTables, LeaseTables, ReviewTables):
     """A connection to a project's store (a SQLite file or a PostgreSQL URL). Not shared between threads."""
 
     def __init__(self, path: str | Path, *, create: bool = False, timeout: float = 60.0) -> None:
@@ -334,7 +335,8 @@ class Store(AccountTables, LeaseTables):
         """Record a batch of labels in ONE transaction (all or nothing); return how many were written.
 
         An item's previous current label is superseded (kept in the history). A label equal to the current
-        one is not duplicated.
+        one is not duplicated, unless it comes from another annotator: a second person's answer is recorded even
+        when it agrees (agreement is measured on the history).
         """
         if source not in ("human", "import"):
             raise LabelError(f"label source must be human or import, not {source!r}")
@@ -356,10 +358,11 @@ class Store(AccountTables, LeaseTables):
                         raise LabelError(f"unknown class {row.class_name!r}")
                     cid = cids[row.class_name]
                 cur = self.con.execute(
-                    "SELECT id, class_id FROM labels WHERE item_id=? AND superseded_at IS NULL", (row.item_id,)
+                    "SELECT id, class_id, annotator FROM labels WHERE item_id=? AND superseded_at IS NULL",
+                    (row.item_id,),
                 ).fetchone()
                 if cur is not None:
-                    if cur["class_id"] == cid:
+                    if cur["class_id"] == cid and (annotator is None or cur["annotator"] == annotator):
                         continue
                     self.con.execute("UPDATE labels SET superseded_at=? WHERE id=?", (now, cur["id"]))
                 try:

@@ -37,6 +37,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "users": ("id",),
     "sessions": ("token_sha256",),
     "leases": ("item_id", "annotator"),
+    "reviews": ("id",),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -130,8 +130,22 @@ CREATE UNIQUE INDEX leases_slot ON leases(item_id, slot);
 CREATE INDEX leases_annotator ON leases(annotator, expires_at);
 """
 
+#: v5: a reviewer's decisions on disagreements. ``label_id`` is the label the decision wrote (NULL when the
+#: decision confirmed the current label, which then stays as it is); those labels are not an annotator's answers.
+SCHEMA_V5 = """
+CREATE TABLE reviews (
+    id INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    reviewer TEXT NOT NULL,
+    class_id INTEGER REFERENCES classes(id),
+    label_id INTEGER REFERENCES labels(id) ON DELETE SET NULL,
+    decided_at REAL NOT NULL
+);
+CREATE INDEX reviews_item ON reviews(item_id);
+"""
+
 #: Migrations from version N-1 to N, applied in order inside one transaction each.
-MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4}
+MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4, 5: SCHEMA_V5}
 
 
 def render(sql: str, dialect: str) -> list[str]:
@@ -146,4 +160,4 @@ def render(sql: str, dialect: str) -> list[str]:
 
 
 #: Tables with an identity ``id`` column (PostgreSQL's sequences follow copied ids).
-IDENTITY_TABLES = ("items", "classes", "labels", "models", "rounds", "users")
+IDENTITY_TABLES = ("items", "classes", "labels", "models", "rounds", "users", "reviews")

@@ -18,7 +18,20 @@ from alwb.errors import LabelError, ProjectError
 from alwb.store import SCHEMA_VERSION, LabelRow, Store, validate_class_name
 
 PROPS = settings(deadline=None, max_examples=50, derandomize=True, database=None)
-TABLES = ("meta", "items", "classes", "labels", "pseudo_labels", "models", "rounds", "drafts", "users", "sessions", "leases")
+TABLES = (
+    "meta",
+    "items",
+    "classes",
+    "labels",
+    "pseudo_labels",
+    "models",
+    "rounds",
+    "drafts",
+    "users",
+    "sessions",
+    "leases",
+    "reviews",
+)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -419,6 +432,15 @@ def test_relabel_keeps_history(store: Store) -> None:
     assert hist[1]["superseded_at"] is None
     assert current(store) == {a: "dog"}
     assert max_current_per_item(store) == 1
+
+
+def test_the_same_class_from_another_annotator_is_recorded(store: Store) -> None:
+    (a,) = add_items(store, 1)
+    assert store.add_labels([LabelRow(a, "cat")], annotator="ann") == 1
+    assert store.add_labels([LabelRow(a, "cat")], annotator="ann") == 0  # ann again: nothing new
+    assert store.add_labels([LabelRow(a, "cat")], annotator="bob") == 1  # bob agrees: his answer counts
+    assert [(h["annotator"], h["class"]) for h in store.label_history(a)] == [("ann", "cat"), ("bob", "cat")]
+    assert current(store) == {a: "cat"} and max_current_per_item(store) == 1
 
 
 def test_relabel_with_same_class_is_a_noop(store: Store) -> None:
