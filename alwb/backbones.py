@@ -249,6 +249,19 @@ class LoadedBackbone:
         """D."""
         return self.spec.embedding_dim
 
+    def card(self) -> dict[str, Any]:
+        """What a model card / exported ``model.json`` should say about the backbone."""
+        s = self.spec
+        return {
+            "backbone": s.name,
+            "title": s.title,
+            "embedding_dim": s.embedding_dim,
+            "licence": s.licence,
+            "weights": self.origin.to_dict(),
+            "published_sha256": s.sha256,
+            "preprocess": self.preprocess.to_dict(),
+        }
+
 
 # --------------------------------------------------------------------------------------------------- registry
 
@@ -522,6 +535,23 @@ def list_backbones() -> list[BackboneStatus]:
             )
         )
     return rows
+
+
+def format_list(rows: list[BackboneStatus] | None = None) -> str:
+    """The table ``alwb weights list`` prints (one backbone a line, then the folder)."""
+    rows = list_backbones() if rows is None else rows
+    lines = [f"{'backbone':<16} {'status':<18} {'size MB':>8} {'dim':>5} {'input':>5}  licence"]
+    for r in rows:
+        status = f"cached ({r.kind})" if r.cached else "not cached"
+        lines.append(f"{r.name:<16} {status:<18} {r.size_mb:>8.1f} {r.embedding_dim:>5} {r.input_size:>5}  {r.licence}")
+    custom = [r for r in rows if r.kind == "custom"]
+    for r in custom:
+        lines.append(f"  {r.name}: custom file {r.path} (SHA-256 {r.sha256})")
+    lines.append(
+        f"weights folder: {weights_dir()}"
+        + (f"; mirror: {os.environ[MIRROR_ENV]}" if os.environ.get(MIRROR_ENV) else "")
+    )
+    return "\n".join(lines)
 
 
 def weights_available(name: str) -> bool:

@@ -224,6 +224,11 @@ def test_add_a_custom_file_from_the_real_architecture(hub: Path, r18_file: tuple
     assert row.cached and row.kind == "custom" and row.sha256 == r18_file[1]
     loaded = backbones.load("resnet18", download=False)
     assert loaded.origin == origin and loaded.embedding_dim == 512
+    table = backbones.format_list()
+    assert "cached (custom)" in table and origin.sha256 in table and str(hub) in table
+    card = loaded.card()
+    assert card["weights"]["kind"] == "custom" and card["weights"]["sha256"] == r18_file[1]
+    assert card["preprocess"]["crop"] == 224 and card["published_sha256"] == backbones.get_spec("resnet18").sha256
     assert backbones.remove_custom("resnet18") and not backbones.weights_available("resnet18")
 
 
