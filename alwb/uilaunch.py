@@ -1,4 +1,8 @@
-"""``alwb ui``: start the Streamlit workbench (``ui/app.py``) in a child process, print its address."""
+"""``alwb ui``: become the Streamlit server of the workbench (``ui/app.py``), warm, and print its address.
+
+The server runs through :mod:`ui.server`, which imports the pages' modules (PyTorch among them) before it serves and
+prints the address once it answers: the first page opened after the address appears does not wait for imports.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +26,12 @@ def app_path() -> Path:
 
 
 def streamlit_command(project: Path | None, *, port: int, host: str) -> list[str]:
-    """The command line that serves the workbench (XSRF protection on, no telemetry, no browser opened, no full
-    garbage collection after every script run)."""
+    """The command line that serves the workbench: ``streamlit run`` through :mod:`ui.server` (warm imports), XSRF
+    protection on, no telemetry, no browser opened, no full garbage collection after every script run."""
     cmd = [
         sys.executable,
         "-m",
-        "streamlit",
+        "ui.server",
         "run",
         str(app_path()),
         "--server.port",
@@ -56,13 +60,21 @@ def streamlit_command(project: Path | None, *, port: int, host: str) -> list[str
     return cmd
 
 
+def address_line(project: Path | None, *, port: int, host: str) -> str:
+    """What ``alwb ui`` prints when the workbench is ready: its address (and the project)."""
+    shown = "localhost" if host in ("127.0.0.1", "localhost") else host
+    return f"alwb workbench: http://{shown}:{port}" + (f"  (project {project})" if project else "")
+
+
 def launch(project: Path | None, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> int:
     """Replace this process with the Streamlit server of the workbench (runs until interrupted)."""
     if project is not None and not (project / "alwb.sqlite").is_file():
         raise AlwbError(f"{project} is not an alwb project (run 'alwb init' first, or start 'alwb ui' without it)")
-    shown = "localhost" if host in ("127.0.0.1", "localhost") else host
-    print(f"alwb workbench: http://{shown}:{port}" + (f"  (project {project})" if project else ""), flush=True)
-    env = {**os.environ, "ALWB_PROJECT": str(project.resolve()) if project else ""}
+    env = {
+        **os.environ,
+        "ALWB_PROJECT": str(project.resolve()) if project else "",
+        "ALWB_UI_BANNER": address_line(project, port=port, host=host),  # printed by ui.server once it answers
+    }
     cmd = streamlit_command(project, port=port, host=host)
     sys.stdout.flush()
     # become the server: signals (SIGTERM from a supervisor, Ctrl+C) reach Streamlit itself

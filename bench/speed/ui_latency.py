@@ -9,12 +9,15 @@ screen (every image loaded and nothing stale left, so the next click meets a set
 Automatic retraining is switched off in the project for the measurement; with ``--train`` a training round runs
 in the background the whole time instead (restarted whenever it ends). Then opens every page and measures the
 time until it has rendered.
+First of all it measures the first page: from ``alwb ui`` printing its address to the Label page's grid on screen
+(``--first-page-only`` stops there; run it a few times, each start is one sample).
 Prints p50 / p95 / max. The labels it submits are real: use a copy of a project you care about.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import statistics
 import subprocess
@@ -84,6 +87,24 @@ NEXT_BATCH_SHOWN = """old => {
 }"""
 
 
+#: The first batch is on screen: images there, every one loaded, nothing stale left.
+GRID_SHOWN = """() => {
+  const imgs = [...document.querySelectorAll('[data-testid=stImage] img')];
+  return imgs.length > 0 && imgs.every(i => i.complete && i.naturalWidth > 0)
+    && !document.querySelector('[data-stale=true]');
+}"""
+
+
+def wait_address(log_path: Path, timeout: float = 120) -> float:
+    """``perf_counter()`` when the server's output first shows the address ``alwb ui`` prints."""
+    end = time.time() + timeout
+    while time.time() < end:
+        if "alwb workbench: http" in log_path.read_text(errors="replace"):
+            return time.perf_counter()
+        time.sleep(0.02)
+    raise SystemExit("the workbench printed no address")
+
+
 #: A page is shown: its title is there, every image has loaded, nothing stale is left and no script run is going on.
 PAGE_SHOWN = """title => {
   const h = document.querySelector('h1');
@@ -106,6 +127,9 @@ def main() -> None:
         default=3.0,
         help="seconds the 'person' looks at a batch before submitting it (16 images take a person longer)",
     )
+    ap.add_argument(
+        "--first-page-only", action="store_true", help="measure only the first page after the address is printed"
+    )
     args = ap.parse_args()
     from alwb.jobs import stop_training
     from alwb.loop import Project
@@ -121,15 +145,21 @@ def main() -> None:
         [sys.executable, "-m", "alwb", "ui", str(args.project), "--port", str(port)],
         stdout=server_log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
-        wait_health(port)
-        base = f"http://127.0.0.1:{port}"
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            printed = wait_address(log_path)  # a person opens the address once it is printed
+            wait_health(port)
+            base = f"http://127.0.0.1:{port}"
             page.goto(f"{base}/label")
-            page.wait_for_selector('[data-testid="stImage"] img', timeout=60_000)
+            page.wait_for_function(GRID_SHOWN, timeout=60_000)
+            print(f"first page: the grid on screen {time.perf_counter() - printed:.3f} s after the address was printed")
+            if args.first_page_only:
+                browser.close()
+                return
             from alwb.jobs import is_training, read_progress, start_training
 
             lat: list[float] = []

@@ -1,0 +1,82 @@
+"""Serve the workbench warm: ``python -m ui.server run ui/app.py [streamlit options] [-- --project PROJECT]``.
+
+The same command line as ``streamlit run``, with two differences: before the server starts, this process imports
+every page and what they use (PyTorch, scikit-learn, modAL, pandas, Altair: most of a first page's time on a small
+machine), so the first page a person opens does not pay for it; and once the server answers, it prints the line
+in ``$ALWB_UI_BANNER`` (the address ``alwb ui`` shows), so the address appears when the workbench is ready.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+import time
+import urllib.request
+
+#: What the pages import, the heaviest first; imported once here, shared by every session's script run.
+WARM_MODULES = (
+    "alwb.loop",
+    "ui.state",
+    "ui.keyboard",
+    "ui.views.common",
+    "ui.views.label",
+    "ui.views.progress",
+    "ui.views.review",
+    "ui.views.settings",
+    "ui.views.start",
+    "ui.views.export",
+)
+
+
+def warm() -> float:
+    """Import :data:`WARM_MODULES`; returns the seconds it took."""
+    t0 = time.perf_counter()
+    for name in WARM_MODULES:
+        importlib.import_module(name)
+    return time.perf_counter() - t0
+
+
+def _option(argv: list[str], name: str, default: str) -> str:
+    for i, a in enumerate(argv):
+        if a == "--":
+            break
+        if a == name and i + 1 < len(argv):
+            return argv[i + 1]
+        if a.startswith(name + "="):
+            return a.split("=", 1)[1]
+    return default
+
+
+def _announce_when_ready(host: str, port: str, banner: str, timeout: float = 120.0) -> None:
+    """Print ``banner`` once ``/_stcore/health`` answers (a daemon thread: the server's start is not held up)."""
+    probe = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+    url = f"http://{'[' + probe + ']' if ':' in probe else probe}:{port}/_stcore/health"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.read().strip() == b"ok":
+                    break
+        except OSError:
+            time.sleep(0.05)
+    print(banner, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Warm up, then run Streamlit's command line with ``argv`` (``run APP ...``)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    warm()
+    banner = os.environ.get("ALWB_UI_BANNER")
+    if banner:
+        host = _option(argv, "--server.address", "127.0.0.1")
+        port = _option(argv, "--server.port", "8501")
+        threading.Thread(target=_announce_when_ready, args=(host, port, banner), daemon=True).start()
+    from streamlit.web import cli
+
+    return cli.main(args=argv, prog_name="streamlit")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
