@@ -219,6 +219,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
         }
         if any(v is not None for v in changes.values()):
             proj.set_train_config(**changes)
+        if args.queue:
+            from .worker import live_workers, request_round
+
+            rid = request_round(
+                proj.store, from_scratch=bool(args.from_scratch) or None, epochs=args.epochs, device=args.device
+            )
+            workers = len(live_workers(proj.store))
+            print(
+                f"queued round request {rid}; "
+                + (f"{workers} worker(s) running" if workers else "no worker is running: start 'alwb worker PROJECT'")
+            )
+            return 0
         try:
             lock = training_lock(root)
             lock.__enter__()
@@ -256,6 +268,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
             extra=f"{'warm' if summary.warm else 'cold'} start, {summary.epochs} epochs on {summary.device}",
         )
     )
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from .worker import run_worker
+
+    def show(kind: str, req: dict) -> None:
+        if kind == "claimed":
+            print(f"request {req['id']}: training round {req['round']}", flush=True)
+        elif kind == "finished":
+            state = "done" if req.get("status") == "done" else f"failed: {req.get('error')}"
+            print(f"request {req.get('id')}: round {req.get('round')} {state}", flush=True)
+        elif kind == "reaped":
+            print(f"request {req['id']}: failed: {req['error']}", flush=True)
+
+    try:
+        n = run_worker(args.project, device=args.device, once=args.once, poll=args.poll, on_event=show)
+    except KeyboardInterrupt:
+        print("worker stopped", file=sys.stderr)
+        return 0
+    print(f"worker stopped after {n} request(s)")
     return 0
 
 
@@ -476,7 +509,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--queue", action="store_true", help="do not train here: queue the round for 'alwb worker' (any machine)"
+    )
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser(
+        "worker",
+        parents=[project, _device_options(None, "default: the request's, else the project's setting")],
+        help="train the rounds queued in the project's store (alwb train --queue, the workbench), until stopped",
+    )
+    p.add_argument("--once", action="store_true", help="run one request (or none if the queue is empty) and stop")
+    p.add_argument("--poll", type=float, default=2.0, help="seconds between looks at an empty queue (default 2)")
+    p.set_defaults(func=_cmd_worker)
 
     p = sub.add_parser(
         "ui",

@@ -34,6 +34,7 @@ from ..errors import LabelError, ProjectError
 from . import schema
 from .accounts import AccountTables
 from .leasing import LeaseTables
+from .queue import QueueTables
 from .reviewing import ReviewTables
 from .schema import SCHEMA_VERSION
 
@@ -57,7 +58,7 @@ def is_url(location: object) -> bool:
     return isinstance(location, str) and (location.startswith("postgresql://") or location.startswith("postgres://"))
 
 
-class Store(AccountTables, LeaseTables, ReviewTables):
+class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
     """A connection to a project's store (a SQLite file or a PostgreSQL URL). Not shared between threads."""
 
     def __init__(self, path: str | Path, *, create: bool = False, timeout: float = 60.0) -> None:

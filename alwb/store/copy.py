@@ -38,6 +38,8 @@ TABLES: dict[str, tuple[str, ...]] = {
     "sessions": ("token_sha256",),
     "leases": ("item_id", "annotator"),
     "reviews": ("id",),
+    "round_requests": ("id",),
+    "workers": ("name",),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -144,8 +144,36 @@ CREATE TABLE reviews (
 CREATE INDEX reviews_item ON reviews(item_id);
 """
 
+#: v6: the queue of training rounds asked for (``alwb train --queue``, a web server) and the workers that take them
+#: (``alwb worker``); both carry a heartbeat, so that a request whose worker died can be failed with its reason.
+SCHEMA_V6 = """
+CREATE TABLE round_requests (
+    id INTEGER PRIMARY KEY,
+    status TEXT NOT NULL CHECK (status IN ('queued', 'running', 'done', 'failed')),
+    options TEXT NOT NULL,
+    requested_by TEXT,
+    requested_at REAL NOT NULL,
+    worker TEXT,
+    claimed_at REAL,
+    heartbeat_at REAL,
+    round INTEGER,
+    error TEXT,
+    finished_at REAL
+);
+CREATE INDEX round_requests_status ON round_requests(status, id);
+CREATE TABLE workers (
+    name TEXT PRIMARY KEY,
+    host TEXT,
+    pid INTEGER,
+    device TEXT,
+    started_at REAL NOT NULL,
+    heartbeat_at REAL NOT NULL,
+    request_id INTEGER
+);
+"""
+
 #: Migrations from version N-1 to N, applied in order inside one transaction each.
-MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4, 5: SCHEMA_V5}
+MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4, 5: SCHEMA_V5, 6: SCHEMA_V6}
 
 
 def render(sql: str, dialect: str) -> list[str]:
@@ -160,4 +188,4 @@ def render(sql: str, dialect: str) -> list[str]:
 
 
 #: Tables with an identity ``id`` column (PostgreSQL's sequences follow copied ids).
-IDENTITY_TABLES = ("items", "classes", "labels", "models", "rounds", "users", "reviews")
+IDENTITY_TABLES = ("items", "classes", "labels", "models", "rounds", "users", "reviews", "round_requests")

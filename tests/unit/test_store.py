@@ -31,6 +31,8 @@ TABLES = (
     "sessions",
     "leases",
     "reviews",
+    "round_requests",
+    "workers",
 )
 
 
