@@ -269,6 +269,7 @@ def embed_items(
     workers: int | None = None,
     progress: ProgressFn | None = None,
     retry_unreadable: bool = False,
+    threads: int | None = None,
 ) -> EmbedReport:
     """Embed the items that are not in the cache yet; return what was done.
 
@@ -283,6 +284,8 @@ def embed_items(
     workers : DataLoader processes decoding images (None: 0 for small runs or 2 CPUs, else up to 4 / 8 on CUDA).
     progress : called as ``progress("embedding", done, total)`` after each batch is safely written.
     retry_unreadable : try again the items that were unreadable in an earlier run.
+    threads : torch CPU threads for this call (restored afterwards); None leaves torch's setting. On a CPU that
+        other processes share, 1 thread was twice as fast as 2 for ResNet-18 (``bench/speed/backbones.py``).
 
     Returns
     -------
@@ -321,6 +324,9 @@ def embed_items(
         out = cache._writable()
         done = 0
         use_amp = dev.startswith("cuda")
+        old_threads = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(int(threads))
         try:
             for batch in loader:
                 good = [(p, a) for p, a, e in batch if e is None]
@@ -342,6 +348,7 @@ def embed_items(
                 if progress is not None:
                     progress("embedding", done, total)
         finally:
+            torch.set_num_threads(old_threads)
             del out
             cache.emb = np.load(cache.path, mmap_mode="r")
     report.unreadable = {

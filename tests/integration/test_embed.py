@@ -93,7 +93,7 @@ def test_resumes_after_an_interruption_and_grows(small: backbones.LoadedBackbone
     assert (resumed.embedded, resumed.already) == (10, 10)
     grown = embed_items(project, items, small, batch_size=5, device="cpu", workers=0)
     assert (grown.embedded, grown.already) == (4, 20)
-    fresh = embed_items(tmp_path / "other", items, small, batch_size=7, device="cpu", workers=0)
+    fresh = embed_items(tmp_path / "other", items, small, batch_size=7, device="cpu", workers=1, threads=1)
     assert fresh.embedded == 24
     a = EmbeddingCache.for_backbone(project, small)
     b = EmbeddingCache.for_backbone(tmp_path / "other", small)
