@@ -898,13 +898,17 @@ def load(
     download: bool = True,
     quiet: bool = False,
     progress: ProgressFn | None = None,
+    frozen: bool = True,
 ) -> LoadedBackbone:
     """The feature extractor of backbone ``name`` with verified weights, its preprocessing and its origin.
 
     Parameters
     ----------
-    device : ``cpu``, ``cuda`` ... (the model is moved there, in eval mode, gradients off).
+    device : ``cpu``, ``cuda`` ... (the model is moved there, in eval mode).
     download : allow a download when no file is on this machine.
+    quiet : no progress bar on stderr.
+    progress : ``progress("download", bytes_done, bytes_total)`` while downloading.
+    frozen : gradients off (embedding); ``False`` for fine-tuning (call ``model.train()`` yourself).
 
     Raises
     ------
@@ -914,6 +918,6 @@ def load(
     spec = get_spec(name)
     origin = resolve_weights(name, download=download, quiet=quiet, progress=progress)
     model = build_extractor(spec, read_state_dict(origin.file))
-    model.requires_grad_(False)
+    model.requires_grad_(not frozen)
     model.to(device)
     return LoadedBackbone(spec=spec, model=model, preprocess=spec.preprocess(), origin=origin, device=device)

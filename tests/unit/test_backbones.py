@@ -308,3 +308,20 @@ def test_preprocess_matches_torchvision() -> None:
 def test_spec_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         backbones.get_spec("resnet18").sha256 = "0"  # type: ignore[misc]
+
+
+def test_unfrozen_load_for_fine_tuning(hub: Path, r18_file: tuple[Path, str]) -> None:
+    backbones.add("resnet18", r18_file[0])
+    frozen = backbones.load("resnet18", download=False)
+    assert not any(p.requires_grad for p in frozen.model.parameters())
+    trainable = backbones.load("resnet18", download=False, frozen=False)
+    assert all(p.requires_grad for p in trainable.model.parameters())
+
+
+def test_modules_import_neither_streamlit_nor_timm() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys, alwb.backbones, alwb.embed, alwb.head; print('streamlit' in sys.modules, 'timm' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
