@@ -88,6 +88,11 @@ def _server_options() -> argparse.ArgumentParser:
         default=DEFAULT_HOST,
         help="address to listen on (default %(default)s, this machine only; 0.0.0.0 opens it to the network)",
     )
+    p.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve a project without users on a non-local --host anyway (anyone who reaches it may label)",
+    )
     return p
 
 
@@ -295,7 +300,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     from .uilaunch import launch  # start fast: the workbench imports the engine itself
 
-    return launch(args.project, port=args.port, host=args.host)
+    return launch(args.project, port=args.port, host=args.host, no_auth=args.no_auth)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -432,7 +437,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     with Project.open(project) as proj:
         every = proj.config.retrain_every
     print(f"demo project ready: label the digits in the browser (the model retrains every {every} labels).")
-    return launch(project, port=args.port, host=args.host)
+    return launch(project, port=args.port, host=args.host, no_auth=args.no_auth)
 
 
 # ---------------------------------------------------------------------- the table

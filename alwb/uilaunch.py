@@ -66,10 +66,34 @@ def address_line(project: Path | None, *, port: int, host: str) -> str:
     return f"alwb workbench: http://{shown}:{port}" + (f"  (project {project})" if project else "")
 
 
-def launch(project: Path | None, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST) -> int:
-    """Replace this process with the Streamlit server of the workbench (runs until interrupted)."""
-    if project is not None and not (project / "alwb.sqlite").is_file():
+def check_exposure(project: Path | None, host: str, *, no_auth: bool = False) -> None:
+    """Refuse a non-local ``host`` for a project without users (or no project) unless ``no_auth``."""
+    from .users import LOCAL_HOSTS, exposure_error
+
+    if host in LOCAL_HOSTS or no_auth:
+        return
+    has_users = False
+    if project is not None:
+        from .store import Store
+        from .store.location import store_location
+
+        with Store(store_location(project)) as store:
+            has_users = store.active_user_count() > 0
+    msg = exposure_error(host, has_users=has_users, no_auth=no_auth)
+    if msg:
+        raise AlwbError(msg)
+
+
+def launch(project: Path | None, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, no_auth: bool = False) -> int:
+    """Replace this process with the Streamlit server of the workbench (runs until interrupted).
+
+    A project with users asks everyone to sign in; one without may only be served on this machine unless
+    ``no_auth`` (``alwb ui --no-auth``) opens it on purpose."""
+    from .store.location import is_project
+
+    if project is not None and not is_project(project):
         raise AlwbError(f"{project} is not an alwb project (run 'alwb init' first, or start 'alwb ui' without it)")
+    check_exposure(project, host, no_auth=no_auth)
     env = {
         **os.environ,
         "ALWB_PROJECT": str(project.resolve()) if project else "",

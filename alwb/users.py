@@ -31,7 +31,7 @@ ROLES = ("annotator", "reviewer", "admin")
 PAGES = {
     "annotator": ("label", "history"),
     "reviewer": ("label", "history", "review", "progress"),
-    "admin": ("label", "history", "review", "progress", "settings", "export", "users"),
+    "admin": ("label", "history", "review", "progress", "settings", "export", "users", "start"),
 }
 SESSION_SECONDS = 12 * 3600.0
 MIN_PASSWORD = 8
@@ -133,6 +133,21 @@ def list_users(store: Store) -> list[User]:
 
 def get_user(store: Store, name: str) -> User:
     return _user(_get(store, name))
+
+
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def exposure_error(host: str, *, has_users: bool, no_auth: bool) -> str | None:
+    """Why the workbench must not listen on ``host`` (None when it may): a non-local address needs accounts
+    (everyone signs in) or ``--no-auth`` given on purpose."""
+    if host in LOCAL_HOSTS or has_users or no_auth:
+        return None
+    return (
+        f"refusing to serve on {host} without sign-in: the project has no users, so anyone who can reach that "
+        "address could label, export and change settings. Add accounts ('alwb users add PROJECT NAME --role admin') "
+        "or pass --no-auth to open it anyway"
+    )
 
 
 def auth_required(store: Store) -> bool:

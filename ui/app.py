@@ -10,11 +10,15 @@ import streamlit as st
 
 from alwb.jobs import mark_active
 from ui import state
-from ui.views import export, label, progress, review, settings, start
+from ui.views import export, label, progress, review, settings, signin, start
 
 st.set_page_config(page_title="alwb workbench", page_icon="🏷️", layout="wide")
 
 root = state.project_root()
+# a project with accounts: nothing but the sign-in form until the person signs in (None: a project without users)
+user = signin.gate(root) if root is not None else None
+if user is False:
+    st.stop()
 state.annotator()  # remembered by the session: a page change clears the URL's parameters
 start_page = st.Page(start.render, title="Start", icon=":material/folder_open:", url_path="start")
 label_page = st.Page(label.render, title="Label", icon=":material/label:", url_path="label")
@@ -34,6 +38,8 @@ pages = [
     st.Page(settings.render, title="Settings", icon=":material/settings:", url_path="settings"),
     st.Page(export.render, title="Export", icon=":material/download:", url_path="export"),
 ]
+if user:  # only the pages the role may open (alwb.users.PAGES)
+    pages = [p for p in pages if p.url_path in ("", "home") or user.may_open(p.url_path)]
 page = st.navigation(pages)
 if root is not None:
     mark_active(root)  # a background round gives way while the person acts and the page is drawn
@@ -43,6 +49,11 @@ with st.sidebar:
         st.text(root.name)
     else:
         st.caption("No project open")
+    if user:
+        st.caption(f"Signed in as {user.name} ({user.role})")
+        if st.button("Sign out"):
+            signin.sign_out(root)
+            st.rerun()
 try:
     page.run()
 finally:

@@ -16,7 +16,8 @@ from typing import Any
 
 import streamlit as st
 
-from alwb.loop import STORE_FILE, Project
+from alwb.loop import Project
+from alwb.store.location import is_project
 
 SKIP = "(skip)"
 NONE = "(none of these)"
@@ -43,7 +44,7 @@ def project_root() -> Path | None:
     if not raw:
         return None
     root = Path(raw)
-    if not (root / STORE_FILE).is_file():
+    if not is_project(root):
         return None
     st.session_state["project"] = raw
     if st.query_params.get("project") != raw:
@@ -76,13 +77,31 @@ def open_project() -> Iterator[Project | None]:
 
 
 def annotator() -> str:
-    """Who is labeling: ``?annotator=`` in the URL (remembered by the session across pages), else the server's user."""
+    """Who is labeling: the signed-in user in a project with accounts, else ``?annotator=`` in the URL (remembered
+    by the session across pages), else the server's user."""
+    signed = st.session_state.get("alwb_signin")
+    if signed:
+        return str(signed[1])
     name = st.query_params.get("annotator") or st.session_state.get("annotator")
     if name:
         st.session_state["annotator"] = name
         if st.query_params.get("annotator") != name:
             st.query_params["annotator"] = name
     return name or os.environ.get("USER") or "workbench"
+
+
+def signin() -> tuple[str, str] | None:
+    """(session token, user name) of this browser session's sign-in, or None."""
+    return st.session_state.get("alwb_signin")
+
+
+def set_signin(token: str | None, name: str | None = None) -> None:
+    """Remember a sign-in for this session (``None``: signed out); the batch on screen belongs to the old user."""
+    if token is None:
+        st.session_state.pop("alwb_signin", None)
+    else:
+        st.session_state["alwb_signin"] = (token, name)
+    reset_batch()
 
 
 # ---------------------------------------------------------------------- the batch on screen

@@ -8,7 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from alwb.errors import AlwbError
-from alwb.loop import STORE_FILE, Project
+from alwb.loop import Project
+from alwb.store.location import is_project
 from alwb.ziputil import content_root, safe_extract
 from ui import state
 from ui.text import md_escape
@@ -51,7 +52,7 @@ def render() -> None:
     with tab_open:
         path = st.text_input("Project folder", placeholder="/path/to/project")
         if st.button("Open", type="primary", disabled=not path):
-            if (Path(path).expanduser() / STORE_FILE).is_file():
+            if is_project(Path(path).expanduser()):
                 state.set_project(Path(path).expanduser())
                 st.rerun()
             else:

@@ -1,0 +1,109 @@
+"""Sign-in in the workbench (AppTest, no browser) and ``alwb ui`` refusing a non-local address without users."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import make_shapes
+
+pytest.importorskip("streamlit")
+import streamlit as st  # noqa: E402
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from alwb import users  # noqa: E402
+from alwb.cli import main  # noqa: E402
+from alwb.loop import Project  # noqa: E402
+
+APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
+CHEAP = users.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def _fresh(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("ALWB_PROJECT", raising=False)
+    monkeypatch.setattr(users, "_hasher", CHEAP)
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+
+
+@pytest.fixture
+def project(tmp_path: Path, store_location) -> Path:  # noqa: ANN001
+    make_shapes(tmp_path / "shapes", 8, layout="flat")
+    root = tmp_path / "proj"
+    url = store_location if isinstance(store_location, str) else None
+    with Project.create(root, classes=["circle", "square", "triangle"], store_url=url) as proj:
+        proj.add_images(tmp_path / "shapes")
+        users.add_user(proj.store, "ann", "annotator pw", "annotator")
+        users.add_user(proj.store, "rev", "reviewer pw", "reviewer")
+    return root
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _sign_in(at: AppTest, name: str, password: str) -> AppTest:
+    at.text_input(key="signin_name").input(name)
+    at.text_input(key="signin_password").input(password)
+    return ok(at.button[0].click().run())
+
+
+def test_a_project_with_users_asks_for_a_sign_in_and_labels_carry_the_user(project: Path) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.query_params["project"] = str(project)
+    at.query_params["annotator"] = "someone-else"  # the URL cannot choose who labels once there are accounts
+    ok(at.run())
+    assert [t.value for t in at.title] == ["Sign in"]
+    assert not [s for s in at.selectbox if s.key and s.key.startswith("ans_")]  # no images before signing in
+
+    _sign_in(at, "ann", "wrong password")
+    assert any("wrong name or password" in e.value for e in at.error)
+    assert [t.value for t in at.title] == ["Sign in"]
+
+    _sign_in(at, "ann", "annotator pw")
+    assert [t.value for t in at.title] == ["Label"]
+    assert any("Signed in as ann (annotator)" in c.value for c in at.sidebar.caption)
+    boxes = [s for s in at.selectbox if s.key and s.key.startswith("ans_")]
+    first = int(boxes[0].key.split("_")[1])
+    boxes[0].select("square")
+    ok(at.button(key="submit").click().run())
+    with Project.open(project) as proj:
+        (row,) = [r for r in proj.store.current_labels() if r["item_id"] == first]
+        assert (row["class"], row["annotator"]) == ("square", "ann")
+
+    # signing out (or a session that ended) brings the form back
+    ok(at.sidebar.button[0].click().run())
+    assert [t.value for t in at.title] == ["Sign in"]
+
+
+def test_a_disabled_account_is_signed_out_at_the_next_click(project: Path) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.query_params["project"] = str(project)
+    ok(at.run())
+    _sign_in(at, "rev", "reviewer pw")
+    assert [t.value for t in at.title] == ["Label"]
+    with Project.open(project) as proj:
+        users.set_disabled(proj.store, "rev")
+    ok(at.run())
+    assert [t.value for t in at.title] == ["Sign in"]
+    assert any("session ended" in i.value for i in at.info)
+
+
+def test_ui_refuses_a_network_address_without_users(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from alwb.uilaunch import check_exposure
+
+    root = tmp_path / "proj"
+    Project.create(root).close()
+    assert main(["ui", str(root), "--host", "0.0.0.0"]) == 2
+    assert "refusing to serve on 0.0.0.0 without sign-in" in capsys.readouterr().err
+    assert main(["ui", "--host", "0.0.0.0"]) == 2  # no project: nobody to sign in either
+    check_exposure(root, "127.0.0.1")  # this machine only: fine
+    check_exposure(root, "0.0.0.0", no_auth=True)  # on purpose: fine
+    with Project.open(root) as proj:
+        users.add_user(proj.store, "adm", "admin password", "admin")
+    check_exposure(root, "0.0.0.0")  # everyone signs in now
