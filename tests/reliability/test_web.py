@@ -155,9 +155,10 @@ def test_server_listens_on_loopback_only_with_xsrf(server, tmp_path: Path) -> No
         headers={"Cookie": f"_streamlit_xsrf={token}", "X-Xsrftoken": token},
     )
     assert status_tok != 403, status_tok
-    # the running server is the Streamlit process itself (alwb ui replaced itself with it)
+    # the running server is the Streamlit process itself (alwb ui replaced itself with it; ui.server runs
+    # Streamlit's own command line after importing the pages)
     cmdline = Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
-    assert b"streamlit" in cmdline and b"--server.enableXsrfProtection" in cmdline
+    assert b"ui.server" in cmdline and b"run" in cmdline and b"--server.enableXsrfProtection" in cmdline
     assert cmdline[cmdline.index(b"--server.enableXsrfProtection") + 1] == b"true"
     assert cmdline[cmdline.index(b"--server.address") + 1] == b"127.0.0.1"
     report_figures(
