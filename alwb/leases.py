@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import AlwbError
 from .store import Store
@@ -88,3 +89,56 @@ def release(store: Store, annotator: str, item_ids: Sequence[int] | None = None)
 def held(store: Store, annotator: str, *, now: float | None = None) -> list[int]:
     """Items ``annotator`` holds now."""
     return store.live_leases(annotator, time.time() if now is None else now)
+
+
+def overlap_waiting(store: Store, annotator: str, share: float | None = None) -> list[int]:
+    """Overlap items answered by exactly one other annotator: they wait for a second answer (oldest first)."""
+    share = overlap_share(store) if share is None else float(share)
+    by_item: dict[int, set[str]] = {}
+    for r in store.annotator_answers():
+        by_item.setdefault(int(r["item_id"]), set()).add(str(r["annotator"]))
+    return [i for i, who in by_item.items() if len(who) == 1 and annotator not in who and is_overlap(i, share)]
+
+
+def team_batch(
+    proj: Any,
+    annotator: str,
+    n: int,
+    *,
+    strategy: str | None = None,
+    exclude: Sequence[int] = (),
+    ttl: float = DEFAULT_TTL,
+    share: float | None = None,
+) -> Any:
+    """The next batch of a :class:`~alwb.loop.Project` for one annotator of a team, leased to them.
+
+    The candidates are overlap items waiting for a second answer, then the query's ranking (4x ``n`` of it, so
+    that items other annotators hold can be passed over); the annotator's live leases come first. Returns a
+    :class:`~alwb.loop.QueryResult`; raises :class:`~alwb.errors.EmptyPoolError` when nothing is left for them.
+    """
+    from .errors import EmptyPoolError
+    from .loop import QueryItem, QueryResult
+
+    store = proj.store
+    share = overlap_share(store) if share is None else float(share)
+    skip = {int(i) for i in exclude}
+    try:
+        res = proj.query(4 * n, strategy, exclude=sorted(skip))
+        ranked, rnd, note, used = list(res.items), res.round, res.note, res.strategy
+    except EmptyPoolError:
+        ranked, rnd, note, used = [], store.current_round(), None, strategy or proj.config.strategy
+    known = {it.id: it for it in ranked}
+    waiting = [i for i in overlap_waiting(store, annotator, share) if i not in skip and i not in known]
+    mine = claim(store, annotator, waiting + [it.id for it in ranked], n, ttl=ttl, share=share)
+    items = []
+    for i in mine:
+        if i in known:
+            items.append(known[i])
+        else:
+            row = store.item(i)
+            if row is not None:
+                reason = "overlap" if i in waiting else "leased"
+                items.append(QueryItem(i, str(row["path"]), None, None, None, reason))
+    if not items:
+        raise EmptyPoolError("no item is left for you: the others hold or have answered the rest")
+    return QueryResult(items, used, rnd, note)

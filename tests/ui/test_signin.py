@@ -107,3 +107,22 @@ def test_ui_refuses_a_network_address_without_users(tmp_path: Path, capsys: pyte
     with Project.open(root) as proj:
         users.add_user(proj.store, "adm", "admin password", "admin")
     check_exposure(root, "0.0.0.0")  # everyone signs in now
+
+
+def test_two_signed_in_annotators_get_disjoint_batches(project: Path) -> None:
+    from alwb import leases
+
+    with Project.open(project) as proj:
+        leases.set_overlap_share(proj.store, 0.0)
+        users.add_user(proj.store, "bob", "bobs password", "annotator")
+    seen = {}
+    for name, pw in (("ann", "annotator pw"), ("bob", "bobs password")):
+        at = AppTest.from_file(str(APP), default_timeout=90)
+        at.query_params["project"] = str(project)
+        ok(at.run())
+        _sign_in(at, name, pw)
+        assert [t.value for t in at.title] == ["Label"]
+        seen[name] = {int(s.key.split("_")[1]) for s in at.selectbox if s.key and s.key.startswith("ans_")}
+    assert seen["ann"] and seen["bob"] and not seen["ann"] & seen["bob"]
+    with Project.open(project) as proj:
+        assert set(leases.held(proj.store, "ann")) == seen["ann"] and set(leases.held(proj.store, "bob")) == seen["bob"]

@@ -19,7 +19,12 @@ COLUMNS = 4
 def _fetch_batch(proj: Project) -> dict | None:
     cfg = proj.config
     try:
-        res = proj.query(cfg.batch_size, cfg.strategy, exclude=sorted(state.skipped()))
+        if state.signin() is not None:  # a team: the batch is leased to this annotator (alwb.leases)
+            from alwb.leases import team_batch
+
+            res = team_batch(proj, state.annotator(), cfg.batch_size, strategy=cfg.strategy, exclude=state.skipped())
+        else:
+            res = proj.query(cfg.batch_size, cfg.strategy, exclude=sorted(state.skipped()))
     except EmptyPoolError:
         return None
     return {"items": res.items, "round": res.round, "note": res.note, "strategy": res.strategy, "token": _token()}
@@ -48,6 +53,10 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
         if answers:
             proj.label(answers, annotator=annotator, batch_id=uuid.uuid4().hex)  # also drops their drafts
         proj.store.clear_drafts(annotator, item_ids)
+        if state.signin() is not None:  # answered items' leases ended with their labels; skipped ones go back
+            from alwb.leases import release
+
+            release(proj.store, annotator, [i for i in item_ids if i in state.skipped()])
         msg = f"Saved {len(answers)} label(s) to the store" + (f", {skipped} skipped" if skipped else "") + "."
         if _maybe_retrain(proj):
             msg += " Retraining started in the background."
@@ -200,6 +209,10 @@ def render() -> None:
                     if ans in options:
                         state.set_answer(item_id, ans)
             st.session_state["touched"] = False
+        elif state.signin() is not None:  # every run of the open page keeps the batch's leases alive
+            from alwb.leases import renew
+
+            renew(proj.store, state.annotator(), [it.id for it in b["items"]])
         n_labeled = len(proj.store.labeled_item_ids())
         total = proj.store.item_count()
         cfg = proj.config
