@@ -131,3 +131,18 @@ def run_worker(
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
     return ran
+
+
+def start_or_queue(
+    root: str | Path, store: Store, *, device: str | None = None, requested_by: str | None = None
+) -> str:
+    """Retrain from a web server: ``"queued"`` for a live worker when one is registered, else ``"started"`` here in
+    the background (:func:`alwb.jobs.start_training`); ``"busy"`` when a round is already queued or running."""
+    from .jobs import is_training, start_training
+
+    if store.round_requests("queued") or store.round_requests("running") or is_training(root):
+        return "busy"
+    if live_workers(store):
+        request_round(store, requested_by=requested_by, device=device)
+        return "queued"
+    return "started" if start_training(root, device=device) else "busy"

@@ -103,3 +103,15 @@ def test_a_killed_worker_fails_its_round_and_the_next_worker_goes_on(project: Pa
         if worker.poll() is None:
             worker.kill()
             worker.wait(30)
+
+
+def test_a_web_server_queues_the_round_when_a_worker_is_registered(project: Path) -> None:
+    from alwb.worker import start_or_queue
+
+    with Project.open(project) as proj:
+        proj.store.register_worker("gpu-box:1:abc", "gpu-box", 1, "cuda", time.time())
+        assert start_or_queue(project, proj.store, device="cpu", requested_by="ann") == "queued"
+        (req,) = proj.store.round_requests()
+        assert (req["status"], req["requested_by"], req["options"]) == ("queued", "ann", {"device": "cpu"})
+        assert start_or_queue(project, proj.store) == "busy"  # one request at a time
+        assert proj.store.rounds() == []  # nothing trained in the web server

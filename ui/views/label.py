@@ -7,8 +7,9 @@ import uuid
 import streamlit as st
 
 from alwb.errors import AlwbError, EmptyPoolError
-from alwb.jobs import is_training, mark_active, start_training
+from alwb.jobs import is_training, mark_active
 from alwb.loop import Project
+from alwb.worker import start_or_queue
 from ui import keyboard, state
 from ui.text import md_escape
 from ui.views.common import need_project, show_flash, show_training, training_status
@@ -81,7 +82,8 @@ def _maybe_retrain(proj: Project) -> bool:
     have = len(proj.store.current_labels(split="pool"))
     classes_seen = {r["class"] for r in proj.store.current_labels(split="pool")}
     if have - trained_on >= every and len(classes_seen) >= 2:
-        return start_training(proj.root, device=proj.train_config.device)
+        # a registered training worker takes the round; else it trains here in the background
+        return start_or_queue(proj.root, proj.store, device=proj.train_config.device) != "busy"
     return False
 
 
@@ -157,7 +159,11 @@ def _undo(root: str) -> None:
 
 
 def _retrain(root: str, device: str) -> None:
-    if start_training(root, device=device):
+    with Project.open(root) as proj:
+        started = start_or_queue(root, proj.store, device=device, requested_by=state.annotator())
+    if started == "queued":
+        state.flash("Round queued for the training worker; keep labeling.", "info")
+    elif started == "started":
         state.flash("Training started in the background; keep labeling.", "info")
     else:
         state.flash("A training round is already running.", "info")
