@@ -69,7 +69,15 @@ def claim(
             return len(humans) + len(holders) < 2
         return not humans and not holders
 
-    new = store.claim_leases(annotator, candidates, n - len(held), now=now, expires_at=now + ttl, wanted=wanted)
+    new = store.claim_leases(
+        annotator,
+        candidates,
+        n - len(held),
+        now=now,
+        expires_at=now + ttl,
+        wanted=wanted,
+        shared=lambda i: is_overlap(i, share),
+    )
     return held + new
 
 

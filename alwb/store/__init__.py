@@ -479,7 +479,7 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
             sql += " AND split=?"
             args.append(split)
         if self.backend != "sqlite":
-            return [r[0] for r in self.con.execute(sql + " ORDER BY id", args)]
+            return self.con.column(sql + " ORDER BY id", args)
         cur = self.con.cursor()
         cur.row_factory = None  # plain tuples: building 60,000 Row objects costs more than the query
         return [r[0] for r in cur.execute(sql + " ORDER BY id", args)]

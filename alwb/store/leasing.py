@@ -58,12 +58,15 @@ class LeaseTables:
         now: float,
         expires_at: float,
         wanted: Callable[[int, list[str], bool, list[str]], bool],
+        shared: Callable[[int], bool] = lambda _i: False,
     ) -> list[int]:
         """Lease to ``annotator`` up to ``n`` more of ``candidates`` (in their order) that ``wanted`` accepts.
 
         ``wanted(item_id, human_annotators, labeled_otherwise, live_holders)`` sees, for one locked item, the
         annotators of its human labels (history included), whether it has a current label no annotator gave (an
-        import), and who else holds a live lease on it. Returns the item ids leased now.
+        import), and who else holds a live lease on it. ``shared(item_id)``: the item may have two holders (an
+        overlap item); the others are passed over in SQL when someone holds them or they have a label. Returns the
+        item ids leased now.
         """
         order = [int(i) for i in dict.fromkeys(int(c) for c in candidates)]
         taken: list[int] = []
@@ -73,56 +76,72 @@ class LeaseTables:
             mine = set(self.live_leases(annotator, now))
             pending = [i for i in order if i not in mine]
             while pending and len(taken) < n:
-                chunk, pending = pending[: max(4 * (n - len(taken)), 16)], pending[max(4 * (n - len(taken)), 16) :]
-                locked = self._lock_items(chunk, n - len(taken))
-                if not locked:
-                    continue
-                for item_id in locked:
-                    if len(taken) >= n:
-                        break
-                    if self._lease_one(annotator, item_id, now, expires_at, wanted):
-                        taken.append(item_id)
+                size = max(4 * (n - len(taken)), 64)
+                chunk, pending = pending[:size], pending[size:]
+                locked = self._lock_items(chunk, [i for i in chunk if shared(i)], annotator, now)
+                if locked:
+                    taken += self._lease_some(annotator, locked, n - len(taken), now, expires_at, wanted)
         return taken
 
-    def _lock_items(self, chunk: list[int], limit: int) -> list[int]:
+    def _lock_items(self, chunk: list[int], overlap: list[int], annotator: str, now: float) -> list[int]:
+        """Lock the rows of ``chunk`` that look free (PostgreSQL: those no one else has locked); in chunk order."""
         marks = ",".join("?" * len(chunk))
-        sql = f"SELECT id FROM items WHERE id IN ({marks}) AND status='ok'"
+        both = overlap or [-1]
+        omarks = ",".join("?" * len(both))
+        sql = (
+            f"SELECT id FROM items WHERE id IN ({marks}) AND status='ok' AND (id IN ({omarks}) OR ("
+            " NOT EXISTS (SELECT 1 FROM leases l WHERE l.item_id=items.id AND l.expires_at>? AND l.annotator<>?)"
+            " AND NOT EXISTS (SELECT 1 FROM labels b WHERE b.item_id=items.id AND b.superseded_at IS NULL)))"
+        )
         if self.backend == "postgresql":
-            # no LIMIT here: locked rows that turn out to be taken must not hide free ones further down the chunk
-            sql += " FOR UPDATE SKIP LOCKED"
-        got = {int(r[0]) for r in self.con.execute(sql, chunk)}
+            # no LIMIT: a locked row that turns out to be taken must not hide a free one further down the chunk
+            sql += " FOR UPDATE OF items SKIP LOCKED"
+        got = {int(r[0]) for r in self.con.execute(sql, [*chunk, *both, now, annotator])}
         return [i for i in chunk if i in got]
 
-    def _lease_one(
+    def _lease_some(
         self,
         annotator: str,
-        item_id: int,
+        locked: list[int],
+        need: int,
         now: float,
         expires_at: float,
         wanted: Callable[[int, list[str], bool, list[str]], bool],
-    ) -> bool:
-        leases = self.con.execute(
-            "SELECT annotator, slot, expires_at FROM leases WHERE item_id=?", (item_id,)
-        ).fetchall()
-        live = [r for r in leases if r["expires_at"] > now]
-        holders = [str(r["annotator"]) for r in live if r["annotator"] != annotator]
-        labels = self.con.execute(
-            "SELECT source, annotator, superseded_at FROM labels WHERE item_id=?", (item_id,)
-        ).fetchall()
-        humans = sorted({str(r["annotator"]) for r in labels if r["source"] == "human" and r["annotator"]})
-        otherwise = any(r["superseded_at"] is None and (r["source"] != "human" or not r["annotator"]) for r in labels)
-        if not wanted(item_id, humans, otherwise, holders):
-            return False
-        used = {int(r["slot"]) for r in live}
-        free = [s for s in (0, 1) if s not in used]
-        if not free:
-            return False
-        # expired leases (anyone's) and this annotator's own old row make room
-        self.con.execute(
-            "DELETE FROM leases WHERE item_id=? AND (expires_at<=? OR annotator=?)", (item_id, now, annotator)
-        )
-        self.con.execute(
-            "INSERT INTO leases(item_id, annotator, slot, leased_at, expires_at) VALUES(?, ?, ?, ?, ?)",
-            (item_id, annotator, free[0], now, expires_at),
-        )
-        return True
+    ) -> list[int]:
+        """Check the locked items afresh (a new statement sees every claim committed before the locks) and lease
+        the first ``need`` that ``wanted`` accepts."""
+        marks = ",".join("?" * len(locked))
+        leases: dict[int, list[Any]] = {}
+        for r in self.con.execute(f"SELECT * FROM leases WHERE item_id IN ({marks})", locked):
+            leases.setdefault(int(r["item_id"]), []).append(r)
+        labels: dict[int, list[Any]] = {}
+        for r in self.con.execute(
+            f"SELECT item_id, source, annotator, superseded_at FROM labels WHERE item_id IN ({marks})", locked
+        ):
+            labels.setdefault(int(r["item_id"]), []).append(r)
+        chosen: list[tuple[int, int]] = []
+        for item_id in locked:
+            if len(chosen) >= need:
+                break
+            live = [r for r in leases.get(item_id, []) if r["expires_at"] > now]
+            holders = [str(r["annotator"]) for r in live if r["annotator"] != annotator]
+            rows = labels.get(item_id, [])
+            humans = sorted({str(r["annotator"]) for r in rows if r["source"] == "human" and r["annotator"]})
+            otherwise = any(r["superseded_at"] is None and (r["source"] != "human" or not r["annotator"]) for r in rows)
+            if not wanted(item_id, humans, otherwise, holders):
+                continue
+            used = {int(r["slot"]) for r in live if r["annotator"] != annotator}
+            free = [s for s in (0, 1) if s not in used]
+            if free:
+                chosen.append((item_id, free[0]))
+        if chosen:
+            # expired leases (anyone's) and this annotator's own old row make room
+            self.con.executemany(
+                "DELETE FROM leases WHERE item_id=? AND (expires_at<=? OR annotator=?)",
+                [(i, now, annotator) for i, _ in chosen],
+            )
+            self.con.executemany(
+                "INSERT INTO leases(item_id, annotator, slot, leased_at, expires_at) VALUES(?, ?, ?, ?, ?)",
+                [(i, annotator, slot, now, expires_at) for i, slot in chosen],
+            )
+        return [i for i, _ in chosen]

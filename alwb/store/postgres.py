@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import pq
+from psycopg.rows import tuple_row
 
 #: Key of the advisory lock held by every store write transaction.
 WRITE_LOCK = 0x616C7762  # "alwb"
@@ -117,6 +118,12 @@ class PgConnection:
         cur = self._con.cursor()
         cur.execute(_translate(sql), tuple(params or ()))
         return PgCursor(cur)
+
+    def column(self, sql: str, params: Sequence[Any] | None = ()) -> list[Any]:
+        """The first column of every row, without building row objects (large id lists)."""
+        cur = self._con.cursor(row_factory=tuple_row)
+        cur.execute(_translate(sql), tuple(params or ()))
+        return [r[0] for r in cur.fetchall()]
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> PgCursor:
         cur = self._con.cursor()
