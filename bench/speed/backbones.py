@@ -4,6 +4,7 @@ regression vs a small MLP).
     python bench/speed/backbones.py throughput [--backbones resnet18,...] [--batch 16] [--seconds 6] [--device cpu]
     python bench/speed/backbones.py head-round [--pool 60000] [--labels 1000] [--classes 10] [--repeats 3]
     python bench/speed/backbones.py heads --fmnist ../shared/datasets/fashion-mnist [--labels 1000] [--seeds 0,1,2]
+    python bench/speed/backbones.py cnn6 --fmnist ../shared/datasets/fashion-mnist [--seeds 0,1,2]
     python bench/speed/backbones.py all
 
 ``throughput``: images per second of each backbone's forward pass (normalisation included) at its own input size,
@@ -19,6 +20,12 @@ pretrained weights can be downloaded here): Fashion-MNIST pixels projected on th
 (PCA fitted on the unlabelled train pool), LABELS random labels, test on the 10,000 test images. Logistic regression
 with alwb's defaults (C = 0.03, one thread); MLP D-512-K, 60 epochs of minibatches of 64, one torch thread. These
 are *not* pretrained features; the comparison only says which head to keep.
+
+``cnn6``: the stand-in for pretrained features that the issue asks for. Round A trains a ``cnn6`` on 500 random
+Fashion-MNIST labels (alwb.train.train_model, default TrainConfig); round B adds 500 more random labels (1,000) and
+either fits the ``head`` on round A's cached embeddings (logistic regression; the MLP too) or trains a full ``cnn6``
+round warm-started from A, as alwb does today. Test accuracy on the 10,000 test images (no flip TTA for either),
+and the seconds of round B (head: fit + scoring the 60,000-item pool; cnn6: training + scoring the pool).
 """
 
 from __future__ import annotations
@@ -202,9 +209,69 @@ def heads(root: Path, labels: int, seeds: list[int]) -> None:
         )
 
 
+def cnn6_standin(root: Path, seeds: list[int], first: int = 500, second: int = 500) -> None:
+    from alwb.config import TrainConfig
+    from alwb.train import predict_batches, train_model
+
+    xtr, ytr, xte, yte = _load_fmnist(root)
+    pool = xtr.reshape(-1, 1, 28, 28)
+    test = xte.reshape(-1, 1, 28, 28)
+    mean, std = [float(pool.mean() / 255.0)], [float(pool.std() / 255.0)]
+    print(f"# cnn6 stand-in on Fashion-MNIST: round A {first} labels, round B {first + second}; {_threads()}")
+    print(f"{'round B':<14} {'seed':>4} {'acc':>7} {'seconds':>8}")
+    rows: dict[str, list[tuple[float, float]]] = {"head (logreg)": [], "head (mlp)": [], "cnn6 round": []}
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        order = rng.permutation(len(pool))
+        a, b = np.sort(order[:first]), np.sort(order[: first + second])
+        cfg = TrainConfig(model="cnn6", seed=seed, image_size=28, channels=1)
+        res_a = train_model(pool[a], ytr[a], arch="cnn6", num_classes=10, mean=mean, std=std, cfg=cfg)
+        _, emb_pool = predict_batches(res_a.model, pool, mean=mean, std=std)
+        _, emb_test = predict_batches(res_a.model, test, mean=mean, std=std)
+        t0 = time.perf_counter()
+        head = fit_head(emb_pool[b], ytr[b], 10, standardise_with=emb_pool, seed=seed)
+        head.predict_proba(emb_pool)
+        el = time.perf_counter() - t0
+        acc = float((head.predict(emb_test) == yte).mean())
+        rows["head (logreg)"].append((acc, el))
+        print(f"{'head (logreg)':<14} {seed:>4} {acc:>7.4f} {el:>8.2f}", flush=True)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        t0 = time.perf_counter()
+        net = _fit_mlp((emb_pool[b] - head.mean) / head.scale, ytr[b], 10, seed)
+        with torch.inference_mode():
+            net(torch.from_numpy((np.asarray(emb_pool) - head.mean) / head.scale)).softmax(1)
+            pred = net(torch.from_numpy((emb_test - head.mean) / head.scale)).argmax(1).numpy()
+        el = time.perf_counter() - t0
+        torch.set_num_threads(threads)
+        acc = float((pred == yte).mean())
+        rows["head (mlp)"].append((acc, el))
+        print(f"{'head (mlp)':<14} {seed:>4} {acc:>7.4f} {el:>8.2f}", flush=True)
+        t0 = time.perf_counter()
+        res_b = train_model(
+            pool[b],
+            ytr[b],
+            arch="cnn6",
+            num_classes=10,
+            mean=mean,
+            std=std,
+            cfg=cfg,
+            init_state=res_a.model.state_dict(),
+        )
+        predict_batches(res_b.model, pool, mean=mean, std=std)
+        el = time.perf_counter() - t0
+        probs, _ = predict_batches(res_b.model, test, mean=mean, std=std)
+        acc = float((probs.argmax(1) == yte).mean())
+        rows["cnn6 round"].append((acc, el))
+        print(f"{'cnn6 round':<14} {seed:>4} {acc:>7.4f} {el:>8.2f}", flush=True)
+    for k, v in rows.items():
+        arr = np.asarray(v)
+        print(f"{k:<14} mean acc {arr[:, 0].mean():.4f} ± {arr[:, 0].std():.4f}, round B {arr[:, 1].mean():.2f} s")
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["throughput", "head-round", "heads", "all"])
+    ap.add_argument("what", choices=["throughput", "head-round", "heads", "cnn6", "all"])
     ap.add_argument("--backbones", default=",".join(backbones.BACKBONES))
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=6.0)
@@ -233,6 +300,10 @@ def main(argv: list[str] | None = None) -> None:
         head_round(args.pool, args.labels, args.classes, args.repeats, dims)
     if args.what in ("heads", "all"):
         heads(args.fmnist, args.labels, [int(s) for s in args.seeds.split(",")])
+    if args.what in ("cnn6", "all"):
+        cnn6_standin(
+            args.fmnist, [int(s) for s in args.seeds.split(",")], args.labels // 2, args.labels - args.labels // 2
+        )
     sys.stdout.flush()
 
 
