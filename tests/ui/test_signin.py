@@ -126,3 +126,32 @@ def test_two_signed_in_annotators_get_disjoint_batches(project: Path) -> None:
     assert seen["ann"] and seen["bob"] and not seen["ann"] & seen["bob"]
     with Project.open(project) as proj:
         assert set(leases.held(proj.store, "ann")) == seen["ann"] and set(leases.held(proj.store, "bob")) == seen["bob"]
+
+
+def _review_script() -> None:
+    from ui.views import review
+
+    review.render()
+
+
+def test_a_reviewer_decides_a_disagreement_on_the_review_page(project: Path) -> None:
+    from alwb import agreement
+    from alwb.store import LabelRow
+
+    with Project.open(project) as proj:
+        a, b = proj.store.item_ids()[:2]
+        proj.store.add_labels([LabelRow(a, "circle"), LabelRow(b, "square")], annotator="ann")
+        proj.store.add_labels([LabelRow(a, "square"), LabelRow(b, "square")], annotator="bob")
+    at = AppTest.from_function(_review_script, default_timeout=90)
+    at.query_params["project"] = str(project)
+    at.session_state["alwb_signin"] = ("not checked by this page", "rev")
+    ok(at.run())
+    assert any("Fleiss' kappa" in c.value and "2 item(s)" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any("1 disagreement(s) to decide" in c.value for c in at.caption)
+    at.selectbox(key=f"dec_{a}").select("triangle")
+    submit = [btn for btn in at.button if btn.label == "Save decisions"]
+    ok(submit[0].click().run())
+    with Project.open(project) as proj:
+        assert proj.store.label_history(a)[-1]["class"] == "triangle"
+        assert proj.store.label_history(a)[-1]["annotator"] == "rev"
+        assert agreement.review_queue(proj.store) == []

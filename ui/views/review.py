@@ -11,6 +11,7 @@ import streamlit as st
 from alwb.errors import AlwbError
 from alwb.loop import Project
 from ui import state
+from ui.views import disagreements
 from ui.views.common import need_project, show_flash
 
 PAGE = 18  # three rows of six: a page of thumbnails opens in well under 1.5 s on two cores
@@ -60,7 +61,9 @@ def render() -> None:
         st.title("Review")
         show_flash()
         classes = proj.classes
-        tab_labels, tab_pseudo = st.tabs(["Labels", "Pseudo-labels"])
+        tab_labels, tab_pseudo, tab_team = st.tabs(["Labels", "Pseudo-labels", "Disagreements"])
+        with tab_team:
+            disagreements.render_tab(proj)
         with tab_labels:
             f = st.columns(3, vertical_alignment="bottom")
             cls = f[0].selectbox("Class", ["all", *classes])
