@@ -168,3 +168,11 @@ def agreement_with_reviews(store: Store) -> dict[str, tuple[int, int]]:
             hit[0] += int(answer == decision)
             hit[1] += 1
     return {n: (h[0], h[1]) for n, h in sorted(out.items())}
+
+
+def labels_per_hour(store: Store) -> list[tuple[str, float, int]]:
+    """(annotator, start of the hour as a Unix time, answers given in it), reviewers' decisions left out."""
+    counts: Counter[tuple[str, float]] = Counter()
+    for r in store.annotator_answers():
+        counts[(str(r["annotator"]), float(r["created_at"]) // 3600 * 3600)] += 1
+    return [(name, hour, n) for (name, hour), n in sorted(counts.items())]

@@ -155,3 +155,26 @@ def test_a_reviewer_decides_a_disagreement_on_the_review_page(project: Path) -> 
         assert proj.store.label_history(a)[-1]["class"] == "triangle"
         assert proj.store.label_history(a)[-1]["annotator"] == "rev"
         assert agreement.review_queue(proj.store) == []
+
+
+def _progress_script() -> None:
+    from ui.views import progress
+
+    progress.render()
+
+
+def test_progress_shows_annotators_and_their_agreement_with_reviews(project: Path) -> None:
+    from alwb import agreement
+    from alwb.store import LabelRow
+
+    with Project.open(project) as proj:
+        a, b = proj.store.item_ids()[:2]
+        proj.store.add_labels([LabelRow(a, "circle"), LabelRow(b, "square")], annotator="ann")
+        proj.store.add_labels([LabelRow(a, "square")], annotator="bob")
+        agreement.decide(proj.store, a, "rev", "square")
+    at = AppTest.from_function(_progress_script, default_timeout=90)
+    at.query_params["project"] = str(project)
+    ok(at.run())
+    assert "Annotators" in [h.value for h in at.subheader]
+    table = at.dataframe[-1].value
+    assert dict(zip(table["annotator"], table["agreed with the reviewer"], strict=True)) == {"ann": 0, "bob": 1}

@@ -136,3 +136,17 @@ def test_only_reviewers_decide_in_a_project_with_accounts(store: Store, monkeypa
         agreement.decide(store, ids[0], "nobody", "y")
     agreement.decide(store, ids[0], "rev", "y")
     assert store.label_history(ids[0])[-1]["class"] == "y"
+
+
+def test_labels_per_hour_per_annotator(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    import alwb.store as store_mod
+
+    ids = store.item_ids()
+    clock = iter([7200.0 + 10, 7200.0 + 20, 10800.0 + 5])
+    monkeypatch.setattr(store_mod.time, "time", lambda: next(clock))
+    _answer(store, "ann", [(ids[0], "x"), (ids[1], "y")])  # one transaction: one time
+    _answer(store, "bob", [(ids[0], "y")])
+    _answer(store, "ann", [(ids[2], "z")])
+    monkeypatch.undo()
+    agreement.decide(store, ids[0], "rev", "x")  # a decision is not an answer
+    assert agreement.labels_per_hour(store) == [("ann", 7200.0, 2), ("ann", 10800.0, 1), ("bob", 7200.0, 1)]

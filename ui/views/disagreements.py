@@ -76,3 +76,28 @@ def render_tab(proj: Project) -> None:
         else:
             state.flash("No decision was chosen.", "info")
         st.rerun()
+
+
+def render_team_progress() -> None:
+    """Progress page: answers per annotator per hour, and each annotator's agreement with the reviewers."""
+    with state.open_project() as proj:
+        if proj is None:
+            return
+        per_hour = agreement.labels_per_hour(proj.store)
+        with_reviews = agreement.agreement_with_reviews(proj.store)
+    if len({name for name, _, _ in per_hour}) < 2:
+        return  # one person: the charts above say it all
+    st.subheader("Annotators")
+    df = pd.DataFrame(per_hour, columns=["annotator", "hour", "answers"])
+    df["hour"] = pd.to_datetime(df["hour"], unit="s")
+    st.dataframe(df.pivot_table(index="hour", columns="annotator", values="answers", fill_value=0), width="stretch")
+    if with_reviews:
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {"annotator": n, "decisions on their items": d, "agreed with the reviewer": a, "share": a / d}
+                    for n, (a, d) in with_reviews.items()
+                ]
+            ),
+            hide_index=True,
+        )

@@ -7,6 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from ui import state
+from ui.views import disagreements
 from ui.views.common import need_project, show_training, training_status
 
 #: Axes of counts: whole numbers only (Vega-Lite would otherwise print ticks such as 0.5 or 18.000000).
@@ -200,3 +201,4 @@ def render() -> None:
             ),
             width="stretch",
         )
+    disagreements.render_team_progress()
