@@ -101,6 +101,14 @@ class Cluster:
             con.execute(f'CREATE DATABASE "{name}"')
         return self.url(name)
 
+    def drop_database(self, url: str) -> None:
+        """Drop a database made by :meth:`new_database` (connections still open to it are ended)."""
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(self.url(), autocommit=True) as con:
+            con.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
     def remove(self) -> None:
         """Stop if running and delete the folder."""
         with contextlib.suppress(RuntimeError):
@@ -127,9 +135,11 @@ def postgres_cluster():  # noqa: ANN201 - a generator fixture
 
 
 @pytest.fixture
-def pg_url(postgres_cluster: Cluster) -> str:
-    """URL of an empty database of this test's own."""
-    return postgres_cluster.new_database()
+def pg_url(postgres_cluster: Cluster):  # noqa: ANN201 - a generator fixture
+    """URL of an empty database of this test's own (dropped afterwards: each one is a few MB on disk)."""
+    url = postgres_cluster.new_database()
+    yield url
+    postgres_cluster.drop_database(url)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

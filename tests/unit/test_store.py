@@ -82,11 +82,20 @@ def make_store(request: pytest.FixtureRequest):  # noqa: ANN201 - returns a fact
     """``make_store(n_items)`` -> (a fresh store with classes a, b, c, its item ids): SQLite in memory, or a new
     PostgreSQL database (module-scoped, so that property tests can use it for every example)."""
 
+    url: list[str] = []
+
     def make(n_items: int = 6) -> tuple[Store, list[int]]:
         if request.param == "sqlite":
             s = Store(":memory:", create=True)
         else:
-            s = Store(request.getfixturevalue("postgres_cluster").new_database("prop"), create=True)
+            import psycopg
+
+            if not url:
+                url.append(request.getfixturevalue("postgres_cluster").new_database("prop"))
+            with psycopg.connect(url[0], autocommit=True) as con:  # an empty store again: one database, new schema
+                con.execute("DROP SCHEMA public CASCADE")
+                con.execute("CREATE SCHEMA public")
+            s = Store(url[0], create=True)
         s.add_classes(["a", "b", "c"])
         return s, add_items(s, n_items)
 
