@@ -433,12 +433,15 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
                     self.con.execute("UPDATE labels SET superseded_at=NULL WHERE id=?", (prev["id"],))
         return len(rows)
 
-    def last_batch_id(self) -> str | None:
-        """The batch id of the most recent human batch that still has current labels (for undo)."""
-        row = self.con.execute(
-            "SELECT batch_id FROM labels WHERE source='human' AND batch_id IS NOT NULL AND superseded_at IS NULL"
-            " ORDER BY created_at DESC, id DESC LIMIT 1"
-        ).fetchone()
+    def last_batch_id(self, annotator: str | None = None) -> str | None:
+        """The batch id of the most recent human batch that still has current labels (for undo); with
+        ``annotator``, that annotator's (one person's undo must not take back someone else's batch)."""
+        sql = "SELECT batch_id FROM labels WHERE source='human' AND batch_id IS NOT NULL AND superseded_at IS NULL"
+        args: list[Any] = []
+        if annotator is not None:
+            sql += " AND annotator=?"
+            args.append(annotator)
+        row = self.con.execute(sql + " ORDER BY created_at DESC, id DESC LIMIT 1", args).fetchone()
         return None if row is None else row[0]
 
     def current_labels(self, *, split: str | None = None, include_none: bool = False) -> list[Any]:

@@ -663,3 +663,12 @@ def test_item_records_rejects_and_splits(store: Store) -> None:
     assert store.val_item_ids() == []
     store.reject_items([(b, "unreadable now")])
     assert store.item_paths() == {"/img/a.png"} and dict(store.rejected()[0])["reason"] == "unreadable now"
+
+
+def test_last_batch_of_one_annotator(store: Store) -> None:
+    a, b = add_items(store, 2)
+    store.add_labels([LabelRow(a, "cat")], annotator="ann", batch_id="ann-1")
+    store.add_labels([LabelRow(b, "dog")], annotator="bob", batch_id="bob-1")
+    assert store.last_batch_id() == "bob-1"
+    assert store.last_batch_id("ann") == "ann-1"
+    assert store.last_batch_id("cid") is None

@@ -147,7 +147,8 @@ def _move(delta: int, n: int) -> None:
 def _undo(root: str) -> None:
     proj = Project.open(root)
     try:
-        batch_id = proj.store.last_batch_id()
+        # in a team, the signed-in person's own last batch
+        batch_id = proj.store.last_batch_id(state.annotator() if state.signin() is not None else None)
         if batch_id is None:
             state.flash("There is no saved batch to undo.", "info")
             return
