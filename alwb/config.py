@@ -14,6 +14,12 @@ BALANCE = ("none", "weights", "smote", "adasyn")
 STRATEGY_NAMES = ("entropy", "margin", "least-confidence", "diverse", "random")
 #: Models a project can train (alwb.models builds them); ``auto`` chooses from the image size.
 MODEL_NAMES = ("auto", "cnn6", "resnet18")
+#: How a round trains: ``head`` (a classifier on a pretrained backbone's cached embeddings), ``finetune`` (the whole
+#: pretrained backbone), ``scratch`` (the small CNN or ResNet-18 from random weights); ``auto`` chooses
+#: (:func:`alwb.head.choose_mode`).
+MODES = ("auto", "head", "finetune", "scratch")
+#: The backbone photo projects use unless told otherwise (:mod:`alwb.backbones` lists them all).
+DEFAULT_BACKBONE = "dinov2_vits14"
 #: Models older projects were created with: they keep training and loading, but are not offered.
 LEGACY_MODELS = ("smallcnn",)
 
@@ -27,6 +33,10 @@ class TrainConfig:
     """
 
     model: str = "auto"
+    #: ``auto``, ``head``, ``finetune`` or ``scratch`` (:data:`MODES`)
+    mode: str = "auto"
+    #: the pretrained backbone of ``head`` and ``finetune`` rounds (a name in :mod:`alwb.backbones`)
+    backbone: str = DEFAULT_BACKBONE
     image_size: int = 0
     channels: int = 0
     epochs: int = 0
@@ -36,7 +46,9 @@ class TrainConfig:
     lr: float = 0.0
     weight_decay: float = 5e-4
     label_smoothing: float = 0.05
-    augment: str = "crop"
+    #: shifts and mirror images, scored with flip test-time augmentation (measured against ``crop``:
+    #: ``docs/results.md``); images whose mirror image is another class (digits, text) want ``crop``
+    augment: str = "crop+flip"
     warm_start: bool = True
     shrink: float = 0.6
     perturb: float = 0.01
@@ -57,6 +69,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, MODEL_NAMES + LEGACY_MODELS)
+        _check_choice("mode", self.mode, MODES)
         _check_choice("augment", self.augment, AUGMENTATIONS)
         _check_choice("device", self.device, DEVICES)
         _check_choice("balance", self.balance, BALANCE)
