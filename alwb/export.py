@@ -132,9 +132,27 @@ def export_model(project: Project, out: str | Path) -> Path:
         raise AlwbError("no trained model yet: run 'alwb train' first")
     geo = cur["config"]["geometry"]
     classes = project.classes
-    model = _build(geo, len(classes))
-    state = load_file(cur["path"])
-    model.load_state_dict(state)
+    mode = geo.get("mode", "scratch")
+    backbone_card: dict[str, Any] | None = None
+    if mode == "head":  # the backbone's verified weights and the round's head, as one module
+        from . import backbones
+        from .head import LinearHead, compose
+
+        bb = backbones.load(geo["backbone"], download=False, quiet=True)
+        model = compose(bb.model, LinearHead.load(cur["path"]))
+        state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        backbone_card = bb.card()
+        emb_dim = bb.embedding_dim
+    else:
+        model = _build(geo, len(classes))
+        state = load_file(cur["path"])
+        model.load_state_dict(state)
+        emb_dim = model.emb_dim
+        if mode == "finetune":
+            from . import backbones
+
+            origin = backbones.resolve_weights(geo["backbone"], download=False, quiet=True)
+            backbone_card = {"backbone": geo["backbone"], "weights": origin.to_dict()}
     model.eval()
     mdir = Path(out) / "model"
     tmp = mdir.with_name("model.tmp")
@@ -158,10 +176,20 @@ def export_model(project: Project, out: str | Path) -> Path:
         "scale": "pixels / 255, then (x - mean) / std",
         "color": "L" if geo["channels"] == 1 else "RGB",
         "num_classes": len(classes),
-        "emb_dim": model.emb_dim,
+        "emb_dim": emb_dim,
+        "mode": mode,
         # trained on mirrored images: predictions average the image and its mirror image (what the workbench did)
         "tta_flip": uses_tta(TrainConfig.from_dict(cur["config"])),
     }
+    if mode != "scratch":
+        pre["backbone"] = geo["backbone"]
+    if mode == "head":  # images are prepared as the backbone's embeddings were: its own resize and crop
+        from . import backbones
+
+        pre["backbone_preprocess"] = backbones.get_spec(geo["backbone"]).preprocess().to_dict()
+        pre["resize"] = "shorter side to backbone_preprocess.resize, then centre crop of backbone_preprocess.crop"
+    if backbone_card is not None:
+        pre["backbone_weights"] = backbone_card["weights"]
     (tmp / "preprocess.json").write_text(json.dumps(pre, indent=1))
     (tmp / "MODEL_CARD.md").write_text(_model_card(project, cur, pre, classes))
     if mdir.exists():
@@ -180,6 +208,20 @@ def _model_card(project: Project, cur: dict[str, Any], pre: dict[str, Any], clas
         f"- trained: round {cur['round']} at "
         f"{dt.datetime.fromtimestamp(cur['created_at'], dt.timezone.utc).isoformat(timespec='seconds')}",
         f"- architecture: {pre['arch']}, input {pre['channels']}×{pre['image_size']}×{pre['image_size']}",
+        f"- training mode: {pre.get('mode', 'scratch')}"
+        + {
+            "head": " (a logistic-regression head on the frozen backbone's embeddings)",
+            "finetune": " (the pretrained backbone fine-tuned with a linear head)",
+        }.get(pre.get("mode", "scratch"), " (trained from random weights)"),
+        *(
+            [
+                f"- backbone: {pre['backbone']}, weights {pre['backbone_weights'].get('kind')} file "
+                f"{Path(pre['backbone_weights'].get('file', '')).name}, SHA-256 {pre['backbone_weights'].get('sha256')}"
+                + (f" from {pre['backbone_weights']['url']}" if pre["backbone_weights"].get("url") else "")
+            ]
+            if pre.get("backbone_weights")
+            else []
+        ),
         f"- classes ({len(classes)}): {', '.join(classes)}",
         *(
             [
@@ -264,34 +306,67 @@ class Predictor:
             weights = d / "weights.pt"
         if not weights.is_file():
             raise AlwbError(f"{d} has no weights.safetensors")
-        self.model = _build(self.pre, len(self.classes))
+        if self.pre.get("mode") == "head":
+            import torch
+
+            from . import backbones
+
+            spec = backbones.get_spec(self.pre["backbone"])
+            self.model = torch.nn.Sequential(
+                backbones.build_extractor(spec), torch.nn.Linear(int(self.pre["emb_dim"]), len(self.classes))
+            )
+        else:
+            self.model = _build(self.pre, len(self.classes))
         self.model.load_state_dict(load_state_dict_file(weights))
         self.model.eval()
         self.device = device
 
-    def predict_paths(self, paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-        """For each path: predicted class and probability, or the error reading it."""
-        from .errors import ImageRejected
+    def _probs(self, pixels: np.ndarray, prep: Any) -> np.ndarray:
+        """Class probabilities of uint8 ``pixels`` ``(N, C, S, S)``."""
+        import torch
+
         from .train import predict_batches
 
-        size, ch = self.pre["image_size"], self.pre["channels"]
-        arrays, ok, out = [], [], []
-        for i, p in enumerate(paths):
-            try:
-                arrays.append(load_array(p, size, ch))
-                ok.append(i)
-                out.append({"path": str(p)})
-            except ImageRejected as exc:
-                out.append({"path": str(p), "error": exc.reason})
-        if arrays:
+        if prep is None:
             probs, _ = predict_batches(
                 self.model,
-                np.stack(arrays),
+                pixels,
                 mean=self.pre["mean"],
                 std=self.pre["std"],
                 device=self.device,
                 tta_flip=bool(self.pre.get("tta_flip", False)),
             )
+            return probs
+        model = self.model.to(self.device)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(pixels), 32):
+                x = prep.normalise(torch.from_numpy(pixels[start : start + 32]).to(self.device))
+                out.append(torch.softmax(model(x).float(), dim=1).cpu().numpy())
+        return np.concatenate(out)
+
+    def predict_paths(self, paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+        """For each path: predicted class and probability, or the error reading it."""
+        from .errors import ImageRejected
+
+        size, ch = self.pre["image_size"], self.pre["channels"]
+        bpre = self.pre.get("backbone_preprocess")
+        prep = None
+        if bpre is not None:
+            from .backbones import Preprocess
+            from .images import load_image
+
+            prep = Preprocess(**{**bpre, "mean": tuple(bpre["mean"]), "std": tuple(bpre["std"])})
+        arrays, ok, out = [], [], []
+        for i, p in enumerate(paths):
+            try:
+                arrays.append(load_array(p, size, ch) if prep is None else prep.to_uint8(load_image(p, 3)))
+                ok.append(i)
+                out.append({"path": str(p)})
+            except ImageRejected as exc:
+                out.append({"path": str(p), "error": exc.reason})
+        if arrays:
+            probs = self._probs(np.stack(arrays), prep)
             for j, i in enumerate(ok):
                 k = int(probs[j].argmax())
                 out[i].update(

@@ -24,7 +24,7 @@ from .config import ProjectConfig, TrainConfig
 from .data import PixelCache, choose_geometry
 from .errors import AlwbError, EmptyPoolError, LabelError, ProjectError
 from .ingest import IngestReport, ingest
-from .models import choose_arch
+from .models import BACKBONE_PREFIX, choose_arch
 from .query import NEEDS_EMBEDDINGS, list_strategies, select, select_diverse
 from .round import RoundSummary, run_round
 from .scores import Scores, read_scores
@@ -347,20 +347,75 @@ class Project:
         return self.store.undo_batch(batch_id)
 
     # ------------------------------------------------------------------ training
-    def geometry(self, cfg: TrainConfig | None = None) -> dict[str, Any]:
-        """The model's input geometry and architecture (fixed at the first round unless settings change)."""
+    def geometry(self, cfg: TrainConfig | None = None, *, fetch: bool = False) -> dict[str, Any]:
+        """How the model trains and sees the images: ``mode`` (``head``, ``finetune`` or ``scratch``) and why
+        (``mode_reason``), ``backbone``, input geometry and architecture. Decided at the first round and kept
+        unless the settings change, or until a photo project that trained from scratch for want of weights has
+        them (``alwb weights fetch``). ``fetch`` lets the decision download the backbone's weights (rounds do)."""
+        from . import backbones
+
         cfg = cfg or self.train_config
         geo = self.store.get_meta("geometry")
+        if geo and self._geometry_holds(geo, cfg, backbones.weights_available):
+            return geo
+        return self._decide_geometry(cfg, fetch=fetch)
+
+    def _geometry_holds(self, geo: dict[str, Any], cfg: TrainConfig, weights_available: Callable[[str], bool]) -> bool:
+        mode = geo.get("mode", "scratch")
+        if cfg.mode not in ("auto", mode):
+            return False
+        if mode != "scratch":
+            return geo.get("backbone") == cfg.backbone
+        if cfg.mode == "auto" and geo.get("weights_missing") and weights_available(cfg.backbone):
+            return False  # weights arrived: the photos move to the backbone
         size, channels = choose_geometry(self.store, cfg.image_size, cfg.channels, cfg.model)
-        if (
-            geo
-            and (not cfg.image_size or geo["image_size"] == size)
+        return (
+            (not cfg.image_size or geo["image_size"] == size)
             and (not cfg.channels or geo["channels"] == channels)
             and (cfg.model in ("auto", geo["arch"]))
-        ):
-            return geo
-        arch = choose_arch(cfg.model, size)
-        return {"image_size": size, "channels": channels, "arch": arch, "mean": None, "std": None}
+        )
+
+    def _decide_geometry(self, cfg: TrainConfig, *, fetch: bool) -> dict[str, Any]:
+        from . import backbones
+        from .head import choose_mode
+
+        sides = [side for side, _ in self.store.image_geometry()]
+        median = int(np.median(sides)) if sides else 0
+        wants_backbone = cfg.mode in ("head", "finetune") or (cfg.mode == "auto" and median > 64)
+        available, missing = False, None
+        if wants_backbone:
+            available = backbones.weights_available(cfg.backbone)
+            if not available and fetch:
+                try:
+                    backbones.resolve_weights(cfg.backbone, quiet=True)
+                    available = True
+                except backbones.WeightsError as exc:
+                    missing = str(exc)
+        mode, reason = choose_mode(cfg.mode, median, cfg.device, available)
+        if mode != "scratch":
+            spec = backbones.get_spec(cfg.backbone)
+            prefix = "head:" if mode == "head" else BACKBONE_PREFIX
+            return {
+                "image_size": spec.input_size,
+                "channels": 3,
+                "arch": prefix + spec.name,
+                "mean": list(spec.mean),
+                "std": list(spec.std),
+                "mode": mode,
+                "backbone": spec.name,
+                "mode_reason": reason,
+            }
+        size, channels = choose_geometry(self.store, cfg.image_size, cfg.channels, cfg.model)
+        return {
+            "image_size": size,
+            "channels": channels,
+            "arch": choose_arch(cfg.model, size),
+            "mean": None,
+            "std": None,
+            "mode": "scratch",
+            "mode_reason": reason if missing is None else f"{reason} ({missing})",
+            "weights_missing": wants_backbone and not available,
+        }
 
     def pixel_cache(self, geo: dict[str, Any] | None = None, *, progress: bool = False) -> PixelCache:
         """The pixel cache at the model's geometry, synced with the store."""

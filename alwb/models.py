@@ -153,6 +153,27 @@ _REGISTRY: dict[str, Callable[..., Classifier]] = {
 }
 
 
+#: prefix of the models that fine-tune a pretrained backbone of :mod:`alwb.backbones` (``bb:resnet50``)
+BACKBONE_PREFIX = "bb:"
+
+
+def backbone_classifier(name: str, num_classes: int, *, pretrained: str = "auto") -> Classifier:
+    """A pretrained backbone of :mod:`alwb.backbones` with a linear head, for fine-tuning.
+
+    ``pretrained`` ``none`` builds the architecture only (a warm start or an exported file loads the weights);
+    otherwise the backbone's verified weights file on this machine is loaded (the round fetched it before).
+    """
+    from . import backbones
+
+    spec = backbones.get_spec(name)
+    state = None
+    if pretrained != "none":
+        state = backbones.read_state_dict(backbones.resolve_weights(name, download=False, quiet=True).file)
+    extractor = backbones.build_extractor(spec, state).train()
+    extractor.requires_grad_(True)
+    return Classifier(extractor, spec.embedding_dim, num_classes)
+
+
 def list_models() -> list[str]:
     """Names accepted by :func:`get_model`."""
     return sorted(_REGISTRY)
@@ -162,6 +183,8 @@ def choose_arch(name: str, image_size: int) -> str:
     """Resolve ``auto``: ResNet-18 above 64 px when ImageNet weights are available offline, else :func:`cnn6`."""
     if name == "auto":
         return "resnet18" if image_size > 64 and pretrained_available() else "cnn6"
+    if name.startswith(BACKBONE_PREFIX):
+        return name
     if name not in _REGISTRY:
         from .errors import AlwbError
 
@@ -172,4 +195,6 @@ def choose_arch(name: str, image_size: int) -> str:
 def get_model(name: str, *, channels: int, num_classes: int, image_size: int, pretrained: str = "none") -> Classifier:
     """Build a registered model."""
     arch = choose_arch(name, image_size)
+    if arch.startswith(BACKBONE_PREFIX):
+        return backbone_classifier(arch[len(BACKBONE_PREFIX) :], num_classes, pretrained=pretrained)
     return _REGISTRY[arch](channels, num_classes, image_size, pretrained)

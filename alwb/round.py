@@ -86,6 +86,9 @@ class RoundState:
     pseudo_rows: list[tuple[int, str, float]] = field(default_factory=list)
     # fit
     result: TrainResult | None = None
+    #: head mode: the loaded backbone, its embedding cache and the fitted head
+    backbone: Any = None
+    head: Any = None
     # save_model
     model_path: Path | None = None
     # score
@@ -93,6 +96,13 @@ class RoundState:
     writer: ScoreWriter | None = None
     # metrics
     metrics: dict[str, Any] = field(default_factory=dict)
+
+    def fit_info(self) -> dict[str, Any]:
+        """How the model was fitted: epochs, warm start, device, mixed precision (a head: one fit on the CPU)."""
+        if self.result is None:
+            return {"epochs_run": 1, "warm": False, "device_used": "cpu", "amp": False}
+        res = self.result
+        return {"epochs_run": res.epochs, "warm": res.warm, "device_used": res.device, "amp": res.amp}
 
     def pause_here(self) -> None:
         """Give way to a person labeling (background rounds), if the round was asked to."""
@@ -191,6 +201,11 @@ def fit(r: RoundState) -> None:
         progress=r.tick("train"),
         pause=r.pause,
     )
+    if r.geo.get("mode") == "finetune" and r.result.device == "cpu":
+        r.notes.append(
+            f"fine-tuning {r.geo['backbone']} on the CPU took {r.result.seconds:.0f} s for {r.result.epochs} epoch(s) "
+            f"over {len(r.y_train)} images; a round with as many labels will take about as long (mode head is faster)"
+        )
 
 
 def balance_head(r: RoundState) -> None:
@@ -265,15 +280,8 @@ def metrics(r: RoundState) -> None:
 
 def commit(r: RoundState) -> None:
     """Publish the scores, then record the round, its model and its pseudo-labels in one transaction."""
-    assert r.writer is not None and r.result is not None and r.model_path is not None
-    config = {
-        **r.cfg.to_dict(),
-        "geometry": r.geo,
-        "epochs_run": r.result.epochs,
-        "warm": r.result.warm,
-        "device_used": r.result.device,
-        "amp": r.result.amp,
-    }
+    assert r.writer is not None and r.model_path is not None
+    config = {**r.cfg.to_dict(), "geometry": r.geo, **r.fit_info()}
     r.writer.publish()
     store = r.project.store
     store.set_meta("geometry", r.geo)
@@ -299,6 +307,96 @@ def rollback(r: RoundState, exc: BaseException) -> None:
     r.model_file.unlink(missing_ok=True)
     r.project.store.fail_round(r.number, f"{type(exc).__name__}: {exc}")
 
+
+# ------------------------------------------------------------------------------ head mode: a classifier on embeddings
+def gather_embeddings(r: RoundState) -> None:
+    """Embed every item not yet in the project's cache for the backbone (once per backbone: later rounds embed only
+    new items), mark unreadable images rejected with their reason, and read the labeled items' embeddings."""
+    from . import backbones
+    from .embed import EmbeddingCache, embed_items, items_from_store
+    from .train import resolve_device
+
+    t0 = time.perf_counter()
+    device = str(resolve_device(r.cfg.device))
+    r.backbone = backbones.load(r.geo["backbone"], device=device, download=False, quiet=True)
+    report = embed_items(
+        r.project.root,
+        items_from_store(r.project.store),
+        r.backbone,
+        device=device,
+        progress=r.progress,
+        threads=1 if device == "cpu" else None,
+    )
+    if report.unreadable:
+        r.project.store.reject_items(sorted(report.unreadable.items()))
+        r.notes.append(f"{len(report.unreadable)} unreadable image(s) rejected while embedding")
+    r.timings["embedded"] = float(report.embedded)
+    r.cache = EmbeddingCache.for_backbone(r.project.root, r.backbone)
+    labels = r.project.store.current_labels(split="pool")
+    r.ids = np.asarray([row["item_id"] for row in labels], dtype=np.int64)
+    r.y = np.asarray([row["position"] for row in labels], dtype=np.int64)
+    r.x = r.cache.rows(r.ids)
+    r.marks["data_done"] = time.perf_counter()
+    r.timings["data_seconds"] = r.marks["data_done"] - t0
+    r.pause_here()
+
+
+def fit_head(r: RoundState) -> None:
+    """A logistic-regression head on the embeddings (class weights, SMOTE or ADASYN on them with ``balance``)."""
+    from .head import fit_head as fit
+
+    assert r.x_train is not None and r.y_train is not None and r.cache is not None
+    _, pool = r.cache.all()
+    r.head = fit(
+        r.x_train,
+        r.y_train,
+        len(r.classes),
+        balance=r.cfg.balance,
+        seed=r.cfg.seed,
+        standardise_with=pool,
+        meta={**r.backbone.card(), "classes": r.classes, "mode": "head"},
+    )
+    r.timings["train_seconds"] = time.perf_counter() - r.marks["data_done"]
+
+
+def save_head(r: RoundState) -> None:
+    """The head as safetensors (the backbone's weights are the verified file named in the round's geometry)."""
+    r.marks["save_start"] = time.perf_counter()
+    path = r.model_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    r.head.save(tmp)
+    os.replace(tmp, path)
+    r.model_path = path
+
+
+def score_head(r: RoundState) -> None:
+    """Probabilities of the scored items from their cached embeddings (no network pass); the embeddings are the
+    backbone's, for the ``diverse`` strategy."""
+    assert r.cache is not None and r.head is not None
+    score_ids = ids_to_score(r.project, np.sort(r.cache.embedded_ids()), r.cfg, r.number)
+    sampled = len(score_ids) < len(r.cache.embedded_ids())
+    r.writer = ScoreWriter(r.project.root, r.number, score_ids, r.classes, r.backbone.embedding_dim, sampled=sampled)
+    chunk = 8192
+    for start in range(0, len(score_ids), chunk):
+        r.pause_here()
+        emb = r.cache.rows(score_ids[start : start + chunk])
+        r.writer.emb[start : start + len(emb)] = emb
+        r.writer.probs[start : start + len(emb)] = r.head.predict_proba(emb)
+    r.scores = r.writer.finish()
+    r.timings["score_seconds"] = time.perf_counter() - r.marks["save_start"]
+
+
+#: the steps of a ``head`` round: the backbone is fixed, so there is no warm start and no separate balancing
+HEAD_STEPS: tuple[Callable[[RoundState], None], ...] = (
+    gather_embeddings,
+    pseudo_labels,
+    fit_head,
+    save_head,
+    score_head,
+    metrics,
+    commit,
+)
 
 #: the steps of a round, in order
 STEPS: tuple[Callable[[RoundState], None], ...] = (
@@ -336,7 +434,8 @@ def run_round(
     if len({row["class"] for row in labels}) < 2:
         raise NoLabelsError("training needs labels of at least two classes")
     classes = project.classes
-    geo = project.geometry(cfg)
+    before = project.store.get_meta("geometry")
+    geo = project.geometry(cfg, fetch=True)
     number = project.store.start_round(strategy or project.config.strategy)
     r = RoundState(
         project=project,
@@ -350,14 +449,17 @@ def run_round(
         verbose=verbose,
         t_start=t_start,
     )
+    if geo != before and geo.get("mode_reason"):
+        r.notes.append(f"training: {geo['mode']} ({geo['mode_reason']})")
     try:
-        for step in STEPS:
+        for step in HEAD_STEPS if geo.get("mode") == "head" else STEPS:
             step(r)
     except BaseException as exc:
         rollback(r, exc)
         raise
     prune_scores(project.root, number)
-    assert r.result is not None and r.model_path is not None
+    assert r.model_path is not None
+    info = r.fit_info()
     return RoundSummary(
         round=number,
         n_labeled=len(r.ids),
@@ -365,9 +467,9 @@ def run_round(
         metrics=r.metrics,
         timings=r.timings,
         model_path=str(r.model_path),
-        device=r.result.device,
-        epochs=r.result.epochs,
-        warm=r.result.warm,
+        device=info["device_used"],
+        epochs=info["epochs_run"],
+        warm=info["warm"],
         notes=r.notes,
     )
 

@@ -83,10 +83,12 @@ def uses_tta(cfg: TrainConfig) -> bool:
 
 def auto_lr(arch: str, cfg: TrainConfig) -> float:
     """The configured peak learning rate, or for ``lr`` 0: 0.04 for the small CNNs (AdamW, one-cycle; chosen with
-    ``bench/research/train_recipes.py``, ``docs/experiments.md``) and 2e-3 for ResNet-18, whose pretrained weights a
-    large rate would wash out."""
+    ``bench/research/train_recipes.py``, ``docs/experiments.md``), 2e-3 for ResNet-18, whose pretrained weights a
+    large rate would wash out, and 1e-4 for a fine-tuned backbone of :mod:`alwb.backbones`."""
     if cfg.lr:
         return cfg.lr
+    if arch.startswith("bb:"):  # fine-tuning a pretrained backbone: the usual small rate
+        return 1e-4
     return 0.04 if arch in SMALL_ARCHS else 2e-3
 
 

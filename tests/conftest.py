@@ -46,6 +46,17 @@ def make_label_store(path: Path, n_items: int, classes: tuple[str, ...]) -> None
             )
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_weights_from_outside(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """No test reaches the network for weights or sees this machine's own weight caches: an empty torch hub folder
+    and alwb's offline switch for the whole session (child processes inherit both). Tests of the download path
+    point the hub elsewhere and lift the switch themselves (``tests/weights_helpers.py``)."""
+    import os
+
+    os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch_home"))
+    os.environ["ALWB_OFFLINE"] = "1"
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     import torch

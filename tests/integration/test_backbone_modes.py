@@ -1,0 +1,138 @@
+"""Photos on a pretrained backbone: ``head`` and ``finetune`` round trips on the hymenoptera photos (init → train →
+query → label → train → export → predict) with a backbone file the test makes, and the offline fallback.
+
+The backbone's weights are random (made here from torchvision's ResNet-18 architecture and imported with
+``alwb weights add``'s function): these tests check the plumbing, never accuracy.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from weights_helpers import isolate_hub, save_state_dict
+
+from alwb import backbones
+from alwb.export import Predictor, export_project
+from alwb.loop import Project
+
+PHOTOS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "hymenoptera" / "train"
+pytestmark = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"{PHOTOS} is missing (../shared beside the checkout)")
+
+
+def photos(dest: Path, per_class: int) -> dict[str, str]:
+    """``per_class`` ants and bees copied into one flat folder (as a person's photos would be); path -> class."""
+    dest.mkdir(parents=True)
+    truth = {}
+    for cls in ("ants", "bees"):
+        for f in sorted((PHOTOS / cls).glob("*.jpg"))[:per_class]:
+            shutil.copy2(f, dest / f"{cls}_{f.name}")
+            truth[str((dest / f"{cls}_{f.name}").resolve())] = cls
+    return truth
+
+
+@pytest.fixture
+def resnet18_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """ResNet-18 weights made by the test, imported as a custom file into an isolated hub; offline otherwise."""
+    isolate_hub(monkeypatch, tmp_path)
+    monkeypatch.setenv(backbones.OFFLINE_ENV, "1")
+    f = save_state_dict(tmp_path / "made" / "resnet18-own.pth", seed=3)
+    origin = backbones.add("resnet18", f)
+    assert origin.kind == "custom"
+    return f
+
+
+def label_batch(proj: Project, truth: dict[str, str], n: int) -> list[int]:
+    q = proj.query(n)
+    proj.label([(it.id, truth[proj.store.item(it.id)["path"]]) for it in q.items])
+    return [it.id for it in q.items]
+
+
+def predictions_match_the_project(proj: Project, out: Path, ids: list[int]) -> None:
+    rep = export_project(proj, out)
+    pred = Predictor(rep.model_dir)
+    paths = [proj.store.item(i)["path"] for i in ids]
+    got = pred.predict_paths(paths)
+    scores = proj.scores()
+    assert scores is not None
+    mine = scores.probs_at(scores.rows(np.asarray(ids)))
+    theirs = np.asarray([[g["probabilities"][c] for c in proj.classes] for g in got])
+    np.testing.assert_allclose(theirs, mine, atol=2e-3)
+    card = (rep.model_dir / "MODEL_CARD.md").read_text()
+    assert "backbone: resnet18" in card and backbones.sha256_file(backbones.resolve_weights("resnet18").file) in card
+
+
+def test_head_round_trip_embeds_once_and_predicts_what_the_project_scored(resnet18_file: Path, tmp_path: Path) -> None:
+    truth = photos(tmp_path / "photos", 12)
+    with Project.create(tmp_path / "p", classes=["ants", "bees"]) as proj:
+        proj.set_config(val_size=4)
+        proj.set_train_config(mode="head", backbone="resnet18", device="cpu")
+        proj.add_images(tmp_path / "photos")
+        label_batch(proj, truth, 10)
+        first = proj.train()
+        geo = proj.geometry()
+        assert (geo["mode"], geo["backbone"], geo["image_size"], geo["arch"]) == (
+            "head",
+            "resnet18",
+            224,
+            "head:resnet18",
+        )
+        assert any("training: head" in n for n in first.notes)
+        rounds = proj.store.rounds()
+        assert rounds[-1]["timings"]["embedded"] == 24  # every photo, once
+        caches = list((proj.root / "cache").glob("emb_resnet18_*.npy"))
+        assert caches
+        q = proj.query(6)
+        assert q.note is None and all(it.predicted in ("ants", "bees") for it in q.items if it.reason != "validation")
+        label_batch(proj, truth, 6)
+        second = proj.train()
+        assert proj.store.rounds()[-1]["timings"]["embedded"] == 0  # the next round reads the cache
+        assert second.round == 2 and second.metrics["val"]["n"] > 0
+        predictions_match_the_project(proj, tmp_path / "out", sorted(proj.scores().ids.tolist())[:8])
+
+
+def test_finetune_round_trip_warm_starts_and_predicts_what_the_project_scored(
+    resnet18_file: Path, tmp_path: Path
+) -> None:
+    truth = photos(tmp_path / "photos", 6)
+    with Project.create(tmp_path / "p", classes=["ants", "bees"]) as proj:
+        proj.set_config(val_size=2)
+        proj.set_train_config(mode="finetune", backbone="resnet18", device="cpu", epochs=1, batch_size=8)
+        proj.add_images(tmp_path / "photos")
+        label_batch(proj, truth, 6)
+        first = proj.train()
+        geo = proj.geometry()
+        assert (geo["mode"], geo["arch"], geo["image_size"]) == ("finetune", "bb:resnet18", 224)
+        assert not first.warm
+        label_batch(proj, truth, 4)
+        second = proj.train()
+        assert second.warm  # warm-started from the last round
+        predictions_match_the_project(proj, tmp_path / "out", sorted(proj.scores().ids.tolist())[:6])
+
+
+def test_offline_without_weights_trains_from_scratch_and_says_how_to_get_them(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    isolate_hub(monkeypatch, tmp_path)
+    monkeypatch.setenv(backbones.OFFLINE_ENV, "1")
+    truth = photos(tmp_path / "photos", 6)
+    with Project.create(tmp_path / "p", classes=["ants", "bees"]) as proj:
+        proj.set_config(val_size=2)
+        proj.set_train_config(device="cpu", epochs=1)
+        proj.add_images(tmp_path / "photos")
+        label_batch(proj, truth, 6)
+        t0 = time.perf_counter()
+        geo = proj.geometry(fetch=True)
+        assert time.perf_counter() - t0 < 5  # one clear line, no hang
+        assert geo["mode"] == "scratch" and geo["weights_missing"]
+        assert "alwb weights fetch" in geo["mode_reason"] and "dinov2_vits14" in geo["mode_reason"]
+        summary = proj.train()
+        assert proj.geometry()["arch"] == "cnn6" and summary.round == 1
+        # weights arrive (imported here): the next round moves the photos to the backbone
+        backbones.add("resnet18", save_state_dict(tmp_path / "made" / "r18.pth"))
+        proj.set_train_config(backbone="resnet18")
+        assert proj.geometry()["mode"] == "head"  # auto on a CPU, weights on this machine now
+        assert proj.train().round == 2 and proj.store.get_meta("geometry")["mode"] == "head"
