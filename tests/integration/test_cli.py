@@ -97,7 +97,7 @@ def test_round_trip_on_shape_images(tmp_path: Path, shapes_flat, capsys) -> None
     assert json.loads((model_dir / "labels.json").read_text()) == ["circle", "square", "triangle"]
     pre = json.loads((model_dir / "preprocess.json").read_text())
     assert pre["channels"] == 1 and pre["image_size"] == 20 and len(pre["mean"]) == 1
-    assert pre["tta_flip"] is False  # shapes are not mirror-invariant data: trained without flips, no flip TTA
+    assert pre["tta_flip"] is True  # trained with flips (the default): predictions average the mirror image too
 
     paths = sorted(truth)[:15]
     code, out, _ = run_cli(capsys, "predict", model_dir, *paths, "--json")
