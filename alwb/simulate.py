@@ -175,6 +175,11 @@ def _evaluate(proj: Project, x_test: np.ndarray, y_test: np.ndarray, device: str
     cur = proj.current_model()
     assert cur is not None
     geo = cur["config"]["geometry"]
+    if geo.get("mode") == "head":
+        raise AlwbError(
+            "the simulator cannot measure head rounds yet (its test split is read as pixels, not embedded): "
+            "use --mode scratch or --mode finetune"
+        )
     model = _build(geo, len(proj.classes))
     model.load_state_dict(load_state_dict_file(cur["path"]))
     probs, _ = predict_batches(
