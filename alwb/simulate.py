@@ -118,13 +118,30 @@ def _template(dataset: Path, out: Path, train_manifest: Path | None, s: SimSetti
         proj.set_config(val_size=s.val_size)
         rep = proj.add_images(src, unlabeled=True, progress=sys.stderr.isatty())
         print(f"pool: {rep.added} images, {len(rep.rejected)} rejected, {len(classes)} classes", file=sys.stderr)
-        proj.set_train_config(augment=s.train.augment, model=s.train.model)
-        proj.pixel_cache(progress=sys.stderr.isatty())
-        proj.store.set_meta("geometry", proj.geometry())
+        t = s.train
+        proj.set_train_config(augment=t.augment, model=t.model, mode=t.mode, backbone=t.backbone, device=t.device)
+        geo = proj.geometry(fetch=True)
+        if geo["mode"] != "head":  # head rounds read embeddings, not pixels
+            proj.pixel_cache(geo, progress=sys.stderr.isatty())
+        proj.store.set_meta("geometry", geo)
         pos = {c: i for i, c in enumerate(classes)}
         oracle = {int(r["id"]): pos[truth[r["path"]]] for r in proj.store.items() if r["path"] in truth}
     oracle_file.write_text(json.dumps(oracle))
     return tdir, oracle
+
+
+def _test_files(dataset: Path, classes: list[str]) -> list[tuple[Path, int]]:
+    """The test split's image files and their class positions, in a fixed order."""
+    tdir = _test_dir(dataset)
+    pos = {c: i for i, c in enumerate(classes)}
+    files = []
+    for cdir in sorted(p for p in tdir.iterdir() if p.is_dir()):
+        if cdir.name not in pos:
+            raise AlwbError(f"test class {cdir.name!r} is not a training class")
+        files += [(f, pos[cdir.name]) for f in sorted(cdir.rglob("*")) if f.is_file() and is_image_path(f)]
+    if not files:
+        raise AlwbError(f"no test images in {tdir}")
+    return files
 
 
 def _test_pixels(
@@ -134,21 +151,30 @@ def _test_pixels(
     if cache.is_file():
         d = np.load(cache)
         return d["x"], d["y"]
-    tdir = _test_dir(dataset)
-    xs, ys = [], []
-    pos = {c: i for i, c in enumerate(classes)}
-    for cdir in sorted(p for p in tdir.iterdir() if p.is_dir()):
-        if cdir.name not in pos:
-            raise AlwbError(f"test class {cdir.name!r} is not a training class")
-        for f in sorted(cdir.rglob("*")):
-            if f.is_file() and is_image_path(f):
-                xs.append(load_array(f, size, channels))
-                ys.append(pos[cdir.name])
-    if not xs:
-        raise AlwbError(f"no test images in {tdir}")
-    x, y = np.stack(xs), np.asarray(ys, dtype=np.int64)
+    files = _test_files(dataset, classes)
+    x = np.stack([load_array(f, size, channels) for f, _ in files])
+    y = np.asarray([c for _, c in files], dtype=np.int64)
     np.savez(cache, x=x, y=y)
     return x, y
+
+
+def _evaluate_head(proj: Project, cur: dict[str, Any], dataset: Path, out: Path) -> dict[str, Any]:
+    """Test metrics of a head round: the test split embedded once per backbone (``OUT/test_embeddings/``, the
+    backbone's own preprocessing, as the pool was), then the round's head on those embeddings."""
+    from . import backbones
+    from .embed import EmbeddingCache, embed_items
+    from .head import LinearHead
+
+    geo = cur["config"]["geometry"]
+    bb = backbones.load(geo["backbone"], download=False, quiet=True)
+    files = _test_files(dataset, proj.classes)
+    where = out / "test_embeddings"
+    rep = embed_items(where, [(i, str(f)) for i, (f, _) in enumerate(files, 1)], bb, threads=1)
+    keep = np.asarray([i for i in range(1, len(files) + 1) if i not in rep.unreadable], dtype=np.int64)
+    emb = EmbeddingCache.for_backbone(where, bb).rows(keep)
+    probs = LinearHead.load(cur["path"]).predict_proba(emb)
+    y = np.asarray([files[i - 1][1] for i in keep], dtype=np.int64)
+    return classification_metrics(y, probs.argmax(1), proj.classes)
 
 
 def _recorded(curve: Path) -> list[dict[str, str]]:
@@ -168,7 +194,9 @@ def _append(curve: Path, row: dict[str, Any]) -> None:
         fh.flush()
 
 
-def _evaluate(proj: Project, x_test: np.ndarray, y_test: np.ndarray, device: str) -> dict[str, Any]:
+def _evaluate(
+    proj: Project, x_test: np.ndarray, y_test: np.ndarray, device: str, *, dataset: Path, out: Path
+) -> dict[str, Any]:
     from .export import _build, load_state_dict_file
     from .train import predict_batches, resolve_device, uses_tta
 
@@ -176,10 +204,7 @@ def _evaluate(proj: Project, x_test: np.ndarray, y_test: np.ndarray, device: str
     assert cur is not None
     geo = cur["config"]["geometry"]
     if geo.get("mode") == "head":
-        raise AlwbError(
-            "the simulator cannot measure head rounds yet (its test split is read as pixels, not embedded): "
-            "use --mode scratch or --mode finetune"
-        )
+        return _evaluate_head(proj, cur, dataset, out)
     model = _build(geo, len(proj.classes))
     model.load_state_dict(load_state_dict_file(cur["path"]))
     probs, _ = predict_batches(
@@ -238,11 +263,14 @@ def simulate(
     tdir, oracle = _template(dataset, out, Path(train_manifest) if train_manifest else None, settings)
     with Project.open(tdir) as t:
         classes, geo = t.classes, t.store.get_meta("geometry")
-    x_test, y_test = _test_pixels(dataset, out, classes, geo["image_size"], geo["channels"])
+    if geo.get("mode") == "head":  # measured on embeddings of the test images (_evaluate_head)
+        x_test, y_test = np.zeros((0,), np.uint8), np.zeros((0,), np.int64)
+    else:
+        x_test, y_test = _test_pixels(dataset, out, classes, geo["image_size"], geo["channels"])
     curve = out / "curve.csv"
     for strategy in strategies:
         for seed in seeds:
-            _run(tdir, oracle, out, curve, strategy, int(seed), settings, x_test, y_test, log=log)
+            _run(tdir, oracle, out, curve, strategy, int(seed), settings, x_test, y_test, dataset=dataset, log=log)
     plot_curve(curve, out / "curve.png")
     return curve
 
@@ -258,6 +286,7 @@ def _run(
     x_test: np.ndarray,
     y_test: np.ndarray,
     *,
+    dataset: Path,
     log: bool,
 ) -> None:
     key = (strategy, s.name, str(seed))
@@ -298,7 +327,7 @@ def _run(
             rounds = [r for r in proj.store.rounds() if r["status"] == "done"]
             last = rounds[-1] if rounds else None
             if last is not None and last["number"] not in done:
-                m = _evaluate(proj, x_test, y_test, s.train.device)
+                m = _evaluate(proj, x_test, y_test, s.train.device, dataset=dataset, out=out)
                 val = last["metrics"].get("val") or {}
                 t = last["timings"]
                 cfg = (proj.current_model() or {}).get("config", {})

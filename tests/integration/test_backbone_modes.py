@@ -136,3 +136,27 @@ def test_offline_without_weights_trains_from_scratch_and_says_how_to_get_them(
         proj.set_train_config(backbone="resnet18")
         assert proj.geometry()["mode"] == "head"  # auto on a CPU, weights on this machine now
         assert proj.train().round == 2 and proj.store.get_meta("geometry")["mode"] == "head"
+
+
+def test_the_simulator_measures_head_rounds_on_embedded_test_images(resnet18_file: Path, tmp_path: Path) -> None:
+    from alwb.config import TrainConfig
+    from alwb.simulate import SimSettings, simulate
+
+    data = tmp_path / "D"
+    for split, n, skip in (("train", 8, 0), ("test", 3, 8)):
+        for cls in ("ants", "bees"):
+            (data / split / cls).mkdir(parents=True)
+            for f in sorted((PHOTOS / cls).glob("*.jpg"))[skip : skip + n]:
+                shutil.copy2(f, data / split / cls / f.name)
+    train = TrainConfig(mode="head", backbone="resnet18", device="cpu")
+    s = SimSettings(initial=4, batch=4, budget=8, val_size=2, train=train)
+    curve = simulate(data, tmp_path / "out", strategies=["margin"], seeds=[0], settings=s, log=False)
+    import csv
+
+    with open(curve, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["n_labeled"]) for r in rows] == [4, 8]
+    assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in rows)
+    assert list((tmp_path / "out" / "test_embeddings" / "cache").glob("emb_resnet18_*.npy"))
+    with Project.open(tmp_path / "out" / "runs" / "margin-plain-seed0") as proj:
+        assert proj.geometry()["mode"] == "head"
