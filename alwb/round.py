@@ -14,6 +14,7 @@ so the previous model and scores stay current. :meth:`alwb.loop.Project.train` i
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import time
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .train import TrainResult
 
 Progress = Callable[[str, int, int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -177,9 +179,28 @@ def pseudo_labels(r: RoundState) -> None:
         r.cfg = r.cfg.with_(epochs=epochs)
 
 
+def _with_estimate(
+    r: RoundState, progress: Callable[[int, int, float], None] | None
+) -> Callable[[int, int, float], None]:
+    """A training progress callback that, after the first epoch, says how long the round's training will take
+    (fine-tuning on a CPU is slow: the person should know before waiting)."""
+    t0 = time.perf_counter()
+
+    def tick(done: int, total: int, loss: float) -> None:
+        if done == 1 and total > 1:
+            minutes = (time.perf_counter() - t0) * total / 60
+            msg = f"fine-tuning {r.geo['backbone']} on the CPU: about {minutes:.1f} min for this round's {total} epochs"
+            r.notes.append(msg)
+            log.warning("%s (mode head is much faster on a CPU)", msg)
+        if progress is not None:
+            progress(done, total, loss)
+
+    return tick
+
+
 def fit(r: RoundState) -> None:
     """Train the model (warm-started from ``init_state`` when there is one), with class weights if asked for."""
-    from .train import train_model
+    from .train import resolve_device, train_model
 
     assert r.x_train is not None and r.y_train is not None
     class_weights = None
@@ -187,6 +208,9 @@ def fit(r: RoundState) -> None:
         from .balance import class_weights as cw
 
         class_weights = cw(r.y_train, len(r.classes))
+    progress = r.tick("train")
+    if r.geo.get("mode") == "finetune" and str(resolve_device(r.cfg.device)) == "cpu":
+        progress = _with_estimate(r, progress)
     r.result = train_model(
         r.x_train,
         r.y_train,
@@ -198,7 +222,7 @@ def fit(r: RoundState) -> None:
         init_state=r.init_state,
         class_weights=class_weights,
         sample_weights=r.sample_weights,
-        progress=r.tick("train"),
+        progress=progress,
         pause=r.pause,
     )
     if r.geo.get("mode") == "finetune" and r.result.device == "cpu":

@@ -100,13 +100,14 @@ def test_finetune_round_trip_warm_starts_and_predicts_what_the_project_scored(
     truth = photos(tmp_path / "photos", 6)
     with Project.create(tmp_path / "p", classes=["ants", "bees"]) as proj:
         proj.set_config(val_size=2)
-        proj.set_train_config(mode="finetune", backbone="resnet18", device="cpu", epochs=1, batch_size=8)
+        proj.set_train_config(mode="finetune", backbone="resnet18", device="cpu", epochs=2, batch_size=8)
         proj.add_images(tmp_path / "photos")
         label_batch(proj, truth, 6)
         first = proj.train()
         geo = proj.geometry()
         assert (geo["mode"], geo["arch"], geo["image_size"]) == ("finetune", "bb:resnet18", 224)
         assert not first.warm
+        assert any("about" in n and "min for this round's 2 epochs" in n for n in first.notes)  # said after epoch 1
         label_batch(proj, truth, 4)
         second = proj.train()
         assert second.warm  # warm-started from the last round
