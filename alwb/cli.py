@@ -8,11 +8,12 @@ engine (PyTorch) is imported inside the command functions, so ``--help`` and ``a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -22,12 +23,13 @@ from .config import (
     DEVICES,
     LEGACY_MODELS,
     MODEL_NAMES,
+    MODES,
     STRATEGY_NAMES,
     ProjectConfig,
     TrainConfig,
 )
 from .errors import AlwbError
-from .report import format_round, format_status
+from .report import format_round, format_status, training_status
 from .uilaunch import DEFAULT_HOST, DEFAULT_PORT
 
 #: alwb.users.ROLES, written again so that ``alwb --help`` does not load argon2 (a test keeps them equal)
@@ -47,6 +49,29 @@ class _Choices(tuple):
 
 
 MODELS = _Choices(MODEL_NAMES, also=LEGACY_MODELS)
+
+
+class _BackboneChoices:
+    """:func:`alwb.backbones.backbone_names`, read only when argparse checks or lists a value (that module loads
+    NumPy, which ``alwb --help`` and ``alwb ui`` need not wait for); options using it name a ``metavar``."""
+
+    @staticmethod
+    def _names() -> list[str]:
+        from .backbones import backbone_names
+
+        return backbone_names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+
+BACKBONES = _BackboneChoices()
 
 
 # ---------------------------------------------------------------------- option groups shared through parents=
@@ -96,18 +121,43 @@ def _server_options() -> argparse.ArgumentParser:
     return p
 
 
+def _default_text(defaults: str, field: str) -> str:
+    """``defaults`` ``project``: the project's setting applies; anything else: :class:`TrainConfig`'s default."""
+    if defaults == "project":
+        return "default: the project's setting"
+    value = getattr(TrainConfig, field)
+    if isinstance(value, bool):
+        return f"default {'on' if value else 'off'}"
+    return f"default {value if value else 'automatic'}"
+
+
+def _mode_options(defaults: str) -> argparse.ArgumentParser:
+    """How rounds train (``init``, ``train``, ``simulate``); defaults None: ``defaults`` says what applies then."""
+    p = _parent()
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        help="head: a classifier on a pretrained backbone's cached embeddings; finetune: the whole backbone; "
+        "scratch: the small CNN from random weights; auto: head (CPU) or finetune (GPU) for photos larger than "
+        f"64 px with the backbone's weights on this machine, else scratch ({_default_text(defaults, 'mode')})",
+    )
+    p.add_argument(
+        "--backbone",
+        choices=BACKBONES,
+        metavar="NAME",
+        help="pretrained backbone of head and finetune rounds: 'alwb weights list' shows them all and which are "
+        f"on this machine ({_default_text(defaults, 'backbone')})",
+    )
+    return p
+
+
 def _training_options(defaults: str) -> argparse.ArgumentParser:
     """What ``train`` and ``simulate`` share; every default is None: ``defaults`` says what applies then."""
 
     def dflt(field: str) -> str:
-        if defaults == "project":
-            return "default: the project's setting"
-        value = getattr(TrainConfig, field)
-        if isinstance(value, bool):
-            return f"default {'on' if value else 'off'}"
-        return f"default {value if value else 'automatic'}"
+        return _default_text(defaults, field)
 
-    p = _parent()
+    p = argparse.ArgumentParser(add_help=False, parents=[_mode_options(defaults)])
     p.add_argument(
         "--model",
         choices=MODELS,
@@ -149,6 +199,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     with Project.create(args.project, classes=classes or None, store_url=args.store) as proj:
         if args.val_size is not None:
             proj.set_config(val_size=args.val_size)
+        if args.mode is not None or args.backbone is not None:
+            proj.set_train_config(mode=args.mode, backbone=args.backbone)
         report = proj.add_images(
             args.images, classes=classes or None, unlabeled=args.unlabeled, progress=_progress(args)
         )
@@ -174,6 +226,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     with Project.open(args.project) as proj:
         st = proj.status()
+        st["training"] = training_status(proj)
     print(json.dumps(st, indent=1) if args.json else format_status(st))
     return 0
 
@@ -216,6 +269,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     progress = _progress(args)
     with Project.open(root) as proj:
         changes = {
+            "mode": args.mode,
+            "backbone": args.backbone,
             "model": args.model,
             "augment": args.augment,
             "balance": args.balance,
@@ -332,6 +387,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def sim_train_config(args: argparse.Namespace) -> TrainConfig:
     """The simulator's :class:`TrainConfig`: its defaults (the product's), with only the options given changed."""
     given = {
+        "mode": args.mode,
+        "backbone": args.backbone,
         "model": args.model,
         "epochs": args.epochs,
         "augment": args.augment,
@@ -417,6 +474,51 @@ def _cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_weights(args: argparse.Namespace) -> int:
+    from . import backbones
+
+    action = args.weights_command
+    if action == "list":
+        if args.json:
+            print(json.dumps([dataclasses.asdict(r) for r in backbones.list_backbones()], indent=1))
+        else:
+            print(backbones.format_list())
+        return 0
+    spec = backbones.get_spec(args.name)
+    if action == "fetch":
+        had = backbones.weights_dir() / spec.file_name
+        before = had.is_file()
+        origin = backbones.fetch(args.name, quiet=args.quiet)
+        how = "already on this machine, verified" if before and Path(origin.file) == had else "downloaded, verified"
+        print(f"backbone {args.name}: published weights {how} (SHA-256 {origin.sha256}): {origin.file}")
+        if any(r.name == args.name and r.kind == "custom" for r in backbones.list_backbones()):
+            print(f"note: a custom file is still used for {args.name} ('alwb weights remove {args.name}' stops that)")
+        return 0
+    if action == "add":
+        origin = backbones.add(args.name, args.file)
+        if origin.kind == "custom":
+            print(
+                f"backbone {args.name}: accepted as a custom file (SHA-256 {origin.sha256}, not the published "
+                f"{spec.sha256}): {origin.file}; used for {args.name} from now on "
+                f"('alwb weights remove {args.name}' goes back to the published file)"
+            )
+        else:
+            print(f"backbone {args.name}: accepted as the published file (SHA-256 {origin.sha256}): {origin.file}")
+        return 0
+    # remove
+    if not backbones.remove_custom(args.name):
+        raise AlwbError(f"backbone {args.name} has no custom file to remove (see 'alwb weights list')")
+    print(
+        f"backbone {args.name}: custom file forgotten (the file stays on disk); "
+        + (
+            "the published file is used"
+            if backbones.weights_available(args.name)
+            else f"no published file here yet ('alwb weights fetch {args.name}')"
+        )
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import build_demo, run_demo
     from .loop import Project
@@ -455,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "init",
-        parents=[project, images],
+        parents=[project, images, _mode_options("new")],
         help="create a project from a folder or CSV manifest of images",
         description="Create PROJECT with its SQLite store and import SRC: an ImageFolder tree "
         "(class subfolders become labels with source 'import'), a flat folder (all unlabeled), "
@@ -635,6 +737,34 @@ def build_parser() -> argparse.ArgumentParser:
     for action, text in (("disable", "refuse sign-ins and end sessions"), ("enable", "allow sign-ins again")):
         u = users_sub.add_parser(action, parents=[project], help=text)
         u.add_argument("name", metavar="NAME")
+
+    p = sub.add_parser(
+        "weights",
+        help="pretrained backbones' weights: list, download, import a file obtained elsewhere",
+        description="Weights live in torch hub's cache (TORCH_HOME, default ~/.cache/torch/hub/checkpoints). "
+        "Downloads come from the public URL, or from $ALWB_WEIGHTS_URL/FILE_NAME when that mirror is set, and are "
+        "checked against the published SHA-256; ALWB_OFFLINE=1 forbids downloading.",
+    )
+    p.set_defaults(func=_cmd_weights)
+    weights_sub = p.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    weights_sub.add_parser(
+        "list", parents=[as_json], help="every backbone: on this machine or not (published or custom), size, licence"
+    )
+    name = _parent()
+    name.add_argument("name", metavar="NAME", choices=BACKBONES, help="backbone ('alwb weights list')")
+    weights_sub.add_parser(
+        "fetch", parents=[name], help="download the published weights now (verified), e.g. before going offline"
+    )
+    w = weights_sub.add_parser(
+        "add",
+        parents=[name],
+        help="import a weights file obtained elsewhere (checked against the architecture; a file that is not the "
+        "published one is kept as a custom file)",
+    )
+    w.add_argument("file", type=Path, metavar="FILE", help=".pth/.pt state_dict (weights only) or .safetensors")
+    weights_sub.add_parser(
+        "remove", parents=[name], help="stop using NAME's custom file (go back to the published one)"
+    )
 
     p = sub.add_parser("store", help="move the project's store (SQLite to PostgreSQL)")
     p.set_defaults(func=_cmd_store)

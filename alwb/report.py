@@ -1,8 +1,15 @@
-"""Plain-text summaries of a round and of a project's status, shared by the CLI and the terminal demo."""
+"""Plain-text summaries of a round and of a project's status, shared by the CLI, the terminal demo and the
+Settings page (:func:`training_status`, :func:`format_training`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .loop import Project
+
+#: the reason shown for a project whose rounds were recorded before training modes existed
+OLDER_PROJECT_REASON = "from-scratch model (the project's rounds were recorded before pretrained backbones)"
 
 
 def _fmt(x: Any, spec: str = ".3f") -> str:
@@ -60,4 +67,63 @@ def format_status(st: dict[str, Any]) -> str:
             f"{m['geometry']['image_size']}px, {m['path']}"
         )
     )
+    if st.get("training"):
+        lines.append(format_training(st["training"]))
     return "\n".join(lines)
+
+
+def training_status(project: Project) -> dict[str, Any]:
+    """How the project trains and why: ``mode``, ``mode_reason``, ``backbone`` (None for ``scratch``), ``requested``
+    (the setting, :attr:`alwb.config.TrainConfig.mode`) and ``decided`` (True: as the last round recorded it).
+
+    After a round this is what the round recorded in the project's geometry (``store.get_meta("geometry")``;
+    projects from before training modes lack the keys and trained from scratch), as long as the settings still
+    agree with it. Before any round, or once the mode / backbone setting changed, or when a photo project that
+    trained from scratch for want of weights now has them: what the next round would choose,
+    :func:`alwb.head.choose_mode` on the images' median shorter side (as :meth:`alwb.loop.Project.geometry`
+    decides), the device setting and whether the backbone's weights are on this machine. Nothing is downloaded.
+    """
+    import numpy as np
+
+    from . import backbones
+    from .head import choose_mode
+
+    cfg = project.train_config
+    geo = project.store.get_meta("geometry") or {}
+    if geo:
+        mode = geo.get("mode") or "scratch"
+        holds = cfg.mode in ("auto", mode) and (mode == "scratch" or geo.get("backbone") == cfg.backbone)
+        if holds and mode == "scratch" and cfg.mode == "auto" and geo.get("weights_missing"):
+            holds = not backbones.weights_available(cfg.backbone)
+        if holds:
+            return {
+                "mode": mode,
+                "mode_reason": geo.get("mode_reason") or OLDER_PROJECT_REASON,
+                "backbone": geo.get("backbone") if mode != "scratch" else None,
+                "requested": cfg.mode,
+                "decided": True,
+            }
+    sides = [side for side, _ in project.store.image_geometry()]
+    if not sides and cfg.mode == "auto":
+        mode, reason = None, "decided at the first round (no images yet)"
+    else:
+        median = int(np.median(sides)) if sides else 0
+        wants = cfg.mode in ("head", "finetune") or (cfg.mode == "auto" and median > 64)
+        available = wants and backbones.weights_available(cfg.backbone)
+        mode, reason = choose_mode(cfg.mode, median, cfg.device, available)
+    return {
+        "mode": mode,
+        "mode_reason": reason,
+        "backbone": cfg.backbone if mode in ("head", "finetune") else None,
+        "requested": cfg.mode,
+        "decided": False,
+    }
+
+
+def format_training(t: dict[str, Any]) -> str:
+    """One line from :func:`training_status`, e.g. ``training: head on dinov2_vits14 (photos (224 px) ...)``."""
+    what = t["mode"] or t["requested"]
+    if t.get("backbone"):
+        what += f" on {t['backbone']}"
+    when = "" if t["decided"] else "next round: "
+    return f"training: {when}{what} ({t['mode_reason']})"

@@ -436,6 +436,32 @@ def test_settings_page_shows_values_set_outside_its_ranges(project) -> None:
         assert (proj.config.batch_size, proj.config.retrain_every, proj.train_config.epochs) == (64, 20000, 900)
 
 
+def test_settings_page_offers_mode_and_backbone_and_says_why(project, monkeypatch, tmp_path: Path) -> None:
+    from weights_helpers import isolate_hub, save_state_dict
+
+    from alwb import backbones
+
+    root, _ = project
+    isolate_hub(monkeypatch, tmp_path)
+    backbones.add("resnet18", save_state_dict(tmp_path / "made" / "r18.pth", seed=2))  # a custom file
+    at = page("settings", root)
+    says(at.info, "Training: next round: scratch (small images (20 px)")
+    mode = next(s for s in at.selectbox if s.label == "Training mode")
+    backbone = next(s for s in at.selectbox if s.label == "Pretrained backbone")
+    assert mode.options == ["auto", "head", "finetune", "scratch"] and mode.value == "auto"
+    assert backbone.value == "dinov2_vits14" and len(backbone.options) == len(backbones.backbone_names())
+    assert "resnet18 (weights here, custom)" in backbone.options
+    assert "resnet50 (no weights here)" in backbone.options
+    mode.select("head")
+    backbone.select("resnet18")
+    ok(at.button[0].click().run())  # Save settings
+    with Project.open(root) as proj:
+        assert (proj.train_config.mode, proj.train_config.backbone) == ("head", "resnet18")
+        assert proj.config.strategy == "margin"  # the rest saved as it was
+    says(at.success, "Settings saved")
+    says(at.info, "Training: next round: head on resnet18 (classifier head on cached embeddings, as asked")
+
+
 def test_review_page_corrects_a_label_and_keeps_history(trained) -> None:
     root, _ = trained
     at = page("review", root)

@@ -1,13 +1,16 @@
-"""Settings: strategy, batch size, retraining, model, augmentation, imbalance, pseudo-labels, device."""
+"""Settings: strategy, batch size, retraining, training mode and backbone, model, augmentation, imbalance,
+pseudo-labels, device."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from alwb.config import AUGMENTATIONS, BALANCE, DEVICES
+from alwb import backbones
+from alwb.config import AUGMENTATIONS, BALANCE, DEVICES, MODES
 from alwb.errors import AlwbError
 from alwb.models import list_models
 from alwb.query import list_strategies
+from alwb.report import format_training, training_status
 from ui import state
 from ui.text import md_escape
 from ui.views.common import need_project, show_flash
@@ -20,6 +23,12 @@ def render() -> None:
         st.title("Settings")
         show_flash()
         cfg, tcfg = proj.config, proj.train_config
+        try:
+            st.info(md_escape(format_training(training_status(proj)).replace("training: ", "Training: ", 1)))
+        except AlwbError as exc:
+            st.warning(md_escape(f"Training mode: cannot tell ({exc})"))
+        names = backbones.backbone_names()
+        here = {r.name: r.kind for r in backbones.list_backbones() if r.cached}
         with st.form("settings"):
             st.subheader("Labeling")
             strategies = list_strategies()
@@ -40,6 +49,28 @@ def render() -> None:
                 step=10,
             )
             st.subheader("Model and training")
+            modes = list(MODES)
+            mode = st.selectbox(
+                "Training mode",
+                modes,
+                index=modes.index(tcfg.mode) if tcfg.mode in modes else 0,
+                help="head: a classifier on the backbone's cached embeddings (seconds per round on a CPU); "
+                "finetune: the whole backbone (for a GPU); scratch: the small CNN from random weights; auto: head "
+                "on a CPU, finetune on a GPU, for photos larger than 64 px with the backbone's weights on this "
+                "machine, else scratch",
+            )
+            backbone = st.selectbox(
+                "Pretrained backbone",
+                names if tcfg.backbone in names else [*names, tcfg.backbone],
+                index=names.index(tcfg.backbone) if tcfg.backbone in names else len(names),
+                format_func=lambda n: (
+                    f"{n} (weights here{', custom' if here[n] == 'custom' else ''})"
+                    if n in here
+                    else f"{n} (no weights here)"
+                ),
+                help="for head and finetune rounds; weights on this machine are marked. Others: `alwb weights "
+                "fetch NAME` (network) or `alwb weights add NAME FILE`",
+            )
             models = ["auto", *list_models()]
             model = st.selectbox(
                 "Model",
@@ -76,6 +107,8 @@ def render() -> None:
                 try:
                     proj.set_config(strategy=strategy, batch_size=int(batch), retrain_every=int(every))
                     proj.set_train_config(
+                        mode=mode,
+                        backbone=backbone,
                         model=model,
                         augment=augment,
                         balance=balance,
