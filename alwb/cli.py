@@ -317,8 +317,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             write_progress(root, phase="done", round=summary.round, done=1, total=1)
         finally:
             lock.__exit__(None, None, None)
-    for note in summary.notes:
-        print(f"note: {note}")
     print(
         format_round(
             summary.round,
@@ -328,6 +326,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             extra=f"{'warm' if summary.warm else 'cold'} start, {summary.epochs} epochs on {summary.device}",
         )
     )
+    for note in summary.notes:  # after the round line, which scripts read first
+        print(f"note: {note}")
     return 0
 
 
