@@ -136,6 +136,13 @@ def gather_training_data(r: RoundState) -> None:
     r.cache = r.project.pixel_cache(r.geo, progress=r.verbose)
     if r.geo.get("mean") is None:
         r.geo["mean"], r.geo["std"] = r.cache.stats(seed=r.cfg.seed)
+    _read_labeled(r, t0)
+
+
+def _read_labeled(r: RoundState, t0: float) -> None:
+    """The labeled pool items, their class positions and their rows of ``r.cache`` (pixels or embeddings); the data
+    step's time since ``t0``."""
+    assert r.cache is not None
     labels = r.project.store.current_labels(split="pool")
     r.ids = np.asarray([row["item_id"] for row in labels], dtype=np.int64)
     r.y = np.asarray([row["position"] for row in labels], dtype=np.int64)
@@ -356,13 +363,7 @@ def gather_embeddings(r: RoundState) -> None:
         r.notes.append(f"{len(report.unreadable)} unreadable image(s) rejected while embedding")
     r.timings["embedded"] = float(report.embedded)
     r.cache = EmbeddingCache.for_backbone(r.project.root, r.backbone)
-    labels = r.project.store.current_labels(split="pool")
-    r.ids = np.asarray([row["item_id"] for row in labels], dtype=np.int64)
-    r.y = np.asarray([row["position"] for row in labels], dtype=np.int64)
-    r.x = r.cache.rows(r.ids)
-    r.marks["data_done"] = time.perf_counter()
-    r.timings["data_seconds"] = r.marks["data_done"] - t0
-    r.pause_here()
+    _read_labeled(r, t0)
 
 
 def fit_head(r: RoundState) -> None:
