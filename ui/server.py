@@ -32,9 +32,20 @@ WARM_MODULES = (
 
 def warm() -> float:
     """Import :data:`WARM_MODULES`; returns the seconds it took."""
+    import logging
+
+    # importing the pages' cached functions before the runtime exists makes Streamlit warn that it uses a memory
+    # cache for now; the server's runtime replaces it, so the person need not read that at every start
+    importlib.import_module("streamlit.runtime.caching.cache_data_api")  # creates (and sets the level of) its logger
+    quiet = logging.getLogger("streamlit.runtime.caching.cache_data_api")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     t0 = time.perf_counter()
-    for name in WARM_MODULES:
-        importlib.import_module(name)
+    try:
+        for name in WARM_MODULES:
+            importlib.import_module(name)
+    finally:
+        quiet.setLevel(level)
     return time.perf_counter() - t0
 
 
