@@ -41,3 +41,14 @@ class NoLabelsError(AlwbError):
 
 class UnsafeModelFileError(AlwbError):
     """A model file would need arbitrary unpickling, or fails validation."""
+
+
+class StoreUnavailable(ProjectError):
+    """The store's server cannot be reached right now (stopped, restarting, network gone). The call that raised it
+    did not report success: its transaction was rolled back (only a COMMIT cut off may have landed), and the same
+    call can be tried again once the server is back (a repeated label call writes nothing twice)."""
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(f"cannot reach the PostgreSQL store {location}: {reason}")
+        self.location = location
+        self.reason = reason

@@ -70,10 +70,7 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
             self.url: str | None = str(path)
             self.location = postgres.redact(str(path))
             self.integrity_errors: tuple[type[BaseException], ...] = (postgres.IntegrityError,)
-            try:
-                self.con: Any = postgres.connect(str(path), timeout=timeout)
-            except postgres.OperationalError as exc:
-                raise ProjectError(f"cannot reach the PostgreSQL store {self.location}: {exc}") from None
+            self.con: Any = postgres.connect(str(path), timeout=timeout)  # StoreUnavailable when it cannot
         else:
             self.path = Path(path)
             self.url = None

@@ -6,10 +6,16 @@ so that the store's own ``BEGIN`` … ``COMMIT`` is the only transaction. A stor
 one advisory lock for the project (:data:`WRITE_LOCK`): writers take turns as they do on SQLite, so that reads
 made inside a write (the current label, the next round number) cannot change under it. Work that must run in
 parallel (leases) takes row locks in a transaction of its own instead.
+
+A server that cannot be reached, or that drops the connection (stopped, restarting), raises
+:class:`~alwb.errors.StoreUnavailable` with a one-line reason instead of psycopg's error. A transaction cut off that
+way was rolled back by the server (a COMMIT cut off may have landed: repeating a label call is harmless); the next
+call after the server is back opens a new connection by itself.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -19,11 +25,15 @@ import psycopg
 from psycopg import pq
 from psycopg.rows import tuple_row
 
+from ..errors import StoreUnavailable
+
 #: Key of the advisory lock held by every store write transaction.
 WRITE_LOCK = 0x616C7762  # "alwb"
 
 IntegrityError = psycopg.IntegrityError
 OperationalError = psycopg.OperationalError
+#: SQLSTATEs of a lost server: connection exceptions (class 08), and the server shutting down or starting up.
+_LOST_STATES = ("57P01", "57P02", "57P03")
 
 
 def redact(url: str) -> str:
@@ -75,71 +85,155 @@ def _translate(sql: str) -> str:
 class PgCursor:
     """The part of ``sqlite3.Cursor`` the store uses."""
 
-    def __init__(self, cur: psycopg.Cursor[Any], rowcount: int | None = None) -> None:
-        self._cur = cur
-        self.rowcount = cur.rowcount if rowcount is None else rowcount
+    def __init__(self, cur: psycopg.Cursor[Any] | None, rowcount: int | None = None) -> None:
+        self._cur = cur  # None: a statement that had nothing to do (a ROLLBACK on a connection the server dropped)
+        self.rowcount = (cur.rowcount if cur is not None else -1) if rowcount is None else rowcount
 
     @property
     def description(self) -> list[tuple[str, ...]] | None:
-        d = self._cur.description
+        d = None if self._cur is None else self._cur.description
         return None if d is None else [(c.name,) for c in d]
 
     def fetchone(self) -> Any:
-        return self._cur.fetchone() if self._cur.description is not None else None
+        return self._cur.fetchone() if self.description is not None else None  # type: ignore[union-attr]
 
     def fetchall(self) -> list[Any]:
-        return self._cur.fetchall() if self._cur.description is not None else []
+        return self._cur.fetchall() if self.description is not None else []  # type: ignore[union-attr]
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
 
 
 class PgConnection:
-    """One psycopg connection in autocommit mode, with the ``execute`` / ``executemany`` of ``sqlite3``."""
+    """One psycopg connection in autocommit mode, with the ``execute`` / ``executemany`` of ``sqlite3``.
+
+    A lost server raises :class:`~alwb.errors.StoreUnavailable`; the connection is opened again at the next
+    statement outside a transaction (inside one, the statements until its ``ROLLBACK`` raise it too).
+    """
 
     dialect = "postgresql"
 
     def __init__(self, url: str, *, timeout: float = 60.0) -> None:
         self.url = url
-        self._con = psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(min(timeout, 30))))
-        self._con.row_factory = _row_factory
-        # a writer waits for another writer as long as SQLite's busy timeout would
-        self._con.execute(f"SET lock_timeout = {int(timeout * 1000)}")
+        self.location = redact(url)
+        self.timeout = timeout
+        self._txn = False  # between the store's BEGIN and its COMMIT / ROLLBACK
+        self._con = self._connect()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            con = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(min(self.timeout, 30))))
+            con.row_factory = _row_factory
+            # a writer waits for another writer as long as SQLite's busy timeout would
+            con.execute(f"SET lock_timeout = {int(self.timeout * 1000)}")
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailable(self.location, _reason(exc)) from None
+        return con
+
+    def _live(self) -> psycopg.Connection[Any]:
+        """The connection; a new one when the server dropped the old one between transactions."""
+        if self._con.closed or self._con.broken:
+            if self._txn:
+                raise StoreUnavailable(self.location, "the connection was lost in the middle of a transaction")
+            self._con = self._connect()
+        return self._con
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """psycopg's errors of a lost server become :class:`StoreUnavailable`; every other error stays as it is."""
+        try:
+            yield
+        except psycopg.OperationalError as exc:
+            state = exc.sqlstate or ""
+            lost = self._con.closed or self._con.broken or state.startswith("08") or state in _LOST_STATES
+            if not lost:
+                raise
+            raise StoreUnavailable(self.location, _reason(exc)) from None
 
     @property
     def in_transaction(self) -> bool:
+        if self._con.closed:
+            return self._txn
         return self._con.info.transaction_status != pq.TransactionStatus.IDLE
 
     @property
     def closed(self) -> bool:
         return self._con.closed
 
+    def _once_more(self, sql: str) -> bool:
+        """A statement that failed on a connection the server had dropped while it sat idle (a restart) can run once
+        more on a new one: outside a transaction, a BEGIN or a read changes nothing when it is repeated."""
+        return (
+            not self._txn
+            and (self._con.closed or self._con.broken)
+            and (sql == "BEGIN" or sql.lstrip()[:6].upper() == "SELECT")
+        )
+
     def execute(self, sql: str, params: Sequence[Any] | None = ()) -> PgCursor:
-        cur = self._con.cursor()
-        cur.execute(_translate(sql), tuple(params or ()))
+        if sql in ("COMMIT", "ROLLBACK"):
+            return self._end(sql)
+        try:
+            with self._guard():
+                cur = self._live().cursor()
+                cur.execute(_translate(sql), tuple(params or ()))
+        except StoreUnavailable:
+            if not self._once_more(sql):
+                raise
+            with self._guard():
+                cur = self._live().cursor()
+                cur.execute(_translate(sql), tuple(params or ()))
+        return PgCursor(cur)
+
+    def _end(self, sql: str) -> PgCursor:
+        """COMMIT or ROLLBACK the store's transaction (a ROLLBACK after a lost connection has nothing to do)."""
+        was, self._txn = self._txn, False
+        if sql == "ROLLBACK" and (self._con.closed or self._con.broken):
+            return PgCursor(None)
+        with self._guard():
+            if was and (self._con.closed or self._con.broken):
+                raise StoreUnavailable(self.location, "the connection was lost in the middle of a transaction")
+            cur = self._con.cursor()
+            cur.execute(sql)
         return PgCursor(cur)
 
     def column(self, sql: str, params: Sequence[Any] | None = ()) -> list[Any]:
         """The first column of every row, without building row objects (large id lists)."""
-        cur = self._con.cursor(row_factory=tuple_row)
-        cur.execute(_translate(sql), tuple(params or ()))
-        return [r[0] for r in cur.fetchall()]
+        with self._guard():
+            cur = self._live().cursor(row_factory=tuple_row)
+            cur.execute(_translate(sql), tuple(params or ()))
+            return [r[0] for r in cur.fetchall()]
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> PgCursor:
-        cur = self._con.cursor()
         rows = [tuple(p) for p in seq]
-        if not rows:
-            return PgCursor(cur, rowcount=0)
-        cur.executemany(_translate(sql), rows)  # pipelined; rowcount is the total, as in sqlite3
+        with self._guard():
+            cur = self._live().cursor()
+            if not rows:
+                return PgCursor(cur, rowcount=0)
+            cur.executemany(_translate(sql), rows)  # pipelined; rowcount is the total, as in sqlite3
         return PgCursor(cur)
 
     def begin(self, *, lock: bool = True) -> None:
-        self._con.execute("BEGIN")
-        if lock:
-            self._con.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        self.execute("BEGIN")  # on a connection dropped while idle, once more on a new one
+        self._txn = True
+        try:
+            if lock:
+                with self._guard():
+                    self._con.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
+        except BaseException:  # the caller's transaction has not started: no one else would end this one
+            self._txn = False
+            if not (self._con.closed or self._con.broken):
+                with contextlib.suppress(psycopg.Error):
+                    self._con.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self._con.close()
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a driver error, its spaces squeezed."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return " ".join(first.split())
 
 
 def connect(url: str, *, timeout: float = 60.0) -> PgConnection:
