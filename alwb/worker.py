@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
 STALE_S = 30.0
+#: Seconds between two progress reports written to the store.
+PROGRESS_GAP_S = 1.0
+#: A page warns that a worker "has not been heard from" after this many seconds without a heartbeat.
+SILENT_S = 3 * HEARTBEAT_S
 #: Options a request may carry (those of Project.train).
 OPTIONS = ("from_scratch", "epochs", "device", "strategy")
 
@@ -48,18 +52,44 @@ def live_workers(store: Store, *, now: float | None = None, stale_after: float =
 
 
 class _Heartbeat(threading.Thread):
-    def __init__(self, location: str | Path, name: str, every: float) -> None:
+    """Beats every ``every`` seconds; a progress report (:meth:`report`) is written with the next beat, at most
+    one every ``gap`` seconds, so that a page on another machine sees how far the round is."""
+
+    def __init__(self, location: str | Path, name: str, every: float, gap: float = PROGRESS_GAP_S) -> None:
         super().__init__(name=f"alwb-heartbeat-{name}", daemon=True)
-        self.location, self.worker, self.every = location, name, every
+        self.location, self.worker, self.every, self.gap = location, name, every, min(gap, every)
         self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self._lock = threading.Lock()
+        self._pending: tuple[str, int, int] | None = None
+
+    def report(self, phase: str, done: int, total: int) -> None:
+        """The round's latest progress (called from the training thread)."""
+        with self._lock:
+            self._pending = (str(phase), int(done), int(total))
+        self.wake.set()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.wake.set()
 
     def run(self) -> None:
         with Store(self.location) as store:  # a connection of its own: a store is not shared between threads
-            while not self.stop_event.wait(self.every):
+            while True:
+                self.wake.wait(max(0.0, self.every - self.gap))
+                self.wake.clear()
+                if self.stop_event.is_set():
+                    return
+                with self._lock:
+                    progress, self._pending = self._pending, None
                 try:
-                    store.worker_heartbeat(self.worker, time.time())
+                    store.worker_heartbeat(self.worker, time.time(), progress)
                 except Exception as exc:  # a store that is briefly away: the next beat tries again
                     log.warning("heartbeat failed: %s", exc)
+                    with self._lock:
+                        self._pending = self._pending or progress
+                if self.stop_event.wait(self.gap):
+                    return
 
 
 def run_worker(
@@ -110,9 +140,10 @@ def run_worker(
                     opts["device"] = device
                 error: str | None = None
                 number = None
+                beat.report("preparing", 0, 0)
                 try:
                     with training_lock(root):
-                        summary = proj.train(**opts)
+                        summary = proj.train(**opts, progress=beat.report)
                     number = summary.round
                 except TrainingBusy as exc:
                     error = str(exc)
@@ -125,12 +156,50 @@ def run_worker(
                 if once:
                     break
         finally:
-            beat.stop_event.set()
+            beat.stop()
             beat.join(timeout=heartbeat + 5)
             store.unregister_worker(name)
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
     return ran
+
+
+def round_activity(store: Store, *, now: float | None = None, silent_after: float = SILENT_S) -> dict[str, Any]:
+    """What the queue says about training, for a page on any machine.
+
+    ``running``: the request a worker runs now (``worker``, ``round``, ``phase``, ``done``, ``total``, ``age``:
+    seconds since its last heartbeat, ``silent``: True past ``silent_after``), or None; ``queued``: requests waiting;
+    ``workers``: live workers; ``last``: the latest finished request (``status``, ``round``, ``worker``,
+    ``error``, ``finished_at``), or None.
+    """
+    now = time.time() if now is None else now
+    requests = store.round_requests()
+    running = None
+    for r in requests:
+        if r["status"] == "running":
+            beat = r["heartbeat_at"] or r["claimed_at"] or r["requested_at"]
+            prog = r["progress"] or {}
+            age = max(0.0, now - float(beat))
+            running = {
+                "request": r["id"],
+                "worker": r["worker"],
+                "round": r["round"],
+                "phase": prog.get("phase", "starting"),
+                "done": int(prog.get("done") or 0),
+                "total": int(prog.get("total") or 0),
+                "age": age,
+                "silent": age > silent_after,
+            }
+    finished = [r for r in requests if r["status"] in ("done", "failed") and r["finished_at"] is not None]
+    last = max(finished, key=lambda r: (r["finished_at"], r["id"])) if finished else None
+    return {
+        "running": running,
+        "queued": sum(1 for r in requests if r["status"] == "queued"),
+        "workers": len(live_workers(store, now=now)),
+        "last": None
+        if last is None
+        else {k: last[k] for k in ("id", "status", "round", "worker", "error", "finished_at", "requested_by")},
+    }
 
 
 def start_or_queue(

@@ -10,7 +10,7 @@ import streamlit as st
 
 from alwb.jobs import mark_active
 from ui import state
-from ui.views import export, label, progress, review, settings, signin, start
+from ui.views import export, history, label, progress, review, settings, signin, start
 
 st.set_page_config(page_title="alwb workbench", page_icon="🏷️", layout="wide")
 
@@ -33,6 +33,7 @@ pages = [
     st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden"),
     start_page,
     label_page,
+    st.Page(history.render, title="History", icon=":material/history:", url_path="history"),
     st.Page(progress.render, title="Progress", icon=":material/monitoring:", url_path="progress"),
     st.Page(review.render, title="Review", icon=":material/fact_check:", url_path="review"),
     st.Page(settings.render, title="Settings", icon=":material/settings:", url_path="settings"),

@@ -51,9 +51,9 @@ class QueueTables:
             if row is None:
                 return None
             self.con.execute(
-                "UPDATE round_requests SET status='running', worker=?, claimed_at=?, heartbeat_at=?, round=?"
-                " WHERE id=?",
-                (worker, now, now, expected_round, int(row[0])),
+                "UPDATE round_requests SET status='running', worker=?, claimed_at=?, heartbeat_at=?, round=?,"
+                " progress=? WHERE id=?",
+                (worker, now, now, expected_round, _progress("starting", 0, 0, now), int(row[0])),
             )
             self.con.execute("UPDATE workers SET request_id=? WHERE name=?", (int(row[0]), worker))
         return self.round_request(int(row[0]))
@@ -79,13 +79,20 @@ class QueueTables:
         with self.transaction(serialise=False):
             self.con.execute("DELETE FROM workers WHERE name=?", (name,))
 
-    def worker_heartbeat(self, name: str, now: float) -> None:
-        """The worker and the request it runs are alive."""
+    def worker_heartbeat(self, name: str, now: float, progress: tuple[str, int, int] | None = None) -> None:
+        """The worker and the request it runs are alive; with ``progress`` (phase, done, total), how far the
+        request's round has come."""
         with self.transaction(serialise=False):
             self.con.execute("UPDATE workers SET heartbeat_at=? WHERE name=?", (now, name))
-            self.con.execute(
-                "UPDATE round_requests SET heartbeat_at=? WHERE worker=? AND status='running'", (now, name)
-            )
+            if progress is None:
+                self.con.execute(
+                    "UPDATE round_requests SET heartbeat_at=? WHERE worker=? AND status='running'", (now, name)
+                )
+            else:
+                self.con.execute(
+                    "UPDATE round_requests SET heartbeat_at=?, progress=? WHERE worker=? AND status='running'",
+                    (now, _progress(*progress, now), name),
+                )
 
     def worker_rows(self) -> list[Any]:
         return self.con.execute("SELECT * FROM workers ORDER BY name").fetchall()
@@ -119,7 +126,12 @@ class QueueTables:
         return [d for d in (self.round_request(i) for i in failed) if d is not None]
 
 
+def _progress(phase: str, done: int, total: int, at: float) -> str:
+    return json.dumps({"phase": phase, "done": int(done), "total": int(total), "at": at})
+
+
 def _request(r: Any) -> dict[str, Any]:
     d = dict(r)
     d["options"] = json.loads(d["options"]) if d["options"] else {}
+    d["progress"] = json.loads(d["progress"]) if d.get("progress") else {}
     return d

@@ -25,6 +25,24 @@ class ReviewTables:
             " ORDER BY l.id"
         ).fetchall()
 
+    def annotator_labels(self, annotator: str) -> list[Any]:
+        """Every human label ``annotator`` wrote, newest first, with the item's path and the class name:
+        id, item_id, path, class, created_at, batch_id, round, superseded_at."""
+        return self.con.execute(
+            "SELECT l.id, l.item_id, i.path, c.name AS class, l.created_at, l.batch_id, l.round, l.superseded_at"
+            " FROM labels l JOIN items i ON i.id=l.item_id LEFT JOIN classes c ON c.id=l.class_id"
+            " WHERE l.annotator=? AND l.source='human' ORDER BY l.created_at DESC, l.id DESC",
+            (annotator,),
+        ).fetchall()
+
+    def reviews_of_items_labeled_by(self, annotator: str) -> list[Any]:
+        """The decisions on items ``annotator`` labeled, oldest first, with the class name."""
+        return self.con.execute(
+            "SELECT r.*, c.name AS class FROM reviews r LEFT JOIN classes c ON c.id=r.class_id"
+            " WHERE r.item_id IN (SELECT item_id FROM labels WHERE annotator=? AND source='human') ORDER BY r.id",
+            (annotator,),
+        ).fetchall()
+
     def review_rows(self) -> list[Any]:
         """Every decision with its class name, oldest first."""
         return self.con.execute(

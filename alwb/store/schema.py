@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -172,8 +172,22 @@ CREATE TABLE workers (
 );
 """
 
+#: v7: a running request's progress as the worker last reported it (JSON: phase, done, total, at), so that a web
+#: server on another machine can show how far the round is.
+SCHEMA_V7 = """
+ALTER TABLE round_requests ADD COLUMN progress TEXT;
+"""
+
 #: Migrations from version N-1 to N, applied in order inside one transaction each.
-MIGRATIONS: dict[int, str] = {1: SCHEMA_V1, 2: SCHEMA_V2, 3: SCHEMA_V3, 4: SCHEMA_V4, 5: SCHEMA_V5, 6: SCHEMA_V6}
+MIGRATIONS: dict[int, str] = {
+    1: SCHEMA_V1,
+    2: SCHEMA_V2,
+    3: SCHEMA_V3,
+    4: SCHEMA_V4,
+    5: SCHEMA_V5,
+    6: SCHEMA_V6,
+    7: SCHEMA_V7,
+}
 
 
 def render(sql: str, dialect: str) -> list[str]:

@@ -8,6 +8,7 @@ import streamlit as st
 
 from alwb.jobs import read_progress
 from alwb.loop import Project
+from alwb.worker import round_activity
 from ui import state
 from ui.text import md_escape
 
@@ -41,29 +42,70 @@ def training_status(proj: Project) -> dict:
     done = [r for r in rounds if r["status"] == "done"]
     if failed and (not done or failed[-1]["started_at"] > done[-1]["started_at"]) and not prog.get("running"):
         prog["last_error"] = failed[-1]["error"]
+    queue = prog["queue"] = round_activity(proj.store)  # a training worker's round, on whatever machine it runs
+    last = queue["last"]
+    if last is not None and done and (last["finished_at"] or 0) < (done[-1]["finished_at"] or 0):
+        queue["last"] = None  # a round trained since (here, or by a request without a worker) is the news
     return prog
 
 
+PHASES = {"train": "training", "score": "scoring the pool", "preparing": "preparing data", "starting": "starting"}
+
+
 def show_training(prog: dict) -> None:
-    """A progress bar while a round runs; the error of a failed round."""
-    if prog.get("running"):
+    """A progress bar while a round runs (here or on a training worker); the error of a failed round."""
+    queue = prog.get("queue") or {}
+    remote = queue.get("running")
+    if remote:
+        _show_remote(remote)
+    elif prog.get("running"):
         phase = prog.get("phase", "training")
         done, total = int(prog.get("done") or 0), int(prog.get("total") or 0)
         frac = done / total if total else 0.0
-        words = {
-            "train": "training",
-            "score": "scoring the pool",
-            "preparing": "preparing data",
-            "starting": "starting",
-        }.get(phase, phase)
+        words = PHASES.get(phase, phase)
         st.progress(
             min(1.0, frac),
             text=f"Round in progress: {words} {done}/{total}" if total else f"Round in progress: {words}…",
         )
-    elif prog.get("last_error"):
+    elif queue.get("queued"):
+        n = queue.get("workers") or 0
+        st.info(
+            f"Round queued for a training worker ({n} worker(s) running)."
+            if n
+            else "Round queued, but no training worker is running: start 'alwb worker PROJECT'.",
+            icon="⏳",
+        )
+    last = queue.get("last")
+    if not remote and not prog.get("running") and last is not None and last["status"] == "done":
+        when = ago(last["finished_at"])
+        st.caption(md_escape(f"Round {last['round']} trained by worker {last['worker']}, {when}."))
+    if prog.get("running") or remote:
+        return
+    if last is not None and last["status"] == "failed" and not prog.get("last_error"):
+        prog["last_error"] = last["error"]
+    if prog.get("last_error"):
         st.error(
             md_escape(
                 f"The last training round failed; the previous model is still in use. Error: {prog['last_error']}"
+            ),
+            icon="⚠️",
+        )
+
+
+def _show_remote(run: dict) -> None:
+    """The round a training worker runs: phase, share done, which worker, how long since it was heard from."""
+    words = PHASES.get(run["phase"], run["phase"])
+    done, total = run["done"], run["total"]
+    step = f"{words} {done}/{total} ({done / total:.0%})" if total else f"{words}…"
+    who = f"worker {run['worker']}, heard from {run['age']:.0f} s ago"
+    st.progress(
+        min(1.0, done / total if total else 0.0), text=md_escape(f"Round {run['round']} in progress: {step} · {who}")
+    )
+    if run["silent"]:
+        st.warning(
+            md_escape(
+                f"Worker {run['worker']} has not been heard from for {run['age']:.0f} s: if it stopped, its round "
+                "is failed soon and the previous model stays in use."
             ),
             icon="⚠️",
         )

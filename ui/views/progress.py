@@ -74,12 +74,21 @@ def score_domain(df: pd.DataFrame, *, pad: float = 0.02) -> list[float]:
     return [round(max(0.0, low), 3), round(min(1.0, high), 3)]
 
 
+@st.fragment(run_every=3)
+def _training_panel(root: str) -> None:
+    """The round in progress (here or on a training worker), redrawn every few seconds."""
+    from alwb.loop import Project
+
+    with Project.open(root) as proj:
+        show_training(training_status(proj))
+
+
 def render() -> None:
     """Draw the page."""
     with state.open_project() as proj:
         proj = need_project(proj)
         st.title("Progress")
-        show_training(training_status(proj))
+        _training_panel(str(proj.root))
         rounds = proj.store.rounds()
         counts = proj.store.label_counts()
         classes = proj.classes
