@@ -241,6 +241,12 @@ def session_user(store: Store, token: str | None, *, now: float | None = None) -
     return User(int(row["user_id"]), str(row["name"]), str(row["role"]), False, float(row["user_created_at"]))
 
 
+def session_expires_at(store: Store, token: str | None) -> float | None:
+    """When a session ends (a Unix time), or None for an unknown one."""
+    row = store.session_row(_token_hash(token)) if token else None
+    return None if row is None else float(row["expires_at"])
+
+
 def sign_out(store: Store, token: str) -> None:
     """End a session."""
     store.delete_sessions(token_sha256=_token_hash(token))

@@ -95,6 +95,15 @@ def signin() -> tuple[str, str] | None:
     return st.session_state.get("alwb_signin")
 
 
+def cookie(name: str) -> str | None:
+    """A cookie the browser sent when this session connected (a reload or a new tab sends the current ones)."""
+    try:
+        value = st.context.cookies.get(name)
+    except Exception:  # no browser behind this session (tests, bare mode)
+        return None
+    return str(value) if value else None
+
+
 def set_signin(token: str | None, name: str | None = None) -> None:
     """Remember a sign-in for this session (``None``: signed out); the batch on screen belongs to the old user."""
     if token is None:

@@ -178,3 +178,70 @@ def test_progress_shows_annotators_and_their_agreement_with_reviews(project: Pat
     assert "Annotators" in [h.value for h in at.subheader]
     table = at.dataframe[-1].value
     assert dict(zip(table["annotator"], table["agreed with the reviewer"], strict=True)) == {"ann": 0, "bob": 1}
+
+
+def test_a_reload_signs_in_again_from_the_cookie_and_a_sign_out_ends_it(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new Streamlit session (a reload, a new tab) finds the sign-in in the browser's cookie
+    (``st.context.cookies``: stood in for here); after a sign-out that cookie no longer signs anyone in."""
+    from ui import state
+    from ui.views import signin
+
+    jar: dict[str, str] = {}
+    monkeypatch.setattr(state, "cookie", jar.get)
+    at = AppTest.from_file(str(APP), default_timeout=90)
+    at.query_params["project"] = str(project)
+    ok(at.run())
+    _sign_in(at, "ann", "annotator pw")
+    token = at.session_state["alwb_signin"][0]
+    scripts = [e.proto.body for e in at.get("html")]
+    with Project.open(project) as proj:
+        name = signin.cookie_name(proj.store)
+    assert any(f"{name}={token}" in s and "SameSite=Strict" in s for s in scripts), scripts
+    assert token not in str(at.query_params), "the token never goes into the URL"
+
+    jar[name] = token  # what the browser sends when the reloaded page connects
+    again = AppTest.from_file(str(APP), default_timeout=90)
+    again.query_params["project"] = str(project)
+    ok(again.run())
+    assert [t.value for t in again.title] == ["Label"]
+    assert any("Signed in as ann (annotator)" in c.value for c in again.sidebar.caption)
+
+    ok(again.sidebar.button[0].click().run())  # sign out
+    assert [t.value for t in again.title] == ["Sign in"]
+    assert any("max-age=0" in e.proto.body and name in e.proto.body for e in again.get("html"))
+    third = AppTest.from_file(str(APP), default_timeout=90)  # the cookie, had it stayed, signs nobody in
+    third.query_params["project"] = str(project)
+    ok(third.run())
+    assert [t.value for t in third.title] == ["Sign in"]
+
+
+def _history_script() -> None:
+    from ui.views import history
+
+    history.render()
+
+
+def test_the_history_page_lists_the_signed_in_persons_own_labels(project: Path) -> None:
+    from alwb import agreement
+    from alwb.store import LabelRow
+
+    with Project.open(project) as proj:
+        a, b, c = proj.store.item_ids()[:3]
+        proj.store.add_labels([LabelRow(a, "circle"), LabelRow(b, "square")], annotator="ann", batch_id="x1")
+        proj.store.add_labels([LabelRow(a, "square"), LabelRow(c, "circle")], annotator="bob", batch_id="x2")
+        agreement.decide(proj.store, a, "rev", "triangle")
+    at = AppTest.from_function(_history_script, default_timeout=90)
+    at.query_params["project"] = str(project)
+    at.session_state["alwb_signin"] = ("not checked by this page", "ann")
+    ok(at.run())
+    assert [t.value for t in at.title] == ["History"]
+    counts = " ".join(x.value for x in at.caption).replace("\\", "")
+    assert "2 answer(s) by ann in 1 batch(es)" in counts and "1 changed by a reviewer" in counts
+    texts = [t.value for t in at.text]
+    with Project.open(project) as proj:
+        mine = {Path(proj.store.item(i)["path"]).name for i in (a, b)}
+        theirs = Path(proj.store.item(c)["path"]).name
+    assert mine <= set(texts) and theirs not in texts
+    assert any("changed by rev to triangle" in w.value for w in at.warning)

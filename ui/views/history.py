@@ -51,7 +51,7 @@ def render() -> None:
     rows = shown[(page - 1) * PAGE : page * PAGE]
     for start in range(0, len(rows), COLUMNS):
         for col, e in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
-            with col.container(border=True, key=f"hist_{e.label_id}"):
+            with col.container(border=True, key=f"hcard_{e.label_id}"):
                 img = state.image_bytes(e.path, 128)
                 if img:
                     st.image(img[0], width="stretch", output_format=img[1])

@@ -2,10 +2,20 @@
 
 The session keeps the token of its sign-in (``ui.state.signin``); every script run checks it against the store,
 so an expired session, a disabled account or a changed password signs the person out at their next click.
+
+A reload or a new tab starts a new Streamlit session: the token also lives in a browser cookie (one per project,
+``path=/``, ``SameSite=Strict``, ``Secure`` over HTTPS, expiring with the session), written by a small script on the
+page and read back from the cookies the browser sends when it connects (``st.context.cookies``). Streamlit cannot
+set an HttpOnly cookie, so a script on the page could read it; the store keeps only the token's SHA-256, the token
+never goes into the URL, and signing out ends the session in the store and removes the cookie.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -13,7 +23,20 @@ import streamlit as st
 from alwb import users
 from alwb.errors import AlwbError
 from alwb.loop import Project
+from alwb.store import Store
 from ui import state
+
+COOKIE_PREFIX = "alwb_session_"
+#: Session key of a token known to be dead (signed out or expired): its cookie is not tried again.
+_DEAD = "alwb_dead_token"
+#: Tokens are ``secrets.token_urlsafe``; nothing else is ever written into the page's script.
+_SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def cookie_name(store: Store) -> str:
+    """The project's cookie name: the same on every server of the project (it follows the store, not the path)."""
+    ident = json.dumps(store.get_meta("created_at"))
+    return COOKIE_PREFIX + hashlib.sha256(ident.encode()).hexdigest()[:12]
 
 
 def gate(root: Path) -> users.User | None | bool:
@@ -23,18 +46,26 @@ def gate(root: Path) -> users.User | None | bool:
         store = proj.store
         if not users.auth_required(store):
             return None
+        name = cookie_name(store)
         current = state.signin()
-        if current is not None:
-            user = users.session_user(store, current[0])
+        token = current[0] if current is not None else state.cookie(name)
+        if token and token != state.remember(_DEAD):
+            user = users.session_user(store, token)
             if user is not None:
+                if current is None:  # a reload or a new tab: signed in again from the cookie
+                    state.set_signin(token, user.name)
+                _keep_cookie(name, token, users.session_expires_at(store, token))
                 return user
-            state.set_signin(None)
+            state.remember(_DEAD, token)
+            if current is not None:
+                state.set_signin(None)
             st.info("Your session ended: please sign in again.")
         _form(store, root)
+        _drop_cookie(name, state.remember(_DEAD))
     return False
 
 
-def _form(store: object, root: Path) -> None:
+def _form(store: Store, root: Path) -> None:
     st.title("Sign in")
     st.caption(f"Project {root.name}")
     with st.form("signin"):
@@ -43,7 +74,7 @@ def _form(store: object, root: Path) -> None:
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
         try:
-            session = users.sign_in(store, name, password)  # type: ignore[arg-type]
+            session = users.sign_in(store, name, password)
         except users.SignInThrottled as exc:
             st.error(str(exc))
         except AlwbError as exc:
@@ -53,10 +84,39 @@ def _form(store: object, root: Path) -> None:
             st.rerun()
 
 
+def _script(body: str, *, sidebar: bool) -> None:
+    """Run a line of JavaScript in the page (at a place that is the same on every run: nothing moves)."""
+    (st.sidebar if sidebar else st).html(f"<script>{body}</script>", unsafe_allow_javascript=True)
+
+
+def _keep_cookie(name: str, token: str, expires_at: float | None) -> None:
+    """Keep the session's cookie in the browser until the session expires."""
+    if not (_SAFE.match(name) and _SAFE.match(token)) or expires_at is None:
+        return
+    expires = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(expires_at))
+    _script(
+        f"document.cookie = '{name}={token}; path=/; expires={expires}; SameSite=Strict'"
+        " + (location.protocol === 'https:' ? '; Secure' : '');",
+        sidebar=True,
+    )
+
+
+def _drop_cookie(name: str, dead: str | None) -> None:
+    """Remove the cookie when it holds the dead token (a newer sign-in in another tab keeps its own)."""
+    if not dead or not (_SAFE.match(name) and _SAFE.match(dead)):
+        return
+    _script(
+        f"if (document.cookie.split('; ').includes('{name}={dead}'))"
+        f" document.cookie = '{name}=; path=/; max-age=0; SameSite=Strict';",
+        sidebar=False,
+    )
+
+
 def sign_out(root: Path) -> None:
-    """End this session's sign-in."""
+    """End this session's sign-in: the session in the store, and the browser's cookie at the next run."""
     current = state.signin()
     if current is not None:
         with Project.open(root) as proj:
             users.sign_out(proj.store, current[0])
+        state.remember(_DEAD, current[0])
     state.set_signin(None)
