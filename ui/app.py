@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import streamlit as st
 
+from alwb.errors import StoreUnavailable
 from alwb.jobs import mark_active
 from ui import state
-from ui.views import export, history, label, progress, review, settings, signin, start
+from ui.views import export, history, label, progress, review, settings, signin, start, unavailable
 
 st.set_page_config(page_title="alwb workbench", page_icon="🏷️", layout="wide")
 
 root = state.project_root()
 # a project with accounts: nothing but the sign-in form until the person signs in (None: a project without users)
-user = signin.gate(root) if root is not None else None
+try:
+    user = signin.gate(root) if root is not None else None
+except StoreUnavailable as exc:  # the store's server is down or restarting: say so and try again by itself
+    unavailable.show(exc, root)
+    st.stop()
 if user is False:
     st.stop()
 state.annotator()  # remembered by the session: a page change clears the URL's parameters
@@ -57,6 +62,8 @@ with st.sidebar:
             st.rerun()
 try:
     page.run()
+except StoreUnavailable as exc:  # the page's answers stay in the session until a submit commits them
+    unavailable.show(exc, root)
 finally:
     if root is not None:
         mark_active(root)  # and for a moment after the run, while the browser draws what it sent

@@ -6,12 +6,13 @@ import uuid
 
 import streamlit as st
 
-from alwb.errors import AlwbError, EmptyPoolError
+from alwb.errors import AlwbError, EmptyPoolError, StoreUnavailable
 from alwb.jobs import is_training, mark_active
 from alwb.loop import Project
 from alwb.worker import start_or_queue
 from ui import keyboard, state
 from ui.text import md_escape
+from ui.views import unavailable
 from ui.views.common import need_project, show_flash, show_training, training_status
 
 COLUMNS = 4
@@ -49,10 +50,16 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
             answers.append((item_id, None))
         else:
             answers.append((item_id, a))
-    proj = Project.open(root)
+    saved = False
+    try:
+        proj = Project.open(root)  # the store may be unreachable (StoreUnavailable): the answers stay on the page
+    except AlwbError as exc:
+        _not_saved(exc)
+        return
     try:
         if answers:
             proj.label(answers, annotator=annotator, batch_id=uuid.uuid4().hex)  # also drops their drafts
+        saved = True
         proj.store.clear_drafts(annotator, item_ids)
         if state.signin() is not None:  # answered items' leases ended with their labels; skipped ones go back
             from alwb.leases import release
@@ -63,14 +70,21 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
             msg += " Retraining started in the background."
         state.flash(msg)
     except AlwbError as exc:
-        state.flash(f"Nothing was saved: {exc}", "error")
-        b = state.batch()
-        if b is not None:
-            b["token"] = _token()  # the browser's key list of this batch was closed by Enter: open a new one
-        return
+        if not saved:
+            _not_saved(exc)
+            return
+        state.flash(f"Saved {len(answers)} label(s) to the store; afterwards: {exc}", "info")  # committed
     finally:
         proj.close()
     state.reset_batch()
+
+
+def _not_saved(exc: AlwbError) -> None:
+    """A submit that did not commit: say so; the batch and its answers stay for the next submit."""
+    state.flash(f"Nothing was saved: {exc}", "error")
+    b = state.batch()
+    if b is not None:
+        b["token"] = _token()  # the browser's key list of this batch was closed by Enter: open a new one
 
 
 def _maybe_retrain(proj: Project) -> bool:
@@ -145,7 +159,11 @@ def _move(delta: int, n: int) -> None:
 
 
 def _undo(root: str) -> None:
-    proj = Project.open(root)
+    try:
+        proj = Project.open(root)
+    except AlwbError as exc:  # the store is unavailable: nothing was undone
+        state.flash(f"Nothing was undone: {exc}", "error")
+        return
     try:
         # in a team, the signed-in person's own last batch
         batch_id = proj.store.last_batch_id(state.annotator() if state.signin() is not None else None)
@@ -160,8 +178,12 @@ def _undo(root: str) -> None:
 
 
 def _retrain(root: str, device: str) -> None:
-    with Project.open(root) as proj:
-        started = start_or_queue(root, proj.store, device=device, requested_by=state.annotator())
+    try:
+        with Project.open(root) as proj:
+            started = start_or_queue(root, proj.store, device=device, requested_by=state.annotator())
+    except AlwbError as exc:  # the store is unavailable
+        state.flash(f"No round was started: {exc}", "error")
+        return
     if started == "queued":
         state.flash("Round queued for the training worker; keep labeling.", "info")
     elif started == "started":
@@ -172,11 +194,18 @@ def _retrain(root: str, device: str) -> None:
 
 @st.fragment(run_every=2)
 def _training_panel(root: str, batch_round: int) -> None:
-    proj = Project.open(root)
+    try:
+        proj = Project.open(root)
+    except StoreUnavailable as exc:  # this panel tries again in 2 s; answers chosen meanwhile stay in the session
+        st.warning(md_escape(unavailable.message(exc, 2)), icon="🔌")
+        return
     try:
         prog = training_status(proj)
         show_training(prog)
         current = proj.store.current_round()
+    except StoreUnavailable as exc:
+        st.warning(md_escape(unavailable.message(exc, 2)), icon="🔌")
+        return
     finally:
         proj.close()
     if current > batch_round:
