@@ -342,6 +342,10 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             print(f"request {req.get('id')}: round {req.get('round')} {state}", flush=True)
         elif kind == "reaped":
             print(f"request {req['id']}: failed: {req['error']}", flush=True)
+        elif kind == "unavailable":
+            print(f"{req['error']}; retrying", flush=True)
+        elif kind == "back":
+            print("the store is back", flush=True)
 
     try:
         n = run_worker(args.project, device=args.device, once=args.once, poll=args.poll, on_event=show)

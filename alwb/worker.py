@@ -12,6 +12,8 @@ machine that trains or serves the project must share.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import signal
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .errors import StoreUnavailable
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -124,11 +127,23 @@ def run_worker(
         store.register_worker(name, socket.gethostname(), os.getpid(), device, time.time())
         beat = _Heartbeat(location, name, heartbeat)
         beat.start()
+        away = False  # the store was unreachable: the worker waits for it, then registers again
         try:
             while not stopping.is_set() and not (stop is not None and stop()):
-                for r in store.reap_round_requests(time.time(), stale_after):
-                    emit("reaped", r)
-                req = store.claim_round_request(name, time.time(), store.current_round() + 1)
+                try:
+                    if away:
+                        store.register_worker(name, socket.gethostname(), os.getpid(), device, time.time())
+                        away = False
+                        emit("back", {})
+                    for r in store.reap_round_requests(time.time(), stale_after):
+                        emit("reaped", r)
+                    req = store.claim_round_request(name, time.time(), store.current_round() + 1)
+                except StoreUnavailable as exc:  # a server restarting: try again, as the heartbeat does
+                    if not away:
+                        emit("unavailable", {"error": str(exc)})
+                    away = True
+                    stopping.wait(max(poll, 1.0))
+                    continue
                 if req is None:
                     if once:
                         break
@@ -150,7 +165,10 @@ def run_worker(
                 except Exception as exc:  # the round recorded itself failed; the request says why
                     error = f"{type(exc).__name__}: {exc}"
                     log.error("round request %s failed: %s", req["id"], error)
-                store.finish_round_request(req["id"], round_number=number, error=error, now=time.time())
+                finish = functools.partial(
+                    store.finish_round_request, req["id"], round_number=number, error=error, now=time.time()
+                )
+                _until_back(finish, stopping, poll, emit)
                 ran += 1
                 emit("finished", store.round_request(req["id"]) or {})
                 if once:
@@ -158,10 +176,30 @@ def run_worker(
         finally:
             beat.stop()
             beat.join(timeout=heartbeat + 5)
-            store.unregister_worker(name)
+            with contextlib.suppress(StoreUnavailable):  # a worker silent that long is forgotten by the next claim
+                store.unregister_worker(name)
             if old is not None:
                 signal.signal(signal.SIGTERM, old)
     return ran
+
+
+def _until_back(
+    write: Callable[[], None], stopping: threading.Event, poll: float, emit: Callable[[str, dict[str, Any]], None]
+) -> None:
+    """``write()``, tried again while the store is unavailable: a request left running with a live heartbeat would
+    never be failed by anyone. Gives up when the worker is told to stop (the request is then failed as stale)."""
+    told = False
+    while True:
+        try:
+            write()
+            return
+        except StoreUnavailable as exc:
+            if stopping.is_set():
+                raise
+            if not told:
+                emit("unavailable", {"error": str(exc)})
+                told = True
+            stopping.wait(max(poll, 1.0))
 
 
 def round_activity(store: Store, *, now: float | None = None, silent_after: float = SILENT_S) -> dict[str, Any]:

@@ -330,7 +330,7 @@ def test_server_restarted_while_annotators_label(tmp_path: Path, own_cluster: Cl
     (immediate shutdown, recovery from the WAL; ``synchronous_commit`` on, as in a default server) and started at
     once: every call that returned is in the store, and nothing else; calls during the outage raise
     StoreUnavailable (one line, no psycopg traceback) and succeed when tried again; the CLI says the store is
-    unavailable in one line."""
+    unavailable in one line; an ``alwb worker`` idle meanwhile says so, waits, and then trains the next round."""
     t_start = time.monotonic()
     deadline = t_start + BUDGET_S
     url = own_cluster.new_database()
@@ -340,11 +340,19 @@ def test_server_restarted_while_annotators_label(tmp_path: Path, own_cluster: Cl
         con.execute(f'ALTER DATABASE "{url.rsplit("/", 1)[1]}" SET synchronous_commit = on')
     root = _make_project(tmp_path, url, 300)  # 900 images for 800 answers
     outs = {f"ann{k}": tmp_path / f"ann{k}.jsonl" for k in range(RESTART_ANNOTATORS)}
+    worker_log = (tmp_path / "worker.log").open("wb")
+    worker = subprocess.Popen(  # 'alwb worker' waits through the outages, then takes a request
+        [sys.executable, "-m", "alwb", "worker", str(root), "--poll", "0.2", "--device", "cpu"],
+        env=_env(),
+        stdout=worker_log,
+        stderr=subprocess.STDOUT,
+    )
     procs = [_annotator(root, name, RESTART_LABELS, out, "--retry") for name, out in outs.items()]
     mine = Project.open(root)  # a long-lived connection of the test's own
     try:
         acks = lambda: sum(1 for out in outs.values() for r in _records(out) if r["kind"] == "ack")  # noqa: E731
         _wait("the team is labeling", lambda: acks() >= 2 * RESTART_ANNOTATORS, deadline)
+        _wait("the worker is up", lambda: bool(live_workers(mine.store)), deadline, worker)
         t_down = time.time()
         own_cluster.stop("fast")
         with pytest.raises(StoreUnavailable, match="cannot reach the PostgreSQL store"):
@@ -390,8 +398,19 @@ def test_server_restarted_while_annotators_label(tmp_path: Path, own_cluster: Cl
         assert stored == acked  # nothing shown as saved is lost, and a repeated call wrote nothing twice
         assert mine.store.integrity_ok()
         batches, overlap_twice = _check_leases(records, leases.overlap_share(mine.store))
+        # the worker lived through both outages and takes the next request
+        assert worker.poll() is None, (tmp_path / "worker.log").read_text(errors="replace")
+        req = request_round(mine.store, requested_by="test", epochs=1, device="cpu")
+        _wait("the worker's round", lambda: mine.store.round_request(req)["status"] == "done", deadline, worker)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(30)
+        said = (tmp_path / "worker.log").read_text(errors="replace")
+        assert worker.returncode == 0 and "Traceback" not in said, said
+        assert "cannot reach the PostgreSQL store" in said and "; retrying" in said and "the store is back" in said
+        assert f"request {req}: round 1 done" in said, said
     finally:
-        _stop(procs)
+        _stop([*procs, worker])
+        worker_log.close()
         mine.close()
     total_s = time.monotonic() - t_start
     during = sorted(r["t"] for r in failed)
