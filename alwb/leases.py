@@ -20,6 +20,8 @@ from .errors import AlwbError
 from .store import Store
 
 DEFAULT_TTL = 600.0
+#: How many stretches of the ranking a team batch reads when other annotators hold the first ones (4x, 16x ...).
+RANKING_TRIES = 4
 DEFAULT_OVERLAP = 0.10
 #: Knuth's multiplicative hash: item ids spread evenly over 32 bits whatever their order.
 _GOLDEN = 2654435761
@@ -121,8 +123,10 @@ def team_batch(
     """The next batch of a :class:`~alwb.loop.Project` for one annotator of a team, leased to them.
 
     The candidates are overlap items waiting for a second answer, then the query's ranking (4x ``n`` of it, so
-    that items other annotators hold can be passed over); the annotator's live leases come first. Returns a
-    :class:`~alwb.loop.QueryResult`; raises :class:`~alwb.errors.EmptyPoolError` when nothing is left for them.
+    that items other annotators hold can be passed over; when the others hold all of those, the ranking goes on
+    past them, 4x longer each time, :data:`RANKING_TRIES` times at most); the annotator's live leases come first.
+    Returns a :class:`~alwb.loop.QueryResult`; raises :class:`~alwb.errors.EmptyPoolError` when nothing is left
+    for them.
     """
     from .errors import EmptyPoolError
     from .loop import QueryItem, QueryResult
@@ -130,14 +134,27 @@ def team_batch(
     store = proj.store
     share = overlap_share(store) if share is None else float(share)
     skip = {int(i) for i in exclude}
-    try:
-        res = proj.query(4 * n, strategy, exclude=sorted(skip))
-        ranked, rnd, note, used = list(res.items), res.round, res.note, res.strategy
-    except EmptyPoolError:
-        ranked, rnd, note, used = [], store.current_round(), None, strategy or proj.config.strategy
-    known = {it.id: it for it in ranked}
-    waiting = [i for i in overlap_waiting(store, annotator, share) if i not in skip and i not in known]
-    mine = claim(store, annotator, waiting + [it.id for it in ranked], n, ttl=ttl, share=share)
+    rnd, note, used = store.current_round(), None, strategy or proj.config.strategy
+    known: dict[int, Any] = {}
+    waiting: list[int] | None = None
+    mine: list[int] = []
+    size = 4 * n
+    for attempt in range(RANKING_TRIES):
+        try:
+            res = proj.query(size, strategy, exclude=sorted(skip | set(known)))
+            got = list(res.items)
+            if attempt == 0:
+                rnd, note, used = res.round, res.note, res.strategy
+        except EmptyPoolError:
+            got = []
+        known.update((it.id, it) for it in got)
+        if waiting is None:
+            waiting = [i for i in overlap_waiting(store, annotator, share) if i not in skip and i not in known]
+        mine = claim(store, annotator, [*waiting, *(it.id for it in got)], n, ttl=ttl, share=share)
+        if len(mine) >= n or len(got) < size:  # a full batch, or nothing further down the ranking
+            break
+        size *= 4  # every item of this stretch was held by someone else: the next, longer stretch
+    waiting = waiting or []
     items = []
     for i in mine:
         if i in known:

@@ -61,3 +61,19 @@ def test_nothing_left_for_one_annotator(proj) -> None:  # noqa: ANN001
     overlap = [i for i in everything if leases.is_overlap(i, 0.25)]
     got = [it.id for it in leases.team_batch(proj, "bob", 100).items]
     assert sorted(got) == sorted(overlap)  # only the second answers on the overlap are left
+
+
+def test_a_batch_goes_past_a_ranking_others_hold(proj) -> None:  # noqa: ANN001
+    """Others hold all but one item: the batch reads further down the ranking than its first stretch (4x the batch)
+    and still finds the free one, instead of saying nothing is left."""
+    leases.set_overlap_share(proj.store, 0.0)
+    everything = proj.store.item_ids()
+    free = everything[len(everything) // 2]
+    held = leases.claim(proj.store, "ann", [i for i in everything if i != free], len(everything), share=0.0)
+    assert len(held) == len(everything) - 1
+    got = leases.team_batch(proj, "bob", 1)
+    assert [it.id for it in got.items] == [free]
+    leases.release(proj.store, "bob")
+    leases.claim(proj.store, "cid", [free], 1, share=0.0)
+    with pytest.raises(EmptyPoolError):
+        leases.team_batch(proj, "bob", 1)
