@@ -347,12 +347,13 @@ def test_server_restarted_while_annotators_label(tmp_path: Path, own_cluster: Cl
         stdout=worker_log,
         stderr=subprocess.STDOUT,
     )
-    procs = [_annotator(root, name, RESTART_LABELS, out, "--retry") for name, out in outs.items()]
+    procs: list[subprocess.Popen] = []
     mine = Project.open(root)  # a long-lived connection of the test's own
     try:
+        _wait("the worker is up", lambda: bool(live_workers(mine.store)), deadline, worker)
+        procs = [_annotator(root, name, RESTART_LABELS, out, "--retry") for name, out in outs.items()]
         acks = lambda: sum(1 for out in outs.values() for r in _records(out) if r["kind"] == "ack")  # noqa: E731
         _wait("the team is labeling", lambda: acks() >= 2 * RESTART_ANNOTATORS, deadline)
-        _wait("the worker is up", lambda: bool(live_workers(mine.store)), deadline, worker)
         t_down = time.time()
         own_cluster.stop("fast")
         with pytest.raises(StoreUnavailable, match="cannot reach the PostgreSQL store"):
