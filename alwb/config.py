@@ -11,7 +11,7 @@ AUGMENTATIONS = ("none", "crop", "crop+flip")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BALANCE = ("none", "weights", "smote", "adasyn")
 #: Query strategies (alwb.query.STRATEGIES implements them; listed here so the CLI starts without modAL).
-STRATEGY_NAMES = ("entropy", "margin", "least-confidence", "diverse", "random")
+STRATEGY_NAMES = ("entropy", "margin", "least-confidence", "diverse", "typiclust", "auto", "random")
 #: Models a project can train (alwb.models builds them); ``auto`` chooses from the image size.
 MODEL_NAMES = ("auto", "cnn6", "resnet18")
 #: How a round trains: ``head`` (a classifier on a pretrained backbone's cached embeddings), ``finetune`` (the whole

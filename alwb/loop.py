@@ -25,11 +25,12 @@ from .data import PixelCache, choose_geometry
 from .errors import AlwbError, EmptyPoolError, LabelError, ProjectError
 from .ingest import IngestReport, ingest
 from .models import BACKBONE_PREFIX, choose_arch
-from .query import NEEDS_EMBEDDINGS, list_strategies, select, select_diverse
+from .query import FEATURE_STRATEGIES, list_strategies, select, select_diverse
 from .round import RoundSummary, run_round
 from .scores import Scores, read_scores
 from .store import LabelRow, Store
 from .store.location import ENV_URL, POINTER_FILE, STORE_FILE, is_project, store_location, write_pointer
+from .typicality import select_typical
 
 __all__ = [
     "NONE_LABEL",
@@ -257,37 +258,102 @@ class Project:
         note = None
         items: list[QueryItem] = []
         if k_pool:
-            probs = None
-            use = strategy
-            if strategy != "random":
-                if scores is None:
-                    use, note = "random", f"no model yet: {k_pool} item(s) chosen at random, not by {strategy}"
-                else:
-                    rows = scores.rows(pool)
-                    if np.any(rows < 0):
-                        pool = pool[rows >= 0]
-                        rows = rows[rows >= 0]
-                        if not scores.sampled:
-                            note = "some new items are not scored yet (train again to score them)"
-                        if pool.size == 0:  # nothing of the scored sample is left: fall back to random
-                            pool = all_pool
-                            use, note, probs = (
-                                "random",
-                                "the scored items are all answered: random until the next round",
-                                None,
-                            )
-                    if use != "random":
-                        probs = scores.probs_at(rows)
-            if use in NEEDS_EMBEDDINGS and probs is not None and scores is not None:
-                emb = scores.emb_at(rows)
-                ids, sc = select_diverse(probs, emb, pool, k_pool, seed=int(rng.integers(2**31)))
-            else:
-                ids, sc = select(probs, pool, k_pool, use, rng=rng)
+            ids, sc, use, pick_note = self._pick_pool(pool, all_pool, k_pool, strategy, scores, rng)
+            note = note or pick_note
             items += self._describe(ids, sc, scores, reason=use)
         if k_val:
             vids = rng.choice(np.asarray(pending_val, dtype=np.int64), size=k_val, replace=False)
             items += self._describe(vids, None, scores, reason="validation")
         return QueryResult(items=items, strategy=strategy, round=rnd, note=note)
+
+    def _pick_pool(
+        self,
+        pool: npt.NDArray[np.int64],
+        all_pool: npt.NDArray[np.int64],
+        k: int,
+        strategy: str,
+        scores: Scores | None,
+        rng: np.random.Generator,
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64] | None, str, str | None]:
+        """``k`` pool items by ``strategy``: ``(ids, scores, the strategy used, a note when it fell back)``."""
+        use, note = strategy, None
+        if strategy == "auto":
+            use = self.auto_strategy()
+        if use in FEATURE_STRATEGIES:
+            feats = self.features(pool, scores)
+            if feats is not None:
+                kept, emb_pool, emb_labeled = feats
+                ids, sc = select_typical(emb_pool, kept, k, labeled_emb=emb_labeled, seed=int(rng.integers(2**31)))
+                return ids, sc, use, None
+            use, note = "random", f"no features yet: {k} item(s) chosen at random, not by {strategy}"
+            return rng.choice(all_pool, size=k, replace=False), None, use, note
+        if use == "random":
+            return *select(None, pool, k, "random", rng=rng), use, None
+        if scores is None:
+            note = f"no model yet: {k} item(s) chosen at random, not by {strategy}"
+            return *select(None, pool, k, "random", rng=rng), "random", note
+        rows = scores.rows(pool)
+        if np.any(rows < 0):
+            pool, rows = pool[rows >= 0], rows[rows >= 0]
+            if not scores.sampled:
+                note = "some new items are not scored yet (train again to score them)"
+            if pool.size == 0:  # nothing of the scored sample is left: fall back to random
+                note = "the scored items are all answered: random until the next round"
+                return *select(None, all_pool, k, "random", rng=rng), "random", note
+        probs = scores.probs_at(rows)
+        if use == "diverse":
+            ids, sc = select_diverse(probs, scores.emb_at(rows), pool, k, seed=int(rng.integers(2**31)))
+        else:
+            ids, sc = select(probs, pool, k, use, rng=rng)
+        return ids, sc, use, note
+
+    def auto_strategy(self) -> str:
+        """What ``auto`` uses now: ``typiclust`` until a round's validation probe said margin sampling pays at least
+        as much (:func:`alwb.typicality.probe_handover`), ``margin`` from then on."""
+        for r in reversed(self.store.rounds()):
+            if r["status"] == "done":
+                return "margin" if (r["metrics"].get("handover") or {}).get("use") == "margin" else "typiclust"
+        return "typiclust"
+
+    def features(
+        self, ids: npt.NDArray[np.int64], scores: Scores | None = None
+    ) -> tuple[npt.NDArray[np.int64], np.ndarray, np.ndarray] | None:
+        """Features for typicality: ``(the ids that have them, their features, the labeled pool items' features)``.
+
+        The latest round's embeddings (its model's, or its backbone's in head mode); before any round, a complete
+        embedding cache of the project's backbone (``alwb embed``, a pretraining job), else None.
+        """
+        labeled = np.asarray(sorted(r["item_id"] for r in self.store.current_labels(split="pool")), np.int64)
+        if scores is not None:
+            rows = scores.rows(ids)
+            lrows = scores.rows(labeled)
+            return ids[rows >= 0], scores.emb_at(rows[rows >= 0]), scores.emb_at(lrows[lrows >= 0])
+        cache = self._embedding_cache()
+        if cache is None:
+            return None
+        have = cache.embedded_ids()
+        keep = ids[np.isin(ids, have)]
+        if keep.size < 0.9 * ids.size or keep.size == 0:
+            return None
+        lab = labeled[np.isin(labeled, have)]
+        return keep, cache.rows(keep), cache.rows(lab) if lab.size else np.zeros((0, cache.dim), np.float32)
+
+    def _embedding_cache(self) -> Any:
+        """The embedding cache of the backbone a head-mode project uses, when its weights are here; else None."""
+        from . import backbones
+        from .embed import EmbeddingCache
+
+        geo = self.store.get_meta("geometry") or {}
+        name = geo.get("backbone")
+        if geo.get("mode") != "head" or not name:
+            return None
+        try:
+            origin = backbones.resolve_weights(name, download=False, quiet=True)
+            dim = backbones.get_spec(name).embedding_dim
+        except (backbones.WeightsError, AlwbError):
+            return None
+        cache = EmbeddingCache(self.root, name, origin.sha256, dim)
+        return cache if len(cache.embedded_ids()) else None
 
     def _describe(
         self, ids: npt.NDArray[np.int64], sc: npt.NDArray[np.float64] | None, scores: Scores | None, *, reason: str

@@ -64,11 +64,23 @@ STRATEGIES: dict[str, Strategy] = {
         _neg_margin,
         "margin sampling spread over k-means clusters of the embeddings (no near-duplicates in a batch)",
     ),
+    "typiclust": Strategy(
+        "typiclust",
+        None,
+        None,
+        "the most typical item of each dense region of the features without a label (TypiClust, cold start)",
+    ),
+    "auto": Strategy(
+        "auto",
+        None,
+        None,
+        "typical items first, margin sampling once a probe on the validation sample says it pays more",
+    ),
     "random": Strategy("random", None, None, "uniform random baseline"),
 }
 
-#: Strategies that need the pool's embeddings.
-NEEDS_EMBEDDINGS = frozenset({"diverse"})
+#: Strategies that choose by the features alone (no model needed when the features exist before the first round).
+FEATURE_STRATEGIES = frozenset({"typiclust", "auto"})
 
 
 def list_strategies() -> list[str]:
@@ -108,6 +120,8 @@ def select(
     n = int(min(n, ids.size))
     if n <= 0:
         return np.zeros(0, dtype=np.int64), None
+    if strategy in FEATURE_STRATEGIES:
+        raise AlwbError(f"strategy {strategy!r} chooses by features: use alwb.typicality.select_typical")
     if strat.select is None or proba is None:
         if strat.select is not None:
             raise AlwbError(f"strategy {strategy!r} needs a trained model")

@@ -86,6 +86,8 @@ class RoundState:
     y_train: npt.NDArray[np.int64] | None = None
     sample_weights: npt.NDArray[np.float64] | None = None
     pseudo_rows: list[tuple[int, str, float]] = field(default_factory=list)
+    #: whether the validation sample let this round use pseudo-labels, and why (:func:`check_pseudo`)
+    pseudo_check: dict[str, Any] | None = None
     # fit
     result: TrainResult | None = None
     #: head mode: the loaded backbone, its embedding cache and the fitted head
@@ -172,6 +174,11 @@ def pseudo_labels(r: RoundState) -> None:
     (unless the epochs are fixed) add training steps instead of taking them from the human labels."""
     r.x_train, r.y_train = r.x, r.y
     if not r.cfg.pseudo:
+        return
+    check = check_pseudo(r.project, r.cfg)
+    r.pseudo_check = check
+    if not check["use"]:
+        r.notes.append(f"pseudo-labels off this round: {check['reason']}")
         return
     pid, pcls, pconf = choose_pseudo(r.project, r.cfg, r.y, len(r.classes), r.number)
     if not pid.size:
@@ -306,6 +313,11 @@ def metrics(r: RoundState) -> None:
     """Accuracy on the training labels and the validation metrics (with their interval) of the scored model."""
     assert r.scores is not None
     r.metrics = round_metrics(r.project, r.scores, r.ids, r.y, r.classes)
+    if r.pseudo_check is not None:
+        r.metrics["pseudo_check"] = r.pseudo_check
+    if r.project.config.strategy == "auto":
+        r.metrics["handover"] = handover(r.project, r.scores, r.ids, r.y, len(r.classes), r.number)
+        r.notes.append(f"auto strategy: {r.metrics['handover']['reason']}")
     r.timings["round_seconds"] = time.perf_counter() - r.t_start
 
 
@@ -556,6 +568,50 @@ def ids_to_score(
     return keep[np.isin(keep, all_ids)]
 
 
+#: pseudo-labels are used only while the previous model's confident guesses on the validation sample are right at
+#: least this often (the lower end of their 95% Wilson interval), over at least :data:`PSEUDO_CHECK_MIN` of them
+PSEUDO_PRECISION = 0.90
+PSEUDO_CHECK_MIN = 30
+
+
+def check_pseudo(project: Project, cfg: TrainConfig) -> dict[str, Any]:
+    """Whether this round's pseudo-labels can be trusted, from the validation sample (never the test split).
+
+    The previous round's model scored the labeled validation items; the pseudo-labels of this round are its guesses
+    at probability ``pseudo_threshold`` or more, so its guesses on validation items at that confidence say how often
+    the pseudo-labels are right. They are used only when the lower end of that rate's interval reaches
+    :data:`PSEUDO_PRECISION`: a weak model's confident mistakes (natural images from scratch) cost accuracy.
+    """
+    from .evaluate import wilson_interval
+
+    scores = project.scores()
+    if scores is None or scores.classes != project.classes:
+        return {"use": False, "reason": "no previous model to take them from"}
+    val = project.store.current_labels(split="val")
+    vids = np.asarray([row["item_id"] for row in val], dtype=np.int64)
+    vy = np.asarray([row["position"] for row in val], dtype=np.int64)
+    rows = scores.rows(vids)
+    probs = scores.probs_at(rows[rows >= 0]) if (rows >= 0).any() else np.zeros((0, len(project.classes)))
+    vy = vy[rows >= 0]
+    confident = probs.max(axis=1) >= cfg.pseudo_threshold if len(probs) else np.zeros(0, bool)
+    n = int(confident.sum())
+    right = int((probs[confident].argmax(axis=1) == vy[confident]).sum()) if n else 0
+    out: dict[str, Any] = {"n": n, "right": right, "threshold": cfg.pseudo_threshold}
+    if n < max(PSEUDO_CHECK_MIN, 1):
+        return {
+            **out,
+            "use": False,
+            "reason": f"only {n} validation item(s) are guessed with probability ≥ {cfg.pseudo_threshold:g} "
+            f"(the check needs {PSEUDO_CHECK_MIN})",
+        }
+    low, high = wilson_interval(right, n)
+    out.update(low=low, high=high)
+    rate = f"{right}/{n} confident guesses right on the validation sample ({low:.0%}–{high:.0%})"
+    if low < PSEUDO_PRECISION:
+        return {**out, "use": False, "reason": f"{rate}, under {PSEUDO_PRECISION:.0%}"}
+    return {**out, "use": True, "reason": rate}
+
+
 def choose_pseudo(
     project: Project, cfg: TrainConfig, y: npt.NDArray[np.int64], num_classes: int, number: int
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]]:
@@ -576,6 +632,44 @@ def choose_pseudo(
     return choose_pseudo_labels(
         scores.probs_at(rows), pool, counts, threshold=cfg.pseudo_threshold, cap_ratio=cfg.pseudo_cap, rng=rng
     )
+
+
+def handover(
+    project: Project,
+    scores: Scores,
+    train_ids: npt.NDArray[np.int64],
+    y_train: npt.NDArray[np.int64],
+    num_classes: int,
+    number: int,
+) -> dict[str, Any]:
+    """The ``auto`` strategy's decision for the next batches (:func:`alwb.typicality.probe_handover` on this round's
+    embeddings); once margin sampling took over it stays."""
+    from .typicality import probe_handover
+
+    for prev in reversed(project.store.rounds()):
+        if prev["status"] == "done" and prev["number"] < number:
+            before = prev["metrics"].get("handover") or {}
+            if before.get("use") == "margin":
+                since = before.get("since", prev["number"])
+                return {**before, "since": since, "reason": f"margin sampling since round {since}"}
+            break
+    val = project.store.current_labels(split="val")
+    vids = np.asarray([row["item_id"] for row in val], dtype=np.int64)
+    vy = np.asarray([row["position"] for row in val], dtype=np.int64)
+    vrows, trows = scores.rows(vids), scores.rows(train_ids)
+    cfg = project.config
+    decision = probe_handover(
+        scores.emb_at(trows[trows >= 0]),
+        y_train[trows >= 0],
+        scores.emb_at(vrows[vrows >= 0]),
+        vy[vrows >= 0],
+        cfg.retrain_every or cfg.batch_size,
+        num_classes=num_classes,
+        seed=cfg.seed + number,
+    ).to_dict()
+    if decision["use"] == "margin":
+        decision["since"] = number
+    return decision
 
 
 def round_metrics(

@@ -27,7 +27,8 @@ from .evaluate import classification_metrics
 from .images import is_image_path, load_array
 from .ingest import scan
 from .loop import Project
-from .query import list_strategies
+from .query import FEATURE_STRATEGIES, list_strategies
+from .typicality import select_typical
 
 CURVE_COLUMNS = [
     "strategy",
@@ -123,6 +124,12 @@ def _template(dataset: Path, out: Path, train_manifest: Path | None, s: SimSetti
         geo = proj.geometry(fetch=True)
         if geo["mode"] != "head":  # head rounds read embeddings, not pixels
             proj.pixel_cache(geo, progress=sys.stderr.isatty())
+        else:  # embedded once for every run: typicality chooses the first labels from them
+            from . import backbones
+            from .embed import embed_items, items_from_store
+
+            bb = backbones.load(geo["backbone"], download=False, quiet=True)
+            embed_items(tdir, items_from_store(proj.store), bb, threads=1)
         proj.store.set_meta("geometry", geo)
         pos = {c: i for i, c in enumerate(classes)}
         oracle = {int(r["id"]): pos[truth[r["path"]]] for r in proj.store.items() if r["path"] in truth}
@@ -312,6 +319,9 @@ def _run(
             pool = np.asarray(proj.store.unlabeled_item_ids(split="pool"))
             rng = np.random.default_rng(seed)
             first = rng.choice(pool, size=min(s.initial, pool.size), replace=False)
+            feats = proj.features(pool) if strategy in FEATURE_STRATEGIES else None
+            if feats is not None:  # a cold start by typicality on features that exist before any label
+                first, _ = select_typical(feats[1], feats[0], min(s.initial, pool.size), seed=seed)
             # the first model needs two classes: draw on (still at random) until a second class appears
             rest = rng.permutation(np.setdiff1d(pool, first))
             while len({oracle[int(i)] for i in first}) < 2 and rest.size:

@@ -412,11 +412,18 @@ def test_labeled_items_are_not_queried_again(project: Project) -> None:
     assert not {i.id for i in first.items} & {i.id for i in second.items}
 
 
-def test_a_large_pool_is_scored_through_a_new_random_sample_each_round(tmp_path: Path) -> None:
+def test_a_large_pool_is_scored_through_a_new_random_sample_each_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``score_limit``: every labeled and validation item is scored, plus a fresh random sample of the unlabeled
     pool; queries and pseudo-labels choose among the scored items only, without a "not scored" note."""
     from conftest import make_shapes
 
+    import alwb.round
+
+    # every confident guess counts: the validation check lets the pseudo-labels through at this threshold
+    monkeypatch.setattr(alwb.round, "PSEUDO_CHECK_MIN", 1)
+    monkeypatch.setattr(alwb.round, "PSEUDO_PRECISION", 0.0)
     truth = make_shapes(tmp_path / "shapes", 20, layout="flat")  # 60 images
     with Project.create(tmp_path / "p", classes=["circle", "square", "triangle"]) as proj:
         proj.add_images(tmp_path / "shapes")

@@ -12,6 +12,7 @@ import pytest
 from conftest import make_shapes
 
 import alwb.pseudo
+import alwb.round
 from alwb.cli import main
 from alwb.config import TrainConfig
 from alwb.loop import Project
@@ -224,6 +225,8 @@ def test_pseudo_labels_with_smote(dataset: Path, tmp_path: Path, monkeypatch: py
         return out
 
     monkeypatch.setattr(alwb.pseudo, "choose_pseudo_labels", low_threshold)
+    # and the validation check lets them through (the check is tested on its own in test_auto_strategy.py)
+    monkeypatch.setattr(alwb.round, "check_pseudo", lambda project, cfg: {"use": True, "reason": "plumbing test"})
     s = sim(pseudo=True, balance="smote")
     assert s.name == "pseudo+smote"
     curve = simulate(dataset, tmp_path / "out", strategies=["margin"], seeds=[0], settings=s, log=False)

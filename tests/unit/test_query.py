@@ -48,7 +48,7 @@ EXPECTED = {
 
 
 def test_strategies_are_listed() -> None:
-    assert set(list_strategies()) == {*MEASURED, "diverse", "random"}
+    assert set(list_strategies()) == {*MEASURED, "diverse", "typiclust", "auto", "random"}
 
 
 @pytest.mark.parametrize("strategy", MEASURED)
