@@ -115,6 +115,8 @@ class BackboneSpec:
     hash_source : where the hash was found.
     head_prefixes : state_dict key prefixes of the classifier, ignored when checking and loading a file.
     hf_repo, hf_file : Hugging Face Hub repository and file, looked up in the HF cache when set.
+    local_file : a backbone trained by the project itself (:mod:`alwb.pretrain`): its weights file, whose full
+        hash is :attr:`sha256`; nothing is downloaded for it.
     """
 
     name: str
@@ -136,6 +138,7 @@ class BackboneSpec:
     head_prefixes: tuple[str, ...] = ()
     hf_repo: str | None = None
     hf_file: str | None = None
+    local_file: str | None = None
 
     @property
     def hash_is_full(self) -> bool:
@@ -203,7 +206,8 @@ class WeightsOrigin:
     """Where a loaded backbone's weights came from, for model cards.
 
     ``kind``: ``published`` (the public file, however it got here), ``mirror`` (the published file, downloaded from
-    ``ALWB_WEIGHTS_URL``) or ``custom`` (a file added with :func:`add` whose hash is not the published one).
+    ``ALWB_WEIGHTS_URL``), ``custom`` (a file added with :func:`add` whose hash is not the published one) or
+    ``project`` (trained on the project's own images by :mod:`alwb.pretrain`).
     """
 
     backbone: str
@@ -495,6 +499,9 @@ def _hf_cached(spec: BackboneSpec) -> Path | None:
 
 def _locate(spec: BackboneSpec) -> tuple[Path, WeightsOrigin] | None:
     """The file that would be used for ``spec`` (custom first), without hashing it."""
+    if spec.local_file is not None:
+        p = Path(spec.local_file)
+        return (p, WeightsOrigin(spec.name, "project", str(p), spec.sha256)) if p.is_file() else None
     entry = _read_index().get(spec.name)
     if entry and entry.get("kind") == "custom":
         p = Path(entry["file"])
@@ -590,6 +597,9 @@ def _fix_hint(spec: BackboneSpec) -> str:
 
 
 def _unavailable(spec: BackboneSpec, why: str) -> WeightsUnavailable:
+    if spec.local_file is not None:
+        msg = f"backbone {spec.name}: {why}; fix: run `alwb pretrain` on the project again"
+        return WeightsUnavailable(" ".join(msg.split()))
     msg = f"backbone {spec.name}: no weights file in {weights_dir()} and {why}; {_fix_hint(spec)}"
     return WeightsUnavailable(" ".join(msg.split()))
 
@@ -692,6 +702,8 @@ def fetch(name: str, *, quiet: bool = False, progress: ProgressFn | None = None)
         The downloaded file's hash is not the published one (the file was deleted).
     """
     spec = get_spec(name)
+    if spec.local_file is not None:  # the project trained it: there is nothing to download
+        return resolve_weights(name, download=False, quiet=quiet)
     dest = weights_dir() / spec.file_name
     entry = _read_index().get(spec.name) or {}
     if dest.is_file():
@@ -858,9 +870,18 @@ def resolve_weights(
     """
     spec = get_spec(name)
     found = _locate(spec)
+    if found is None and spec.local_file is not None:
+        raise _unavailable(spec, f"the project's weights file {spec.local_file} is missing")
     if found is not None:
         path, origin = found
         digest = sha256_file(path)
+        if origin.kind == "project":
+            if digest != spec.sha256:
+                raise WeightsRejected(
+                    f"backbone {name}: the project's weights file {path} changed since it was trained (SHA-256"
+                    f" {digest}, recorded {spec.sha256}); run `alwb pretrain` again"
+                )
+            return origin
         if origin.kind == "custom":
             if digest != origin.sha256:
                 raise WeightsRejected(

@@ -1,0 +1,122 @@
+"""Features learned from the project's own images (alwb.pretrain): the job, its checkpoint and resume, the backbone
+it registers, and head / finetune rounds on it. Tiny shape images and a few steps: plumbing, never accuracy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_shapes
+from safetensors.torch import load_file
+
+from alwb import backbones
+from alwb.errors import ConfigError
+from alwb.loop import Project
+from alwb.pretrain import (
+    META_KEY,
+    POOL_BACKBONE,
+    PretrainSettings,
+    pretrain,
+    read_status,
+)
+
+SETTINGS = PretrainSettings(steps=6, batch_size=16, width=4, seed=1)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> tuple[Project, dict[str, str]]:
+    truth = make_shapes(tmp_path / "img", 12, size=20, layout="flat")
+    proj = Project.create(tmp_path / "p", classes=["circle", "square", "triangle"])
+    proj.set_config(val_size=6)
+    proj.add_images(tmp_path / "img")
+    yield proj, truth
+    proj.close()
+    backbones.unregister(POOL_BACKBONE)
+
+
+def test_pretrain_records_a_backbone_every_process_that_opens_the_project_can_load(
+    project: tuple[Project, dict[str, str]],
+) -> None:
+    proj, _ = project
+    rep = pretrain(proj, SETTINGS, device="cpu")
+    assert rep.finished and rep.steps == rep.total_steps == 6 and rep.images == 36
+    assert rep.loss_first is not None and np.isfinite(rep.loss_last)
+    rec = proj.store.get_meta(META_KEY)
+    assert rec["sha256"] == backbones.sha256_file(rep.file) and rec["image_size"] == 20 and rec["width"] == 4
+    assert read_status(proj.root)["state"] == "finished"
+    saved = load_file(rep.file)
+    assert saved and all(k.startswith("backbone.") for k in saved)
+
+    backbones.unregister(POOL_BACKBONE)  # a new process knows nothing of it until it opens the project
+    with Project.open(proj.root) as again:
+        assert POOL_BACKBONE in backbones.backbone_names()
+        bb = backbones.load(POOL_BACKBONE, download=False, quiet=True)
+        assert bb.origin.kind == "project" and bb.embedding_dim == 16
+        x = torch.from_numpy(again.pixel_cache({"image_size": 20, "channels": 3}).rows([1, 2]))
+        with torch.no_grad():
+            assert bb.model(bb.preprocess.normalise(x)).shape == (2, 16)
+
+
+def test_a_stopped_job_resumes_where_it_stopped_and_ends_with_the_same_weights(
+    project: tuple[Project, dict[str, str]],
+) -> None:
+    proj, _ = project
+    whole = pretrain(proj, SETTINGS, device="cpu")
+    whole_state = load_file(whole.file)
+
+    calls = {"n": 0}
+
+    def stop_after_3() -> bool:
+        calls["n"] += 1
+        return calls["n"] > 3
+
+    part = pretrain(proj, SETTINGS, device="cpu", restart=True, stop=stop_after_3)
+    assert not part.finished and part.steps == 3 and read_status(proj.root)["state"] == "stopped"
+    rest = pretrain(proj, SETTINGS, device="cpu")
+    assert rest.finished and rest.resumed_from == 3 and rest.steps == 6
+    for k, v in load_file(rest.file).items():
+        torch.testing.assert_close(v, whole_state[k])
+    assert rest.losses[:3] == part.losses[:3]
+
+
+def test_other_settings_do_not_resume_a_checkpoint_silently(project: tuple[Project, dict[str, str]]) -> None:
+    proj, _ = project
+    pretrain(proj, SETTINGS, device="cpu", stop=lambda: True)
+    with pytest.raises(Exception, match="other settings"):
+        pretrain(proj, PretrainSettings(steps=6, batch_size=16, width=8), device="cpu")
+    assert pretrain(proj, PretrainSettings(steps=2, batch_size=16, width=8), device="cpu", restart=True).finished
+
+
+@pytest.mark.parametrize("mode", ["head", "finetune"])
+def test_rounds_train_on_the_project_backbone(project: tuple[Project, dict[str, str]], mode: str) -> None:
+    proj, truth = project
+    pretrain(proj, SETTINGS, device="cpu")
+    proj.set_train_config(mode=mode, backbone=POOL_BACKBONE, device="cpu", epochs=2)
+    q = proj.query(12)
+    proj.label([(it.id, truth[proj.store.item(it.id)["path"]]) for it in q.items])
+    res = proj.train()
+    geo = proj.geometry()
+    assert geo["mode"] == mode and geo["backbone"] == POOL_BACKBONE and geo["image_size"] == 20
+    assert res.round == 1 and proj.scores() is not None
+    assert len(proj.query(5).items) == 5
+
+
+def test_a_changed_weights_file_is_refused(project: tuple[Project, dict[str, str]]) -> None:
+    proj, _ = project
+    rep = pretrain(proj, SETTINGS, device="cpu")
+    Path(rep.file).write_bytes(Path(rep.file).read_bytes() + b" ")
+    with pytest.raises(backbones.WeightsRejected, match="changed since it was trained"):
+        backbones.load(POOL_BACKBONE, download=False, quiet=True)
+    Path(rep.file).unlink()
+    with pytest.raises(backbones.WeightsUnavailable, match="alwb pretrain"):
+        backbones.load(POOL_BACKBONE, download=False, quiet=True)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"minutes": 0, "steps": 0}, {"batch_size": 4}, {"temperature": 0}, {"width": 2}, {"lr": 0}]
+)
+def test_bad_settings_are_refused_with_a_message(kwargs: dict) -> None:
+    with pytest.raises(ConfigError):
+        PretrainSettings(**kwargs)
