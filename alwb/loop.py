@@ -342,13 +342,14 @@ class Project:
         return keep, cache.rows(keep), cache.rows(lab) if lab.size else np.zeros((0, cache.dim), np.float32)
 
     def _embedding_cache(self) -> Any:
-        """The embedding cache of the backbone a head-mode project uses, when its weights are here; else None."""
+        """The embedding cache of the backbone a head- or finetune-mode project uses (its pretrained weights, as
+        embedded for head rounds or a cold start), when its weights are here and it holds embeddings; else None."""
         from . import backbones
         from .embed import EmbeddingCache
 
         geo = self.store.get_meta("geometry") or {}
         name = geo.get("backbone")
-        if geo.get("mode") != "head" or not name:
+        if geo.get("mode") not in ("head", "finetune") or not name:
             return None
         try:
             origin = backbones.resolve_weights(name, download=False, quiet=True)

@@ -26,11 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # torch loads only when a job runs: opening a project registers the backbone without it
+    import torch
+    from torch import nn
 
 import numpy as np
-import torch
-from torch import nn
 
 from .errors import AlwbError, ConfigError
 
@@ -122,6 +124,9 @@ class PretrainReport:
 def simclr_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """A random view of float images ``(B, C, H, W)`` (0-255): resized crop (area 35-100%, aspect 3/4-4/3),
     horizontal flip, contrast and brightness jitter. The random numbers come from ``generator`` (on the CPU)."""
+    import torch
+    from torch import nn
+
     b, dev = x.shape[0], x.device
     area = 0.35 + 0.65 * torch.rand(b, generator=generator)
     aspect = torch.exp((torch.rand(b, generator=generator) - 0.5) * math.log(16 / 9))
@@ -143,6 +148,9 @@ def simclr_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
     """SimCLR's normalised-temperature cross-entropy over the 2B views of a batch."""
+    import torch
+    from torch import nn
+
     z = nn.functional.normalize(torch.cat([z1, z2]).float(), dim=1)
     sim = z @ z.T / temperature
     n = z1.shape[0]
@@ -190,6 +198,8 @@ def _write_status(root: Path, **fields: Any) -> None:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
+    import torch
+
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
@@ -240,6 +250,16 @@ def register_project_backbone(root: str | Path, store: Any) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------ the job
+def embed_pool(project: Any, *, device: str = "auto") -> Any:
+    """Embed every item with the project's own backbone (its embedding cache), so that a typicality strategy can
+    choose the first labels and head rounds start at once; returns :class:`alwb.embed.EmbedReport`."""
+    from . import backbones
+    from .embed import embed_items, items_from_store
+
+    bb = backbones.load(POOL_BACKBONE, device="cpu", download=False, quiet=True)
+    return embed_items(project.root, items_from_store(project.store), bb, device=device, batch_size=256)
+
+
 def _geometry(project: Any, settings: PretrainSettings) -> int:
     from .data import choose_geometry
 
@@ -265,7 +285,9 @@ def pretrain(
     again to resume). ``restart`` throws an earlier checkpoint away. A job that already finished with these
     settings returns its report at once.
     """
+    import torch
     from safetensors.torch import save_file
+    from torch import nn
 
     from .backbones import sha256_file
     from .data import PixelCache
@@ -443,6 +465,8 @@ def pretrain(
         )
         register_project_backbone(root, project.store)
         report.file, report.sha256 = str(weights), digest
+        status("embedding")
+        embed_pool(project, device=str(dev))
         status("finished")
         return report
     except BaseException as exc:

@@ -35,6 +35,21 @@ def format_round(
     return f"round {number}: {n_labeled} labels, {acc}; {t}" + (f"; {extra}" if extra else "")
 
 
+def round_decisions(metrics: dict[str, Any]) -> list[str]:
+    """What a round decided by itself and why, from its recorded metrics: whether its pseudo-labels passed their
+    check on the validation sample (``pseudo_check``) and which strategy ``auto`` chose (``handover``)."""
+    out = []
+    check = metrics.get("pseudo_check")
+    if check:
+        state = "on" if check.get("use") else "off this round"
+        out.append(f"pseudo-labels {state}: {check.get('reason', '')}")
+    hand = metrics.get("handover")
+    if hand:
+        name = "margin sampling" if hand.get("use") == "margin" else "typical items (TypiClust)"
+        out.append(f"auto strategy: {name} next; {hand.get('reason', '')}")
+    return out
+
+
 def format_status(st: dict[str, Any]) -> str:
     """The text of ``alwb status`` from :meth:`alwb.loop.Project.status`."""
     it = st["items"]
@@ -55,6 +70,8 @@ def format_status(st: dict[str, Any]) -> str:
     for r in st["rounds"]:
         if r["status"] == "done":
             lines.append("  " + format_round(r["number"], r["n_labeled"], r["metrics"], r["timings"]))
+            if r is st["rounds"][-1]:
+                lines += [f"    {d}" for d in round_decisions(r["metrics"])]
         else:
             lines.append(f"  round {r['number']}: {r['status']}" + (f" ({r['error']})" if r["error"] else ""))
     m = st["model"]

@@ -27,8 +27,12 @@ from .evaluate import classification_metrics
 from .images import is_image_path, load_array
 from .ingest import scan
 from .loop import Project
+from .pretrain import POOL_BACKBONE, PretrainSettings, pretrain
 from .query import FEATURE_STRATEGIES, list_strategies
 from .typicality import select_typical
+
+#: the mode of a simulation's rounds on the pool's own backbone when ``--mode`` is left at ``auto``
+PRETRAINED_MODE = "head"
 
 CURVE_COLUMNS = [
     "strategy",
@@ -62,17 +66,26 @@ class SimSettings:
     batch: int = 100
     budget: int = 1000
     val_size: int = 500
+    #: minutes of self-supervised pretraining on the pool before the runs (:mod:`alwb.pretrain`; 0: none). The
+    #: runs then train on backbone ``pool-simclr`` (``mode`` ``auto`` means :data:`PRETRAINED_MODE`).
+    pretrain_minutes: float = 0.0
     train: TrainConfig = TrainConfig()
 
     def __post_init__(self) -> None:
         if self.initial < 1 or self.batch < 1 or self.budget < self.initial or self.val_size < 0:
             raise ConfigError("the simulation needs initial ≥ 1, batch ≥ 1, budget ≥ initial and val_size ≥ 0")
+        if self.pretrain_minutes < 0:
+            raise ConfigError(f"pretrain minutes must be ≥ 0 (got {self.pretrain_minutes:g})")
+        if self.pretrain_minutes and (self.train.backbone != POOL_BACKBONE or self.train.mode == "auto"):
+            mode = PRETRAINED_MODE if self.train.mode in ("auto", "scratch") else self.train.mode
+            object.__setattr__(self, "train", self.train.with_(backbone=POOL_BACKBONE, mode=mode))
 
     @property
     def name(self) -> str:
         """What differs from plain training, e.g. ``pseudo+smote``, ``pseudo+cap2+steps3+th0.9`` or ``scratch``."""
         t, d = self.train, TrainConfig()
-        parts = ["pseudo"] if t.pseudo else []
+        parts = [f"ssl{self.pretrain_minutes:g}", t.mode] if self.pretrain_minutes else []
+        parts += ["pseudo"] if t.pseudo else []
         for prefix, key in (("cap", "pseudo_cap"), ("steps", "pseudo_steps"), ("th", "pseudo_threshold")):
             if t.pseudo and getattr(t, key) != getattr(d, key):
                 parts.append(f"{prefix}{getattr(t, key):g}")
@@ -120,11 +133,17 @@ def _template(dataset: Path, out: Path, train_manifest: Path | None, s: SimSetti
         rep = proj.add_images(src, unlabeled=True, progress=sys.stderr.isatty())
         print(f"pool: {rep.added} images, {len(rep.rejected)} rejected, {len(classes)} classes", file=sys.stderr)
         t = s.train
+        if s.pretrain_minutes:  # features from the pool's own images, before any label (its time kept apart)
+            pre = pretrain(proj, PretrainSettings(minutes=s.pretrain_minutes), device=t.device)
+            print(pre.summary() + " (before the rounds; not in their times)", file=sys.stderr)
+            (tdir / "pretrain.json").write_text(
+                json.dumps({k: v for k, v in asdict(pre).items() if k != "losses"}, indent=1)
+            )
         proj.set_train_config(augment=t.augment, model=t.model, mode=t.mode, backbone=t.backbone, device=t.device)
         geo = proj.geometry(fetch=True)
         if geo["mode"] != "head":  # head rounds read embeddings, not pixels
             proj.pixel_cache(geo, progress=sys.stderr.isatty())
-        else:  # embedded once for every run: typicality chooses the first labels from them
+        if geo["mode"] in ("head", "finetune"):  # embedded once for every run: typicality picks the first labels
             from . import backbones
             from .embed import embed_items, items_from_store
 

@@ -4,7 +4,9 @@ pseudo-labels with SMOTE, a manifest pool, interruptions, and the CLI."""
 from __future__ import annotations
 
 import csv
+import json
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -406,3 +408,34 @@ def test_invalid_simulator_settings_are_clear_errors() -> None:
         sim(initial=20, budget=10)
     with pytest.raises(ConfigError, match="setting augment must be one of"):
         sim(augment="sideways")
+
+
+@pytest.mark.parametrize("mode", ["auto", "finetune"])
+def test_pretrain_learns_features_on_the_pool_before_the_runs(dataset: Path, tmp_path: Path, mode: str) -> None:
+    """--pretrain: the template pretrains on the pool (time recorded apart), every run trains on backbone
+    pool-simclr (mode auto means head), and a typicality strategy picks its first batch from those features."""
+    from alwb import backbones
+    from alwb.pretrain import POOL_BACKBONE
+    from alwb.simulate import PRETRAINED_MODE
+
+    s = replace(QUICK, pretrain_minutes=0.01, train=replace(QUICK.train, mode=mode))
+    assert s.train.backbone == POOL_BACKBONE and s.train.mode == (PRETRAINED_MODE if mode == "auto" else mode)
+    out = tmp_path / "out"
+    try:
+        curve = simulate(dataset, out, strategies=["typiclust", "random"], seeds=[0], settings=s, log=False)
+    finally:
+        backbones.unregister(POOL_BACKBONE)
+    pre = json.loads((out / "template" / "pretrain.json").read_text())
+    assert pre["finished"] and pre["steps"] >= 20 and pre["images"] == 90
+    rows = rows_of(curve)
+    name = f"ssl0.01+{s.train.mode}"
+    assert {r["setting"] for r in rows} == {name} and len(rows) == 4
+    firsts = []
+    for strategy in ("typiclust", "random"):
+        with Project.open(out / "runs" / f"{strategy}-{name}-seed0") as proj:
+            geo = proj.geometry()
+            assert (geo["mode"], geo["backbone"]) == (s.train.mode, POOL_BACKBONE)
+        sql = "SELECT item_id FROM labels WHERE round = 0 AND annotator = 'oracle'"
+        (ids,) = zip(*store_rows(proj.root / "alwb.sqlite", sql), strict=True)
+        firsts.append(set(ids))
+    assert len(firsts[0]) == len(firsts[1]) >= QUICK.initial and firsts[0] != firsts[1]

@@ -6,6 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from alwb.report import round_decisions
 from ui import state
 from ui.views import disagreements
 from ui.views.common import need_project, show_training, training_status
@@ -109,6 +110,9 @@ def render() -> None:
         c[1].metric("95% interval", "n/a" if pd.isna(last.low) else f"{last.low:.1%} – {last.high:.1%}")
         c[2].metric("Training labels", int(last.labels))
         c[3].metric("Validation labels", int(last.val_n))
+        done = [r for r in rounds if r["status"] == "done"]
+        for line in round_decisions(done[-1]["metrics"]) if done else []:  # what the round chose by itself, and why
+            st.caption(f"Round {done[-1]['number']}: {line}")
         st.subheader("Accuracy by labels given")
         st.caption(
             "Validation accuracy on a random sample of the pool that is never trained on; the band is its "
