@@ -189,6 +189,73 @@ def read_status(root: str | Path) -> dict[str, Any] | None:
         return None
 
 
+#: states of a job that is (or should be) at work
+ACTIVE_STATES = ("decoding", "running", "embedding")
+#: a job whose status was not written for this long, on a machine where its process cannot be checked, is lost
+STALE_S = 180.0
+
+
+def job_status(root: str | Path) -> dict[str, Any]:
+    """:func:`read_status` with the state corrected for a job that died without saying so: ``state`` is ``none``
+    (never ran), an active state, ``stopped``, ``failed``, ``finished`` or ``lost`` (its process is gone)."""
+    st = read_status(root)
+    if st is None:
+        return {"state": "none"}
+    if st.get("state") in ACTIVE_STATES:
+        host, _, pid = str(st.get("host", "")).rpartition(":")
+        alive: bool | None = None
+        if host == socket.gethostname() and pid.isdigit():
+            try:
+                os.kill(int(pid), 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+        if alive is False or (alive is None and time.time() - float(st.get("updated_at", 0)) > STALE_S):
+            st = {**st, "state": "lost"}
+    return st
+
+
+def start_background(
+    root: str | Path, *, minutes: float, device: str = "auto", restart: bool = False, use: str | None = None
+) -> int:
+    """Start ``alwb pretrain`` on the project as its own process (it outlives the page that started it; output in
+    ``PROJECT/backbones/pretrain.log``); returns its pid. Refuses while a job is at work."""
+    import subprocess
+    import sys
+
+    if job_status(root)["state"] in ACTIVE_STATES:
+        raise AlwbError("a pretraining job is already running for this project")
+    PretrainSettings(minutes=minutes)  # refuse bad values here, not in the background
+    d = backbone_dir(root)
+    d.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "alwb", "pretrain", str(root), "--minutes", f"{minutes:g}", "--device", device]
+    cmd += ["--restart"] if restart else []
+    cmd += ["--use", use] if use else []
+    with open(d / "pretrain.log", "ab") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    _write_status(Path(root), state="decoding", step=0, total_steps=0, host=f"{socket.gethostname()}:{proc.pid}")
+    return proc.pid
+
+
+def stop_background(root: str | Path) -> bool:
+    """Ask a job running on this machine to stop at its next step (it checkpoints; running it again resumes)."""
+    import signal
+
+    st = job_status(root)
+    host, _, pid = str(st.get("host", "")).rpartition(":")
+    if st["state"] not in ACTIVE_STATES or host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _write_status(root: Path, **fields: Any) -> None:
     d = backbone_dir(root)
     d.mkdir(parents=True, exist_ok=True)

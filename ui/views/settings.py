@@ -13,6 +13,7 @@ from alwb.query import list_strategies
 from alwb.report import format_training, training_status
 from ui import state
 from ui.text import md_escape
+from ui.views import pretrain_panel
 from ui.views.common import need_project, show_flash
 
 
@@ -123,3 +124,4 @@ def render() -> None:
                     state.reset_batch()
                     state.flash("Settings saved.")
                     st.rerun()
+        pretrain_panel.render(str(proj.root))

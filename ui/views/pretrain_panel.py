@@ -1,0 +1,73 @@
+"""The Settings page's "Features from these images" panel: start, watch and stop ``alwb pretrain`` (a process of
+its own, so it outlives the page), then train on the backbone it made."""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from alwb import pretrain
+from alwb.errors import AlwbError
+from ui import state
+from ui.text import md_escape
+
+
+def render(root: str) -> None:
+    """Draw the panel for the project at ``root``."""
+    st.subheader("Features from these images")
+    st.caption(
+        "Without downloaded weights, alwb can learn features from the project's own images (SimCLR on a small "
+        "CNN; no label is read). The result is backbone `pool-simclr`, for head and finetune rounds, and lets "
+        "the auto strategy choose typical images for the first labels."
+    )
+    _status(root)
+
+
+@st.fragment(run_every=2.0)
+def _status(root: str) -> None:
+    job = pretrain.job_status(root)
+    s = job["state"]
+    if s in pretrain.ACTIVE_STATES:
+        total, step = int(job.get("total_steps") or 0), int(job.get("step") or 0)
+        what = {"decoding": "reading the images", "embedding": "embedding every image"}.get(s, "training")
+        loss = f", loss {job['loss']:.3f}" if job.get("loss") is not None else ""
+        st.progress(min(1.0, step / total) if total else 0.0, text=f"Pretraining: {what}, step {step}/{total}{loss}")
+        st.caption(f"{job.get('host', '')}, updated {time.time() - float(job.get('updated_at', 0)):.0f} s ago")
+        if st.button("Stop (keeps a checkpoint; start again to resume)"):
+            pretrain.stop_background(root)
+        return
+    if s == "finished":
+        st.success(
+            f"pool-simclr is ready: {job.get('step')} steps in {float(job.get('seconds', 0)) / 60:.1f} min on "
+            f"{job.get('images')} images (loss {job.get('loss')}). Choose it as the pretrained backbone with mode "
+            "head (fast on a CPU) or finetune."
+        )
+        c = st.columns(2)
+        if c[0].button("Train on it: head mode", type="primary"):
+            _use(root, "head")
+        if c[1].button("Train on it: finetune mode"):
+            _use(root, "finetune")
+    elif s in ("failed", "lost"):
+        st.error(md_escape(f"The last pretraining job {s}: {job.get('error', 'its process is gone')}"))
+    elif s == "stopped":
+        st.warning("The last pretraining job was stopped; starting it again resumes from its checkpoint.")
+    with st.form("pretrain"):
+        minutes = st.number_input("Minutes of training", min_value=0.05, max_value=1440.0, value=15.0, step=5.0)
+        restart = st.checkbox("Start from scratch (discard the checkpoint)", value=s in ("finished", "failed"))
+        if st.form_submit_button("Learn features from these images"):
+            try:
+                pretrain.start_background(root, minutes=float(minutes), restart=restart)
+            except AlwbError as exc:
+                st.error(md_escape(str(exc)))
+            else:
+                st.rerun()
+
+
+def _use(root: str, mode: str) -> None:
+    with state.open_project() as proj:
+        if proj is None:
+            return
+        proj.set_train_config(mode=mode, backbone=pretrain.POOL_BACKBONE)
+    state.flash(f"The next rounds train in {mode} mode on pool-simclr.")
+    st.rerun()
