@@ -120,3 +120,19 @@ def test_a_changed_weights_file_is_refused(project: tuple[Project, dict[str, str
 def test_bad_settings_are_refused_with_a_message(kwargs: dict) -> None:
     with pytest.raises(ConfigError):
         PretrainSettings(**kwargs)
+
+
+def test_cli_pretrain_then_use(project: tuple[Project, dict[str, str]], capsys: pytest.CaptureFixture[str]) -> None:
+    from alwb.cli import build_parser, main
+
+    proj, _ = project
+    root = str(proj.root)
+    argv = ["pretrain", root, "--steps", "3", "--batch-size", "16", "--width", "4", "--device", "cpu"]
+    assert main([*argv, "--use", "finetune"]) == 0
+    out = capsys.readouterr().out
+    assert "pretraining finished: 3/3 steps" in out and f"backbone {POOL_BACKBONE}:" in out
+    with Project.open(root) as again:
+        assert (again.train_config.mode, again.train_config.backbone) == ("finetune", POOL_BACKBONE)
+    backbones.unregister(POOL_BACKBONE)  # a new process: the name is accepted before any project is opened
+    args = build_parser().parse_args(["train", root, "--backbone", POOL_BACKBONE, "--mode", "head"])
+    assert args.backbone == POOL_BACKBONE
