@@ -8,6 +8,7 @@ engine (PyTorch) is imported inside the command functions, so ``--help`` and ``a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -196,7 +197,18 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from .loop import Project
 
     classes = [c for c in (args.classes or "").split(",") if c.strip()]
+    root: Path | None = args.image_root
+    if root is not None:
+        root = root.expanduser().resolve()
+        if not root.is_dir():
+            raise AlwbError(f"image root {root} is not a folder")
+    else:  # the folder imported (a manifest's folder): its files are stored relative to it
+        from .ingest import default_image_root
+
+        root = default_image_root(args.images)
     with Project.create(args.project, classes=classes or None, store_url=args.store) as proj:
+        if root is not None:
+            proj.store.set_image_root(root)
         if args.val_size is not None:
             proj.set_config(val_size=args.val_size)
         if args.mode is not None or args.backbone is not None:
@@ -236,8 +248,15 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
     with Project.open(args.project) as proj:
         res = proj.query(args.n, args.strategy)
+        images = proj.store.image_root()
+    # paths of the files on this machine (the store may hold them relative to the image root: 'stored_path')
+    stored = {it.id: it.path for it in res.items}
+    res.items = [dataclasses.replace(it, path=str(images.locate(it.path))) for it in res.items]
     if args.json:
-        print(json.dumps(res.to_dict(), indent=1))
+        out = res.to_dict()
+        for d in out["items"]:
+            d["stored_path"] = stored[d["id"]]
+        print(json.dumps(out, indent=1))
         return 0
     if res.note:
         print(f"note: {res.note}", file=sys.stderr)
@@ -347,6 +366,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         elif kind == "back":
             print("the store is back", flush=True)
 
+    from .errors import StoreUnavailable
+    from .loop import Project
+
+    with contextlib.suppress(StoreUnavailable), Project.open(args.project) as proj:  # run_worker waits for a store
+        # where this machine reads the images (ALWB_IMAGE_ROOT maps them)
+        print(f"worker for {args.project}: {proj.store.image_root().describe()}", flush=True)
     try:
         n = run_worker(args.project, device=args.device, once=args.once, poll=args.poll, on_event=show)
     except KeyboardInterrupt:
@@ -427,6 +452,37 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     )
     print(f"wrote {curve} and {curve.with_suffix('.png')}")
     return 0
+
+
+def _cmd_root(args: argparse.Namespace) -> int:
+    from .loop import Project
+
+    with Project.open(args.project) as proj:
+        if args.action == "set":
+            if args.dir is None:
+                raise AlwbError("say which folder: alwb root PROJECT set DIR")
+            folder = Path(args.dir).expanduser().resolve()
+            if not folder.is_dir():
+                raise AlwbError(f"{folder} is not a folder on this machine")
+            ch = proj.store.set_image_root(folder)
+            print(
+                f"image root {ch.old or '(none)'} -> {ch.new}: {ch.changed} stored path(s) rewritten; "
+                f"{ch.relative} relative to the root, {ch.absolute} absolute (outside it: every machine must see "
+                "those at the same path)"
+            )
+        images = proj.store.image_root()
+        paths = proj.store.stored_paths()
+        n_abs = sum(1 for p in paths if Path(p).is_absolute())
+        print(images.describe())
+        print(f"items: {len(paths) - n_abs} relative to the root, {n_abs} absolute")
+        step = max(1, len(paths) // 200)
+        sample = paths[::step]
+        gone = [p for p in sample if not images.locate(p).exists()]
+        print(
+            f"checked {len(sample)} of {len(paths)} image(s) on this machine: "
+            + ("all found" if not gone else f"{len(gone)} missing, e.g. {images.missing_message(gone[0])}")
+        )
+    return 1 if gone else 0
 
 
 def _cmd_store(args: argparse.Namespace) -> int:
@@ -575,6 +631,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="keep the store in this empty PostgreSQL database (postgresql://...; default $ALWB_STORE_URL, "
         "else PROJECT/alwb.sqlite)",
+    )
+    p.add_argument(
+        "--image-root",
+        type=Path,
+        metavar="DIR",
+        help="the project's image root: paths under it are stored relative to it, so that each machine can map it "
+        "(ALWB_IMAGE_ROOT); default: the folder imported (a manifest's folder)",
     )
     p.set_defaults(func=_cmd_init)
 
@@ -769,6 +832,19 @@ def build_parser() -> argparse.ArgumentParser:
     weights_sub.add_parser(
         "remove", parents=[name], help="stop using NAME's custom file (go back to the published one)"
     )
+
+    p = sub.add_parser(
+        "root",
+        parents=[project],
+        help="show or set the project's image root (image paths are stored relative to it)",
+        description="Without an action: the recorded image root, where it is on this machine ($ALWB_IMAGE_ROOT "
+        "overrides it) and whether the images are found there (exit status 1 when some are not). 'set DIR': record "
+        "DIR as the root and rewrite every stored path, in one transaction: paths under DIR become relative to it, "
+        "the others stay absolute (this is also how a project with absolute paths adopts a root).",
+    )
+    p.add_argument("action", nargs="?", choices=["show", "set"], default="show", help="show (default) or set")
+    p.add_argument("dir", nargs="?", type=Path, metavar="DIR", help="the new root (with 'set'), a folder here")
+    p.set_defaults(func=_cmd_root)
 
     p = sub.add_parser("store", help="move the project's store (SQLite to PostgreSQL)")
     p.set_defaults(func=_cmd_store)

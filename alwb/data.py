@@ -19,7 +19,7 @@ import numpy.typing as npt
 import torch
 
 from .errors import AlwbError, ImageRejected
-from .images import load_array
+from .images import check_present, load_array
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -92,13 +92,19 @@ class PixelCache:
     def sync(self, store: Store, *, progress: bool = False, workers: int | None = None) -> int:
         """Decode items missing from the cache; items that became unreadable are marked rejected.
 
+        Stored paths are read through the project's image root on this machine (:meth:`Store.image_root`); when a
+        file is not there at all, :class:`alwb.images.ImageMissing` says which and nothing is rejected.
+
         Returns the number of items decoded.
         """
         want = np.asarray(store.item_ids(), dtype=np.int64)
         missing = np.setdiff1d(want, self.ids)
         if missing.size == 0:
             return 0
-        paths = [store.item(int(i))["path"] for i in missing]
+        images = store.image_root()
+        stored = [str(store.item(int(i))["path"]) for i in missing]
+        paths = [str(images.locate(p)) for p in stored]
+        check_present(images, stored, paths)  # a file this machine cannot see is not rejected for everyone
         new, errors = self._decode(paths, progress=progress, workers=workers)
         bad = [(int(i), e) for i, e in zip(missing, errors, strict=True) if e is not None]
         if bad:

@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import ImageRejected
+from .images import ImageRoot, check_present
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backbones import LoadedBackbone, Preprocess
@@ -270,6 +271,7 @@ def embed_items(
     progress: ProgressFn | None = None,
     retry_unreadable: bool = False,
     threads: int | None = None,
+    images: ImageRoot | None = None,
 ) -> EmbedReport:
     """Embed the items that are not in the cache yet; return what was done.
 
@@ -286,6 +288,10 @@ def embed_items(
     retry_unreadable : try again the items that were unreadable in an earlier run.
     threads : torch CPU threads for this call (restored afterwards); None leaves torch's setting. On a CPU that
         other processes share, 1 thread was twice as fast as 2 for ResNet-18 (``bench/speed/backbones.py``).
+    images : the project's image root on this machine (``store.image_root()``): the items' paths are then stored
+        paths, read through it, and a file that is not there stops the run with
+        :class:`alwb.images.ImageMissing` before anything is embedded (it is not marked unreadable). None: the
+        paths are used as they are.
 
     Returns
     -------
@@ -307,6 +313,11 @@ def embed_items(
         for p in again:
             cache.errors.pop(int(cache.ids[p]), None)
     todo = pos[cache.state[pos] == PENDING]
+    if images is not None:
+        todo_stored = [pairs[int(cache.ids[p])] for p in todo]
+        located = [str(images.locate(p)) for p in todo_stored]
+        check_present(images, todo_stored, located)
+        pairs.update((int(cache.ids[p]), loc) for p, loc in zip(todo, located, strict=True))
     already = int(np.sum(cache.state[pos] == DONE))
     report = EmbedReport(backbone.spec.name, cache.path, int(want.size), 0, already, device=dev)
     total = int(todo.size)
@@ -362,9 +373,15 @@ def embed_items(
     return report
 
 
-def items_from_store(store: Any) -> list[tuple[int, str]]:
-    """``(id, path)`` of every accepted item of a :class:`alwb.store.Store` (ascending ids).
+def items_from_store(store: Any, *, located: bool = True) -> list[tuple[int, str]]:
+    """``(id, path)`` of every accepted item of a :class:`alwb.store.Store` (ascending ids): the file's path on this
+    machine (read through ``store.image_root()``), or with ``located=False`` the path as stored (then pass
+    ``images=store.image_root()`` to :func:`embed_items`, which says clearly when a file is not here).
 
-    Uses only ``store.item_ids()`` and ``store.item(id)["path"]``.
+    Uses only ``store.item_ids()``, ``store.item(id)["path"]`` and ``store.image_root()``.
     """
-    return [(int(i), str(store.item(int(i))["path"])) for i in store.item_ids()]
+    stored = [(int(i), str(store.item(int(i))["path"])) for i in store.item_ids()]
+    if not located:
+        return stored
+    images = store.image_root()
+    return [(i, str(images.locate(p))) for i, p in stored]

@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .errors import AlwbError, UnsafeModelFileError
-from .images import load_array
+from .images import check_present, load_array
 from .loop import Project
 from .models import Classifier
 
@@ -93,14 +93,17 @@ def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = 
             )
             n_pseudo += 1
     class_dirs = {c: _safe_name(c) for c in project.classes}
+    images = project.store.image_root()
+    check_present(images, [row["src"] for row in rows])  # before anything is copied: a clear message, not a traceback
     for row in rows:
-        src = Path(row["src"])
+        src = images.locate(row["src"])
         name = f"{row['sha256'][:12]}_{_safe_name(src.name)}"
         dest = ds / class_dirs[row["label"]] / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dest)
         row["path"] = dest.relative_to(out).as_posix()
-        row["original_path"] = row.pop("src")
+        row.pop("src")
+        row["original_path"] = str(src)  # the file on this machine (the store may hold it relative to the root)
     cols = [
         "path",
         "sha256",

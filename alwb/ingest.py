@@ -26,7 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import AlwbError, ImageRejected, ManifestError
-from .images import ImageInfo, is_image_path, probe
+from .images import ImageInfo, ImageRoot, is_image_path, probe
 from .store import LabelRow, Store, validate_class_name
 
 MAX_FILE_BYTES = 512 * 1024 * 1024
@@ -74,6 +74,8 @@ class IngestReport:
     ignored: int = 0
     seconds: float = 0.0
     new_classes: list[str] = field(default_factory=list)
+    image_root: str | None = None
+    outside_root: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One paragraph for the terminal."""
@@ -86,11 +88,28 @@ class IngestReport:
         ]
         if self.new_classes:
             lines.append("new classes: " + ", ".join(self.new_classes))
+        if self.outside_root:
+            lines.append(
+                f"{len(self.outside_root)} image(s) outside the image root {self.image_root} are stored with absolute "
+                "paths (every machine must see them at the same path), e.g. " + self.outside_root[0]
+            )
         for path, reason in self.rejected[:20]:
             lines.append(f"  rejected {path}: {reason}")
         if len(self.rejected) > 20:
             lines.append(f"  ... and {len(self.rejected) - 20} more (see 'alwb status')")
         return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- the image root
+def default_image_root(src: str | Path) -> Path | None:
+    """The image root a new project takes from its first source: the folder imported, or a manifest's folder
+    (resolved); None when ``src`` does not exist (the import then says so)."""
+    p = Path(src).expanduser()
+    if p.is_dir():
+        return p.resolve()
+    if p.is_file():
+        return p.resolve().parent
+    return None
 
 
 # ---------------------------------------------------------------------------- scanning
@@ -258,16 +277,21 @@ def ingest(
     if labels:
         report.new_classes += store.add_classes(labels)
 
-    # accepted files are never read again; files rejected earlier are checked again (they may be fixed now)
+    # accepted files are never read again; files rejected earlier are checked again (they may be fixed now).
+    # Candidates carry absolute paths on this machine; the store holds them relative to the image root when under
+    # it: both forms are compared with what is stored.
+    images = store.image_root()
+    report.image_root = str(images.local) if images.local is not None else None
     known_paths = store.item_paths()
     known_hashes = store.known_hashes()
     todo: list[Candidate] = []
     for c in source.candidates:
-        if c.path in known_paths:
+        stored = images.to_stored(c.path)
+        if stored in known_paths or c.path in known_paths:
             report.already_known += 1
         else:
             todo.append(c)
-            known_paths.add(c.path)
+            known_paths.add(stored)
 
     by_path = {c.path: c for c in todo}
     to_check = [c.path for c in todo if c.refused is None]
@@ -276,7 +300,7 @@ def ingest(
     now = time.time()
     with store.transaction():
         for c in refused:
-            store.record_rejected(c.path, None, 0, c.refused or "refused", now=now)
+            store.record_rejected(images.to_stored(c.path), None, 0, c.refused or "refused", now=now)
             report.rejected.append((c.path, c.refused or "refused"))
 
     results = _run_checks(to_check, progress=progress, workers=workers)
@@ -284,10 +308,10 @@ def ingest(
     for res in results:
         batch.append(res)
         if len(batch) >= 2000:
-            _commit_batch(store, batch, by_path, known_hashes, report, annotator)
+            _commit_batch(store, batch, by_path, known_hashes, report, annotator, images)
             batch = []
     if batch:
-        _commit_batch(store, batch, by_path, known_hashes, report, annotator)
+        _commit_batch(store, batch, by_path, known_hashes, report, annotator, images)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -313,21 +337,24 @@ def _run_checks(paths: list[str], *, progress: bool, workers: int | None):  # no
         bar.close()
 
 
-def _commit_batch(store, batch, by_path, known_hashes, report, annotator) -> None:  # noqa: ANN001
+def _commit_batch(store, batch, by_path, known_hashes, report, annotator, images: ImageRoot) -> None:  # noqa: ANN001
     now = time.time()
     labels: list[tuple[int, str]] = []
     with store.transaction():
         for path, sha, size, info, reason in batch:
+            stored = images.to_stored(path)
             if info is None:
-                store.record_rejected(path, sha, size, reason or "unreadable", now=now)
+                store.record_rejected(stored, sha, size, reason or "unreadable", now=now)
                 report.rejected.append((path, reason or "unreadable"))
                 continue
             if sha in known_hashes:
                 report.duplicates += 1
                 continue
             known_hashes.add(sha)
+            if images.local is not None and Path(stored).is_absolute():
+                report.outside_root.append(stored)
             item_id = store.record_item(
-                path,
+                stored,
                 sha,
                 size,
                 width=info.width,

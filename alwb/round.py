@@ -364,11 +364,12 @@ def gather_embeddings(r: RoundState) -> None:
     r.backbone = backbones.load(r.geo["backbone"], device=device, download=False, quiet=True)
     report = embed_items(
         r.project.root,
-        items_from_store(r.project.store),
+        items_from_store(r.project.store, located=False),
         r.backbone,
         device=device,
         progress=r.progress,
         threads=1 if device == "cpu" else None,
+        images=r.project.store.image_root(),
     )
     if report.unreadable:
         r.project.store.reject_items(sorted(report.unreadable.items()))

@@ -16,6 +16,7 @@ from typing import Any
 
 import streamlit as st
 
+from alwb.images import ImageRoot
 from alwb.loop import Project
 from alwb.store.location import is_project
 
@@ -244,10 +245,20 @@ def thumbnail(path: str, mtime: float, size: int, channels: int = 3) -> tuple[by
     return buf.getvalue(), "JPEG"
 
 
-def image_bytes(path: str, size: int = 192) -> tuple[bytes, str] | None:
-    """Display bytes of ``path`` and their format (``PNG``/``JPEG``: give it to ``st.image(output_format=...)``
-    so Streamlit sends them as they are), or None when the file can no longer be read."""
+def image_bytes(images: ImageRoot, stored: str, size: int = 192) -> tuple[bytes, str] | None:
+    """Display bytes of the image stored as ``stored`` (read through the project's image root on this machine,
+    ``proj.store.image_root()``) and their format (``PNG``/``JPEG``: give it to ``st.image(output_format=...)`` so
+    Streamlit sends them as they are), or None when the file cannot be read (:func:`image_problem` says why)."""
+    path = str(images.locate(stored))
     try:
         return thumbnail(path, os.path.getmtime(path), size)
     except Exception:  # a file removed or broken since import must not break the page
         return None
+
+
+def image_problem(images: ImageRoot, stored: str) -> str:
+    """Why an image cannot be shown: not on this machine (with the stored path, the root in use and the
+    ``ALWB_IMAGE_ROOT`` hint), or no longer readable."""
+    if not images.locate(stored).exists():
+        return images.missing_message(stored)
+    return "image no longer readable"

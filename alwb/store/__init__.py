@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabelError, ProjectError
+from ..images import ENV_IMAGE_ROOT, IMAGE_ROOT_KEY, ImageRoot
 from . import schema
 from .accounts import AccountTables
 from .leasing import LeaseTables
@@ -38,11 +39,24 @@ from .queue import QueueTables
 from .reviewing import ReviewTables
 from .schema import SCHEMA_VERSION
 
-__all__ = ["RESERVED_NAMES", "SCHEMA_VERSION", "LabelRow", "Store", "is_url", "validate_class_name"]
+__all__ = ["RESERVED_NAMES", "SCHEMA_VERSION", "LabelRow", "RootChange", "Store", "is_url", "validate_class_name"]
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 #: Answers that are not classes ("none of these classes", "skip").
 RESERVED_NAMES = frozenset({"<none>", "<skip>"})
+
+
+@dataclass
+class RootChange:
+    """What :meth:`Store.set_image_root` did: the old and new root, and how many stored paths it rewrote and how
+    many are now relative to the root or absolute (outside it)."""
+
+    old: str | None
+    new: str | None
+    changed: int = 0
+    unchanged: int = 0
+    relative: int = 0
+    absolute: int = 0
 
 
 @dataclass(frozen=True)
@@ -245,8 +259,52 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
         return self.con.execute("SELECT * FROM items WHERE id=?", (item_id,)).fetchone()
 
     def item_by_path(self, path: str) -> Any:
-        """An item by its stored (absolute) path."""
-        return self.con.execute("SELECT * FROM items WHERE path=?", (path,)).fetchone()
+        """An item by its stored path, or by a file's absolute path on this machine (an item stored relative to the
+        image root is found by its full path under the root in use here, see :meth:`image_root`)."""
+        row = self.con.execute("SELECT * FROM items WHERE path=?", (path,)).fetchone()
+        if row is None and Path(path).is_absolute():
+            rel = self.image_root().relative(path)
+            if rel is not None:
+                row = self.con.execute("SELECT * FROM items WHERE path=?", (rel,)).fetchone()
+        return row
+
+    # ------------------------------------------------------------------ the image root
+    def image_root(self) -> ImageRoot:
+        """Where the project's images are on this machine: the recorded root, or ``$ALWB_IMAGE_ROOT`` instead."""
+        return ImageRoot.of(self.get_meta(IMAGE_ROOT_KEY))
+
+    def set_image_root(self, root: str | Path | None) -> RootChange:
+        """Record ``root`` (an absolute folder on this machine; None: no root) as the project's image root and
+        rewrite every stored path, in one transaction: paths under it become relative to it (POSIX separators),
+        all others absolute. Stored relative paths are read through the root in use here before the change."""
+        new_root = None if root is None else str(Path(root).expanduser().absolute())
+        change = RootChange(old=self.get_meta(IMAGE_ROOT_KEY), new=new_root)
+        with self.transaction():
+            old = self.image_root()  # read inside the transaction: no import writes in between
+            new = ImageRoot(new_root, Path(new_root) if new_root else None)
+            rows = self.con.execute("SELECT id, path FROM items ORDER BY id").fetchall()
+            moves: list[tuple[int, str]] = []
+            for item_id, stored in rows:
+                full = old.locate(stored)
+                if not full.is_absolute():  # a relative path with no root anywhere: nothing to anchor it to
+                    raise ProjectError(
+                        f"item {item_id} is stored as {stored!r} but no image root is known (set {ENV_IMAGE_ROOT})"
+                    )
+                target = new.to_stored(full)
+                if target == stored:
+                    change.unchanged += 1
+                else:
+                    moves.append((int(item_id), target))
+                if Path(target).is_absolute():
+                    change.absolute += 1
+                else:
+                    change.relative += 1
+            # two passes, so that one path taking another's old name never meets the UNIQUE index half-way
+            self.con.executemany("UPDATE items SET path=? WHERE id=?", [(f"\x01alwb-moving:{i}", i) for i, _ in moves])
+            self.con.executemany("UPDATE items SET path=? WHERE id=?", [(t, i) for i, t in moves])
+            self.set_meta(IMAGE_ROOT_KEY, new_root)
+        change.changed = len(moves)
+        return change
 
     def rejected(self) -> list[Any]:
         """Rejected files with their reasons."""
@@ -255,6 +313,10 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
     def item_paths(self, *, status: str = "ok") -> set[str]:
         """Stored paths of the items with ``status``."""
         return {r[0] for r in self.con.execute("SELECT path FROM items WHERE status=?", (status,))}
+
+    def stored_paths(self, *, status: str = "ok") -> list[str]:
+        """Stored paths of the items with ``status``, by item id."""
+        return [r[0] for r in self.con.execute("SELECT path FROM items WHERE status=? ORDER BY id", (status,))]
 
     def image_geometry(self) -> list[tuple[int, bool]]:
         """(shorter side, greyscale) of every accepted item."""

@@ -216,7 +216,8 @@ def test_a_moved_project_keeps_its_model(tmp_path: Path, shapes_flat, capsys) ->
     proj = tmp_path / "proj"
     run_cli(capsys, "init", proj, "--images", folder, "--classes", "circle,square,triangle")
     with Project.open(proj) as p:
-        p.label([(i, truth[p.store.item(i)["path"]]) for i in p.store.item_ids()[:24]])
+        where = p.store.image_root()  # init stores the paths relative to the folder imported
+        p.label([(i, truth[str(where.locate(p.store.item(i)["path"]))]) for i in p.store.item_ids()[:24]])
     assert run_cli(capsys, "train", proj, "--epochs", "2", "--device", "cpu")[0] == 0
     moved = tmp_path / "moved"
     shutil.move(proj, moved)

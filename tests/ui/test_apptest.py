@@ -594,6 +594,7 @@ def test_thumbnails_enlarge_small_images_without_blur_and_shrink_photos(tmp_path
     import numpy as np
     from PIL import Image
 
+    from alwb.images import ImageRoot
     from ui import state
 
     rng = np.random.default_rng(0)
@@ -610,4 +611,4 @@ def test_thumbnails_enlarge_small_images_without_blur_and_shrink_photos(tmp_path
     data, fmt = state.thumbnail(str(tmp_path / "photo.png"), 0.0, 192)
     assert fmt == "JPEG"
     assert Image.open(io.BytesIO(data)).size == (192, 128)
-    assert state.image_bytes(str(tmp_path / "gone.png")) is None
+    assert state.image_bytes(ImageRoot.of(None, ""), str(tmp_path / "gone.png")) is None

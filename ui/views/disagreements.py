@@ -10,6 +10,7 @@ from alwb import agreement
 from alwb.errors import AlwbError
 from alwb.loop import Project
 from ui import state
+from ui.text import md_escape
 
 PAGE = 12
 COLUMNS = 4
@@ -30,6 +31,7 @@ def _decide(root: str, decisions: dict[int, str], reviewer: str) -> None:
 def render_tab(proj: Project) -> None:
     """Draw the tab's content (inside ``st.tabs``)."""
     store = proj.store
+    images = store.image_root()
     root = str(proj.root)
     overall = agreement.overall_agreement(store)
     if overall is None:
@@ -62,9 +64,11 @@ def render_tab(proj: Project) -> None:
             for col, d in zip(st.columns(COLUMNS), shown[start : start + COLUMNS], strict=False):
                 with col:
                     row = store.item(d.item_id)
-                    img = state.image_bytes(row["path"], 128) if row is not None else None
+                    img = state.image_bytes(images, row["path"], 128) if row is not None else None
                     if img:
                         st.image(img[0], width="stretch", output_format=img[1])
+                    elif row is not None:
+                        st.caption(md_escape(state.image_problem(images, row["path"])))
                     st.text(" · ".join(f"{n}: {state.NONE if c is None else c}" for n, c in d.answers.items()))
                     st.selectbox("decision", ["", *options], key=f"dec_{d.item_id}", label_visibility="collapsed")
         submitted = st.form_submit_button("Save decisions", type="primary")

@@ -28,6 +28,7 @@ def render() -> None:
         proj = need_project(proj)
         me = state.annotator()
         entries = own_labels(proj.store, me)
+        images = proj.store.image_root()
     st.title("History")
     s = summarise(entries)
     parts = [
@@ -52,9 +53,11 @@ def render() -> None:
     for start in range(0, len(rows), COLUMNS):
         for col, e in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
             with col.container(border=True, key=f"hcard_{e.label_id}"):
-                img = state.image_bytes(e.path, 128)
+                img = state.image_bytes(images, e.path, 128)
                 if img:
                     st.image(img[0], width="stretch", output_format=img[1])
+                else:
+                    st.caption(md_escape(state.image_problem(images, e.path)))
                 name = e.path.replace("\\", "/").rsplit("/", 1)[-1]
                 answer = state.NONE if e.answer is None else e.answer
                 st.text(name)

@@ -253,6 +253,7 @@ def render() -> None:
         total = proj.store.item_count()
         cfg = proj.config
         device = proj.train_config.device
+        images = proj.store.image_root()
     top = st.columns([3, 1, 1])
     top[0].caption(
         f"{n_labeled} of {total} items answered · strategy {cfg.strategy} · retrain every {cfg.retrain_every} labels"
@@ -288,9 +289,9 @@ def render() -> None:
         for col, j in zip(cols, range(row_start, min(row_start + COLUMNS, len(items))), strict=False):
             it = items[j]
             with col.container(border=True, key=f"cell_{j}"):
-                shown = state.image_bytes(it.path)
+                shown = state.image_bytes(images, it.path)
                 if shown is None:
-                    st.warning("image no longer readable")
+                    st.warning(md_escape(state.image_problem(images, it.path)))
                 else:
                     st.image(shown[0], width="stretch", output_format=shown[1])
                 head = f"{'▶ ' if j == focus else ''}#{j + 1}"

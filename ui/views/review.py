@@ -9,8 +9,10 @@ import numpy as np
 import streamlit as st
 
 from alwb.errors import AlwbError
+from alwb.images import ImageRoot
 from alwb.loop import Project
 from ui import state
+from ui.text import md_escape
 from ui.views import disagreements
 from ui.views.common import need_project, show_flash
 
@@ -43,13 +45,16 @@ def _pseudo(root: str, item_ids: list[int], classes: list[str], accept: bool, an
         proj.close()
 
 
-def _grid(rows: list) -> Iterator[tuple[object, object]]:
-    """(column, row) for each row, COLUMNS to a line, each column already showing the row's thumbnail."""
+def _grid(rows: list, images: ImageRoot) -> Iterator[tuple[object, object]]:
+    """(column, row) for each row, COLUMNS to a line, each column already showing the row's thumbnail (read through
+    the project's image root on this machine)."""
     for start in range(0, len(rows), COLUMNS):
         for col, r in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
-            shown = state.image_bytes(r["path"], 128)
+            shown = state.image_bytes(images, r["path"], 128)
             if shown:
                 col.image(shown[0], width="stretch", output_format=shown[1])
+            else:
+                col.caption(md_escape(state.image_problem(images, r["path"])))
             yield col, r
 
 
@@ -58,6 +63,7 @@ def render() -> None:
     with state.open_project() as proj:
         proj = need_project(proj)
         root = str(proj.root)
+        images = proj.store.image_root()
         st.title("Review")
         show_flash()
         classes = proj.classes
@@ -91,7 +97,7 @@ def render() -> None:
             shown = rows[(page - 1) * PAGE : page * PAGE]
             options = [*classes, state.NONE]
             with st.form("fix"):
-                for col, r in _grid(shown):
+                for col, r in _grid(shown, images):
                     with col:
                         p = pred.get(r["item_id"])
                         st.text(f"{r['source']}" + (f" · model: {p[0]} ({p[1]:.0%})" if p else ""))
@@ -125,7 +131,7 @@ def render() -> None:
                 )
                 shown = pl[:PAGE]
                 picks = []
-                for col, r in _grid(shown):
+                for col, r in _grid(shown, images):
                     with col:
                         st.text(f"{r['class']} ({r['confidence']:.0%})")
                         if st.checkbox("select", key=f"ps_{r['item_id']}", value=True):

@@ -8,6 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from alwb.errors import AlwbError
+from alwb.ingest import default_image_root
 from alwb.loop import Project
 from alwb.store.location import is_project
 from alwb.ziputil import content_root, safe_extract
@@ -20,6 +21,9 @@ def _create(folder: str, source: Path | None, classes: list[str]) -> None:
     root = Path(folder).expanduser()
     proj = Project.create(root, classes=classes or None)
     try:
+        image_root = default_image_root(source) if source is not None else None
+        if image_root is not None:  # as 'alwb init': paths under the folder imported are stored relative to it
+            proj.store.set_image_root(image_root)
         if source is not None:
             try:
                 rep = proj.add_images(source, classes=classes or None)
@@ -42,6 +46,7 @@ def render() -> None:
             st.text(str(proj.root))
             s = proj.status()["items"]
             st.caption(f"{s['total']} images · {s['labeled']} answered · {s['rejected']} rejected")
+            st.caption(md_escape(proj.store.image_root().describe()))
             _classes(proj)
             _add_images(proj)
             if st.button("Close project"):
