@@ -59,8 +59,10 @@ class _BackboneChoices:
     @staticmethod
     def _names() -> list[str]:
         from .backbones import backbone_names
+        from .pretrain import POOL_BACKBONE
 
-        return backbone_names()
+        names = backbone_names()
+        return names if POOL_BACKBONE in names else [*names, POOL_BACKBONE]  # a project's own (alwb pretrain)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names())
@@ -435,7 +437,13 @@ def sim_train_config(args: argparse.Namespace) -> TrainConfig:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from .simulate import SimSettings, simulate
 
-    own = {"initial": args.initial, "batch": args.batch, "budget": args.budget, "val_size": args.val_size}
+    own = {
+        "initial": args.initial,
+        "batch": args.batch,
+        "budget": args.budget,
+        "val_size": args.val_size,
+        "pretrain_minutes": args.pretrain,
+    }
     settings = SimSettings(**{k: v for k, v in own.items() if v is not None}, train=sim_train_config(args))
     try:
         seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
@@ -451,6 +459,50 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         train_manifest=args.train_manifest,
     )
     print(f"wrote {curve} and {curve.with_suffix('.png')}")
+    return 0
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from tqdm import tqdm
+
+    from .loop import Project
+    from .pretrain import POOL_BACKBONE, PretrainSettings, pretrain
+
+    settings = PretrainSettings(
+        minutes=args.minutes, steps=args.steps, batch_size=args.batch_size, width=args.width, seed=args.seed
+    )
+    with Project.open(args.project) as proj:
+        bar = tqdm(total=0, unit="step", disable=not sys.stderr.isatty(), desc="pretraining")
+
+        def progress(step: int, total: int, loss: float) -> None:
+            if total and bar.total != total:
+                bar.total = total
+            bar.n = step
+            bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+            bar.refresh()
+
+        stopping = threading.Event()  # SIGTERM (the workbench's Stop) stops at the next step, with a checkpoint
+        old = signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
+        try:
+            rep = pretrain(
+                proj, settings, device=args.device, restart=args.restart, progress=progress, stop=stopping.is_set
+            )
+        finally:
+            signal.signal(signal.SIGTERM, old)
+        bar.close()
+        print(rep.summary())
+        if not rep.finished:
+            print("run the same command again to resume from the checkpoint")
+            return 1
+        print(f"backbone {POOL_BACKBONE}: {rep.file} (SHA-256 {rep.sha256})")
+        if args.use:
+            proj.set_train_config(mode=args.use, backbone=POOL_BACKBONE)
+            print(f"the project's next rounds train in {args.use} mode on {POOL_BACKBONE}")
+        else:
+            print(f"use it with: alwb train {args.project} --mode head --backbone {POOL_BACKBONE} (or --mode finetune)")
     return 0
 
 
@@ -761,8 +813,31 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"least top-class probability of a pseudo-label (default {TrainConfig.pseudo_threshold:g})",
     )
     p.add_argument("--train-manifest", type=Path, help="take the pool from this CSV (path,label) instead of train/")
+    p.add_argument(
+        "--pretrain",
+        type=float,
+        metavar="MINUTES",
+        help="pretrain features on the pool first (alwb pretrain; its time reported apart); the runs train on them",
+    )
     p.add_argument("--out", type=Path, default=Path("data/simulation"), help="output folder (default %(default)s)")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser(
+        "pretrain",
+        parents=[_project_options(), _device_options("auto", "default %(default)s")],
+        help="learn features from the project's own images (no labels, no download)",
+        description="Trains a small CNN on every image of the project with SimCLR's contrastive loss (no label is "
+        "read, nothing is downloaded) and registers it as the project's backbone 'pool-simclr', for head and "
+        "finetune rounds. Checkpoints every 30 s; Ctrl+C stops, and the same command resumes.",
+    )
+    p.add_argument("--minutes", type=float, default=15.0, help="training time in all (default %(default)s)")
+    p.add_argument("--steps", type=int, default=0, help="a number of steps instead of a time (default: by time)")
+    p.add_argument("--batch-size", type=int, default=256, help="images a step (default %(default)s)")
+    p.add_argument("--width", type=int, default=16, help="the CNN's first-stage channels (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
+    p.add_argument("--restart", action="store_true", help="throw an earlier checkpoint away")
+    p.add_argument("--use", choices=("head", "finetune"), help="make the project's rounds train on it in this mode")
+    p.set_defaults(func=_cmd_pretrain)
 
     p = sub.add_parser(
         "demo",

@@ -88,7 +88,7 @@ def test_handover_to_margin_is_measured_once_then_kept(tmp_path: Path) -> None:
         number = proj.store.start_round("auto")
         proj.store.finish_round(
             number,
-            model_path=rnd["model_path"] if "model_path" in rnd else "m",
+            model_path=rnd.get("model_path", "m"),
             arch="cnn6",
             config={},
             metrics={**rnd["metrics"], "handover": {**h, "use": "margin", "since": number}},

@@ -73,7 +73,9 @@ def test_model_free_strategies_are_refused_by_select() -> None:
 
 def test_probe_needs_enough_validation_items() -> None:
     x, y = blobs(20)
-    h = probe_handover(x[:10], y[:10], x[10 : 10 + MIN_PROBE_VAL - 1], y[10 : 10 + MIN_PROBE_VAL - 1], 10, num_classes=3)
+    h = probe_handover(
+        x[:10], y[:10], x[10 : 10 + MIN_PROBE_VAL - 1], y[10 : 10 + MIN_PROBE_VAL - 1], 10, num_classes=3
+    )
     assert h.use == "typiclust" and h.typical_gain is None and "needs" in h.reason
 
 
