@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -29,41 +28,10 @@ from torch import nn
 from alwb.config import TrainConfig
 from alwb.data import normalise
 from alwb.loop import Project
+from alwb.pretrain import nt_xent, simclr_views
 from alwb.pseudo import choose_pseudo_labels
 from alwb.round import epochs_with_extra
 from alwb.train import build_model, seed_everything
-
-
-def simclr_views(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """A random view of float images ``(B, C, H, W)`` (0-255): resized crop (area 35-100%, aspect 3/4-4/3),
-    horizontal flip, contrast and brightness jitter."""
-    b = x.shape[0]
-    area = 0.35 + 0.65 * torch.rand(b, generator=generator)
-    aspect = torch.exp((torch.rand(b, generator=generator) - 0.5) * math.log(16 / 9))
-    sx = torch.sqrt(area * aspect).clamp(max=1.0)
-    sy = torch.sqrt(area / aspect).clamp(max=1.0)
-    tx = (1 - sx) * (2 * torch.rand(b, generator=generator) - 1)
-    ty = (1 - sy) * (2 * torch.rand(b, generator=generator) - 1)
-    flip = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0)
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 2] = sx * flip, tx
-    theta[:, 1, 1], theta[:, 1, 2] = sy, ty
-    grid = nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
-    out = nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    contrast = 0.6 + 0.8 * torch.rand(b, 1, 1, 1, generator=generator)
-    bright = (torch.rand(b, 1, 1, 1, generator=generator) - 0.5) * 100.0
-    mean = out.mean(dim=(1, 2, 3), keepdim=True)
-    return ((out - mean) * contrast + mean + bright).clamp(0, 255)
-
-
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's normalised-temperature cross-entropy over the 2B views of a batch."""
-    z = nn.functional.normalize(torch.cat([z1, z2]), dim=1)
-    sim = z @ z.T / temperature
-    n = z1.shape[0]
-    sim.fill_diagonal_(float("-inf"))
-    target = torch.cat([torch.arange(n, 2 * n), torch.arange(0, n)])
-    return nn.functional.cross_entropy(sim, target)
 
 
 def pretrain(

@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-import streamlit as st
-from test_apptest import _project, ok, page
+from test_apptest import _fresh_streamlit, _project, ok, page  # noqa: F401 (_fresh_streamlit: autouse)
 
 from alwb import backbones
 from alwb.loop import Project
@@ -16,12 +15,8 @@ from alwb.pretrain import POOL_BACKBONE, job_status
 
 
 @pytest.fixture(autouse=True)
-def _fresh_streamlit(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv("ALWB_PROJECT", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
+def _forget_the_backbone():
     yield
-    st.cache_data.clear()
     backbones.unregister(POOL_BACKBONE)
 
 

@@ -5,21 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-import streamlit as st
-from test_apptest import _project, page
+from test_apptest import _fresh_streamlit, _project, page  # noqa: F401 (_fresh_streamlit: autouse)
 
 from alwb.loop import Project
 from alwb.report import format_status, round_decisions
-
-
-@pytest.fixture(autouse=True)
-def _fresh_streamlit(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv("ALWB_PROJECT", raising=False)
-    st.cache_data.clear()
-    st.cache_resource.clear()
-    yield
-    st.cache_data.clear()
 
 
 def test_round_decisions_read_the_recorded_metrics() -> None:
