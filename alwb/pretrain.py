@@ -397,7 +397,7 @@ def pretrain(
         if restart:
             ckpt_path.unlink(missing_ok=True)
         elif ckpt_path.is_file():
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
             if ck.get("settings") != asdict(s) or ck.get("image_size") != size:
                 raise AlwbError(
                     f"{ckpt_path} was made with other settings ({ck.get('settings')}, {ck.get('image_size')} px);"
