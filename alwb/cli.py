@@ -59,16 +59,16 @@ class _BackboneChoices:
     @staticmethod
     def _names() -> list[str]:
         from .backbones import backbone_names
-        from .pretrain import POOL_BACKBONE
 
-        names = backbone_names()
-        return names if POOL_BACKBONE in names else [*names, POOL_BACKBONE]  # a project's own (alwb pretrain)
+        return backbone_names()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._names())
 
     def __contains__(self, value: object) -> bool:
-        return value in self._names()
+        from .pretrain import POOL_BACKBONE  # a project's own backbone, registered when its project is opened
+
+        return value == POOL_BACKBONE or value in self._names()
 
     def __len__(self) -> int:
         return len(self._names())
