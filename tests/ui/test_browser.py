@@ -525,6 +525,8 @@ def test_a_project_from_uploaded_zips_in_a_browser(browser_page, tmp_path: Path)
         assert proj.classes == sorted(SHAPES)
         assert proj.store.item_count() == 21
         assert len(proj.store.current_labels()) == 12, "the first zip's class folders are its labels"
+        images = proj.store.image_root()  # stored paths are relative to the image root (the first upload)
         for row in proj.store.items():
-            assert Path(row["path"]).resolve().is_relative_to((root / "uploads").resolve()), row["path"]
+            here = images.locate(row["path"]).resolve()
+            assert here.is_file() and here.is_relative_to((root / "uploads").resolve()), row["path"]
     assert len(sockets) == 1, f"the page reconnected: {sockets}"
