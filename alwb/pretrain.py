@@ -32,8 +32,6 @@ if TYPE_CHECKING:  # torch loads only when a job runs: opening a project registe
     import torch
     from torch import nn
 
-import numpy as np
-
 from .errors import AlwbError, ConfigError
 
 #: the registry name of a project's own backbone
@@ -352,6 +350,7 @@ def pretrain(
     again to resume). ``restart`` throws an earlier checkpoint away. A job that already finished with these
     settings returns its report at once.
     """
+    import numpy as np
     import torch
     from safetensors.torch import save_file
     from torch import nn

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabelError, ProjectError
-from ..images import ENV_IMAGE_ROOT, IMAGE_ROOT_KEY, ImageRoot
+from ..imageroot import ENV_IMAGE_ROOT, IMAGE_ROOT_KEY, ImageRoot
 from . import schema
 from .accounts import AccountTables
 from .leasing import LeaseTables
