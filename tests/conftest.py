@@ -58,6 +58,17 @@ def _no_weights_from_outside(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _forget_project_backbones():
+    """Opening a project with its own backbone (alwb pretrain) registers it for the process: forget it after each
+    test, so that the registry other tests see is the built-in one."""
+    yield
+    from alwb import backbones
+    from alwb.pretrain import POOL_BACKBONE
+
+    backbones.unregister(POOL_BACKBONE)
+
+
+@pytest.fixture(autouse=True)
 def _seed_everything() -> None:
     import torch
 
