@@ -115,12 +115,28 @@ WORKER = textwrap.dedent(
     from alwb.store import LabelRow, Store
 
     location, me, share = sys.argv[1], sys.argv[2], float(sys.argv[3])
+    def left_for_me(s):
+        # PostgreSQL's SKIP LOCKED passes over items another claim is locking at that instant, so an empty claim
+        # means "nothing free right now": stop only when nothing is left that this annotator could still answer
+        answers = {}
+        for item_id, who in s.con.execute("SELECT item_id, annotator FROM labels"):
+            answers.setdefault(int(item_id), set()).add(who)
+        return [
+            i for i in order
+            if me not in answers.get(i, ())
+            and len(answers.get(i, ())) < (2 if leases.is_overlap(i, share) else 1)
+        ]
+
     with Store(location) as s:
         order = s.item_ids()
         rounds = 0
+        deadline = time.monotonic() + 200
         while True:
             got = leases.claim(s, me, order, 7, share=share)
             if not got:
+                if left_for_me(s) and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                    continue
                 break
             time.sleep(0.002)
             s.add_labels([LabelRow(i, me) for i in got], annotator=me)  # each process answers with its own class
