@@ -507,6 +507,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_root(args: argparse.Namespace) -> int:
+    from .imageroot import in_project
     from .loop import Project
 
     with Project.open(args.project) as proj:
@@ -521,12 +522,15 @@ def _cmd_root(args: argparse.Namespace) -> int:
                 f"image root {ch.old or '(none)'} -> {ch.new}: {ch.changed} stored path(s) rewritten; "
                 f"{ch.relative} relative to the root, {ch.absolute} absolute (outside it: every machine must see "
                 "those at the same path)"
+                + (f", {ch.in_project} in the project folder (uploads)" if ch.in_project else "")
             )
         images = proj.store.image_root()
         paths = proj.store.stored_paths()
         n_abs = sum(1 for p in paths if Path(p).is_absolute())
+        n_proj = sum(1 for p in paths if in_project(p))
         print(images.describe())
-        print(f"items: {len(paths) - n_abs} relative to the root, {n_abs} absolute")
+        uploads = f", {n_proj} in the project folder (uploads)" if n_proj else ""
+        print(f"items: {len(paths) - n_abs - n_proj} relative to the root, {n_abs} absolute{uploads}")
         step = max(1, len(paths) // 200)
         sample = paths[::step]
         gone = [p for p in sample if not images.locate(p).exists()]

@@ -16,6 +16,14 @@ from .errors import AlwbError
 ENV_IMAGE_ROOT = "ALWB_IMAGE_ROOT"
 #: The store's meta key holding the project's image root (as given on the machine that set it).
 IMAGE_ROOT_KEY = "image_root"
+#: How a stored path relative to the project folder begins (images uploaded into ``PROJECT/uploads/``): the project
+#: folder is shared by every machine, wherever each mounts it.
+PROJECT_PREFIX = "@project/"
+
+
+def in_project(stored: str) -> bool:
+    """True when a stored path is relative to the project folder (see :data:`PROJECT_PREFIX`)."""
+    return stored.startswith(PROJECT_PREFIX)
 
 
 class ImageMissing(AlwbError):
@@ -32,24 +40,31 @@ class ImageRoot:
     """Where a project's images are on this machine.
 
     ``recorded`` is the root the store records (None: every stored path is absolute); ``local`` the root used here
-    (``$ALWB_IMAGE_ROOT`` when set, else ``recorded``). Stored paths under the root are relative to it with POSIX
-    separators; others are absolute and used as they are (``local / p`` is ``p`` for an absolute ``p``).
+    (``$ALWB_IMAGE_ROOT`` when set, else ``recorded``); ``project`` the project folder on this machine, when known.
+    Stored paths under the root are relative to it with POSIX separators; paths outside it but inside the project
+    folder (uploads) are ``@project/`` and the path relative to the project folder; others are absolute and used as
+    they are (``local / p`` is ``p`` for an absolute ``p``).
     """
 
     recorded: str | None
     local: Path | None
     from_env: bool = False
+    project: Path | None = None
 
     @classmethod
-    def of(cls, recorded: str | None, env: str | None = None) -> ImageRoot:
+    def of(cls, recorded: str | None, env: str | None = None, *, project: Path | None = None) -> ImageRoot:
         """The root in use for a recorded root: ``env`` (default: ``$ALWB_IMAGE_ROOT``) wins when non-empty."""
         env = os.environ.get(ENV_IMAGE_ROOT) if env is None else env
         if env and env.strip():
-            return cls(recorded, Path(env.strip()).expanduser(), from_env=True)
-        return cls(recorded, Path(recorded) if recorded else None)
+            return cls(recorded, Path(env.strip()).expanduser(), from_env=True, project=project)
+        return cls(recorded, Path(recorded) if recorded else None, project=project)
 
     def locate(self, stored: str) -> Path:
         """The file a stored path names on this machine (not checked: see :meth:`open_path`)."""
+        if in_project(stored):
+            if self.project is None:  # a store opened without its project folder: nothing to anchor it to
+                return Path(stored)
+            return self.project.joinpath(*PurePosixPath(stored[len(PROJECT_PREFIX) :]).parts)
         if Path(stored).is_absolute() or self.local is None:
             return Path(stored)
         return self.local.joinpath(*PurePosixPath(stored).parts)
@@ -75,7 +90,14 @@ class ImageRoot:
     def missing_message(self, stored: str) -> str:
         """Why the image stored as ``stored`` cannot be found here, and what to do."""
         path = self.locate(stored)
-        if Path(stored).is_absolute():
+        if in_project(stored):
+            where = (
+                f"it is stored relative to the project folder, here {self.project} (an upload)"
+                if self.project is not None
+                else "it is stored relative to the project folder, which this store was opened without"
+            )
+            hint = "open the project through its folder; the uploads/ folder inside it must be there"
+        elif Path(stored).is_absolute():
             where = (
                 f"it is stored with an absolute path (outside the image root {self.recorded})"
                 if self.recorded
@@ -90,22 +112,30 @@ class ImageRoot:
 
     def to_stored(self, path: str | os.PathLike[str]) -> str:
         """The stored form of an absolute path: relative (POSIX separators) when it lies under the root in use,
-        else the absolute path itself."""
+        else ``@project/…`` when it lies in the project folder, else the absolute path itself."""
         rel = self.relative(path)
-        return str(path) if rel is None else rel
+        if rel is not None:
+            return rel
+        if self.project is not None:
+            inside = _relative_to(Path(path), self.project)
+            if inside is not None:
+                return PROJECT_PREFIX + inside
+        return str(path)
 
     def relative(self, path: str | os.PathLike[str]) -> str | None:
         """``path`` relative to the root in use (POSIX separators), or None when it is not under it."""
-        if self.local is None:
-            return None
-        p = Path(path)
-        for root in _spellings(self.local):
-            try:
-                rel = p.relative_to(root)
-            except ValueError:
-                continue
-            return rel.as_posix() if rel.parts else None
-        return None
+        return None if self.local is None else _relative_to(Path(path), self.local)
+
+
+def _relative_to(p: Path, root: Path) -> str | None:
+    """``p`` relative to ``root`` as given or resolved (POSIX separators), or None when it is not under it."""
+    for spelling in _spellings(root):
+        try:
+            rel = p.relative_to(spelling)
+        except ValueError:
+            continue
+        return rel.as_posix() if rel.parts else None
+    return None
 
 
 def check_present(images: ImageRoot, stored: Sequence[str], located: Sequence[str] | None = None) -> None:

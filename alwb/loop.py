@@ -90,6 +90,7 @@ class Project:
     def __init__(self, root: str | Path, store: Store) -> None:
         self.root = Path(root).resolve()
         self.store = store
+        store.project_dir = self.root  # uploads inside the folder are stored relative to it
         from .pretrain import register_project_backbone
 
         register_project_backbone(self.root, store)  # a backbone pretrained on the project's images, if any

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabelError, ProjectError
-from ..imageroot import ENV_IMAGE_ROOT, IMAGE_ROOT_KEY, ImageRoot
+from ..imageroot import ENV_IMAGE_ROOT, IMAGE_ROOT_KEY, ImageRoot, in_project
 from . import schema
 from .accounts import AccountTables
 from .leasing import LeaseTables
@@ -57,6 +57,7 @@ class RootChange:
     unchanged: int = 0
     relative: int = 0
     absolute: int = 0
+    in_project: int = 0
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
     """A connection to a project's store (a SQLite file or a PostgreSQL URL). Not shared between threads."""
 
     def __init__(self, path: str | Path, *, create: bool = False, timeout: float = 60.0) -> None:
+        #: The project folder on this machine (set by :class:`~alwb.loop.Project`): uploads are stored relative to it.
+        self.project_dir: Path | None = None
         self.backend = "postgresql" if is_url(path) else "sqlite"
         if self.backend == "postgresql":
             from . import postgres
@@ -263,15 +266,15 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
         image root is found by its full path under the root in use here, see :meth:`image_root`)."""
         row = self.con.execute("SELECT * FROM items WHERE path=?", (path,)).fetchone()
         if row is None and Path(path).is_absolute():
-            rel = self.image_root().relative(path)
-            if rel is not None:
-                row = self.con.execute("SELECT * FROM items WHERE path=?", (rel,)).fetchone()
+            stored = self.image_root().to_stored(path)
+            if stored != path:
+                row = self.con.execute("SELECT * FROM items WHERE path=?", (stored,)).fetchone()
         return row
 
     # ------------------------------------------------------------------ the image root
     def image_root(self) -> ImageRoot:
         """Where the project's images are on this machine: the recorded root, or ``$ALWB_IMAGE_ROOT`` instead."""
-        return ImageRoot.of(self.get_meta(IMAGE_ROOT_KEY))
+        return ImageRoot.of(self.get_meta(IMAGE_ROOT_KEY), project=self.project_dir)
 
     def set_image_root(self, root: str | Path | None) -> RootChange:
         """Record ``root`` (an absolute folder on this machine; None: no root) as the project's image root and
@@ -281,10 +284,12 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
         change = RootChange(old=self.get_meta(IMAGE_ROOT_KEY), new=new_root)
         with self.transaction():
             old = self.image_root()  # read inside the transaction: no import writes in between
-            new = ImageRoot(new_root, Path(new_root) if new_root else None)
+            new = ImageRoot(new_root, Path(new_root) if new_root else None, project=self.project_dir)
             rows = self.con.execute("SELECT id, path FROM items ORDER BY id").fetchall()
             moves: list[tuple[int, str]] = []
             for item_id, stored in rows:
+                if in_project(stored) and self.project_dir is None:
+                    raise ProjectError(f"item {item_id} is stored relative to the project folder: open the project")
                 full = old.locate(stored)
                 if not full.is_absolute():  # a relative path with no root anywhere: nothing to anchor it to
                     raise ProjectError(
@@ -295,7 +300,9 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
                     change.unchanged += 1
                 else:
                     moves.append((int(item_id), target))
-                if Path(target).is_absolute():
+                if in_project(target):
+                    change.in_project += 1
+                elif Path(target).is_absolute():
                     change.absolute += 1
                 else:
                     change.relative += 1

@@ -267,3 +267,43 @@ def test_embeddings_read_the_images_through_the_mapped_root(
         monkeypatch.setenv(ENV_IMAGE_ROOT, str(mounted))
         rep = embed_items(root, stored, small_backbone, device="cpu", workers=0, images=proj.store.image_root())
         assert rep.embedded == 6 and rep.unreadable == {}
+
+
+def test_uploads_into_the_project_folder_are_read_wherever_the_folder_is_mounted(
+    tmp_path: Path, store_location: str | Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = tmp_path / "photos"
+    truth = make_shapes(photos, 3, layout="imagefolder")
+    site_a, site_b = tmp_path / "site-a", tmp_path / "site-b"
+    with _create(site_a / "proj", store_location, photos) as proj:
+        proj.add_images(photos)
+        # an upload added later: the workbench unpacks it into PROJECT/uploads/<name>/ (ui/views/start.py)
+        upload = proj.root / "uploads" / "late"
+        up_truth = make_shapes(upload, 2, layout="imagefolder", seed=3)
+        rep = proj.add_images(upload)
+        assert rep.added == len(up_truth) and not rep.outside_root
+        stored = [p for p in proj.store.stored_paths() if p.startswith("@project/")]
+        assert sorted(stored) == sorted("@project/" + Path(p).relative_to(proj.root).as_posix() for p in up_truth)
+        assert proj.store.item_by_path(sorted(up_truth)[0])["path"] in stored  # found by its full path too
+        assert proj.add_images(upload).already_known == len(up_truth)
+        truth.update(up_truth)
+        _label_half(proj, truth)
+    capsys.readouterr()
+    assert main(["root", str(site_a / "proj")]) == 0
+    assert f"{len(truth) - len(up_truth)} relative to the root, 0 absolute, {len(up_truth)} in the project" in (
+        capsys.readouterr().out
+    )
+    # another machine mounts the project folder elsewhere: the uploads are read there, and a round trains
+    site_a.rename(site_b)
+    with Project.open(site_b / "proj") as proj:
+        images = proj.store.image_root()
+        for p in stored:
+            assert images.open_path(p).is_relative_to(site_b.resolve())
+        res = proj.train(epochs=1, device="cpu")
+        assert res.round == 1 and proj.store.rejected() == []
+        rep = export_dataset(proj, tmp_path / "export")
+        assert rep[1] == len(truth)  # class folders: every image came labeled, the uploads' copied too
+        # adopting another root keeps the uploads relative to the project folder
+        change = proj.store.set_image_root(photos / "circle")
+        assert change.in_project == len(up_truth) and change.relative == 3 and change.absolute == 6
+        assert sorted(p for p in proj.store.stored_paths() if p.startswith("@project/")) == sorted(stored)

@@ -48,3 +48,19 @@ def test_missing_files_are_named_with_the_root_and_the_hint(tmp_path: Path) -> N
     assert exc.value.stored == "gone.png" and "stored as 'gone.png'" in msg and "(2 of 3 images are missing)" in msg
     assert f"the recorded root {tmp_path}" in msg and ENV_IMAGE_ROOT in msg
     assert "absolute path" in root.missing_message("/abs/gone.png")
+
+
+def test_files_in_the_project_folder_are_stored_relative_to_it(tmp_path: Path) -> None:
+    photos, proj = tmp_path / "photos", tmp_path / "proj"
+    root = ImageRoot.of(str(photos), "", project=proj)
+    assert root.to_stored(photos / "a.png") == "a.png"  # under the image root: the root wins
+    assert root.to_stored(proj / "uploads" / "z" / "b.png") == "@project/uploads/z/b.png"
+    assert root.to_stored(Path("/elsewhere/c.png")) == "/elsewhere/c.png"
+    moved = ImageRoot.of(str(photos), "", project=tmp_path / "mounted" / "proj")  # the folder elsewhere
+    assert moved.locate("@project/uploads/z/b.png") == tmp_path / "mounted" / "proj" / "uploads" / "z" / "b.png"
+    assert "relative to the project folder" in moved.missing_message("@project/uploads/z/b.png")
+    # without its project folder the path names no file here, and the message says why
+    alone = ImageRoot.of(str(photos), "")
+    assert alone.to_stored(proj / "uploads" / "b.png") == str(proj / "uploads" / "b.png")
+    assert not alone.locate("@project/uploads/b.png").is_absolute()
+    assert "opened without" in alone.missing_message("@project/uploads/b.png")
