@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -193,19 +193,38 @@ def pseudo_labels(r: RoundState) -> None:
         r.cfg = r.cfg.with_(epochs=epochs)
 
 
+#: A CPU fine-tuning round expected to train longer than this (seconds) is announced before the person waits.
+SLOW_ROUND_S = 60.0
+
+
+def training_estimate(t0: float, epoch_ends: Sequence[float], total: int) -> float:
+    """Seconds a training run of ``total`` epochs that started at ``t0`` will take in all, from the times its
+    first epochs ended: the epochs still to come at the pace of the latest one (the first carries start-up costs)."""
+    if not epoch_ends:
+        raise ValueError("no epoch has ended yet")
+    per = epoch_ends[-1] - (epoch_ends[-2] if len(epoch_ends) > 1 else t0)
+    return epoch_ends[-1] - t0 + per * max(0, total - len(epoch_ends))
+
+
 def _with_estimate(
     r: RoundState, progress: Callable[[int, int, float], None] | None
 ) -> Callable[[int, int, float], None]:
-    """A training progress callback that, after the first epoch, says how long the round's training will take
-    (fine-tuning on a CPU is slow: the person should know before waiting)."""
+    """A training progress callback that, after the second epoch, says how long the round's training will take
+    when that is over :data:`SLOW_ROUND_S` (fine-tuning on a CPU is slow: the person should know before waiting)."""
     t0 = time.perf_counter()
+    ends: list[float] = []
 
     def tick(done: int, total: int, loss: float) -> None:
-        if done == 1 and total > 1:
-            minutes = (time.perf_counter() - t0) * total / 60
-            msg = f"fine-tuning {r.geo['backbone']} on the CPU: about {minutes:.1f} min for this round's {total} epochs"
-            r.notes.append(msg)
-            log.warning("%s (mode head is much faster on a CPU)", msg)
+        ends.append(time.perf_counter())
+        if done == 2 and total > 2:
+            seconds = training_estimate(t0, ends, total)
+            if seconds > SLOW_ROUND_S:
+                msg = (
+                    f"fine-tuning {r.geo['backbone']} on the CPU: about {seconds / 60:.1f} min for this round's "
+                    f"{total} epochs"
+                )
+                r.notes.append(msg)
+                log.warning("%s (mode head is much faster on a CPU)", msg)
         if progress is not None:
             progress(done, total, loss)
 
