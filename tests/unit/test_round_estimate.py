@@ -17,3 +17,25 @@ def test_the_estimate_follows_the_latest_epoch_not_the_slow_first_one() -> None:
 def test_an_estimate_needs_an_epoch() -> None:
     with pytest.raises(ValueError):
         training_estimate(0.0, [], 5)
+
+
+def test_a_slow_round_is_announced_once_after_its_second_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from alwb import round as rnd
+
+    r = SimpleNamespace(notes=[], geo={"backbone": "resnet18"})
+    seen: list[int] = []
+    monkeypatch.setattr(rnd, "SLOW_ROUND_S", 0.0)  # every round counts as slow here
+    tick = rnd._with_estimate(r, lambda done, total, loss: seen.append(done))
+    for done in range(1, 6):
+        tick(done, 5, 0.1)
+    assert seen == [1, 2, 3, 4, 5]  # the person's own progress callback still sees every epoch
+    assert len(r.notes) == 1 and r.notes[0].startswith("fine-tuning resnet18 on the CPU: about")
+    assert "this round's 5 epochs" in r.notes[0]
+    monkeypatch.setattr(rnd, "SLOW_ROUND_S", 3600.0)
+    quiet = SimpleNamespace(notes=[], geo={"backbone": "resnet18"})
+    tick = rnd._with_estimate(quiet, None)
+    for done in range(1, 6):
+        tick(done, 5, 0.1)
+    assert quiet.notes == []
