@@ -13,6 +13,7 @@ A project without users needs no sign-in (one person on one machine); see :func:
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import secrets
 import time
@@ -39,8 +40,13 @@ FREE_FAILURES = 3
 MAX_DELAY = 300.0
 
 _hasher = PasswordHasher()
-#: Verified against when a name is unknown, so that a wrong name costs as long as a wrong password.
-_DUMMY_HASH = _hasher.hash("not a password of anyone " + secrets.token_hex(8))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when a name is unknown, so that a wrong name costs as long as a wrong password (made on
+    first use: hashing takes a sixth of a second, which every import would otherwise pay)."""
+    return _hasher.hash("not a password of anyone " + secrets.token_hex(8))
 
 
 class UserError(AlwbError):
@@ -200,7 +206,7 @@ def sign_in(
     row = store.user_row(name.strip()) if isinstance(name, str) else None
     if row is None:
         with contextlib.suppress(VerificationError):
-            _hasher.verify(_DUMMY_HASH, password)
+            _hasher.verify(_dummy_hash(), password)
         raise SignInError("wrong name or password")
     wait = retry_after(int(row["failed_signins"]), row["last_failed_at"], now)
     if wait > 0:

@@ -27,6 +27,9 @@ WARM_MODULES = (
     "ui.views.settings",
     "ui.views.start",
     "ui.views.export",
+    "ui.views.history",
+    "ui.views.signin",
+    "ui.views.unavailable",
 )
 
 

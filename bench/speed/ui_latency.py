@@ -154,7 +154,7 @@ def main() -> None:
             printed = wait_address(log_path)  # a person opens the address once it is printed
             wait_health(port)
             base = f"http://127.0.0.1:{port}"
-            page.goto(f"{base}/label")
+            page.goto(base)  # the address printed: the home page opens Label when a project is open
             page.wait_for_function(GRID_SHOWN, timeout=60_000)
             print(f"first page: the grid on screen {time.perf_counter() - printed:.3f} s after the address was printed")
             if args.first_page_only:

@@ -30,6 +30,27 @@ def test_the_server_command_warms_up_through_ui_server() -> None:
     assert server._option(["run", "a.py", "--", "--server.port", "9"], "--server.port", "8501") == "8501"
 
 
+def test_every_page_module_the_app_imports_is_warmed_before_serving() -> None:
+    import ast
+
+    from ui import server
+
+    tree = ast.parse((Path(server.__file__).parent / "app.py").read_text(encoding="utf-8"))
+    views = {
+        f"{node.module}.{a.name}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module == "ui.views"
+        for a in node.names
+    }
+    assert "ui.views.signin" in views and views <= set(server.WARM_MODULES), views - set(server.WARM_MODULES)
+
+
+def test_importing_the_accounts_module_hashes_nothing() -> None:
+    code = "import alwb.users as u; print(u._dummy_hash.cache_info().currsize)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "0"  # the dummy hash (a sixth of a second) is made at the first unknown name
+
+
 @pytest.mark.slow
 def test_the_address_is_printed_when_the_server_answers_with_torch_loaded(tmp_path: Path) -> None:
     from alwb.loop import Project
