@@ -115,7 +115,7 @@ class ImageRoot:
         else ``@project/…`` when it lies in the project folder, else the absolute path itself."""
         rel = self.relative(path)
         if rel is not None:
-            return rel
+            return "./" + rel if in_project(rel) else rel  # a folder named "@project" under the root stays the root's
         if self.project is not None:
             inside = _relative_to(Path(path), self.project)
             if inside is not None:

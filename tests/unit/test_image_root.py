@@ -56,6 +56,8 @@ def test_files_in_the_project_folder_are_stored_relative_to_it(tmp_path: Path) -
     assert root.to_stored(photos / "a.png") == "a.png"  # under the image root: the root wins
     assert root.to_stored(proj / "uploads" / "z" / "b.png") == "@project/uploads/z/b.png"
     assert root.to_stored(Path("/elsewhere/c.png")) == "/elsewhere/c.png"
+    odd = root.to_stored(photos / "@project" / "d.png")  # a folder of that name under the root is the root's
+    assert odd == "./@project/d.png" and root.locate(odd) == photos / "@project" / "d.png"
     moved = ImageRoot.of(str(photos), "", project=tmp_path / "mounted" / "proj")  # the folder elsewhere
     assert moved.locate("@project/uploads/z/b.png") == tmp_path / "mounted" / "proj" / "uploads" / "z" / "b.png"
     assert "relative to the project folder" in moved.missing_message("@project/uploads/z/b.png")
