@@ -117,6 +117,9 @@ class BackboneSpec:
     hf_repo, hf_file : Hugging Face Hub repository and file, looked up in the HF cache when set.
     local_file : a backbone trained by the project itself (:mod:`alwb.pretrain`): its weights file, whose full
         hash is :attr:`sha256`; nothing is downloaded for it.
+    trains_like : a model of :mod:`alwb.models` whose training recipe (peak rate, steps) ``finetune`` rounds use
+        (:func:`alwb.train.recipe_arch`); None: the pretrained-backbone recipe, a small rate that keeps weights
+        learnt from millions of images.
     """
 
     name: str
@@ -139,6 +142,7 @@ class BackboneSpec:
     hf_repo: str | None = None
     hf_file: str | None = None
     local_file: str | None = None
+    trains_like: str | None = None
 
     @property
     def hash_is_full(self) -> bool:

@@ -309,6 +309,8 @@ def register_project_backbone(root: str | Path, store: Any) -> str | None:
         hash_source="recorded by alwb pretrain",
         head_prefixes=("head.",),
         local_file=str(file),
+        # a small CNN that learnt from one pool, not a week of ImageNet: fine-tuned with the small CNN's recipe
+        trains_like="cnn6",
     )
     backbones.register(spec, replace=True)
     return POOL_BACKBONE

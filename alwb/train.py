@@ -17,7 +17,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import normalise, random_shift_flip, train_transform
-from .models import SMALL_ARCHS, Classifier, choose_arch, get_model
+from .models import BACKBONE_PREFIX, SMALL_ARCHS, Classifier, choose_arch, get_model
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def auto_epochs(
     if cfg.epochs:
         return cfg.epochs
     steps_per_epoch = max(1, math.ceil(n_labels / batch_size))
+    arch = recipe_arch(arch)
     # about 800 steps for small images; the small CNN's cost grows with the pixel count, so fewer above 32 px
     base = 800 / max(1.0, (image_size / 32) ** 2) if arch in SMALL_ARCHS else 300
     target = max(100.0, base) * (cfg.warm_epochs_ratio if warm else 1.0)
@@ -81,13 +82,27 @@ def uses_tta(cfg: TrainConfig) -> bool:
     return cfg.augment == "crop+flip"
 
 
+def recipe_arch(arch: str) -> str:
+    """The architecture whose recipe trains ``arch``: a backbone of :mod:`alwb.backbones` that trains like one of
+    :mod:`alwb.models` (:attr:`~alwb.backbones.BackboneSpec.trains_like`) takes that model's, else ``arch``."""
+    if arch.startswith(BACKBONE_PREFIX):
+        from .backbones import BACKBONES
+
+        spec = BACKBONES.get(arch[len(BACKBONE_PREFIX) :])
+        if spec is not None and spec.trains_like:
+            return spec.trains_like
+    return arch
+
+
 def auto_lr(arch: str, cfg: TrainConfig) -> float:
     """The configured peak learning rate, or for ``lr`` 0: 0.04 for the small CNNs (AdamW, one-cycle; chosen with
     ``bench/research/train_recipes.py``, ``docs/experiments.md``), 2e-3 for ResNet-18, whose pretrained weights a
-    large rate would wash out, and 1e-4 for a fine-tuned backbone of :mod:`alwb.backbones`."""
+    large rate would wash out, and 1e-4 for a fine-tuned backbone of :mod:`alwb.backbones` (unless it trains like
+    a small CNN: :func:`recipe_arch`)."""
     if cfg.lr:
         return cfg.lr
-    if arch.startswith("bb:"):  # fine-tuning a pretrained backbone: the usual small rate
+    arch = recipe_arch(arch)
+    if arch.startswith(BACKBONE_PREFIX):  # fine-tuning a pretrained backbone: the usual small rate
         return 1e-4
     return 0.04 if arch in SMALL_ARCHS else 2e-3
 

@@ -103,6 +103,26 @@ def test_rounds_train_on_the_project_backbone(project: tuple[Project, dict[str, 
     assert len(proj.query(5).items) == 5
 
 
+def test_the_project_backbone_fine_tunes_with_the_small_cnn_recipe(project: tuple[Project, dict[str, str]]) -> None:
+    """A small CNN from one pool's SimCLR fine-tunes like cnn6 from scratch (rate 0.04, its step budget): the
+    pretrained-backbone rate 1e-4 left it collapsing (docs/experiments.md E27); downloaded backbones keep 1e-4."""
+    from alwb.config import TrainConfig
+    from alwb.train import auto_epochs, auto_lr, recipe_arch
+
+    proj, _ = project
+    pretrain(proj, SETTINGS, device="cpu")
+    cfg = TrainConfig()
+    arch = f"bb:{POOL_BACKBONE}"
+    assert recipe_arch(arch) == "cnn6" and auto_lr(arch, cfg) == auto_lr("cnn6", cfg) == 0.04
+    for n, warm in ((100, False), (1000, True)):
+        kw = {"warm": warm, "cfg": cfg, "image_size": 32}
+        assert auto_epochs(n, 64, arch=arch, **kw) == auto_epochs(n, 64, arch="cnn6", **kw)
+    assert recipe_arch("bb:resnet50") == "bb:resnet50" and auto_lr("bb:resnet50", cfg) == 1e-4
+    warm = {"warm": True, "cfg": cfg, "image_size": 32}
+    assert auto_epochs(1000, 64, arch="bb:resnet50", **warm) < auto_epochs(1000, 64, arch=arch, **warm)
+    assert auto_lr(arch, TrainConfig(lr=0.01)) == 0.01
+
+
 def test_a_changed_weights_file_is_refused(project: tuple[Project, dict[str, str]]) -> None:
     proj, _ = project
     rep = pretrain(proj, SETTINGS, device="cpu")
