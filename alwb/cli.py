@@ -502,7 +502,7 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
             proj.set_train_config(mode=args.use, backbone=POOL_BACKBONE)
             print(f"the project's next rounds train in {args.use} mode on {POOL_BACKBONE}")
         else:
-            print(f"use it with: alwb train {args.project} --mode head --backbone {POOL_BACKBONE} (or --mode finetune)")
+            print(f"use it with: alwb train {args.project} --mode finetune --backbone {POOL_BACKBONE} (or --mode head)")
     return 0
 
 

@@ -31,8 +31,9 @@ from .pretrain import POOL_BACKBONE, PretrainSettings, pretrain
 from .query import FEATURE_STRATEGIES, list_strategies
 from .typicality import select_typical
 
-#: the mode of a simulation's rounds on the pool's own backbone when ``--mode`` is left at ``auto``
-PRETRAINED_MODE = "head"
+#: the mode of a simulation's rounds on the pool's own backbone when ``--mode`` is left at ``auto``: ``finetune``
+#: (trained like ``cnn6``), 26 points over ``head`` on CIFAR-10 at 1,000 labels (docs/experiments.md E26, E30)
+PRETRAINED_MODE = "finetune"
 
 CURVE_COLUMNS = [
     "strategy",

@@ -410,10 +410,10 @@ def test_invalid_simulator_settings_are_clear_errors() -> None:
         sim(augment="sideways")
 
 
-@pytest.mark.parametrize("mode", ["auto", "finetune"])
+@pytest.mark.parametrize("mode", ["auto", "head"])
 def test_pretrain_learns_features_on_the_pool_before_the_runs(dataset: Path, tmp_path: Path, mode: str) -> None:
     """--pretrain: the template pretrains on the pool (time recorded apart), every run trains on backbone
-    pool-simclr (mode auto means head), and a typicality strategy picks its first batch from those features."""
+    pool-simclr (mode auto means finetune), and a typicality strategy picks its first batch from those features."""
     from alwb import backbones
     from alwb.pretrain import POOL_BACKBONE
     from alwb.simulate import PRETRAINED_MODE

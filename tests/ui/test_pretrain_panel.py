@@ -46,10 +46,10 @@ def test_start_watch_and_use_the_pretrained_backbone(tmp_path: Path) -> None:
     assert job["state"] == "finished", job
     at = page("settings", root)
     assert any("pool-simclr is ready" in s.value for s in at.success)
-    ok(next(b for b in at.button if b.label == "Train on it: head mode").click().run())
+    ok(next(b for b in at.button if b.label == "Train on it: finetune mode").click().run())
     with Project.open(root) as proj:
         cfg = proj.train_config
-        assert (cfg.mode, cfg.backbone) == ("head", POOL_BACKBONE)
+        assert (cfg.mode, cfg.backbone) == ("finetune", POOL_BACKBONE)
         assert backbones.resolve_weights(POOL_BACKBONE, download=False).kind == "project"
 
 

@@ -18,9 +18,10 @@ def render(root: str) -> None:
     st.subheader("Features from these images")
     st.caption(
         "Without downloaded weights, alwb can learn features from the project's own images (SimCLR on a small "
-        "CNN; no label is read). The result is backbone `pool-simclr`, for head and finetune rounds, and lets "
+        "CNN; no label is read). The result is backbone `pool-simclr`, for finetune and head rounds, and lets "
         "the auto strategy choose typical images for the first labels. Measured on a 2-core CPU (15 minutes, "
-        "CIFAR-10) it did not yet beat training from scratch: use a GPU and compare the Progress curves."
+        "CIFAR-10, 1,000 labels): finetune rounds on it 0.575, level with training from scratch (0.557); head "
+        "rounds 0.31. Use a GPU for longer pretraining and compare the Progress curves."
     )
     _status(root)
 
@@ -42,13 +43,14 @@ def _status(root: str) -> None:
         st.success(
             f"pool-simclr is ready: {job.get('step')} steps in {float(job.get('seconds', 0)) / 60:.1f} min on "
             f"{job.get('images')} images (loss {job.get('loss')}). Choose it as the pretrained backbone with mode "
-            "head (fast on a CPU) or finetune."
+            "finetune (the whole small CNN trains, about as fast as from scratch) or head (a classifier on its "
+            "features: under a second a round, but far weaker on CIFAR-10)."
         )
         c = st.columns(2)
-        if c[0].button("Train on it: head mode", type="primary"):
-            _use(root, "head")
-        if c[1].button("Train on it: finetune mode"):
+        if c[0].button("Train on it: finetune mode", type="primary"):
             _use(root, "finetune")
+        if c[1].button("Train on it: head mode"):
+            _use(root, "head")
     elif s in ("failed", "lost"):
         st.error(md_escape(f"The last pretraining job {s}: {job.get('error', 'its process is gone')}"))
     elif s == "stopped":
