@@ -239,7 +239,9 @@ def _cuda(device: str) -> bool:
     return str(device).startswith("cuda")
 
 
-def choose_mode(requested: str, image_size: int, device: str, weights_available: bool) -> tuple[str, str]:
+def choose_mode(
+    requested: str, image_size: int, device: str, weights_available: bool, *, small_backbone: bool = False
+) -> tuple[str, str]:
     """The training mode and a short sentence saying why (shown by ``alwb status`` and the Settings page).
 
     Parameters
@@ -249,6 +251,8 @@ def choose_mode(requested: str, image_size: int, device: str, weights_available:
     device : ``auto``, ``cpu``, ``cuda``, ``cuda:1`` ... (``auto``: CUDA when available).
     weights_available : whether the chosen backbone's weights are on this machine
         (:func:`alwb.backbones.weights_available`, or a successful :func:`alwb.backbones.resolve_weights`).
+    small_backbone : the backbone is a small CNN that trains like one from scratch (the project's own, with
+        :attr:`~alwb.backbones.BackboneSpec.trains_like`): fine-tuning it on a CPU takes seconds, not minutes.
 
     Returns
     -------
@@ -273,6 +277,11 @@ def choose_mode(requested: str, image_size: int, device: str, weights_available:
     if requested == "finetune":
         if cuda:
             return "finetune", "fine-tuning the pretrained backbone on the GPU, as asked"
+        if small_backbone:
+            return "finetune", (
+                "fine-tuning the project's own small CNN on the CPU, as asked: about as fast as training it from "
+                "scratch"
+            )
         return "finetune", (
             "fine-tuning the pretrained backbone on the CPU, as asked: each round trains the whole network and takes "
             "minutes (head takes seconds)"

@@ -462,7 +462,8 @@ class Project:
                     available = True
                 except backbones.WeightsError as exc:
                     missing = str(exc)
-        mode, reason = choose_mode(cfg.mode, median, cfg.device, available)
+        small = available and backbones.get_spec(cfg.backbone).trains_like is not None
+        mode, reason = choose_mode(cfg.mode, median, cfg.device, available, small_backbone=small)
         if mode != "scratch":
             spec = backbones.get_spec(cfg.backbone)
             prefix = "head:" if mode == "head" else BACKBONE_PREFIX

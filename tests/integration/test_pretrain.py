@@ -99,6 +99,8 @@ def test_rounds_train_on_the_project_backbone(project: tuple[Project, dict[str, 
     res = proj.train()
     geo = proj.geometry()
     assert geo["mode"] == mode and geo["backbone"] == POOL_BACKBONE and geo["image_size"] == 20
+    if mode == "finetune":  # the pool's small CNN: no "takes minutes" warning meant for ImageNet backbones
+        assert "small CNN" in geo["mode_reason"] and "minutes" not in geo["mode_reason"]
     assert res.round == 1 and proj.scores() is not None
     assert len(proj.query(5).items) == 5
 

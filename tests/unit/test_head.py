@@ -106,6 +106,13 @@ def test_choose_mode(requested: str, size: int, device: str, weights: bool, mode
     assert got == mode and words in reason and "\n" not in reason
 
 
+def test_a_small_backbone_fine_tunes_on_the_cpu_without_the_minutes_warning() -> None:
+    got, reason = choose_mode("finetune", 32, "cpu", True, small_backbone=True)
+    assert got == "finetune" and "small CNN" in reason and "minutes" not in reason
+    assert choose_mode("finetune", 32, "cuda", True, small_backbone=True)[1].endswith("on the GPU, as asked")
+    assert choose_mode("auto", 32, "cpu", True, small_backbone=True)[0] == "scratch"  # auto never picks it
+
+
 def test_choose_mode_refuses_unknown() -> None:
     with pytest.raises(ConfigError, match="head, finetune, scratch"):
         choose_mode("linear", 224, "cpu", True)
