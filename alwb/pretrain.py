@@ -164,6 +164,20 @@ def build_trunk(width: int) -> nn.Module:
     return cnn6(3, 2, width=width)
 
 
+#: a time budget's schedule: the steps before this one are left out of the pace (first-step allocations, warm caches)
+PACE_FROM_STEP = 5
+#: a first plan of the steps at this step, and the final one once this many seconds of training have passed
+PLAN_AT_STEP, REPLAN_AFTER_S = 20, 60.0
+
+
+def plan_steps(minutes: float, trained_s: float, step: int, pace_s: float, pace_steps: int) -> int:
+    """The total steps that fill a ``minutes`` budget: the ``step`` steps done in ``trained_s`` seconds, then the
+    rest at the pace of ``pace_steps`` steps that took ``pace_s`` seconds (the steps after :data:`PACE_FROM_STEP`)."""
+    per_step = pace_s / max(1, pace_steps)
+    left = max(0.0, minutes * 60 - trained_s)
+    return max(step + 1, step + int(left / max(per_step, 1e-6)))
+
+
 def _lr_at(step: int, total: int, peak: float) -> float:
     """Linear warm-up over the first 5% of the steps, then cosine decay to 0."""
     warm = max(1, total // 20)
@@ -395,6 +409,8 @@ def pretrain(
         opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
         gen = torch.Generator().manual_seed(s.seed)
         step, total, trained_s, losses = 0, int(s.steps), 0.0, []
+        planned = total > 0  # a time budget's step count is final once measured over REPLAN_AFTER_S seconds
+        pace_t0 = 0.0  # trained_s at step PACE_FROM_STEP
         if restart:
             ckpt_path.unlink(missing_ok=True)
         elif ckpt_path.is_file():
@@ -410,6 +426,7 @@ def pretrain(
             gen.set_state(ck["gen"])
             torch.set_rng_state(ck["torch_rng"])
             step, total, trained_s, losses = ck["step"], ck["total"], ck["seconds"], list(ck["losses"])
+            planned, pace_t0 = ck.get("planned", True), ck.get("pace_t0", 0.0)
         resumed_from = step
         m = torch.tensor(mean3, device=dev).view(1, 3, 1, 1) * 255.0
         sd = torch.tensor(std3, device=dev).view(1, 3, 1, 1) * 255.0
@@ -427,6 +444,8 @@ def pretrain(
                     "total": total,
                     "seconds": trained_s,
                     "losses": losses,
+                    "planned": planned,
+                    "pace_t0": pace_t0,
                     "settings": asdict(s),
                     "image_size": size,
                 },
@@ -451,7 +470,7 @@ def pretrain(
         t_step = time.perf_counter()
 
         def _loop() -> None:
-            nonlocal step, total, trained_s, last_ckpt, t_step
+            nonlocal step, total, trained_s, last_ckpt, t_step, planned, pace_t0
             while total == 0 or step < total:
                 if stop is not None and stop():
                     return
@@ -473,8 +492,12 @@ def pretrain(
                 now = time.perf_counter()
                 trained_s += now - t_step
                 t_step = now
-                if total == 0 and step == 20:  # the time budget fixes the schedule's length from the first steps
-                    total = max(step + 1, int(s.minutes * 60 / (trained_s / step)))
+                if not planned:  # a time budget: the schedule's length from the pace, then fixed
+                    if step == PACE_FROM_STEP:
+                        pace_t0 = trained_s
+                    elif step > PACE_FROM_STEP and (step == PLAN_AT_STEP or trained_s >= REPLAN_AFTER_S):
+                        total = plan_steps(s.minutes, trained_s, step, trained_s - pace_t0, step - PACE_FROM_STEP)
+                        planned = trained_s >= REPLAN_AFTER_S
                 if progress is not None:
                     progress(step, total, losses[-1])
                 if now - last_ckpt >= CHECKPOINT_S:

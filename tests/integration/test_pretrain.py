@@ -81,6 +81,21 @@ def test_a_stopped_job_resumes_where_it_stopped_and_ends_with_the_same_weights(
     assert rest.losses[:3] == part.losses[:3]
 
 
+def test_a_time_budget_plans_its_steps_then_fixes_them(
+    project: tuple[Project, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first plan at step 20, the final one after REPLAN_AFTER_S seconds (shortened here), kept in the checkpoint
+    so that a resumed job keeps its schedule."""
+    from alwb import pretrain as pretrain_module
+
+    proj, _ = project
+    monkeypatch.setattr(pretrain_module, "REPLAN_AFTER_S", 0.3)
+    rep = pretrain(proj, PretrainSettings(minutes=0.03, batch_size=16, width=4), device="cpu")
+    assert rep.finished and rep.steps == rep.total_steps > pretrain_module.PACE_FROM_STEP
+    ck = torch.load(proj.root / "backbones" / "pool-simclr.ckpt.pt", map_location="cpu", weights_only=True)
+    assert ck["planned"] and ck["total"] == rep.steps and 0 < ck["pace_t0"] < ck["seconds"]
+
+
 def test_other_settings_do_not_resume_a_checkpoint_silently(project: tuple[Project, dict[str, str]]) -> None:
     proj, _ = project
     pretrain(proj, SETTINGS, device="cpu", stop=lambda: True)
