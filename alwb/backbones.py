@@ -434,6 +434,13 @@ def backbone_names() -> list[str]:
     return list(BACKBONES)
 
 
+def trains_like(name: str) -> str | None:
+    """The model of :mod:`alwb.models` whose recipe fine-tunes backbone ``name``
+    (:attr:`BackboneSpec.trains_like`); None for a pretrained backbone or an unknown name."""
+    spec = BACKBONES.get(name)
+    return spec.trains_like if spec is not None else None
+
+
 def get_spec(name: str) -> BackboneSpec:
     """The registry entry for ``name``; :class:`~alwb.errors.ConfigError` naming the choices otherwise."""
     try:

@@ -462,7 +462,7 @@ class Project:
                     available = True
                 except backbones.WeightsError as exc:
                     missing = str(exc)
-        small = available and backbones.get_spec(cfg.backbone).trains_like is not None
+        small = available and backbones.trains_like(cfg.backbone) is not None
         mode, reason = choose_mode(cfg.mode, median, cfg.device, available, small_backbone=small)
         if mode != "scratch":
             spec = backbones.get_spec(cfg.backbone)

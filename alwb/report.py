@@ -127,7 +127,7 @@ def training_status(project: Project) -> dict[str, Any]:
         median = int(np.median(sides)) if sides else 0
         wants = cfg.mode in ("head", "finetune") or (cfg.mode == "auto" and median > 64)
         available = wants and backbones.weights_available(cfg.backbone)
-        small = available and backbones.get_spec(cfg.backbone).trains_like is not None
+        small = available and backbones.trains_like(cfg.backbone) is not None
         mode, reason = choose_mode(cfg.mode, median, cfg.device, available, small_backbone=small)
     return {
         "mode": mode,

@@ -86,11 +86,9 @@ def recipe_arch(arch: str) -> str:
     """The architecture whose recipe trains ``arch``: a backbone of :mod:`alwb.backbones` that trains like one of
     :mod:`alwb.models` (:attr:`~alwb.backbones.BackboneSpec.trains_like`) takes that model's, else ``arch``."""
     if arch.startswith(BACKBONE_PREFIX):
-        from .backbones import BACKBONES
+        from .backbones import trains_like
 
-        spec = BACKBONES.get(arch[len(BACKBONE_PREFIX) :])
-        if spec is not None and spec.trains_like:
-            return spec.trains_like
+        return trains_like(arch[len(BACKBONE_PREFIX) :]) or arch
     return arch
 
 
