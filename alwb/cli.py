@@ -30,6 +30,7 @@ from .config import (
     TrainConfig,
 )
 from .errors import AlwbError
+from .redaction import redact, redact_logging
 from .report import format_round, format_status, training_status
 from .uilaunch import DEFAULT_HOST, DEFAULT_PORT
 
@@ -396,6 +397,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     with Project.open(args.project) as proj:
         rep = export_project(proj, args.out, include_pseudo=args.include_pseudo)
     print(f"exported {rep.n_images} labeled image(s) ({rep.n_pseudo} pseudo) to {rep.dataset_dir}")
+    for path, reason in rep.changed:
+        print(f"not exported: {path}: {reason}", file=sys.stderr)
     print("model: " + (str(rep.model_dir) if rep.model_dir else "none (no trained model yet)"))
     return 0
 
@@ -946,10 +949,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.ERROR if args.quiet else logging.WARNING, format="alwb: %(levelname)s: %(message)s"
     )
+    redact_logging()
     try:
         return int(args.func(args) or 0)
     except AlwbError as exc:
-        print(f"alwb: error: {exc}", file=sys.stderr)
+        print(f"alwb: error: {redact(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("alwb: interrupted", file=sys.stderr)
@@ -958,7 +962,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("ALWB_DEBUG"):
             raise
         print(
-            f"alwb: internal error: {type(exc).__name__}: {exc} (set ALWB_DEBUG=1 for the traceback)", file=sys.stderr
+            f"alwb: internal error: {type(exc).__name__}: {redact(exc)} (set ALWB_DEBUG=1 for the traceback)",
+            file=sys.stderr,
         )
         return 1
 

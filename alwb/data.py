@@ -19,7 +19,7 @@ import numpy.typing as npt
 import torch
 
 from .errors import AlwbError, ImageRejected
-from .images import check_present, load_array
+from .images import CHANGED_PREFIX, check_present, load_array
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -28,34 +28,34 @@ log = logging.getLogger(__name__)
 def choose_geometry(store: Store, image_size: int = 0, channels: int = 0, model: str = "auto") -> tuple[int, int]:
     """Image size and channels for the model: given values win, else chosen from the accepted images.
 
-    Size: images up to 64 px keep their (median) size, at least 16 and rounded up to a multiple of 4. Larger
-    images go to 160 px for ResNet-18 (asked for, or ``auto`` with ImageNet weights available offline); without
-    pretrained weights ``auto`` trains the small CNN at 64 px, which learns as much from a few hundred photos and
-    is an order of magnitude cheaper on a CPU. Channels: 1 when every image is greyscale, else 3.
+    Size: images up to :data:`alwb.plan.SMALL_IMAGE_PX` (64 px) keep their (median) size, at least 16 and rounded
+    up to a multiple of 4. Larger images go to 160 px for ResNet-18 (asked for); ``auto`` trains the small CNN at
+    64 px (photos get here only without any pretrained backbone: :mod:`alwb.plan`), which learns as much from a few
+    hundred photos and is an order of magnitude cheaper on a CPU. Channels: 1 when every image is greyscale, else 3.
     """
-    from .models import pretrained_available
+    from .plan import SMALL_IMAGE_PX
 
     rows = store.image_geometry()
     if not rows:
         raise AlwbError("the project has no readable images")
     if not image_size:
         med = int(np.median([r[0] for r in rows]))
-        if med <= 64:
+        if med <= SMALL_IMAGE_PX:
             image_size = max(16, -(-med // 4) * 4)
         else:
-            image_size = 160 if model == "resnet18" or (model == "auto" and pretrained_available()) else 64
+            image_size = 160 if model == "resnet18" else SMALL_IMAGE_PX
     if not channels:
         channels = 1 if all(r[1] for r in rows) else 3
     return int(image_size), int(channels)
 
 
-def _load_chunk(args: tuple[list[str], int, int]) -> tuple[np.ndarray, list[str | None]]:
-    paths, size, channels = args
+def _load_chunk(args: tuple[list[str], list[str | None], int, int]) -> tuple[np.ndarray, list[str | None]]:
+    paths, digests, size, channels = args
     out = np.zeros((len(paths), channels, size, size), dtype=np.uint8)
     errors: list[str | None] = []
-    for i, p in enumerate(paths):
+    for i, (p, digest) in enumerate(zip(paths, digests, strict=True)):
         try:
-            out[i] = load_array(p, size, channels)
+            out[i] = load_array(p, size, channels, sha256=digest)  # only the content imported is trained on
             errors.append(None)
         except ImageRejected as exc:
             errors.append(exc.reason)
@@ -102,13 +102,25 @@ class PixelCache:
         if missing.size == 0:
             return 0
         images = store.image_root()
-        stored = [str(store.item(int(i))["path"]) for i in missing]
+        rows = [store.item(int(i)) for i in missing]
+        stored = [str(r["path"]) for r in rows]
+        digests = [r["sha256"] for r in rows]
         paths = [str(images.locate(p)) for p in stored]
         check_present(images, stored, paths)  # a file this machine cannot see is not rejected for everyone
-        new, errors = self._decode(paths, progress=progress, workers=workers)
+        new, errors = self._decode(paths, progress=progress, workers=workers, digests=digests)
         bad = [(int(i), e) for i, e in zip(missing, errors, strict=True) if e is not None]
         if bad:
-            store.reject_items([(i, f"unreadable when decoding for training: {reason}") for i, reason in bad])
+            store.reject_items(
+                [
+                    (
+                        i,
+                        reason
+                        if reason.startswith(CHANGED_PREFIX)
+                        else f"unreadable when decoding for training: {reason}",
+                    )
+                    for i, reason in bad
+                ]
+            )
             log.warning("%d item(s) became unreadable and were rejected", len(bad))
         ids = np.concatenate([self.ids, missing])
         order = np.argsort(ids, kind="stable")
@@ -138,12 +150,22 @@ class PixelCache:
         self.pixels = np.load(self.pixels_path, mmap_mode="r")
         return int(missing.size)
 
-    def _decode(self, paths: list[str], *, progress: bool, workers: int | None) -> tuple[np.ndarray, list[str | None]]:
+    def _decode(
+        self,
+        paths: list[str],
+        *,
+        progress: bool,
+        workers: int | None,
+        digests: Sequence[str | None] | None = None,
+    ) -> tuple[np.ndarray, list[str | None]]:
         from tqdm import tqdm
 
         n_workers = workers if workers is not None else min(os.cpu_count() or 1, 8)
         chunk = 512
-        jobs = [(paths[i : i + chunk], self.size, self.channels) for i in range(0, len(paths), chunk)]
+        sums = list(digests) if digests is not None else [None] * len(paths)
+        jobs = [
+            (paths[i : i + chunk], sums[i : i + chunk], self.size, self.channels) for i in range(0, len(paths), chunk)
+        ]
         arrays, errors = [], []
         with tqdm(total=len(paths), unit="img", desc="decoding", disable=not progress, file=sys.stderr) as bar:
             if n_workers <= 1 or len(paths) < 1000:

@@ -49,6 +49,9 @@ class StoreUnavailable(ProjectError):
     call can be tried again once the server is back (a repeated label call writes nothing twice)."""
 
     def __init__(self, location: str, reason: str) -> None:
+        from .redaction import redact
+
+        location, reason = redact(location), redact(reason)
         super().__init__(f"cannot reach the PostgreSQL store {location}: {reason}")
         self.location = location
         self.reason = reason

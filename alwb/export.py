@@ -9,24 +9,26 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .config import TrainConfig
-from .errors import AlwbError, UnsafeModelFileError
-from .images import check_present, load_array
+from .errors import AlwbError, ImageRejected, UnsafeModelFileError
+from .images import check_present, load_array, read_verified
 from .loop import Project
 from .models import Classifier
 
 FORMAT_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +40,8 @@ class ExportReport:
     n_images: int
     n_pseudo: int
     counts: dict[str, int]
+    #: Files left out because their content changed since import: (path on this machine, reason).
+    changed: list[tuple[str, str]] = field(default_factory=list)
 
 
 def _safe_name(name: str) -> str:
@@ -45,11 +49,21 @@ def _safe_name(name: str) -> str:
     return out or "_"
 
 
-def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = False) -> tuple[Path, int, int]:
+class ExportedDataset(NamedTuple):
+    """What :func:`export_dataset` wrote: the folder, the images copied (of them pseudo-labeled), and the files left
+    out because their content is no longer the one imported (path on this machine, reason)."""
+
+    dataset_dir: Path
+    n_images: int
+    n_pseudo: int
+    changed: list[tuple[str, str]]
+
+
+def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = False) -> ExportedDataset:
     """Write ``OUT/dataset/<class>/<file>`` (copies) and ``OUT/manifest.csv`` / ``.parquet``.
 
-    Returns ``(dataset_dir, n_images, n_pseudo)``. Pseudo-labels appear only with ``include_pseudo`` and have
-    source ``pseudo``.
+    Pseudo-labels appear only with ``include_pseudo`` and have source ``pseudo``. A file whose SHA-256 is no longer
+    the stored one is left out, with its path and the reason in :attr:`ExportedDataset.changed` (and the log).
     """
     import pandas as pd
 
@@ -95,12 +109,20 @@ def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = 
     class_dirs = {c: _safe_name(c) for c in project.classes}
     images = project.store.image_root()
     check_present(images, [row["src"] for row in rows])  # before anything is copied: a clear message, not a traceback
+    kept: list[dict[str, Any]] = []
+    changed: list[tuple[str, str]] = []
     for row in rows:
         src = images.locate(row["src"])
+        try:  # the bytes copied are the bytes checked: a file replaced since import is never exported under its label
+            data = read_verified(src, row["sha256"])
+        except ImageRejected as exc:
+            changed.append((str(src), exc.reason))
+            continue
         name = f"{row['sha256'][:12]}_{_safe_name(src.name)}"
         dest = ds / class_dirs[row["label"]] / name
         dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(src, dest)
+        dest.write_bytes(data)
+        kept.append(row)
         row["path"] = dest.relative_to(out).as_posix()
         row.pop("src")
         row["original_path"] = str(src)  # the file on this machine (the store may hold it relative to the root)
@@ -117,10 +139,14 @@ def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = 
         "original_path",
         "item_id",
     ]
+    for path, reason in changed:
+        log.warning("not exported: %s: %s", path, reason)
+    rows = kept
+    n_pseudo = sum(1 for r in rows if r["source"] == "pseudo")
     df = pd.DataFrame(rows, columns=cols)
     df.to_csv(out / "manifest.csv", index=False)
     df.to_parquet(out / "manifest.parquet", index=False)
-    return ds, len(rows), n_pseudo
+    return ExportedDataset(ds, len(rows), n_pseudo, changed)
 
 
 def export_model(project: Project, out: str | Path) -> Path:
@@ -260,10 +286,14 @@ def export_project(project: Project, out: str | Path, *, include_pseudo: bool = 
     """Dataset and (when trained) model."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    ds, n, n_pseudo = export_dataset(project, out, include_pseudo=include_pseudo)
+    ds, n, n_pseudo, changed = export_dataset(project, out, include_pseudo=include_pseudo)
     mdir = export_model(project, out) if project.current_model() is not None else None
-    counts = Counter(r["class"] for r in project.store.current_labels())
-    return ExportReport(ds, mdir, n, n_pseudo, dict(counts))
+    left_out = {p for p, _ in changed}
+    images = project.store.image_root()
+    counts = Counter(
+        r["class"] for r in project.store.current_labels() if str(images.locate(r["path"])) not in left_out
+    )
+    return ExportReport(ds, mdir, n, n_pseudo, dict(counts), changed)
 
 
 def _build(geo: dict[str, Any], num_classes: int) -> Classifier:

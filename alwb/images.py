@@ -7,6 +7,8 @@ Pillow's decompression-bomb warning is treated as an error.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import warnings
 from dataclasses import dataclass
@@ -43,19 +45,52 @@ def is_image_path(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _open(path: str | os.PathLike[str]) -> Image.Image:
-    p = Path(path)
+class ImageChanged(ImageRejected):
+    """The file's content is no longer the one imported (its SHA-256 differs from the stored one): it is skipped,
+    never read or exported under the label given to the old content."""
+
+
+#: How the reason of a changed file starts (:func:`changed_reason`).
+CHANGED_PREFIX = "the file changed since it was imported"
+
+
+def changed_reason(expected: str, actual: str) -> str:
+    """The one line said of a file whose content changed since it was imported."""
+    return f"{CHANGED_PREFIX} (SHA-256 {actual[:12]}…, imported as {expected[:12]}…)"
+
+
+def read_verified(path: str | os.PathLike[str], sha256: str) -> bytes:
+    """The bytes of ``path``, read once, after checking they are the content imported as ``sha256`` (raises
+    :class:`ImageChanged` otherwise). Checking and using the same bytes leaves no gap for a swap in between."""
     try:
-        size = p.stat().st_size
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise ImageRejected(f"cannot read file: {exc.strerror or exc}") from None
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ImageChanged(changed_reason(sha256, actual))
+    return data
+
+
+def _open(path: str | os.PathLike[str], sha256: str | None = None) -> Image.Image:
+    p = Path(path)
+    source: Path | io.BytesIO = p
+    if sha256 is not None:
+        data = read_verified(p, sha256)
+        size = len(data)
+        source = io.BytesIO(data)
+    else:
+        try:
+            size = p.stat().st_size
+        except OSError as exc:
+            raise ImageRejected(f"cannot read file: {exc.strerror or exc}") from None
     if size == 0:
         raise ImageRejected("empty file (0 bytes)")
     limit = Image.MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(p, formats=ALLOWED_FORMATS)
+            img = Image.open(source, formats=ALLOWED_FORMATS)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"decompression bomb: {exc}".split(" could be")[0].rstrip(",")) from None
     except UnidentifiedImageError:
@@ -167,22 +202,23 @@ def to_mode(img: Image.Image, channels: int) -> Image.Image:
     return img if img.mode == target else img.convert(target)
 
 
-def load_image(path: str | os.PathLike[str], channels: int = 3) -> Image.Image:
-    """Open, validate, orient and convert one image (first frame of an animation)."""
-    img = _open(path)
+def load_image(path: str | os.PathLike[str], channels: int = 3, *, sha256: str | None = None) -> Image.Image:
+    """Open, validate, orient and convert one image (first frame of an animation); with ``sha256``, only when the
+    file still holds the content imported (else :class:`ImageChanged`)."""
+    img = _open(path, sha256)
     try:
         return to_mode(_decode(img), channels)
     finally:
         img.close()
 
 
-def load_array(path: str | os.PathLike[str], size: int, channels: int) -> np.ndarray:
+def load_array(path: str | os.PathLike[str], size: int, channels: int, *, sha256: str | None = None) -> np.ndarray:
     """Load an image as a ``(channels, size, size)`` uint8 array with the eval geometry.
 
     The shorter side is resized to ``size`` (bilinear with antialiasing when shrinking), then the centre is
     cropped, so aspect ratios are kept.
     """
-    img = load_image(path, channels)
+    img = load_image(path, channels, sha256=sha256)
     img = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.uint8)
     arr = arr[None, :, :] if arr.ndim == 2 else arr.transpose(2, 0, 1)

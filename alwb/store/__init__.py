@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 import unicodedata
@@ -95,6 +96,11 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
             self.integrity_errors = (sqlite3.IntegrityError,)
             if not create and not self.path.exists():
                 raise ProjectError(f"no alwb store at {self.path} (run 'alwb init' first)")
+            if create and not self.path.exists():
+                # readable by its owner only (it holds password hashes); SQLite gives its -wal and -shm files the
+                # same permissions
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
             self.con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         try:
             if self.backend == "sqlite":
@@ -682,8 +688,14 @@ def validate_class_name(name: str) -> str:
         raise LabelError("class name is empty")
     if len(name) > 100:
         raise LabelError(f"class name longer than 100 characters: {name[:20]!r}...")
-    if any(ch in name for ch in "/\\") or name in (".", "..") or any(unicodedata.category(ch) == "Cc" for ch in name):
-        raise LabelError(f"class name {name!r} contains a path separator or control character")
+    if any(ch in name for ch in "/\\") or name in (".", ".."):
+        raise LabelError(f"class name {name!r} contains a path separator")
+    # control characters (Cc) and format characters (Cf: bidi overrides such as U+202E, zero-width joiners) make a
+    # name read differently from what it is, on a page, in a file name and in a terminal
+    hidden = [ch for ch in name if unicodedata.category(ch) in ("Cc", "Cf")]
+    if hidden:
+        codes = ", ".join(f"U+{ord(ch):04X}" for ch in dict.fromkeys(hidden))
+        raise LabelError(f"class name {name!r} contains invisible control or format characters ({codes}); type it anew")
     if name.lower() in RESERVED_NAMES:
         raise LabelError(f"class name {name!r} is reserved for answers that are not a class")
     return name

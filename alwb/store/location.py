@@ -5,8 +5,8 @@ either the SQLite file ``alwb.sqlite`` in the folder, or a PostgreSQL database n
 (``{"url": "postgresql://..."}``, written by ``alwb init --store`` or ``alwb store copy``). The pointer wins when
 both are there. A folder with neither uses ``$ALWB_STORE_URL`` when it is set (a machine that only trains, say).
 
-Keep passwords out of the URL where you can: libpq reads ``PGPASSWORD`` and ``~/.pgpass``. The pointer file is
-written readable by its owner only.
+The pointer never holds a password (one given in the URL is left out when the file is written): libpq reads
+``PGPASSWORD`` and ``~/.pgpass`` on each machine. The file is written readable by its owner only.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from ..errors import ProjectError
+from ..redaction import redact, without_password
 
 STORE_FILE = "alwb.sqlite"
 POINTER_FILE = "store.json"
@@ -51,7 +52,7 @@ def store_location(root: str | Path) -> str | Path | None:
     env = os.environ.get(ENV_URL)
     if env and root.is_dir():
         if not _is_url(env):
-            raise ProjectError(f"${ENV_URL} must be a postgresql:// URL, not {env[:30]!r}")
+            raise ProjectError(f"${ENV_URL} must be a postgresql:// URL, not {redact(env)[:30]!r}")
         return env
     return None
 
@@ -65,7 +66,8 @@ def is_project(root: str | Path) -> bool:
 def write_pointer(root: str | Path, url: str) -> Path:
     """Make ``root`` use the PostgreSQL store at ``url`` (atomically; owner-only permissions)."""
     if not _is_url(url):
-        raise ProjectError(f"not a postgresql:// URL: {url[:30]!r}")
+        raise ProjectError(f"not a postgresql:// URL: {redact(url)[:30]!r}")
+    url = without_password(url)  # the file holds the address only: passwords come from PGPASSWORD or ~/.pgpass
     path = Path(root) / POINTER_FILE
     tmp = path.with_suffix(".json.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

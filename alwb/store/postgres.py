@@ -19,13 +19,13 @@ import contextlib
 import functools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 from psycopg import pq
 from psycopg.rows import tuple_row
 
 from ..errors import StoreUnavailable
+from ..redaction import redact as _redact
 
 #: Key of the advisory lock held by every store write transaction.
 WRITE_LOCK = 0x616C7762  # "alwb"
@@ -37,15 +37,8 @@ _LOST_STATES = ("57P01", "57P02", "57P03")
 
 
 def redact(url: str) -> str:
-    """The address without its password (for messages and logs)."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += f":{parts.port}"
-    user = parts.username or ""
-    return urlunsplit((parts.scheme, f"{user}:***@{host}", parts.path, parts.query, parts.fragment))
+    """The address without its password (for messages and logs; :func:`alwb.redaction.redact`)."""
+    return _redact(url)
 
 
 class Row(tuple):
@@ -233,7 +226,7 @@ class PgConnection:
 def _reason(exc: BaseException) -> str:
     """The first line of a driver error, its spaces squeezed."""
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return " ".join(first.split())
+    return _redact(" ".join(first.split()))
 
 
 def connect(url: str, *, timeout: float = 60.0) -> PgConnection:

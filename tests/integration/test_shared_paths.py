@@ -218,13 +218,14 @@ def test_a_missing_image_is_a_clear_message_and_nothing_is_rejected(
             proj.store.image_root().open_path("circle_000.png")
         assert ImageRoot.of(proj.store.get_meta("image_root"), str(images)).open_path("circle_000.png").is_file()
 
-    # with the right root, an unreadable image is skipped and reported as before
+    # with the right root, a file overwritten since import is skipped and reported (its content is not the one
+    # imported: it is never trained on)
     monkeypatch.delenv(ENV_IMAGE_ROOT)
     (images / "square_001.png").write_bytes(b"not an image")
     assert main(["train", str(root), "--epochs", "1", "--device", "cpu"]) == 0
     with Project.open(root) as proj:
         assert [Path(r["path"]).name for r in proj.store.rejected()] == ["square_001.png"]
-        assert "unreadable" in proj.store.rejected()[0]["reason"]
+        assert "the file changed since it was imported" in proj.store.rejected()[0]["reason"]
     assert os.environ.get(ENV_IMAGE_ROOT) is None
 
 

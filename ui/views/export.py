@@ -58,6 +58,14 @@ def render() -> None:
                     (out.parent / "model.zip").unlink(missing_ok=True)
                 state.remember("export_time", time.time())
                 st.success(f"Exported {rep.n_images} image(s) ({rep.n_pseudo} pseudo-labels).")
+                if rep.changed:
+                    st.warning(
+                        md_escape(
+                            f"{len(rep.changed)} image(s) were left out because their file changed since it was "
+                            "imported (the label was given to the old content): "
+                            + "; ".join(f"{path}: {reason}" for path, reason in rep.changed[:20])
+                        )
+                    )
         ds_zip, model_zip = out.parent / "dataset.zip", out.parent / "model.zip"
         if ds_zip.is_file():
             st.caption(f"Files prepared {ago(ds_zip.stat().st_mtime)}; prepare again to include newer labels.")
