@@ -18,8 +18,9 @@ MODEL_NAMES = ("auto", "cnn6", "resnet18")
 #: pretrained backbone), ``scratch`` (the small CNN or ResNet-18 from random weights); ``auto`` chooses
 #: (:func:`alwb.head.choose_mode`).
 MODES = ("auto", "head", "finetune", "scratch")
-#: The backbone photo projects use unless told otherwise (:mod:`alwb.backbones` lists them all).
-DEFAULT_BACKBONE = "dinov2_vits14"
+#: The backbone photo projects use unless told otherwise: ``auto``, the best one on this machine by a published order
+#: (:func:`alwb.plan.choose_backbone`; :mod:`alwb.backbones` lists them all).
+DEFAULT_BACKBONE = "auto"
 #: Models older projects were created with: they keep training and loading, but are not offered.
 LEGACY_MODELS = ("smallcnn",)
 
@@ -35,7 +36,7 @@ class TrainConfig:
     model: str = "auto"
     #: ``auto``, ``head``, ``finetune`` or ``scratch`` (:data:`MODES`)
     mode: str = "auto"
-    #: the pretrained backbone of ``head`` and ``finetune`` rounds (a name in :mod:`alwb.backbones`)
+    #: the pretrained backbone of ``head`` and ``finetune`` rounds (a name in :mod:`alwb.backbones`, or ``auto``)
     backbone: str = DEFAULT_BACKBONE
     image_size: int = 0
     channels: int = 0

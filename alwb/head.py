@@ -30,11 +30,10 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import ConfigError, NoLabelsError
+from .plan import SMALL_IMAGE_PX
 
 MODES: tuple[str, ...] = ("auto", "head", "finetune", "scratch")
 BALANCE: tuple[str, ...] = ("none", "weights", "smote", "adasyn")
-#: images whose (median) shorter side is at most this many pixels are trained from scratch by ``auto``
-SMALL_IMAGE_PX = 64
 HEAD_FORMAT = "alwb-linear-head/1"
 #: inverse L2 strength on standardised embeddings: best or within 0.01 of best at 64, 256 and 784 dimensions on
 #: Fashion-MNIST stand-in features at 1,000 labels (C = 1 lost 0.02-0.04), and converges in fewer iterations

@@ -25,6 +25,7 @@ from .data import PixelCache, choose_geometry
 from .errors import AlwbError, EmptyPoolError, LabelError, ProjectError
 from .ingest import IngestReport, ingest
 from .models import BACKBONE_PREFIX, choose_arch
+from .plan import AUTO_BACKBONE, TrainingPlan, choose_backbone
 from .query import FEATURE_STRATEGIES, list_strategies, select, select_diverse
 from .round import RoundSummary, run_round
 from .scores import Scores, read_scores
@@ -422,7 +423,8 @@ class Project:
         """How the model trains and sees the images: ``mode`` (``head``, ``finetune`` or ``scratch``) and why
         (``mode_reason``), ``backbone``, input geometry and architecture. Decided at the first round and kept
         unless the settings change, or until a photo project that trained from scratch for want of weights has
-        them (``alwb weights fetch``). ``fetch`` lets the decision download the backbone's weights (rounds do)."""
+        them (``alwb weights fetch``, ``pip install``). ``fetch`` lets the decision download the backbone's weights
+        (rounds do). The decision is :func:`alwb.plan.decide_plan`'s (:meth:`plan`)."""
         from . import backbones
 
         cfg = cfg or self.train_config
@@ -431,13 +433,48 @@ class Project:
             return geo
         return self._decide_geometry(cfg, fetch=fetch)
 
+    def plan(self, cfg: TrainConfig | None = None) -> tuple[TrainingPlan, bool]:
+        """``(plan, decided)``: how the rounds train and why (:class:`alwb.plan.TrainingPlan`). ``decided``: as the
+        last round recorded it (its geometry still holds for the settings); else what the next round would choose
+        (:func:`alwb.plan.decide_plan`, nothing downloaded)."""
+        from . import backbones
+        from .report import OLDER_PROJECT_REASON
+
+        cfg = cfg or self.train_config
+        geo = self.store.get_meta("geometry")
+        if geo and self._geometry_holds(geo, cfg, backbones.weights_available):
+            mode = geo.get("mode") or "scratch"
+            bb = geo.get("backbone") if mode != "scratch" else None
+            why = geo.get("mode_reason") or OLDER_PROJECT_REASON
+            size = int(geo["image_size"]) if bb else None
+            missing = bool(geo.get("weights_missing"))
+            return TrainingPlan(mode, bb, size, why, cfg.mode, cfg.backbone, weights_missing=missing), True
+        return self._plan(cfg, fetch=False), False
+
+    def _plan(self, cfg: TrainConfig, *, fetch: bool) -> TrainingPlan:
+        from . import backbones
+        from .plan import decide_plan
+
+        def get(name: str) -> str | None:
+            try:
+                backbones.resolve_weights(name, quiet=True)
+                return None
+            except backbones.WeightsError as exc:
+                return str(exc)
+
+        sides = [side for side, _ in self.store.image_geometry()]
+        median = int(np.median(sides)) if sides else None
+        return decide_plan(cfg.mode, cfg.backbone, median, cfg.device, fetch=get if fetch else None)
+
     def _geometry_holds(self, geo: dict[str, Any], cfg: TrainConfig, weights_available: Callable[[str], bool]) -> bool:
         mode = geo.get("mode", "scratch")
         if cfg.mode not in ("auto", mode):
             return False
         if mode != "scratch":
+            if cfg.backbone == AUTO_BACKBONE:  # the backbone chosen at the first round, while it is here
+                return bool(geo.get("backbone")) and weights_available(geo["backbone"])
             return geo.get("backbone") == cfg.backbone
-        if cfg.mode == "auto" and geo.get("weights_missing") and weights_available(cfg.backbone):
+        if cfg.mode == "auto" and geo.get("weights_missing") and choose_backbone(cfg.backbone, weights_available):
             return False  # weights arrived: the photos move to the backbone
         size, channels = choose_geometry(self.store, cfg.image_size, cfg.channels, cfg.model)
         return (
@@ -448,34 +485,23 @@ class Project:
 
     def _decide_geometry(self, cfg: TrainConfig, *, fetch: bool) -> dict[str, Any]:
         from . import backbones
-        from .head import choose_mode
 
-        sides = [side for side, _ in self.store.image_geometry()]
-        median = int(np.median(sides)) if sides else 0
-        wants_backbone = cfg.mode in ("head", "finetune") or (cfg.mode == "auto" and median > 64)
-        available, missing = False, None
-        if wants_backbone:
-            available = backbones.weights_available(cfg.backbone)
-            if not available and fetch:
-                try:
-                    backbones.resolve_weights(cfg.backbone, quiet=True)
-                    available = True
-                except backbones.WeightsError as exc:
-                    missing = str(exc)
-        small = available and backbones.trains_like(cfg.backbone) is not None
-        mode, reason = choose_mode(cfg.mode, median, cfg.device, available, small_backbone=small)
-        if mode != "scratch":
-            spec = backbones.get_spec(cfg.backbone)
-            prefix = "head:" if mode == "head" else BACKBONE_PREFIX
+        plan = self._plan(cfg, fetch=fetch)
+        if plan.mode is None:
+            raise AlwbError("the project has no readable images")
+        if plan.mode != "scratch":
+            assert plan.backbone is not None
+            spec = backbones.get_spec(plan.backbone)
+            prefix = "head:" if plan.mode == "head" else BACKBONE_PREFIX
             return {
                 "image_size": spec.input_size,
                 "channels": 3,
                 "arch": prefix + spec.name,
                 "mean": list(spec.mean),
                 "std": list(spec.std),
-                "mode": mode,
+                "mode": plan.mode,
                 "backbone": spec.name,
-                "mode_reason": reason,
+                "mode_reason": plan.why,
             }
         size, channels = choose_geometry(self.store, cfg.image_size, cfg.channels, cfg.model)
         return {
@@ -485,8 +511,8 @@ class Project:
             "mean": None,
             "std": None,
             "mode": "scratch",
-            "mode_reason": reason if missing is None else f"{reason} ({missing})",
-            "weights_missing": wants_backbone and not available,
+            "mode_reason": plan.why,
+            "weights_missing": plan.weights_missing,
         }
 
     def pixel_cache(self, geo: dict[str, Any] | None = None, *, progress: bool = False) -> PixelCache:

@@ -89,16 +89,23 @@ SMALL_ARCHS = ("cnn6", "smallcnn")
 def resnet18(channels: int, num_classes: int, *, image_size: int, pretrained: str = "auto") -> Classifier:
     """torchvision's ResNet-18; for inputs under 64 px the stem is a 3×3 stride-1 conv without max-pool.
 
-    ``pretrained``: ``auto`` uses ImageNet weights when they are available offline (torchvision's cache), ``none``
-    never does, anything else is a path to a state_dict file. Weights load with ``weights_only=True``.
+    ``pretrained``: ``auto`` uses ImageNet weights when the verified file of backbone ``resnet18`` is on this
+    machine (:func:`alwb.backbones.resolve_weights`: its SHA-256 checked, nothing downloaded), ``none`` never does,
+    anything else is a path to a state_dict file. Weights load with ``weights_only=True``.
     """
-    from torchvision.models import ResNet18_Weights
     from torchvision.models import resnet18 as tv_resnet18
+
+    from . import backbones
 
     net = tv_resnet18(weights=None)
     state = None
     if pretrained != "none":
-        path = Path(pretrained) if pretrained != "auto" else _cached_weights(ResNet18_Weights.DEFAULT.url)
+        path: Path | None = Path(pretrained)
+        if pretrained == "auto":
+            try:
+                path = Path(backbones.resolve_weights("resnet18", download=False, quiet=True).file)
+            except backbones.WeightsError:
+                path = None
         if path is not None and path.is_file():
             state = torch.load(path, map_location="cpu", weights_only=True)
             net.load_state_dict(state)
@@ -130,18 +137,6 @@ def resnet18(channels: int, num_classes: int, *, image_size: int, pretrained: st
 
 def _hub_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
-
-
-def _cached_weights(url: str) -> Path | None:
-    p = _hub_dir() / url.rsplit("/", 1)[-1]
-    return p if p.is_file() else None
-
-
-def pretrained_available() -> bool:
-    """True when ImageNet ResNet-18 weights are in torchvision's offline cache."""
-    from torchvision.models import ResNet18_Weights
-
-    return _cached_weights(ResNet18_Weights.DEFAULT.url) is not None
 
 
 _REGISTRY: dict[str, Callable[..., Classifier]] = {
@@ -180,9 +175,11 @@ def list_models() -> list[str]:
 
 
 def choose_arch(name: str, image_size: int) -> str:
-    """Resolve ``auto``: ResNet-18 above 64 px when ImageNet weights are available offline, else :func:`cnn6`."""
+    """Resolve ``auto``: :func:`cnn6`, whatever the image size. A from-scratch round is from scratch: pretrained
+    features are the training plan's business (:mod:`alwb.plan`), which sends photos to a backbone when one is
+    here; ``resnet18`` is there when asked for."""
     if name == "auto":
-        return "resnet18" if image_size > 64 and pretrained_available() else "cnn6"
+        return "cnn6"
     if name.startswith(BACKBONE_PREFIX):
         return name
     if name not in _REGISTRY:

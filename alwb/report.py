@@ -97,44 +97,18 @@ def training_status(project: Project) -> dict[str, Any]:
     projects from before training modes lack the keys and trained from scratch), as long as the settings still
     agree with it. Before any round, or once the mode / backbone setting changed, or when a photo project that
     trained from scratch for want of weights now has them: what the next round would choose,
-    :func:`alwb.head.choose_mode` on the images' median shorter side (as :meth:`alwb.loop.Project.geometry`
-    decides), the device setting and whether the backbone's weights are on this machine. Nothing is downloaded.
+    the one training-plan decision, :func:`alwb.plan.decide_plan` (through :meth:`alwb.loop.Project.plan`), on the
+    images' median shorter side, the device setting and the backbones whose weights are on this machine. Nothing is
+    downloaded. ``input_size`` is the backbone's input size (None for ``scratch``).
     """
-    import numpy as np
-
-    from . import backbones
-    from .head import choose_mode
-
-    cfg = project.train_config
-    geo = project.store.get_meta("geometry") or {}
-    if geo:
-        mode = geo.get("mode") or "scratch"
-        holds = cfg.mode in ("auto", mode) and (mode == "scratch" or geo.get("backbone") == cfg.backbone)
-        if holds and mode == "scratch" and cfg.mode == "auto" and geo.get("weights_missing"):
-            holds = not backbones.weights_available(cfg.backbone)
-        if holds:
-            return {
-                "mode": mode,
-                "mode_reason": geo.get("mode_reason") or OLDER_PROJECT_REASON,
-                "backbone": geo.get("backbone") if mode != "scratch" else None,
-                "requested": cfg.mode,
-                "decided": True,
-            }
-    sides = [side for side, _ in project.store.image_geometry()]
-    if not sides and cfg.mode == "auto":
-        mode, reason = None, "decided at the first round (no images yet)"
-    else:
-        median = int(np.median(sides)) if sides else 0
-        wants = cfg.mode in ("head", "finetune") or (cfg.mode == "auto" and median > 64)
-        available = wants and backbones.weights_available(cfg.backbone)
-        small = available and backbones.trains_like(cfg.backbone) is not None
-        mode, reason = choose_mode(cfg.mode, median, cfg.device, available, small_backbone=small)
+    plan, decided = project.plan()
     return {
-        "mode": mode,
-        "mode_reason": reason,
-        "backbone": cfg.backbone if mode in ("head", "finetune") else None,
-        "requested": cfg.mode,
-        "decided": False,
+        "mode": plan.mode,
+        "mode_reason": plan.why,
+        "backbone": plan.backbone if plan.mode in ("head", "finetune") else None,
+        "input_size": plan.input_size,
+        "requested": plan.requested_mode,
+        "decided": decided,
     }
 
 
@@ -142,6 +116,6 @@ def format_training(t: dict[str, Any]) -> str:
     """One line from :func:`training_status`, e.g. ``training: head on dinov2_vits14 (photos (224 px) ...)``."""
     what = t["mode"] or t["requested"]
     if t.get("backbone"):
-        what += f" on {t['backbone']}"
+        what += f" on {t['backbone']}" + (f" at {t['input_size']} px" if t.get("input_size") else "")
     when = "" if t["decided"] else "next round: "
     return f"training: {when}{what} ({t['mode_reason']})"

@@ -334,6 +334,9 @@ def metrics(r: RoundState) -> None:
     r.metrics = round_metrics(r.project, r.scores, r.ids, r.y, r.classes)
     if r.pseudo_check is not None:
         r.metrics["pseudo_check"] = r.pseudo_check
+    st = round_stability(r.project, r.scores, r.ids)
+    if st is not None:
+        r.metrics["stability"] = st
     if r.project.config.strategy == "auto":
         r.metrics["handover"] = handover(r.project, r.scores, r.ids, r.y, len(r.classes), r.number)
         r.notes.append(f"auto strategy: {r.metrics['handover']['reason']}")
@@ -400,6 +403,7 @@ def gather_embeddings(r: RoundState) -> None:
 
 def fit_head(r: RoundState) -> None:
     """A logistic-regression head on the embeddings (class weights, SMOTE or ADASYN on them with ``balance``)."""
+    from .head import DEFAULT_C
     from .head import fit_head as fit
 
     assert r.x_train is not None and r.y_train is not None and r.cache is not None
@@ -409,6 +413,7 @@ def fit_head(r: RoundState) -> None:
         r.y_train,
         len(r.classes),
         balance=r.cfg.balance,
+        c=r.backbone.spec.head_c or DEFAULT_C,  # the backbone's own strength where it has one (EfficientNet-Lite)
         seed=r.cfg.seed,
         standardise_with=pool,
         meta={**r.backbone.card(), "classes": r.classes, "mode": "head"},
@@ -584,8 +589,32 @@ def ids_to_score(
     unlabeled, sampled = unlabeled_sample(project, cfg, [cfg.seed, number])
     if sampled is None:
         return all_ids
+    # the fixed stop set is scored every round, so consecutive rounds' predictions can be compared (alwb.advice)
     keep = np.union1d(np.setdiff1d(all_ids, unlabeled, assume_unique=True), sampled)
+    keep = np.union1d(keep, _stop_items(project))
     return keep[np.isin(keep, all_ids)]
+
+
+def _stop_items(project: Project) -> npt.NDArray[np.int64]:
+    """The project's stop set (:func:`alwb.advice.stop_set` of the pool, validation items left out)."""
+    from .advice import stop_set
+
+    pool = np.setdiff1d(np.asarray(project.store.item_ids(), np.int64), project.store.val_item_ids())
+    return stop_set(pool, project.config.seed)
+
+
+def round_stability(project: Project, scores: Scores, labeled: npt.ArrayLike) -> dict[str, Any] | None:
+    """Kappa and changed share between the previous finished round's predictions and ``scores`` on the stop set's
+    items that are unlabeled now; None for the first round or when the previous scores are gone."""
+    from .advice import stability
+    from .scores import read_scores
+
+    done = [r["number"] for r in project.store.rounds() if r["status"] == "done" and r["number"] < scores.round]
+    prev = read_scores(project.root, done[-1]) if done else None
+    if prev is None:
+        return None
+    items = np.setdiff1d(_stop_items(project), np.asarray(labeled, np.int64))
+    return stability(prev, scores, items)
 
 
 #: pseudo-labels are used only while the previous model's confident guesses on the validation sample are right at

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .advice import advise
 from .config import TrainConfig
 from .errors import AlwbError, ConfigError
 from .evaluate import classification_metrics
@@ -55,6 +56,12 @@ CURVE_COLUMNS = [
     "round_seconds",
     "epochs",
     "warm",
+    # the stop advice after the round (alwb.advice): kappa and changed share against the previous round's
+    # predictions on the stop set, and the recommendation
+    "kappa",
+    "changed",
+    "advice_stop",
+    "advice",
 ]
 
 
@@ -213,11 +220,15 @@ def _recorded(curve: Path) -> list[dict[str, str]]:
 
 def _append(curve: Path, row: dict[str, Any]) -> None:
     new = not curve.is_file()
+    columns = CURVE_COLUMNS
+    if not new:  # a curve begun by an older version keeps its columns (the ones it lacks are left out)
+        with open(curve, newline="") as fh:
+            columns = next(csv.reader(fh), None) or CURVE_COLUMNS
     with open(curve, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CURVE_COLUMNS)
+        w = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
         if new:
             w.writeheader()
-        w.writerow({k: row.get(k) for k in CURVE_COLUMNS})
+        w.writerow({k: row.get(k) for k in columns})
         fh.flush()
 
 
@@ -382,6 +393,11 @@ def _run(
                     "epochs": cfg.get("epochs_run"),
                     "warm": cfg.get("warm"),
                 }
+                adv = advise(proj.store.rounds())
+                row["kappa"] = adv["kappa"][-1] if adv["kappa"] else None
+                row["changed"] = adv["changed"][-1] if adv["changed"] else None
+                row["advice_stop"] = adv["stop"]
+                row["advice"] = adv["recommendation"]
                 _append(curve, row)
                 done.add(last["number"])
                 if log:
@@ -389,7 +405,9 @@ def _run(
                         f"[{strategy} {s.name} seed {seed}] round {last['number']}: {last['n_labeled']} labels, "
                         f"test accuracy {m['accuracy']:.4f}, macro-F1 {m['macro_f1']:.4f}, val "
                         f"{val.get('accuracy', float('nan')):.4f} [{val.get('accuracy_low', 0):.3f}, "
-                        f"{val.get('accuracy_high', 0):.3f}], {row['round_seconds']:.1f} s",
+                        f"{val.get('accuracy_high', 0):.3f}], {row['round_seconds']:.1f} s"
+                        + ("" if row["kappa"] is None else f", kappa {row['kappa']:.3f}")
+                        + f"; {adv['recommendation']}",
                         file=sys.stderr,
                     )
             n = len(proj.store.current_labels(split="pool"))
