@@ -41,6 +41,7 @@ __all__ = [
     "RoundSummary",
     "STORE_FILE",
     "Scores",
+    "batch_mix",
     "draw_validation",
 ]
 
@@ -76,6 +77,15 @@ class QueryResult:
             "note": self.note,
             "items": [asdict(i) for i in self.items],
         }
+
+
+def batch_mix(n: int, pending_val: int, pool: int, val_share: float) -> tuple[int, int]:
+    """How a batch of ``n`` is made, for one person and for a team alike: ``(validation items, pool items)``.
+
+    Pending validation items take ``ceil(n * val_share)`` places (fewer when fewer are pending) and fill the batch
+    when the pool has fewer than the rest; the pool gives the rest, as far as it goes."""
+    k_val = min(int(pending_val), max(math.ceil(n * val_share), n - int(pool)))
+    return k_val, min(n - k_val, int(pool))
 
 
 def draw_validation(pool_ids: npt.ArrayLike, size: int, seed: int) -> npt.NDArray[np.int64]:
@@ -257,8 +267,7 @@ class Project:
         if not pending_val and pool.size == 0:
             raise EmptyPoolError("every item is labeled: nothing left to query")
         # validation items take up to val_share of the batch, and fill it when the pool runs short
-        k_val = min(len(pending_val), max(math.ceil(n * cfg.val_share), n - int(pool.size)))
-        k_pool = min(n - k_val, int(pool.size))
+        k_val, k_pool = batch_mix(n, len(pending_val), int(pool.size), cfg.val_share)
         scores = self.scores()
         note = None
         items: list[QueryItem] = []

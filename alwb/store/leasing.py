@@ -41,13 +41,57 @@ class LeaseTables:
             ).rowcount
 
     def release_leases(self, annotator: str, item_ids: Sequence[int] | None = None) -> int:
-        """End ``annotator``'s leases on ``item_ids`` (all of them with None)."""
+        """End ``annotator``'s leases on ``item_ids`` (all of them with None), and their drafts on those items (a
+        draft without its lease would come back on a page that no longer holds the item)."""
         with self.transaction(serialise=False):
             if item_ids is None:
+                self.con.execute(
+                    "DELETE FROM drafts WHERE annotator=?"
+                    " AND item_id IN (SELECT item_id FROM leases WHERE annotator=?)",
+                    (annotator, annotator),
+                )
                 return self.con.execute("DELETE FROM leases WHERE annotator=?", (annotator,)).rowcount
-            return self.con.executemany(
-                "DELETE FROM leases WHERE annotator=? AND item_id=?", [(annotator, int(i)) for i in item_ids]
-            ).rowcount
+            pairs = [(annotator, int(i)) for i in item_ids]
+            self.con.executemany("DELETE FROM drafts WHERE annotator=? AND item_id=?", pairs)
+            return self.con.executemany("DELETE FROM leases WHERE annotator=? AND item_id=?", pairs).rowcount
+
+    def lease_conflicts(
+        self, annotator: str, item_ids: Sequence[int], now: float, *, shared: Callable[[int], bool]
+    ) -> dict[int, str]:
+        """Items of ``item_ids`` that ``annotator`` may not answer now, with the reason: an ordinary item someone
+        else holds or has answered, an overlap item (``shared``) two others hold or have answered.
+
+        Call it inside the transaction that writes the answers: on PostgreSQL it locks the items' rows first (a
+        claim, which skips locked rows, cannot lease one of them until that transaction ends)."""
+        ids = sorted({int(i) for i in item_ids})
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        if self.backend == "postgresql":
+            self.con.execute(f"SELECT id FROM items WHERE id IN ({marks}) ORDER BY id FOR UPDATE", ids)
+        holders: dict[int, set[str]] = {}
+        for r in self.con.execute(
+            f"SELECT item_id, annotator FROM leases WHERE item_id IN ({marks}) AND expires_at>? AND annotator<>?",
+            [*ids, now, annotator],
+        ):
+            holders.setdefault(int(r[0]), set()).add(str(r[1]))
+        answered: dict[int, set[str]] = {}
+        for r in self.con.execute(
+            f"SELECT item_id, annotator FROM labels WHERE item_id IN ({marks}) AND source='human'"
+            " AND annotator IS NOT NULL AND annotator<>?",
+            [*ids, annotator],
+        ):
+            answered.setdefault(int(r[0]), set()).add(str(r[1]))
+        out: dict[int, str] = {}
+        for i in ids:
+            others = holders.get(i, set()) | answered.get(i, set())
+            if len(others) < (2 if shared(i) else 1):
+                continue
+            if answered.get(i):
+                out[i] = "another annotator answered it meanwhile"
+            else:
+                out[i] = "your lease ran out and another annotator holds it now"
+        return out
 
     def claim_leases(
         self,
@@ -135,7 +179,13 @@ class LeaseTables:
             if free:
                 chosen.append((item_id, free[0]))
         if chosen:
-            # expired leases (anyone's) and this annotator's own old row make room
+            # expired leases (anyone's) and this annotator's own old row make room; the drafts someone else left on
+            # an item whose lease ran out go with it (the item is no longer theirs)
+            self.con.executemany(
+                "DELETE FROM drafts WHERE item_id=? AND annotator<>? AND annotator IN"
+                " (SELECT annotator FROM leases WHERE item_id=? AND expires_at<=?)",
+                [(i, annotator, i, now) for i, _ in chosen],
+            )
             self.con.executemany(
                 "DELETE FROM leases WHERE item_id=? AND (expires_at<=? OR annotator=?)",
                 [(i, now, annotator) for i, _ in chosen],

@@ -77,3 +77,70 @@ def test_a_batch_goes_past_a_ranking_others_hold(proj) -> None:  # noqa: ANN001
     leases.claim(proj.store, "cid", [free], 1, share=0.0)
     with pytest.raises(EmptyPoolError):
         leases.team_batch(proj, "bob", 1)
+
+
+def _bare_project(tmp_path: Path, store_location, n_items: int) -> Project:  # noqa: ANN001
+    """A project of ``n_items`` items without image files (queries before any model are random: no pixel is read),
+    with its validation sample drawn (10%, at most 200)."""
+    url = store_location if isinstance(store_location, str) else None
+    p = Project.create(tmp_path / "bare", classes=["a", "b"], store_url=url)
+    with p.store.transaction():
+        p.store.con.executemany(
+            "INSERT INTO items(path, sha256, size, width, height, status, added_at) VALUES(?, ?, 1, 8, 8, 'ok', 0)",
+            [(f"/img/{i:05d}.png", f"{i:064x}") for i in range(n_items)],
+        )
+    p.ensure_validation()
+    return p
+
+
+def test_team_batches_carry_the_validation_share_of_one_persons_batch(tmp_path: Path, store_location) -> None:  # noqa: ANN001
+    """Issue 41's reproduction: 1,000 items, a batch of 16. One person's query holds 4 validation items; ten team
+    batches (five annotators, each answering before the next batch) held none of the 100 before, as the claim took
+    the ranking's pool items first. Now each holds the same 4, so the team labels 40 of them in 160 answers."""
+    p = _bare_project(tmp_path, store_location, 1000)
+    try:
+        assert len(p.store.val_item_ids()) == 100
+        one = p.query(16)
+        assert sum(it.reason == "validation" for it in one.items) == 4
+        val = set(p.store.val_item_ids())
+        answers = 0
+        for k in range(10):
+            who = f"ann{k % 5}"
+            pending = set(p.store.unlabeled_item_ids(split="val"))
+            b = leases.team_batch(p, who, 16)
+            ids = [it.id for it in b.items]
+            assert len(ids) == 16
+            fresh = len(set(ids) & pending)
+            assert fresh == 4, f"batch {k}: {fresh} validation items not yet labeled"
+            # marked (never pre-filled), after the pool's items as in one person's batch; an overlap item of the
+            # sample waiting for its second answer is marked too
+            flags = [it.reason == "validation" for it in b.items]
+            assert flags == [it.id in val for it in b.items] and flags == sorted(flags)
+            done = leases.submit(p, who, [(i, "a" if i % 2 else "b") for i in ids])
+            assert done.refused == {} and done.written == 16
+            answers += 16
+        st = p.status()["items"]["validation"]
+        assert st == {"size": 100, "labeled": 40}  # 4 per 16 answers, as one person gives
+        assert answers == 160
+    finally:
+        p.close()
+
+
+def test_a_reload_keeps_the_validation_items_and_they_fill_a_short_pool(tmp_path: Path, store_location) -> None:  # noqa: ANN001
+    p = _bare_project(tmp_path, store_location, 40)  # 10 validation items, 30 in the pool
+    try:
+        leases.set_overlap_share(p.store, 0.0)
+        first = leases.team_batch(p, "ann", 8)
+        again = leases.team_batch(p, "ann", 8)  # a reload: the same leases, still marked as validation items
+        assert sorted((it.id, it.reason == "validation") for it in again.items) == sorted(
+            (it.id, it.reason == "validation") for it in first.items
+        )
+        assert sum(it.reason == "validation" for it in first.items) == 2
+        # bob takes the rest of the pool; cid's batch is filled with validation items, as one person's would be
+        pool_left = [i for i in p.store.unlabeled_item_ids(split="pool") if i not in {it.id for it in first.items}]
+        assert len(leases.claim(p.store, "bob", pool_left, len(pool_left))) == len(pool_left)
+        c = leases.team_batch(p, "cid", 8)
+        assert [it.reason for it in c.items] == ["validation"] * 8
+        assert not {it.id for it in c.items} & {it.id for it in first.items}
+    finally:
+        p.close()
