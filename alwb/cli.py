@@ -404,9 +404,19 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .export import Predictor
+    from .onnxpredict import has_onnx, onnxruntime_available
 
-    results = Predictor(args.model_dir).predict_paths(args.paths)
+    runtime = args.runtime
+    if runtime == "auto":
+        runtime = "onnx" if has_onnx(args.model_dir) and onnxruntime_available() else "torch"
+    if runtime == "onnx":  # onnxruntime alone: PyTorch is never imported
+        from .onnxpredict import OnnxPredictor
+
+        results = OnnxPredictor(args.model_dir).predict_paths(args.paths)
+    else:
+        from .export import Predictor
+
+        results = Predictor(args.model_dir).predict_paths(args.paths)
     if args.json:
         print(json.dumps(results, indent=1))
     else:
@@ -782,6 +792,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("model_dir", type=Path, help="OUT/model from 'alwb export'")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="image files")
+    p.add_argument(
+        "--runtime",
+        choices=("auto", "onnx", "torch"),
+        default="auto",
+        help="onnx: model.onnx through onnxruntime (no PyTorch needed); torch: the PyTorch weights; auto (default): "
+        "onnx when the folder has model.onnx and onnxruntime is installed",
+    )
     p.set_defaults(func=_cmd_predict)
 
     p = sub.add_parser(

@@ -149,8 +149,9 @@ def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = 
     return ExportedDataset(ds, len(rows), n_pseudo, changed)
 
 
-def export_model(project: Project, out: str | Path) -> Path:
-    """Write ``OUT/model/`` from the project's current model."""
+def export_model(project: Project, out: str | Path, *, onnx: bool = True) -> Path:
+    """Write ``OUT/model/`` from the project's current model; with ``onnx`` also ``model.onnx`` (checked against ONNX
+    Runtime on the project's images, see :mod:`alwb.onnxexport`; the folder is not written when it fails)."""
     import torch
     from safetensors.torch import load_file, save_file
 
@@ -219,6 +220,22 @@ def export_model(project: Project, out: str | Path) -> Path:
         pre["resize"] = "shorter side to backbone_preprocess.resize, then centre crop of backbone_preprocess.crop"
     if backbone_card is not None:
         pre["backbone_weights"] = backbone_card["weights"]
+    if onnx:  # the whole model as ONNX, kept only when ONNX Runtime reproduces it on the project's images
+        from .onnxexport import export_onnx, project_pixels
+
+        norm = pre.get("backbone_preprocess") or pre
+        try:
+            pre["onnx"] = export_onnx(
+                model,
+                project_pixels(project, pre),
+                tmp / "model.onnx",
+                mean=list(norm["mean"]),
+                std=list(norm["std"]),
+                tta_flip=bool(pre["tta_flip"]) and mode != "head",  # as Predictor: head models see the image alone
+            )
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     (tmp / "preprocess.json").write_text(json.dumps(pre, indent=1))
     (tmp / "MODEL_CARD.md").write_text(_model_card(project, cur, pre, classes))
     if mdir.exists():

@@ -1,0 +1,116 @@
+"""The exported ONNX model: written with a dynamic batch, checked against ONNX Runtime, and run by `alwb predict`
+in a process where PyTorch cannot be imported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_shapes
+
+from alwb.export import Predictor, export_model
+from alwb.loop import Project
+from alwb.onnxexport import OnnxParityError, compare
+from alwb.onnxpredict import OnnxPredictor
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A shapes project (20 px, grey: the small CNN), every image labeled, one round trained."""
+    base = tmp_path_factory.mktemp("onnx")
+    truth = make_shapes(base / "shapes", 12, layout="flat")
+    with Project.create(base / "proj", classes=["circle", "square", "triangle"]) as p:
+        p.set_config(val_size=6)
+        p.add_images(base / "shapes")
+        p.label([(int(r["id"]), truth[str(p.store.image_root().locate(r["path"]))]) for r in p.store.items()])
+        p.train(epochs=6, device="cpu")
+    return base / "proj", truth
+
+
+def test_onnx_model_matches_pytorch_with_any_batch_size(trained, tmp_path: Path) -> None:
+    proj_dir, truth = trained
+    with Project.open(proj_dir) as p:
+        mdir = export_model(p, tmp_path)
+    pre = json.loads((mdir / "preprocess.json").read_text())
+    onnx = pre["onnx"]
+    assert (mdir / "model.onnx").is_file() and onnx["file"] == "model.onnx"
+    assert onnx["input_shape"] == ["batch", 1, 20, 20] and onnx["parity"]["n_images"] == 36
+    assert onnx["parity"]["max_abs_diff"] <= 1e-4 and onnx["parity"]["top1_mismatches"] == 0
+    paths = sorted(truth)
+    torch_preds = Predictor(mdir).predict_paths(paths)
+    ort = OnnxPredictor(mdir)
+    for batch in (1, 7, 32):  # the batch dimension is dynamic; 7 and 1 were never seen at export
+        ort.batch_size = batch
+        got = ort.predict_paths(paths)
+        assert [g["predicted"] for g in got] == [t["predicted"] for t in torch_preds]
+        a = np.array([[g["probabilities"][c] for c in ort.classes] for g in got])
+        b = np.array([[t["probabilities"][c] for c in ort.classes] for t in torch_preds])
+        np.testing.assert_allclose(a, b, atol=1e-4)
+    # a broken image is reported for itself; the others are still classified
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    out = ort.predict_paths([bad, paths[0]])
+    assert "error" in out[0] and out[1]["predicted"] == torch_preds[0]["predicted"]
+
+
+def test_parity_check_refuses_a_model_that_disagrees() -> None:
+    ref = np.array([[0.7, 0.2, 0.1], [0.1, 0.45, 0.45001]])
+    assert compare(ref, ref + 5e-5).max_abs_diff == pytest.approx(5e-5)
+    with pytest.raises(OnnxParityError, match="largest probability difference 2.00e-04"):
+        compare(ref, ref + np.array([[2e-4, -2e-4, 0], [0, 0, 0]]))
+    swapped = ref.copy()
+    swapped[1] = [0.1, 0.45001, 0.45]  # within 1e-4 everywhere, but the top-1 class changes
+    with pytest.raises(OnnxParityError, match="1 different top-1"):
+        compare(ref, swapped)
+    with pytest.raises(OnnxParityError):
+        compare(ref, np.full_like(ref, np.nan))
+
+
+BLOCK_TORCH = (
+    "import sys\n"
+    "sys.modules['torch'] = None  # any 'import torch' now raises ImportError\n"
+    "try:\n"
+    "    import torch  # noqa\n"
+    "    raise SystemExit('torch imported')\n"
+    "except ImportError:\n"
+    "    pass\n"
+    "from alwb.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "assert not [m for m, v in sys.modules.items() if v is not None and m.startswith(('torch', 'timm'))]\n"
+    "sys.exit(code)\n"
+)
+
+
+def test_alwb_predict_runs_the_onnx_model_without_pytorch(trained, tmp_path: Path) -> None:
+    proj_dir, truth = trained
+    with Project.open(proj_dir) as p:
+        mdir = export_model(p, tmp_path)
+    paths = sorted(truth)[:9]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    run = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, "predict", str(mdir), *paths, "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    got = json.loads(run.stdout)
+    want = Predictor(mdir).predict_paths(paths)
+    assert [g["predicted"] for g in got] == [w["predicted"] for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert abs(g["probability"] - w["probability"]) <= 1e-4
+    # the PyTorch runtime, asked for by name in that process, fails with a message instead of a traceback
+    run = subprocess.run(
+        [sys.executable, "-c", BLOCK_TORCH, "predict", str(mdir), paths[0], "--runtime", "torch"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert run.returncode != 0 and "torch" in run.stderr
