@@ -30,6 +30,26 @@ from .models import Classifier
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
 
+#: What one exported row holds, in order: the columns of ``manifest.csv`` / ``.parquet``, the fields of each
+#: ``metadata.jsonl`` line (``path`` there is ``file_name``, relative to the metadata file) and what the Label
+#: Studio tasks carry in ``data`` (:mod:`alwb.labelstudio`). ``path`` is relative to the export folder.
+MANIFEST_COLUMNS = [
+    "path",
+    "sha256",
+    "label",
+    "source",
+    "round",
+    "annotator",
+    "time",
+    "split",
+    "confidence",
+    "original_path",
+    "item_id",
+]
+#: The dataset folder's split subfolders (the names ``datasets`` recognises): the pool trains, the validation
+#: sample validates.
+DATASET_SPLITS = {"pool": "train", "val": "validation"}
+
 
 @dataclass
 class ExportReport:
@@ -60,7 +80,8 @@ class ExportedDataset(NamedTuple):
 
 
 def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = False) -> ExportedDataset:
-    """Write ``OUT/dataset/<class>/<file>`` (copies) and ``OUT/manifest.csv`` / ``.parquet``.
+    """Write ``OUT/dataset/<split>/<class>/<file>`` (copies; ``train`` for the pool, ``validation`` for the
+    validation sample), ``metadata.jsonl`` files (:func:`write_metadata`) and ``OUT/manifest.csv`` / ``.parquet``.
 
     Pseudo-labels appear only with ``include_pseudo`` and have source ``pseudo``. A file whose SHA-256 is no longer
     the stored one is left out, with its path and the reason in :attr:`ExportedDataset.changed` (and the log).
@@ -119,34 +140,53 @@ def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = 
             changed.append((str(src), exc.reason))
             continue
         name = f"{row['sha256'][:12]}_{_safe_name(src.name)}"
-        dest = ds / class_dirs[row["label"]] / name
+        dest = ds / DATASET_SPLITS.get(row["split"], "train") / class_dirs[row["label"]] / name
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
         kept.append(row)
         row["path"] = dest.relative_to(out).as_posix()
         row.pop("src")
         row["original_path"] = str(src)  # the file on this machine (the store may hold it relative to the root)
-    cols = [
-        "path",
-        "sha256",
-        "label",
-        "source",
-        "round",
-        "annotator",
-        "time",
-        "split",
-        "confidence",
-        "original_path",
-        "item_id",
-    ]
     for path, reason in changed:
         log.warning("not exported: %s: %s", path, reason)
     rows = kept
     n_pseudo = sum(1 for r in rows if r["source"] == "pseudo")
-    df = pd.DataFrame(rows, columns=cols)
+    df = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     df.to_csv(out / "manifest.csv", index=False)
     df.to_parquet(out / "manifest.parquet", index=False)
+    write_metadata(ds, rows, out)
     return ExportedDataset(ds, len(rows), n_pseudo, changed)
+
+
+def _metadata_row(row: dict[str, Any], file_name: str) -> dict[str, Any]:
+    """A manifest row as a ``metadata.jsonl`` line: ``path`` becomes ``file_name``; a missing text is "" and a
+    missing number NaN (a column that is null in every row of one split makes ``datasets`` refuse the folder)."""
+    out: dict[str, Any] = {"file_name": file_name}
+    for col in MANIFEST_COLUMNS:
+        if col == "path":
+            continue
+        value = row.get(col)
+        if value is None:
+            value = float("nan") if col == "confidence" else ""
+        out[col] = value
+    return out
+
+
+def write_metadata(ds: Path, rows: Sequence[dict[str, Any]], out: Path) -> None:
+    """``ds/<split>/metadata.jsonl`` (what ``datasets.load_dataset("imagefolder", data_dir=ds)`` reads for each
+    split) and ``ds/metadata.jsonl`` (every row, ``file_name`` relative to ``ds``: for ``data_files=`` and scripts).
+    ``rows`` are manifest rows (:data:`MANIFEST_COLUMNS`) whose ``path`` is relative to ``out``."""
+    per_split: dict[str, list[str]] = {}
+    every: list[str] = []
+    for row in rows:
+        rel = (out / row["path"]).relative_to(ds)
+        every.append(json.dumps(_metadata_row(row, rel.as_posix()), ensure_ascii=False))
+        per_split.setdefault(rel.parts[0], []).append(
+            json.dumps(_metadata_row(row, Path(*rel.parts[1:]).as_posix()), ensure_ascii=False)
+        )
+    for split, lines in per_split.items():
+        (ds / split / "metadata.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (ds / "metadata.jsonl").write_text("".join(line + "\n" for line in every), encoding="utf-8")
 
 
 def export_model(project: Project, out: str | Path, *, onnx: bool = True) -> Path:

@@ -499,7 +499,8 @@ def test_export_page_matches_the_cli(trained, tmp_path: Path) -> None:
 
     with zipfile.ZipFile(root / "exports" / "dataset.zip") as ds, zipfile.ZipFile(root / "exports" / "model.zip") as md:
         assert set(ds.namelist()) == files(cli_out, "dataset", "manifest.csv", "manifest.parquet")
-        assert sum(n.startswith("dataset/") for n in ds.namelist()) == 40
+        assert sum(n.startswith("dataset/") and not n.endswith("/metadata.jsonl") for n in ds.namelist()) == 40
+        assert "dataset/metadata.jsonl" in ds.namelist()
         assert set(md.namelist()) == files(cli_out, "model")
         assert {
             "model/weights.safetensors",

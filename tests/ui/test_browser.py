@@ -446,13 +446,14 @@ def _walk_through(page, server: str, project: tuple[Path, dict[str, str]], class
     with zipfile.ZipFile(downloads / "dataset.zip") as zf:
         names = set(zf.namelist())
         assert {"manifest.csv", "manifest.parquet"} <= names
-        images = sorted(n for n in names if n.startswith("dataset/"))
+        images = sorted(n for n in names if n.startswith("dataset/") and not n.endswith("metadata.jsonl"))
         assert len(images) == 2 * BATCH
-        assert {n.split("/")[1] for n in images} <= set(classes)
+        assert {n.split("/")[1] for n in images} <= {"train", "validation"}
+        assert {n.split("/")[2] for n in images} <= set(classes)
         manifest = zf.read("manifest.csv").decode()
     for path, cls in zip(item_paths(root, ids1 + ids2), truth1 + truth2, strict=True):
         name = Path(path).name
-        assert any(n.startswith(f"dataset/{cls}/") and n.endswith(f"_{name}") for n in images), (name, cls)
+        assert any(n.split("/")[2] == cls and n.endswith(f"_{name}") for n in images), (name, cls)
         assert path in manifest
     with zipfile.ZipFile(downloads / "model.zip") as zf:
         names = set(zf.namelist())
