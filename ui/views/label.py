@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import streamlit as st
@@ -16,6 +17,9 @@ from ui.views import unavailable
 from ui.views.common import need_project, show_flash, show_training, training_status
 
 COLUMNS = 4
+#: Session keys: when this page last renewed its batch's leases; whether a reviewer chose to label.
+_RENEWED_AT = "alwb_leases_renewed_at"
+_LABELING = "alwb_labeling"
 
 
 def _fetch_batch(proj: Project) -> dict | None:
@@ -25,11 +29,38 @@ def _fetch_batch(proj: Project) -> dict | None:
             from alwb.leases import team_batch
 
             res = team_batch(proj, state.annotator(), cfg.batch_size, strategy=cfg.strategy, exclude=state.skipped())
+            st.session_state[_RENEWED_AT] = time.time()  # leased (or renewed) just now
         else:
             res = proj.query(cfg.batch_size, cfg.strategy, exclude=sorted(state.skipped()))
     except EmptyPoolError:
         return None
     return {"items": res.items, "round": res.round, "note": res.note, "strategy": res.strategy, "token": _token()}
+
+
+def _wants_to_label(proj: Project) -> bool:
+    """An annotator labels on this page; a reviewer or an admin (who lands here too) leases a batch only after
+    saying so, once per session, so that a sign-in to review holds no items from the others."""
+    if state.signin() is None or st.session_state.get(_LABELING):
+        return True
+    from alwb import users
+
+    try:
+        role = users.get_user(proj.store, state.annotator()).role
+    except AlwbError:
+        return False
+    return role == "annotator"
+
+
+def _offer_to_label(proj: Project) -> None:
+    st.info(
+        "Labeling leases a batch of items to you, which the others then do not get until you submit or skip it.",
+        icon="🏷️",
+    )
+    st.button("Label a batch", type="primary", key="start_labeling", on_click=_start_labeling)
+
+
+def _start_labeling() -> None:
+    st.session_state[_LABELING] = True
 
 
 def _token() -> str:
@@ -51,24 +82,38 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
         else:
             answers.append((item_id, a))
     saved = False
+    refused: dict[int, str] = {}
     try:
         proj = Project.open(root)  # the store may be unreachable (StoreUnavailable): the answers stay on the page
     except AlwbError as exc:
         _not_saved(exc)
         return
     try:
-        if answers:
+        team = state.signin() is not None
+        if answers and team:  # each answer checked against the leases, in the same transaction
+            from alwb.leases import submit
+
+            refused = submit(proj, annotator, answers, batch_id=uuid.uuid4().hex).refused
+        elif answers:
             proj.label(answers, annotator=annotator, batch_id=uuid.uuid4().hex)  # also drops their drafts
         saved = True
         proj.store.clear_drafts(annotator, item_ids)
-        if state.signin() is not None:  # answered items' leases ended with their labels; skipped ones go back
+        if team:  # answered items' leases ended with their labels; skipped ones go back
             from alwb.leases import release
 
             release(proj.store, annotator, [i for i in item_ids if i in state.skipped()])
-        msg = f"Saved {len(answers)} label(s) to the store" + (f", {skipped} skipped" if skipped else "") + "."
+        n_saved = len(answers) - len(refused)
+        msg = f"Saved {n_saved} label(s) to the store" + (f", {skipped} skipped" if skipped else "") + "."
+        if refused:
+            reasons = sorted(set(refused.values()))
+            msg += (
+                f" {len(refused)} answer(s) were not saved, as the item is someone else's now: "
+                + "; ".join(reasons)
+                + ". Their answer counts; yours on the other items is saved."
+            )
         if _maybe_retrain(proj):
             msg += " Retraining started in the background."
-        state.flash(msg)
+        state.flash(msg, "info" if refused else "success")
     except AlwbError as exc:
         if not saved:
             _not_saved(exc)
@@ -192,6 +237,26 @@ def _retrain(root: str, device: str) -> None:
         state.flash("A training round is already running.", "info")
 
 
+def _keep_leases(proj: Project, *, force: bool = False) -> None:
+    """In a team, keep the leases of the batch on screen alive while the page is open: renewed every third of their
+    time to live (this runs with the page's 2-second refresh, and at every full run with ``force``); an item whose
+    lease lapsed meanwhile (a machine asleep) is taken back when nobody else has it."""
+    b = state.batch()
+    if state.signin() is None or not b or not b.get("items"):
+        return
+    from alwb import leases
+
+    now = time.time()
+    ttl = leases.lease_ttl(proj.store)
+    last = float(st.session_state.get(_RENEWED_AT) or 0.0)
+    if not force and now - last < ttl / 3:
+        return
+    ids = [it.id for it in b["items"]]
+    if leases.renew(proj.store, state.annotator(), ids, ttl=ttl, now=now) < len(ids):
+        leases.claim(proj.store, state.annotator(), ids, len(ids), ttl=ttl, now=now)
+    st.session_state[_RENEWED_AT] = now
+
+
 @st.fragment(run_every=2)
 def _training_panel(root: str, batch_round: int) -> None:
     try:
@@ -200,6 +265,7 @@ def _training_panel(root: str, batch_round: int) -> None:
         st.warning(md_escape(unavailable.message(exc, 2)), icon="🔌")
         return
     try:
+        _keep_leases(proj)
         prog = training_status(proj)
         show_training(prog)
         current = proj.store.current_round()
@@ -232,6 +298,9 @@ def render() -> None:
             st.warning("This project has no classes yet: add them on the Start page.")
             st.stop()
         b = state.batch()
+        if (b is None or not b["items"]) and not _wants_to_label(proj):
+            _offer_to_label(proj)
+            return
         if b is None or not b["items"]:
             b = _fetch_batch(proj)
             state.set_batch(b)
@@ -245,10 +314,8 @@ def render() -> None:
                     if ans in options:
                         state.set_answer(item_id, ans)
             st.session_state["touched"] = False
-        elif state.signin() is not None:  # every run of the open page keeps the batch's leases alive
-            from alwb.leases import renew
-
-            renew(proj.store, state.annotator(), [it.id for it in b["items"]])
+        else:  # every run of the open page keeps the batch's leases alive
+            _keep_leases(proj, force=True)
         n_labeled = len(proj.store.labeled_item_ids())
         total = proj.store.item_count()
         cfg = proj.config
