@@ -144,3 +144,54 @@ def test_a_reload_keeps_the_validation_items_and_they_fill_a_short_pool(tmp_path
         assert not {it.id for it in c.items} & {it.id for it in first.items}
     finally:
         p.close()
+
+
+def test_a_late_submit_on_items_now_someone_elses_is_refused(tmp_path: Path, store_location) -> None:  # noqa: ANN001
+    """Issue 41's store-level reproduction: ann's lease ran out while her page was away, bob got the same 14
+    ordinary items; ann's late submit used to save all 14 again (answered by two people). Now each is refused with
+    the reason, her answers on items nobody else has still commit, and no ordinary item has two annotators."""
+    import time
+
+    p = _bare_project(tmp_path, store_location, 60)
+    try:
+        store = p.store
+        leases.set_overlap_share(store, 0.0)
+        pool = store.unlabeled_item_ids(split="pool")
+        past = time.time() - 120
+        old = leases.claim(store, "ann", pool[:14], 14, ttl=60, now=past)  # expired a minute ago
+        assert len(old) == 14
+        for i in old:
+            store.save_draft("ann", i, "a")
+        fresh = leases.claim(store, "ann", pool[14:16], 16)  # two items she holds now
+        assert fresh == pool[14:16]
+        bob = leases.claim(store, "bob", pool[:14], 14)
+        assert bob == old  # free again, and bob has them
+        assert store.drafts("ann", old) == {}  # her drafts on them went with her lapsed leases
+        done = leases.submit(p, "ann", [(i, "a") for i in old + fresh])
+        assert done.written == 2 and sorted(done.refused) == sorted(old)
+        assert set(done.refused.values()) == {"your lease ran out and another annotator holds it now"}
+        assert leases.held(store, "bob") == bob  # untouched
+        assert leases.submit(p, "bob", [(i, "b") for i in bob]).written == 14
+        # once bob has answered, a late answer is refused as answered, even with no lease left anywhere
+        late = leases.submit(p, "cid", [(bob[0], "a")])
+        assert late.written == 0 and late.refused == {bob[0]: "another annotator answered it meanwhile"}
+        who: dict[int, set[str]] = {}
+        for r in store.con.execute("SELECT item_id, annotator FROM labels WHERE source='human'"):
+            who.setdefault(int(r[0]), set()).add(str(r[1]))
+        assert all(len(w) == 1 for w in who.values()) and len(who) == 16
+    finally:
+        p.close()
+
+
+def test_an_overlap_item_takes_a_second_answer_but_not_a_third(tmp_path: Path, store_location) -> None:  # noqa: ANN001
+    p = _bare_project(tmp_path, store_location, 30)
+    try:
+        leases.set_overlap_share(p.store, 1.0)  # every item is answered twice
+        item = p.store.unlabeled_item_ids(split="pool")[0]
+        assert leases.submit(p, "ann", [(item, "a")]).written == 1
+        assert leases.claim(p.store, "bob", [item], 1) == [item]
+        assert leases.submit(p, "cid", [(item, "b")]).refused  # ann answered, bob holds it: two others
+        assert leases.submit(p, "bob", [(item, "b")]).written == 1
+        assert leases.submit(p, "ann", [(item, "b")]).written == 1  # her own answer, changed: no third person
+    finally:
+        p.close()
