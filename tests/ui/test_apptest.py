@@ -440,6 +440,7 @@ def test_settings_page_offers_mode_and_backbone_and_says_why(project, monkeypatc
     from weights_helpers import isolate_hub, save_state_dict
 
     from alwb import backbones
+    from alwb.plan import choose_backbone
 
     root, _ = project
     isolate_hub(monkeypatch, tmp_path)
@@ -449,7 +450,10 @@ def test_settings_page_offers_mode_and_backbone_and_says_why(project, monkeypatc
     mode = next(s for s in at.selectbox if s.label == "Training mode")
     backbone = next(s for s in at.selectbox if s.label == "Pretrained backbone")
     assert mode.options == ["auto", "head", "finetune", "scratch"] and mode.value == "auto"
-    assert backbone.value == "dinov2_vits14" and len(backbone.options) == len(backbones.backbone_names())
+    assert len(backbone.options) == len(backbones.backbone_names()) + 1
+    best = choose_backbone("auto", backbones.weights_available)  # efficientnet_lite0 at least: alwb depends on it
+    assert best is not None and backbone.value == "auto" and f"auto (the best here: {best})" in backbone.options
+    assert "efficientnet_lite0 (weights here, packaged)" in backbone.options
     assert "resnet18 (weights here, custom)" in backbone.options
     assert "resnet50 (no weights here)" in backbone.options
     mode.select("head")
@@ -459,7 +463,7 @@ def test_settings_page_offers_mode_and_backbone_and_says_why(project, monkeypatc
         assert (proj.train_config.mode, proj.train_config.backbone) == ("head", "resnet18")
         assert proj.config.strategy == "margin"  # the rest saved as it was
     says(at.success, "Settings saved")
-    says(at.info, "Training: next round: head on resnet18 (classifier head on cached embeddings, as asked")
+    says(at.info, "Training: next round: head on resnet18 at 224 px (classifier head on cached embeddings, as asked")
 
 
 def test_review_page_corrects_a_label_and_keeps_history(trained) -> None:

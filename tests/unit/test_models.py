@@ -36,15 +36,12 @@ def test_models_give_logits_and_embeddings(arch: str, size: int, channels: int) 
         assert torch.allclose(m.head(m.embed(x)), m(x))
 
 
-def test_registry_and_auto_choice(monkeypatch) -> None:
-    import alwb.models
-
+def test_registry_and_auto_choice() -> None:
     assert list_models() == ["cnn6", "resnet18", "smallcnn"]
-    monkeypatch.setattr(alwb.models, "pretrained_available", lambda: True)
-    assert choose_arch("auto", 28) == "cnn6" and choose_arch("auto", 160) == "resnet18"
+    # a from-scratch round is from scratch at every size: pretrained features are the training plan's (alwb.plan)
+    assert choose_arch("auto", 28) == "cnn6" and choose_arch("auto", 160) == "cnn6"
     assert choose_arch("smallcnn", 28) == "smallcnn"  # the earlier default stays available (and older projects keep it)
-    monkeypatch.setattr(alwb.models, "pretrained_available", lambda: False)
-    assert choose_arch("auto", 160) == "cnn6" and choose_arch("resnet18", 160) == "resnet18"
+    assert choose_arch("resnet18", 160) == "resnet18"
     with pytest.raises(AlwbError, match="unknown model"):
         choose_arch("vit", 28)
 
@@ -57,20 +54,30 @@ def test_pretrained_weights_missing_offline_warns_and_starts_random(tmp_path: Pa
     assert m(torch.randn(1, 3, 96, 96)).shape == (1, 2)
 
 
-def test_pretrained_weights_from_the_offline_cache_and_from_a_file(tmp_path: Path, monkeypatch) -> None:
-    from torchvision.models import ResNet18_Weights, resnet18
+def test_pretrained_resnet18_weights_are_hash_checked(tmp_path: Path, monkeypatch) -> None:
+    """``pretrained="auto"`` takes ResNet-18's weights only through alwb.backbones: a file under the published name
+    whose SHA-256 is not the published one is not loaded (it was, unchecked, before); a file added with
+    ``alwb weights add`` is, by its recorded hash; an explicit path is loaded as given."""
+    from torchvision.models import resnet18
+    from weights_helpers import isolate_hub
 
+    from alwb import backbones
+
+    torch.manual_seed(1)
     ref = resnet18(weights=None)
-    ckpt = tmp_path / "hub" / "checkpoints"
+    ckpt = isolate_hub(monkeypatch, tmp_path)
     ckpt.mkdir(parents=True)
-    torch.save(ref.state_dict(), ckpt / ResNet18_Weights.DEFAULT.url.rsplit("/", 1)[-1])
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    torch.save(ref.state_dict(), ckpt / backbones.get_spec("resnet18").file_name)  # the name, not the content
+    torch.manual_seed(2)
+    m = get_model("resnet18", channels=3, num_classes=2, image_size=96, pretrained="auto")
+    assert not torch.equal(m.backbone.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+    explicit = tmp_path / "w.pt"
+    torch.save(ref.state_dict(), explicit)
+    assert backbones.add("resnet18", explicit).kind == "custom"
     m = get_model("resnet18", channels=3, num_classes=2, image_size=96, pretrained="auto")
     assert torch.equal(m.backbone.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
     grey = get_model("resnet18", channels=1, num_classes=2, image_size=96, pretrained="auto")
     assert torch.allclose(grey.backbone.conv1.weight[:, 0], ref.conv1.weight.mean(dim=1))
-    explicit = tmp_path / "w.pt"
-    torch.save(ref.state_dict(), explicit)
     m2 = get_model("resnet18", channels=3, num_classes=2, image_size=96, pretrained=str(explicit))
     assert torch.equal(m2.backbone.layer4[1].conv2.weight, ref.layer4[1].conv2.weight)
     with pytest.raises(AlwbError, match="not found"):
@@ -105,10 +112,9 @@ def test_weights_only_false_appears_nowhere_in_the_code() -> None:
     assert offenders == []
 
 
-def test_geometry_follows_the_images(tmp_path: Path, monkeypatch) -> None:
+def test_geometry_follows_the_images(tmp_path: Path) -> None:
     from PIL import Image
 
-    import alwb.models
     from alwb.data import choose_geometry
     from alwb.loop import Project
 
@@ -124,13 +130,13 @@ def test_geometry_follows_the_images(tmp_path: Path, monkeypatch) -> None:
         assert choose_geometry(p.store, 24, 3) == (24, 3)
     with Project.create(tmp_path / "p2") as p:
         p.add_images(rgb)
-        monkeypatch.setattr(alwb.models, "pretrained_available", lambda: False)
-        assert choose_geometry(p.store) == (64, 3)  # no ImageNet weights offline: the small CNN at 64 px
-        assert p.geometry()["arch"] == "cnn6"
+        assert choose_geometry(p.store) == (64, 3)  # photos from scratch: the small CNN at 64 px
         assert choose_geometry(p.store, model="resnet18") == (160, 3)
-        monkeypatch.setattr(alwb.models, "pretrained_available", lambda: True)
-        assert choose_geometry(p.store) == (160, 3)
-        assert p.geometry()["arch"] == "resnet18"
+        p.set_train_config(mode="scratch")
+        assert p.geometry()["arch"] == "cnn6"
+        p.set_train_config(mode="auto")  # the packaged EfficientNet-Lite0 (a dependency) is here: photos use it
+        geo = p.geometry()
+        assert geo["mode"] in ("head", "finetune") and geo["backbone"].startswith("efficientnet_lite")
 
 
 def test_a_project_keeps_the_model_it_started_with(tmp_path: Path) -> None:

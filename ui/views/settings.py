@@ -9,6 +9,7 @@ from alwb import backbones
 from alwb.config import AUGMENTATIONS, BALANCE, DEVICES, MODES
 from alwb.errors import AlwbError
 from alwb.models import list_models
+from alwb.plan import AUTO_BACKBONE, choose_backbone
 from alwb.query import list_strategies
 from alwb.report import format_training, training_status
 from ui import state
@@ -28,8 +29,9 @@ def render() -> None:
             st.info(md_escape(format_training(training_status(proj)).replace("training: ", "Training: ", 1)))
         except AlwbError as exc:
             st.warning(md_escape(f"Training mode: cannot tell ({exc})"))
-        names = backbones.backbone_names()
+        names = [AUTO_BACKBONE, *backbones.backbone_names()]
         here = {r.name: r.kind for r in backbones.list_backbones() if r.cached}
+        best = choose_backbone(AUTO_BACKBONE, lambda n: n in here)
         with st.form("settings"):
             st.subheader("Labeling")
             strategies = list_strategies()
@@ -65,12 +67,15 @@ def render() -> None:
                 names if tcfg.backbone in names else [*names, tcfg.backbone],
                 index=names.index(tcfg.backbone) if tcfg.backbone in names else len(names),
                 format_func=lambda n: (
-                    f"{n} (weights here{', custom' if here[n] == 'custom' else ''})"
+                    f"auto (the best here: {best or 'none'})"
+                    if n == AUTO_BACKBONE
+                    else f"{n} (weights here{f', {here[n]}' if here[n] in ('custom', 'packaged') else ''})"
                     if n in here
                     else f"{n} (no weights here)"
                 ),
-                help="for head and finetune rounds; weights on this machine are marked. Others: `alwb weights "
-                "fetch NAME` (network) or `alwb weights add NAME FILE`",
+                help="for head and finetune rounds; auto: the first here of "
+                + ", ".join(backbones.AUTO_ORDER)
+                + ". Weights on this machine are marked; `alwb weights list` says how to get the others",
             )
             models = ["auto", *list_models()]
             model = st.selectbox(

