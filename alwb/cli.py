@@ -232,6 +232,14 @@ def _cmd_add(args: argparse.Namespace) -> int:
     from .loop import Project
 
     with Project.open(args.project) as proj:
+        if args.labelstudio is not None:  # a Label Studio export: its images are looked up under --images
+            from .labelstudio import import_labelstudio
+
+            rep = import_labelstudio(
+                proj, args.labelstudio, args.images, from_name=args.from_name, progress=_progress(args)
+            )
+            print(rep.summary())
+            return 0
         print(proj.add_images(args.images, unlabeled=args.unlabeled, progress=_progress(args)).summary())
     return 0
 
@@ -395,8 +403,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .loop import Project
 
     with Project.open(args.project) as proj:
-        rep = export_project(proj, args.out, include_pseudo=args.include_pseudo)
+        rep = export_project(
+            proj, args.out, include_pseudo=args.include_pseudo, onnx=not args.no_onnx, image_prefix=args.image_prefix
+        )
     print(f"exported {rep.n_images} labeled image(s) ({rep.n_pseudo} pseudo) to {rep.dataset_dir}")
+    if rep.labelstudio is not None:
+        print(f"Label Studio tasks: {rep.labelstudio} (labeling configuration {rep.labelstudio.with_suffix('.xml')})")
     for path, reason in rep.changed:
         print(f"not exported: {path}: {reason}", file=sys.stderr)
     print("model: " + (str(rep.model_dir) if rep.model_dir else "none (no trained model yet)"))
@@ -714,6 +726,16 @@ def build_parser() -> argparse.ArgumentParser:
         "add", parents=[project, images], help="import more images; the same content is never added twice"
     )
     p.add_argument("--unlabeled", action="store_true", help="ignore labels in SRC")
+    p.add_argument(
+        "--labelstudio",
+        type=Path,
+        metavar="FILE",
+        help="a Label Studio JSON export: its tasks' images are found by file name under --images (a folder), its "
+        "annotations recorded with their annotators and times; disagreements go to Review",
+    )
+    p.add_argument(
+        "--from-name", metavar="NAME", help="with --labelstudio: the Choices tag that holds the class (when several)"
+    )
     p.set_defaults(func=_cmd_add)
 
     p = sub.add_parser(
@@ -785,6 +807,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", parents=[project], help="write the labeled dataset and the trained model to OUT")
     p.add_argument("out", type=Path, help="output folder")
     p.add_argument("--include-pseudo", action="store_true", help="also export pseudo-labels (marked as such)")
+    p.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="leave out model/model.onnx (written by default, once ONNX Runtime matches PyTorch on the images)",
+    )
+    p.add_argument(
+        "--image-prefix",
+        default="/data/local-files/?d=",
+        metavar="PREFIX",
+        help="labelstudio.json names each image as PREFIX + its path under the image root (default %(default)s: "
+        "Label Studio's local files, with LOCAL_FILES_DOCUMENT_ROOT at the image root)",
+    )
     p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser(

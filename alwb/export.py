@@ -62,6 +62,8 @@ class ExportReport:
     counts: dict[str, int]
     #: Files left out because their content changed since import: (path on this machine, reason).
     changed: list[tuple[str, str]] = field(default_factory=list)
+    #: ``OUT/labelstudio.json``: the project as Label Studio tasks (:mod:`alwb.labelstudio`).
+    labelstudio: Path | None = None
 
 
 def _safe_name(name: str) -> str:
@@ -339,18 +341,32 @@ def _model_card(project: Project, cur: dict[str, Any], pre: dict[str, Any], clas
     return "\n".join(lines) + "\n"
 
 
-def export_project(project: Project, out: str | Path, *, include_pseudo: bool = False) -> ExportReport:
-    """Dataset and (when trained) model."""
+def export_project(
+    project: Project,
+    out: str | Path,
+    *,
+    include_pseudo: bool = False,
+    onnx: bool = True,
+    image_prefix: str | None = None,
+) -> ExportReport:
+    """Dataset, Label Studio tasks (``OUT/labelstudio.json``, images named ``image_prefix`` + their stored path)
+    and (when trained) model, with ``model.onnx`` unless ``onnx`` is False."""
+    from . import labelstudio
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ds, n, n_pseudo, changed = export_dataset(project, out, include_pseudo=include_pseudo)
-    mdir = export_model(project, out) if project.current_model() is not None else None
+    mdir = export_model(project, out, onnx=onnx) if project.current_model() is not None else None
+    tasks = out / "labelstudio.json"
+    labelstudio.export_tasks(
+        project, tasks, image_prefix=labelstudio.DEFAULT_PREFIX if image_prefix is None else image_prefix
+    )
     left_out = {p for p, _ in changed}
     images = project.store.image_root()
     counts = Counter(
         r["class"] for r in project.store.current_labels() if str(images.locate(r["path"])) not in left_out
     )
-    return ExportReport(ds, mdir, n, n_pseudo, dict(counts), changed)
+    return ExportReport(ds, mdir, n, n_pseudo, dict(counts), changed, tasks)
 
 
 def _build(geo: dict[str, Any], num_classes: int) -> Classifier:

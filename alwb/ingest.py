@@ -262,6 +262,33 @@ def ingest(
     """
     t0 = time.perf_counter()
     source = scan(src, unlabeled=unlabeled)
+    return ingest_source(
+        store, source, classes=classes, progress=progress, workers=workers, annotator=annotator, started=t0
+    )
+
+
+def ingest_files(store: Store, paths: Sequence[str | Path], *, kind: str, progress: bool = False) -> IngestReport:
+    """Import these image files (no labels), as :func:`ingest` imports a folder; ``kind`` names the source in the
+    report. The caller has checked the paths (e.g. :mod:`alwb.labelstudio`, which finds them under one folder)."""
+    t0 = time.perf_counter()
+    cands = [Candidate(str(Path(p).resolve())) for p in dict.fromkeys(str(p) for p in paths)]
+    root = Path(cands[0].path).parent if cands else Path.cwd()
+    return ingest_source(store, ScannedSource(kind, root, cands), progress=progress, started=t0)
+
+
+def ingest_source(
+    store: Store,
+    source: ScannedSource,
+    *,
+    classes: Sequence[str] | None = None,
+    progress: bool = True,
+    workers: int | None = None,
+    annotator: str | None = None,
+    started: float | None = None,
+) -> IngestReport:
+    """Import what :func:`scan` (or a caller) found; see :func:`ingest`."""
+    t0 = time.perf_counter() if started is None else started
+    src = source.root
     report = IngestReport(kind=source.kind, ignored=len(source.ignored))
 
     known_classes = store.classes()

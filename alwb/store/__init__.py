@@ -404,8 +404,12 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
         round_number: int | None = None,
         annotator: str | None = None,
         batch_id: str | None = None,
+        created_at: float | None = None,
     ) -> int:
         """Record a batch of labels in ONE transaction (all or nothing); return how many were written.
+
+        ``created_at`` is when the answers were given when that was earlier than now (an import from another tool
+        says so); a label they supersede is marked superseded now.
 
         An item's previous current label is superseded (kept in the history). A label equal to the current
         one is not duplicated, unless it comes from another annotator: a second person's answer is recorded even
@@ -414,6 +418,7 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
         if source not in ("human", "import"):
             raise LabelError(f"label source must be human or import, not {source!r}")
         now = time.time()
+        given = now if created_at is None else float(created_at)
         latest: dict[int, LabelRow] = {}
         for row in rows:  # an item answered twice in one batch: the last answer wins
             if not _INT64_MIN <= int(row.item_id) <= _INT64_MAX:
@@ -442,7 +447,7 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
                     self.con.execute(
                         "INSERT INTO labels(item_id, class_id, source, round, annotator, batch_id, created_at)"
                         " VALUES(?, ?, ?, ?, ?, ?, ?)",
-                        (int(row.item_id), cid, source, rnd, annotator, batch_id, now),
+                        (int(row.item_id), cid, source, rnd, annotator, batch_id, given),
                     )
                 except self.integrity_errors as exc:
                     raise LabelError(f"item {row.item_id} does not exist") from exc
