@@ -18,6 +18,7 @@ from weights_helpers import hide_packaged_weights, isolate_hub, save_state_dict
 from alwb import backbones
 from alwb.export import Predictor, export_project
 from alwb.loop import Project
+from alwb.onnxpredict import OnnxPredictor
 
 PHOTOS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "hymenoptera" / "train"
 pytestmark = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"{PHOTOS} is missing (../shared beside the checkout)")
@@ -61,6 +62,11 @@ def predictions_match_the_project(proj: Project, out: Path, ids: list[int]) -> N
     mine = scores.probs_at(scores.rows(np.asarray(ids)))
     theirs = np.asarray([[g["probabilities"][c] for c in proj.classes] for g in got])
     np.testing.assert_allclose(theirs, mine, atol=2e-3)
+    # the ONNX model is the whole model (backbone and head), run by onnxruntime: the PyTorch model's probabilities
+    onnx = OnnxPredictor(rep.model_dir).predict_paths(paths)
+    assert [o["predicted"] for o in onnx] == [g["predicted"] for g in got]
+    from_onnx = np.asarray([[o["probabilities"][c] for c in proj.classes] for o in onnx])
+    np.testing.assert_allclose(from_onnx, theirs, atol=1e-4)
     card = (rep.model_dir / "MODEL_CARD.md").read_text()
     assert "backbone: resnet18" in card and backbones.sha256_file(backbones.resolve_weights("resnet18").file) in card
 
