@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+import select
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import psycopg
 from psycopg import pq
@@ -26,6 +27,8 @@ from psycopg.rows import tuple_row
 
 from ..errors import StoreUnavailable
 from ..redaction import redact as _redact
+
+T = TypeVar("T")
 
 #: Key of the advisory lock held by every store write transaction.
 WRITE_LOCK = 0x616C7762  # "alwb"
@@ -153,29 +156,54 @@ class PgConnection:
     def closed(self) -> bool:
         return self._con.closed
 
-    def _once_more(self, sql: str) -> bool:
-        """A statement that failed on a connection the server had dropped while it sat idle (a restart) can run once
-        more on a new one: outside a transaction, a BEGIN or a read changes nothing when it is repeated."""
-        return (
-            not self._txn
-            and (self._con.closed or self._con.broken)
-            and (sql == "BEGIN" or sql.lstrip()[:6].upper() == "SELECT")
-        )
+    def _idle_and_dropped(self) -> bool:
+        """True when the server ended this connection while it sat idle between transactions (a restart, an
+        administrator): libpq has not noticed yet, but the server's goodbye (or the end of the stream) is waiting on
+        the socket, where an idle connection in autocommit receives nothing otherwise."""
+        if self._txn or self._con.closed or self._con.broken:
+            return False
+        try:
+            ready, _, _ = select.select([self._con.fileno()], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(ready)
+
+    def _repeatable(self, sql: str) -> bool:
+        """A statement that failed on a lost connection may run once more on a new one: outside a transaction, a
+        BEGIN or a read (the server rolled nothing forward that a repeat could double)."""
+        if self._txn:
+            return False
+        head = sql.lstrip()[:6].upper()
+        return sql == "BEGIN" or head in ("SELECT", "SHOW")
+
+    def _run(self, sql: str, send: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """Every statement of the store reaches the server through here (``execute``, ``executemany``,
+        ``column``): a connection the server dropped while it was idle is opened again before the statement is sent
+        (nothing was sent on the old one: a write is as safe as a read), and a BEGIN or a read outside a transaction
+        that meets a lost connection runs once more on a new one. Inside a transaction nothing is repeated: the
+        statements until its ROLLBACK raise :class:`StoreUnavailable`."""
+        if self._idle_and_dropped():
+            self._con.close()  # the next _live() opens a new one (StoreUnavailable while the server is down)
+        try:
+            with self._guard():
+                return send(self._live())
+        except StoreUnavailable:
+            if not self._repeatable(sql):
+                raise
+        with self._guard():
+            return send(self._live())
 
     def execute(self, sql: str, params: Sequence[Any] | None = ()) -> PgCursor:
         if sql in ("COMMIT", "ROLLBACK"):
             return self._end(sql)
-        try:
-            with self._guard():
-                cur = self._live().cursor()
-                cur.execute(_translate(sql), tuple(params or ()))
-        except StoreUnavailable:
-            if not self._once_more(sql):
-                raise
-            with self._guard():
-                cur = self._live().cursor()
-                cur.execute(_translate(sql), tuple(params or ()))
-        return PgCursor(cur)
+        args = tuple(params or ())
+
+        def send(con: psycopg.Connection[Any]) -> PgCursor:
+            cur = con.cursor()
+            cur.execute(_translate(sql), args)
+            return PgCursor(cur)
+
+        return self._run(sql, send)
 
     def _end(self, sql: str) -> PgCursor:
         """COMMIT or ROLLBACK the store's transaction (a ROLLBACK after a lost connection has nothing to do)."""
@@ -191,19 +219,26 @@ class PgConnection:
 
     def column(self, sql: str, params: Sequence[Any] | None = ()) -> list[Any]:
         """The first column of every row, without building row objects (large id lists)."""
-        with self._guard():
-            cur = self._live().cursor(row_factory=tuple_row)
-            cur.execute(_translate(sql), tuple(params or ()))
+        args = tuple(params or ())
+
+        def send(con: psycopg.Connection[Any]) -> list[Any]:
+            cur = con.cursor(row_factory=tuple_row)
+            cur.execute(_translate(sql), args)
             return [r[0] for r in cur.fetchall()]
+
+        return self._run(sql, send)
 
     def executemany(self, sql: str, seq: Iterable[Sequence[Any]]) -> PgCursor:
         rows = [tuple(p) for p in seq]
-        with self._guard():
-            cur = self._live().cursor()
+
+        def send(con: psycopg.Connection[Any]) -> PgCursor:
+            cur = con.cursor()
             if not rows:
                 return PgCursor(cur, rowcount=0)
             cur.executemany(_translate(sql), rows)  # pipelined; rowcount is the total, as in sqlite3
-        return PgCursor(cur)
+            return PgCursor(cur)
+
+        return self._run(sql, send)
 
     def begin(self, *, lock: bool = True) -> None:
         self.execute("BEGIN")  # on a connection dropped while idle, once more on a new one
