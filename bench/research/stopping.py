@@ -1,0 +1,336 @@
+"""Backtests of the stop advice (issue 39; docs/experiments.md E32, E33).
+
+    python bench/research/stopping.py forecast [--set calibration|heldout|all] [--png docs/img/forecast_backtest.png]
+    python bench/research/stopping.py stop --sim /work/scratch/sim/digits_stop [--sim ...]
+
+``forecast``: every run (strategy, setting, seed) of every ``bench/results/*.csv`` with per-round validation accuracy
+(a run repeated in another file counted once, the longer kept); for every round r ≥ 4 whose round r + 5 was recorded,
+:func:`alwb.advice.forecast` from rounds 1..r's validation accuracies, at round r + 5's labels, against round r + 5's
+*test* accuracy. Printed per set: the cases, how often the 80% interval held the test accuracy, and the median
+absolute error (points) of the forecast, of "no change" (round r's validation accuracy) and of a plain power law.
+
+``stop``: runs of ``alwb simulate`` (whose ``curve.csv`` has the ``kappa`` column); for each rule, the round at
+which it first says stop, the labels saved (share of the run's labels not spent) and the test accuracy lost
+(points, the end's minus the stop's). Rules: alwb's recommendation (:func:`alwb.advice.recommend`), small-text's
+``KappaAverage`` (window 3, kappa 0.99) as its code does it, Bloodgood & Vijay-Shanker's mean kappa ≥ 0.99 over the
+window, and the forecast alone. Recorded 2,000-label curves (no kappa) get the forecast rule with ``--recorded``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from alwb.advice import (
+    DECISION_LABELS,
+    MIN_GAIN_POINTS,
+    forecast,
+    plain_power_law,
+    recommend,
+)
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+AHEAD = 5
+FIRST = 4
+
+# ------------------------------------------------------------------------------------------------ the recorded runs
+
+
+def heldout(name: str) -> bool:
+    """Whether a results file is in E32's held-out set (cnn6 Fashion-MNIST, the checked pseudo-labels, CIFAR-10)."""
+    return name.startswith("cifar10_") or "cnn6" in name or name == "fmnist_margin_pseudo_checked.csv"
+
+
+def recorded_runs(folder: Path = RESULTS) -> list[dict]:
+    """Every run with validation accuracy, once: ``file``, ``key``, ``rows`` (a frame sorted by labels)."""
+    runs = []
+    for f in sorted(folder.glob("*.csv")):
+        df = pd.read_csv(f)
+        need = {"strategy", "setting", "seed", "n_labeled", "val_accuracy", "val_n", "test_accuracy"}
+        if not need <= set(df.columns):
+            continue
+        for key, g in df.groupby(["strategy", "setting", "seed"], sort=True):
+            g = g.dropna(subset=["val_accuracy", "test_accuracy"]).sort_values("n_labeled")
+            g = g.drop_duplicates("n_labeled", keep="last").reset_index(drop=True)
+            if len(g):
+                runs.append({"file": f.name, "key": key, "rows": g})
+    # a run repeated in another file (a resumed 2,000-label run, a merged table) is counted once: the longer kept
+    runs.sort(key=lambda r: -len(r["rows"]))
+    kept: list[dict] = []
+    for r in runs:
+        sig = tuple(np.round(r["rows"]["test_accuracy"].to_numpy(), 4))
+        if any(tuple(np.round(k["rows"]["test_accuracy"].to_numpy()[: len(sig)], 4)) == sig for k in kept):
+            continue
+        kept.append(r)
+    return kept
+
+
+def forecast_cases(runs: Sequence[dict]) -> pd.DataFrame:
+    """One row per (run, round r): the forecasts of round r + 5 and its test accuracy."""
+    out = []
+    for run in runs:
+        g = run["rows"]
+        n, v, nv, t = (g[c].to_numpy(float) for c in ("n_labeled", "val_accuracy", "val_n", "test_accuracy"))
+        for r in range(FIRST, len(g) - AHEAD + 1):
+            at = n[r - 1 + AHEAD]
+            fc = forecast(n[:r], v[:r], nv[:r].astype(int))
+            mid = lo = hi = math.nan
+            if fc is not None:
+                m, lw, h = fc.predict([at])
+                mid, lo, hi = float(m[0]), float(lw[0]), float(h[0])
+            out.append(
+                {
+                    "file": run["file"],
+                    "run": "/".join(map(str, run["key"])),
+                    "set": "heldout" if heldout(run["file"]) else "calibration",
+                    "longtail": "longtail" in run["file"],
+                    "round": r,
+                    "labels": n[r - 1],
+                    "at": at,
+                    "truth": t[r - 1 + AHEAD],
+                    "forecast": mid,
+                    "low": lo,
+                    "high": hi,
+                    "no_change": v[r - 1],
+                    "power_law": float(plain_power_law(n[:r], v[:r], [at])[0]),
+                }
+            )
+    return pd.DataFrame(out)
+
+
+def summary(cases: pd.DataFrame) -> dict:
+    """Cases, coverage of the 80% interval, median absolute errors (points) of the three forecasts."""
+    ok = cases.dropna(subset=["forecast"])
+    inside = (ok["truth"] >= ok["low"]) & (ok["truth"] <= ok["high"])
+    return {
+        "cases": len(cases),
+        "forecast made": len(ok),
+        "80% interval held": f"{int(inside.sum())}/{len(ok)} ({inside.mean():.0%})" if len(ok) else "-",
+        "median width (pts)": round(float(((ok["high"] - ok["low"]) * 100).median()), 2) if len(ok) else None,
+        "MAE forecast": round(float((ok["forecast"] - ok["truth"]).abs().median() * 100), 2),
+        "MAE no change": round(float((ok["no_change"] - ok["truth"]).abs().median() * 100), 2),
+        "MAE power law": round(float((ok["power_law"] - ok["truth"]).abs().median() * 100), 2),
+    }
+
+
+def cmd_forecast(args: argparse.Namespace) -> None:
+    cases = forecast_cases(recorded_runs())
+    if args.csv:
+        cases.to_csv(args.csv, index=False)
+    groups = {
+        "calibration": cases[cases["set"] == "calibration"],
+        "held-out": cases[cases["set"] == "heldout"],
+        "all": cases,
+        "all, long-tailed pools left out": cases[~cases["longtail"]],
+        "long-tailed pools only": cases[cases["longtail"]],
+    }
+    if args.set != "all":
+        want = {"calibration": ["calibration"], "heldout": ["held-out"]}[args.set]
+        groups = {k: v for k, v in groups.items() if k in want}
+    table = pd.DataFrame({k: summary(v) for k, v in groups.items() if len(v)}).T
+    pd.set_option("display.width", 200)
+    print(f"forecast of test accuracy {AHEAD} rounds ahead from rounds 1..r (r ≥ {FIRST}), median abs. error in points")
+    print(table.to_string())
+    if args.png:
+        plot_forecasts(cases if args.set == "all" else cases[cases["set"] == args.set], args.png)
+        print(f"wrote {args.png}")
+
+
+def plot_forecasts(cases: pd.DataFrame, png: str) -> None:
+    """Left: forecasts against the test accuracy they aimed at, with their 80% intervals. Right: an example run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = cases.dropna(subset=["forecast"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), dpi=110)
+    ax = axes[0]
+    inside = (ok["truth"] >= ok["low"]) & (ok["truth"] <= ok["high"])
+    for mask, colour, label in ((inside, "tab:blue", "interval held it"), (~inside, "tab:red", "missed")):
+        d = ok[mask]
+        ax.errorbar(
+            d["truth"],
+            d["forecast"],
+            yerr=[d["forecast"] - d["low"], d["high"] - d["forecast"]],
+            fmt="o",
+            ms=2.5,
+            lw=0.6,
+            alpha=0.5,
+            color=colour,
+            label=f"{label} ({int(mask.sum())})",
+        )
+    lim = [min(ok["truth"].min(), ok["low"].min()) - 0.01, max(ok["truth"].max(), ok["high"].max()) + 0.01]
+    ax.plot(lim, lim, "k--", lw=0.8)
+    ax.set_xlabel(f"test accuracy {AHEAD} rounds later")
+    ax.set_ylabel("forecast (80% interval)")
+    ax.set_title("every case: forecast against what came")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    runs = recorded_runs()
+    run = next(r for r in runs if r["file"] == "fmnist_cnn6_pseudo_2000.csv")
+    g = run["rows"]
+    n, v, nv, t = (g[c].to_numpy(float) for c in ("n_labeled", "val_accuracy", "val_n", "test_accuracy"))
+    ax.plot(n, v, "o-", ms=3, color="tab:blue", label="validation accuracy (what the person sees)")
+    ax.plot(n, t, "s", ms=3, color="k", label="test accuracy (the truth)")
+    for r, colour in ((4, "tab:orange"), (8, "tab:green")):
+        fc = forecast(n[:r], v[:r], nv[:r].astype(int))
+        if fc is None:
+            continue
+        grid = np.linspace(n[r - 1], n[-1], 50)
+        m, lo, hi = fc.predict(grid)
+        ax.plot(grid, m, "--", color=colour, label=f"forecast from round {r}")
+        ax.fill_between(grid, lo, hi, color=colour, alpha=0.2)
+    ax.set_xlabel("labels")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"{run['file']} {'/'.join(map(str, run['key']))}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------- the stop rules
+
+
+def small_text_kappa_average(kappas: Sequence[float], window: int = 3, kappa: float = 0.99) -> list[bool]:
+    """small-text's ``KappaAverage.stop`` after each pair (its code: stop when the mean absolute difference between
+    consecutive kappas of the last ``window`` is under ``1 − kappa``; all-NaN deltas stop)."""
+    history: list[float] = []
+    out = []
+    for k in kappas:
+        history.append(k)
+        if len(history) < window:
+            out.append(False)
+            continue
+        history = history[-window:]
+        deltas = np.abs([a - b for a, b in zip(history, history[1:], strict=False)])
+        out.append(bool(all(np.isnan(deltas)) or np.mean(deltas) < (1 - kappa)))
+    return out
+
+
+def bv_kappa_average(kappas: Sequence[float], window: int = 3, kappa: float = 0.99) -> list[bool]:
+    """Bloodgood & Vijay-Shanker's reading: the mean of the last ``window`` kappas is at least ``kappa``."""
+    return [i + 1 >= window and float(np.mean(kappas[i + 1 - window : i + 1])) >= kappa for i in range(len(kappas))]
+
+
+def stop_points(g: pd.DataFrame, rules: Sequence[str]) -> dict[str, int | None]:
+    """For each rule, the first row index (0-based, in label order) at which it says stop; None if never."""
+    n, v, nv = (g[c].to_numpy(float) for c in ("n_labeled", "val_accuracy", "val_n"))
+    kap = g["kappa"].to_numpy(float) if "kappa" in g else np.full(len(g), np.nan)
+    pairs = [None if math.isnan(k) else float(k) for k in kap[1:]]  # kappa of row i against row i - 1
+    out: dict[str, int | None] = dict.fromkeys(rules)
+    st = small_text_kappa_average([np.nan if k is None else k for k in pairs])
+    bv = bv_kappa_average([0.0 if k is None else k for k in pairs])
+    for i in range(len(g)):
+        fc = None
+        if {"alwb", "forecast"} & set(rules):
+            fc = forecast(n[: i + 1], v[: i + 1], nv[: i + 1].astype(int))
+        for rule in rules:
+            if out[rule] is not None:
+                continue
+            if rule == "alwb":
+                stop, _ = recommend(fc, pairs[:i], n_rounds=i + 1)
+            elif rule == "forecast":
+                stop = fc is not None and fc.gain(DECISION_LABELS)[2] < MIN_GAIN_POINTS
+            elif rule == "small-text KappaAverage":
+                stop = i >= 1 and st[i - 1]
+            elif rule == "B&V mean kappa":
+                stop = i >= 1 and bv[i - 1]
+            else:
+                raise ValueError(rule)
+            if stop:
+                out[rule] = i
+    return out
+
+
+def stop_table(runs: Sequence[tuple[str, pd.DataFrame]], rules: Sequence[str]) -> pd.DataFrame:
+    """One row per run and rule: where it stopped, labels saved, accuracy lost, and whether the run plateaus."""
+    rows = []
+    for name, g in runs:
+        g = g.sort_values("n_labeled").reset_index(drop=True)
+        n, t = g["n_labeled"].to_numpy(float), g["test_accuracy"].to_numpy(float)
+        i60 = int(np.argmin(np.abs(n - 0.6 * n[-1])))
+        plateau = (t[-1] - t[i60]) * 100 <= 1.0
+        for rule, i in stop_points(g, rules).items():
+            j = len(g) - 1 if i is None else i
+            rows.append(
+                {
+                    "run": name,
+                    "rule": rule,
+                    "plateau": plateau,
+                    "stopped at": None if i is None else int(n[j]),
+                    "end": int(n[-1]),
+                    "saved %": round((1 - n[j] / n[-1]) * 100, 1),
+                    "lost pts": round((t[-1] - t[j]) * 100, 2),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def stop_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per rule, on the runs that plateau: runs, median saved, median and worst lost, and the issue's rule."""
+    out = {}
+    for rule, g in table.groupby("rule", sort=False):
+        p = g[g["plateau"]]
+        good = (p["saved %"] >= 30) & (p["lost pts"] <= 1.0)
+        out[rule] = {
+            "runs (plateau)": f"{len(g)} ({len(p)})",
+            "median saved %": p["saved %"].median(),
+            "median lost pts": p["lost pts"].median(),
+            "worst lost pts": p["lost pts"].max(),
+            "saved ≥ 30% and lost ≤ 1": f"{int(good.sum())}/{len(p)}",
+        }
+    return pd.DataFrame(out).T
+
+
+def cmd_stop(args: argparse.Namespace) -> None:
+    pd.set_option("display.width", 220)
+    runs = []
+    for sim in args.sim:
+        df = pd.read_csv(Path(sim) / "curve.csv") if Path(sim).is_dir() else pd.read_csv(sim)
+        for key, g in df.groupby(["strategy", "setting", "seed"], sort=True):
+            runs.append((f"{Path(sim).name}:{'/'.join(map(str, key))}", g))
+    if runs:
+        rules = ["alwb", "small-text KappaAverage", "B&V mean kappa", "forecast"]
+        table = stop_table(runs, rules)
+        print(table.to_string(index=False))
+        print()
+        print(stop_summary(table).to_string())
+    if args.recorded:
+        rec = [
+            (f"{r['file']}:{'/'.join(map(str, r['key']))}", r["rows"])
+            for r in recorded_runs()
+            if r["rows"]["n_labeled"].max() >= 2000
+        ]
+        table = stop_table(rec, ["forecast"])
+        print("\nrecorded 2,000-label curves (no kappa recorded): the forecast rule alone")
+        print(table.to_string(index=False))
+        print()
+        print(stop_summary(table).to_string())
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("forecast")
+    p.add_argument("--set", choices=["calibration", "heldout", "all"], default="all")
+    p.add_argument("--png", help="write the picture here")
+    p.add_argument("--csv", help="write every case here")
+    p.set_defaults(func=cmd_forecast)
+    p = sub.add_parser("stop")
+    p.add_argument("--sim", action="append", default=[], help="a simulation folder (or its curve.csv)")
+    p.add_argument("--recorded", action="store_true", help="also the recorded 2,000-label curves, forecast rule")
+    p.set_defaults(func=cmd_stop)
+    args = ap.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
