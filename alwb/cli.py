@@ -16,6 +16,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import (
@@ -122,6 +123,23 @@ def _server_options() -> argparse.ArgumentParser:
         action="store_true",
         help="serve a project without users on a non-local --host anyway (anyone who reaches it may label)",
     )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name (or address) browsers may use to reach the workbench; repeat for more (default: the "
+        "--host address, and this machine's names and addresses for 0.0.0.0); other Host headers are refused",
+    )
+    p.add_argument(
+        "--import-dir",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="DIR",
+        help="a folder a served project may import images from by path (repeat for more; default: uploads only)",
+    )
+    p.add_argument("--metrics", action="store_true", help="serve Streamlit's /_stcore/metrics (off by default)")
     return p
 
 
@@ -395,7 +413,12 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_ui(args: argparse.Namespace) -> int:
     from .uilaunch import launch  # start fast: the workbench imports the engine itself
 
-    return launch(args.project, port=args.port, host=args.host, no_auth=args.no_auth)
+    return launch(args.project, port=args.port, host=args.host, no_auth=args.no_auth, **_serving(args))
+
+
+def _serving(args: argparse.Namespace) -> dict[str, Any]:
+    """The hardening options of ``alwb ui`` / ``alwb demo`` for :func:`alwb.uilaunch.launch`."""
+    return {"allowed_hosts": args.allowed_host, "import_dirs": args.import_dir, "metrics": args.metrics}
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -605,13 +628,25 @@ def _cmd_users(args: argparse.Namespace) -> int:
             print(f"{u.name} {'disabled; their sessions ended' if u.disabled else 'enabled'}")
         else:
             rows = users.list_users(store)
+            failed = {u.name: users.failures_against(store, u.name) for u in rows}
             if args.json:
-                print(json.dumps([{"name": u.name, "role": u.role, "disabled": u.disabled} for u in rows], indent=2))
+                print(
+                    json.dumps(
+                        [
+                            {"name": u.name, "role": u.role, "disabled": u.disabled, "failed_signins": failed[u.name]}
+                            for u in rows
+                        ],
+                        indent=2,
+                    )
+                )
             elif not rows:
                 print("no users: the workbench asks nobody to sign in (this machine only, see 'alwb ui --help')")
             else:
                 for u in rows:
-                    print("\t".join([u.name, u.role] + (["disabled"] if u.disabled else [])))
+                    notice = [f"{failed[u.name]} failed sign-in(s) in the last 15 min"] if failed[u.name] else []
+                    print("\t".join([u.name, u.role] + (["disabled"] if u.disabled else []) + notice))
+                if all(u.disabled for u in rows):
+                    print("every account is disabled: the workbench still asks for a sign-in, and nobody can sign in")
     return 0
 
 
@@ -680,7 +715,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     with Project.open(project) as proj:
         every = proj.config.retrain_every
     print(f"demo project ready: label the digits in the browser (the model retrains every {every} labels).")
-    return launch(project, port=args.port, host=args.host, no_auth=args.no_auth)
+    return launch(project, port=args.port, host=args.host, no_auth=args.no_auth, **_serving(args))
 
 
 # ---------------------------------------------------------------------- the table

@@ -6,8 +6,11 @@ prints the address once it answers: the first page opened after the address appe
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import AlwbError
@@ -15,6 +18,7 @@ from .errors import AlwbError
 #: Where ``alwb ui`` and ``alwb demo`` serve the workbench unless told otherwise (this machine only).
 DEFAULT_PORT = 8501
 DEFAULT_HOST = "127.0.0.1"
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def app_path() -> Path:
@@ -25,9 +29,29 @@ def app_path() -> Path:
     return p
 
 
-def streamlit_command(project: Path | None, *, port: int, host: str) -> list[str]:
-    """The command line that serves the workbench: ``streamlit run`` through :mod:`ui.server` (warm imports), XSRF
-    protection on, no telemetry, no browser opened, no full garbage collection after every script run."""
+def host_allow_list(host: str, extra: Sequence[str] = ()) -> list[str]:
+    """The host names browsers may use to reach a server listening on ``host`` (Streamlit's
+    ``server.allowedHosts``): ``extra`` (``alwb ui --allowed-host``), the address itself, this machine's own names on
+    loopback, and for an address on every interface (``0.0.0.0`` / ``::``) this machine's host names and addresses.
+    A request naming any other host (DNS rebinding, a forged ``Host``) is refused."""
+    names: list[str] = [h.strip().lower() for h in extra if h.strip()]
+    wildcard = host in ("", "0.0.0.0", "::")
+    if not wildcard:
+        names.append(host.strip("[]").lower())
+    if wildcard or host in LOOPBACK_HOSTS:
+        names += ["localhost", "127.0.0.1", "::1"]
+    if wildcard or host not in LOOPBACK_HOSTS:
+        with contextlib.suppress(OSError):
+            hostname = socket.gethostname()
+            names += [hostname.lower(), socket.getfqdn().lower()]
+            names += socket.gethostbyname_ex(hostname)[2]
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def streamlit_command(project: Path | None, *, port: int, host: str, allowed: Sequence[str] | None = None) -> list[str]:
+    """The command line that serves the workbench: ``streamlit run`` through :mod:`ui.server` (warm imports, the
+    Host check and security headers), XSRF protection on, only the ``allowed`` host names (default
+    :func:`host_allow_list`), no telemetry, no browser opened, no full garbage collection after every script run."""
     cmd = [
         sys.executable,
         "-m",
@@ -55,6 +79,8 @@ def streamlit_command(project: Path | None, *, port: int, host: str) -> list[str
         "--runner.postScriptGC",
         "false",
     ]
+    for name in host_allow_list(host) if allowed is None else allowed:
+        cmd += ["--server.allowedHosts", name]
     if project is not None:
         cmd += ["--", "--project", str(project.resolve())]
     return cmd
@@ -78,28 +104,48 @@ def check_exposure(project: Path | None, host: str, *, no_auth: bool = False) ->
         from .store.location import store_location
 
         with Store(store_location(project)) as store:
-            has_users = store.active_user_count() > 0
+            has_users = store.user_count() > 0  # disabled accounts too: sign-in stays required
     msg = exposure_error(host, has_users=has_users, no_auth=no_auth)
     if msg:
         raise AlwbError(msg)
 
 
-def launch(project: Path | None, *, port: int = DEFAULT_PORT, host: str = DEFAULT_HOST, no_auth: bool = False) -> int:
+def launch(
+    project: Path | None,
+    *,
+    port: int = DEFAULT_PORT,
+    host: str = DEFAULT_HOST,
+    no_auth: bool = False,
+    allowed_hosts: Sequence[str] = (),
+    import_dirs: Sequence[Path] = (),
+    metrics: bool = False,
+) -> int:
     """Replace this process with the Streamlit server of the workbench (runs until interrupted).
 
-    A project with users asks everyone to sign in; one without may only be served on this machine unless
-    ``no_auth`` (``alwb ui --no-auth``) opens it on purpose."""
+    The project is fixed here: no page can open another. A project with users asks everyone to sign in; one without
+    may only be served on this machine unless ``no_auth`` (``alwb ui --no-auth``) opens it on purpose. Browsers must
+    name one of the allowed hosts; a served project imports images by path only from ``import_dirs``;
+    ``/_stcore/metrics`` is served only with ``metrics``."""
     from .store.location import is_project
 
     if project is not None and not is_project(project):
         raise AlwbError(f"{project} is not an alwb project (run 'alwb init' first, or start 'alwb ui' without it)")
+    for d in import_dirs:
+        if not Path(d).is_dir():
+            raise AlwbError(f"--import-dir {d}: no such folder")
     check_exposure(project, host, no_auth=no_auth)
     env = {
         **os.environ,
         "ALWB_PROJECT": str(project.resolve()) if project else "",
+        "ALWB_UI_HOST": host,
+        "ALWB_IMPORT_DIRS": os.pathsep.join(str(Path(d).resolve()) for d in import_dirs),
         "ALWB_UI_BANNER": address_line(project, port=port, host=host),  # printed by ui.server once it answers
     }
-    cmd = streamlit_command(project, port=port, host=host)
+    if metrics:
+        env["ALWB_UI_METRICS"] = "1"
+    else:
+        env.pop("ALWB_UI_METRICS", None)
+    cmd = streamlit_command(project, port=port, host=host, allowed=host_allow_list(host, allowed_hosts))
     sys.stdout.flush()
     # become the server: signals (SIGTERM from a supervisor, Ctrl+C) reach Streamlit itself
     os.execve(sys.executable, cmd, env)

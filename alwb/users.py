@@ -3,18 +3,26 @@
 Roles: ``annotator`` (Label and their own history), ``reviewer`` (also Review), ``admin`` (also Settings, Export
 and users). Passwords are stored as argon2id hashes (argon2-cffi's :class:`~argon2.PasswordHasher`) and rehashed on
 sign-in when the parameters change. A session token is 32 random bytes shown once to the browser; the store keeps
-only its SHA-256. After :data:`FREE_FAILURES` consecutive failed sign-ins for a name, each further attempt must wait
-``2 ** (failures - FREE_FAILURES)`` seconds (at most :data:`MAX_DELAY`) after the last failure, and an attempt made
-sooner is refused without looking at the password. A successful sign-in resets the count.
+only its SHA-256.
+
+Guessing is slowed down by counters of failed sign-ins (:data:`LIMITS`): per name *at* an address (after
+:data:`FREE_FAILURES` failures each further attempt waits ``2 ** (failures - FREE_FAILURES)`` s after the last
+failure, at most :data:`MAX_DELAY`), per address (password spraying across names) and for everyone together (many
+addresses at once, with a short cap). An attempt made sooner is refused without looking at the password. The check and
+the count are one step in one store transaction, made *before* the password is verified (the attempt counts as a
+failure until it succeeds), so parallel guesses cannot all slip through; a success takes its own count back. Counts
+older than :data:`FORGET_AFTER` are forgotten. A name is never throttled on its own, so nobody can lock an account's
+owner out from another address; ``alwb users list`` shows the failures counted against each name. Unknown and known
+names take the same steps (the same store work and one argon2 verification) and get the same answer.
 
 A project without users needs no sign-in (one person on one machine); see :func:`auth_required`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
+import json
 import secrets
 import time
 import unicodedata
@@ -38,6 +46,30 @@ SESSION_SECONDS = 12 * 3600.0
 MIN_PASSWORD = 8
 FREE_FAILURES = 3
 MAX_DELAY = 300.0
+#: Failures older than this (seconds since the last one) no longer count.
+FORGET_AFTER = 15 * 60.0
+
+
+@dataclass(frozen=True)
+class Limit:
+    """A throttle counter: ``free`` failures cost nothing, then each attempt waits ``2 ** (failures - free)`` s after
+    the last failure, at most ``cap`` s."""
+
+    free: int
+    cap: float
+
+    def wait(self, failures: int, last_failed_at: float | None, now: float) -> float:
+        if failures < self.free or last_failed_at is None or now - last_failed_at > FORGET_AFTER:
+            return 0.0
+        return max(0.0, last_failed_at + min(self.cap, 2.0 ** (failures - self.free)) - now)
+
+
+#: The counters: a name at one address, one address (any name), everyone; ``name`` only counts (never throttles).
+LIMITS = {
+    "name@address": Limit(FREE_FAILURES, MAX_DELAY),
+    "address": Limit(10, MAX_DELAY),
+    "everyone": Limit(100, 10.0),
+}
 
 _hasher = PasswordHasher()
 
@@ -157,8 +189,9 @@ def exposure_error(host: str, *, has_users: bool, no_auth: bool) -> str | None:
 
 
 def auth_required(store: Store) -> bool:
-    """True when the project has at least one enabled account: the workbench then asks for a sign-in."""
-    return store.active_user_count() > 0
+    """True once the project has had an account: the workbench asks for a sign-in from then on, even when every
+    account is disabled (then nobody can sign in: it fails closed, never open)."""
+    return store.user_count() > 0
 
 
 def set_disabled(store: Store, name: str, disabled: bool = True) -> User:
@@ -182,16 +215,60 @@ def set_password(store: Store, name: str, password: str) -> None:
     _check_password(password)
     row = _get(store, name)
     with store.transaction():
-        store.update_user(row["id"], password_hash=_hasher.hash(password), failed_signins=0, last_failed_at=None)
+        store.update_user(row["id"], password_hash=_hasher.hash(password))
+        store.throttle_clear(row["name"])
         store.delete_sessions(user_id=row["id"])
 
 
 def retry_after(failures: int, last_failed_at: float | None, now: float) -> float:
-    """Seconds to wait before the next attempt is looked at (0: go ahead)."""
-    if failures < FREE_FAILURES or last_failed_at is None:
-        return 0.0
-    delay = min(MAX_DELAY, 2.0 ** (failures - FREE_FAILURES))
-    return max(0.0, last_failed_at + delay - now)
+    """Seconds to wait before the next attempt of a name at one address is looked at (0: go ahead)."""
+    return LIMITS["name@address"].wait(failures, last_failed_at, now)
+
+
+def _throttle_keys(name: str, address: str | None) -> dict[str, tuple[str, str | None]]:
+    """Counter kind → (store key, user name the row is about) for one attempt."""
+    addr = address or "-"
+    return {
+        "name@address": (f"na:{json.dumps([name, addr])}", name),
+        "address": (f"a:{addr}", None),
+        "everyone": ("*", None),
+        "name": (f"n:{json.dumps(name)}", name),
+    }
+
+
+def _take_attempt(store: Store, name: str, address: str | None, now: float) -> dict[str, tuple[str, str | None]]:
+    """Check every counter and count this attempt as a failure, in one transaction; raises
+    :class:`SignInThrottled` (counting nothing) when any counter says wait."""
+    keys = _throttle_keys(name, address)
+    with store.transaction():
+        rows = store.throttle_rows([k for k, _ in keys.values()])
+        counts = {
+            kind: (0, None) if (r := rows.get(key)) is None or r[1] is None or now - r[1] > FORGET_AFTER else r
+            for kind, (key, _) in keys.items()
+        }
+        wait = max(limit.wait(*counts[kind], now) for kind, limit in LIMITS.items())
+        if wait > 0:
+            raise SignInThrottled(wait)
+        store.throttle_set([(key, who, counts[kind][0] + 1, now) for kind, (key, who) in keys.items()])
+    return keys
+
+
+def _give_back(store: Store, keys: dict[str, tuple[str, str | None]]) -> None:
+    """A successful sign-in: its name's counters start again, and its own attempt leaves the others' counts."""
+    rows = store.throttle_rows([k for k, _ in keys.values()])
+    values = []
+    for kind, (key, who) in keys.items():
+        failures, last = rows.get(key, (0, None))
+        values.append((key, who, 0 if kind in ("name@address", "name") else max(0, failures - 1), last))
+    store.throttle_set(values)
+
+
+def failures_against(store: Store, name: str, *, now: float | None = None) -> int:
+    """Failed sign-ins counted against ``name`` from any address in the last :data:`FORGET_AFTER` seconds."""
+    now = time.time() if now is None else now
+    key = _throttle_keys(name, None)["name"][0]
+    failures, last = store.throttle_rows([key]).get(key, (0, None))
+    return 0 if last is None or now - last > FORGET_AFTER else failures
 
 
 def _token_hash(token: str) -> str:
@@ -199,32 +276,32 @@ def _token_hash(token: str) -> str:
 
 
 def sign_in(
-    store: Store, name: str, password: str, *, now: float | None = None, ttl: float = SESSION_SECONDS
+    store: Store,
+    name: str,
+    password: str,
+    *,
+    now: float | None = None,
+    ttl: float = SESSION_SECONDS,
+    address: str | None = None,
 ) -> Session:
-    """Check a name and password; return a new session, or raise :class:`SignInError` / :class:`SignInThrottled`."""
+    """Check a name and password from ``address`` (the client's, when known); return a new session, or raise
+    :class:`SignInError` / :class:`SignInThrottled`."""
     now = time.time() if now is None else now
-    row = store.user_row(name.strip()) if isinstance(name, str) else None
-    if row is None:
-        with contextlib.suppress(VerificationError):
-            _hasher.verify(_dummy_hash(), password)
-        raise SignInError("wrong name or password")
-    wait = retry_after(int(row["failed_signins"]), row["last_failed_at"], now)
-    if wait > 0:
-        raise SignInThrottled(wait)
+    name = name.strip() if isinstance(name, str) else ""
+    keys = _take_attempt(store, name, address, now)  # throttled or counted, before any password is looked at
+    row = store.user_row(name) if name else None
     try:
-        _hasher.verify(row["password_hash"], password)
+        _hasher.verify(row["password_hash"] if row is not None else _dummy_hash(), password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
-        store.record_failed_signin(row["id"], now)
         raise SignInError("wrong name or password") from None
-    if row["disabled"]:
+    if row is None or row["disabled"]:
         raise SignInError("wrong name or password")
     changes: dict[str, Any] = {}
-    if row["failed_signins"]:
-        changes.update(failed_signins=0, last_failed_at=None)
     if _hasher.check_needs_rehash(row["password_hash"]):
         changes["password_hash"] = _hasher.hash(password)
     token = secrets.token_urlsafe(32)
     with store.transaction():
+        _give_back(store, keys)
         if changes:
             store.update_user(row["id"], **changes)
         store.insert_session(_token_hash(token), row["id"], now, now + ttl)

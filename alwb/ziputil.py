@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 import stat
+import tempfile
+import time
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
@@ -99,3 +102,41 @@ def content_root(folder: str | Path) -> Path:
         if len(entries) != 1 or not entries[0].is_dir() or entries[0].is_symlink():
             return here
         here = entries[0]
+
+
+#: The folder of a project that holds its uploads, one fresh subfolder each.
+UPLOADS = "uploads"
+
+
+def new_upload_folder(project_dir: str | Path) -> Path:
+    """A new, empty folder for one upload under ``PROJECT/uploads/``: a generated name (never derived from what the
+    browser sent), created exclusively and readable by its owner only, so no upload can land in another's folder,
+    overwrite a file or climb out of the project."""
+    uploads = Path(project_dir) / UPLOADS
+    if uploads.is_symlink() or (uploads.exists() and not uploads.is_dir()):
+        raise AlwbError(f"{uploads} is not a plain folder: uploads are refused")
+    uploads.mkdir(mode=0o700, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=uploads))
+
+
+def extract_upload(source: str | Path | IO[bytes], project_dir: str | Path) -> Path:
+    """Check and extract an uploaded zip into a :func:`new_upload_folder`; returns its :func:`content_root`. Nothing
+    is written until every entry passed the checks of :func:`safe_extract`; a refused zip leaves no folder behind."""
+    dest = new_upload_folder(project_dir)
+    try:
+        if not safe_extract(source, dest):
+            raise AlwbError("the zip holds no files")
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return content_root(dest)
+
+
+def move_into_uploads(staged: str | Path, project_dir: str | Path) -> Path:
+    """Move a folder extracted elsewhere (:func:`tempfile.mkdtemp`) into a :func:`new_upload_folder` of the project;
+    returns the new folder."""
+    dest = new_upload_folder(project_dir)
+    for child in Path(staged).iterdir():
+        shutil.move(str(child), str(dest / child.name))
+    shutil.rmtree(staged, ignore_errors=True)
+    return dest

@@ -6,32 +6,58 @@ package installed with alwb (``pip install -e .``), so its modules are imported 
 
 from __future__ import annotations
 
+import logging
+
 import streamlit as st
 
 from alwb.errors import StoreUnavailable
 from alwb.jobs import mark_active
+from alwb.store.location import is_project
 from ui import state
 from ui.views import export, history, label, progress, review, settings, signin, start, unavailable
 
+log = logging.getLogger("alwb.ui")
+#: Session key: this session passed the gate (signed in, or a project without accounts).
+_PASSED = "alwb_gate_passed"
 st.set_page_config(page_title="alwb workbench", page_icon="🏷️", layout="wide")
 
 root = state.project_root()
-# a project with accounts: nothing but the sign-in form until the person signs in (None: a project without users)
+# The gate, before any page, failing closed: the server's project must be there; a project with accounts shows nothing
+# but the sign-in form until the person signs in (None: a project that never had accounts).
+if root is not None and not is_project(root):
+    if state.served_project() is not None:
+        log.error("the workbench's project %s holds no alwb project (no alwb.sqlite or store.json)", root)
+        st.error("This workbench's project cannot be opened. The server's log says why.")
+        st.stop()
+    root = None
 try:
     user = signin.gate(root) if root is not None else None
-except StoreUnavailable as exc:  # the store's server is down or restarting: say so and try again by itself
-    unavailable.show(exc, root)
+except StoreUnavailable as exc:  # the store's server is down or restarting: say so and try again by itself; its
+    # address and the driver's reason only to a session that passed the gate before (signed in, or no accounts)
+    unavailable.show(exc, root, detail=bool(state.remember(_PASSED)))
+    st.stop()
+except Exception:  # any doubt: no page
+    log.exception("the sign-in check failed")
+    st.error("Sign-in cannot be checked right now, so no page is shown. The server's log says why.")
     st.stop()
 if user is False:
+    state.forget(_PASSED)
     st.stop()
+state.remember(_PASSED, True)
 state.annotator()  # remembered by the session: a page change clears the URL's parameters
 start_page = st.Page(start.render, title="Start", icon=":material/folder_open:", url_path="start")
 label_page = st.Page(label.render, title="Label", icon=":material/label:", url_path="label")
 
 
+review_page = st.Page(review.render, title="Review", icon=":material/fact_check:", url_path="review")
+
+
 def _home() -> None:
-    """The address without a page: Label when a project is open, else Start."""
-    st.switch_page(label_page if state.project_root() is not None else start_page)
+    """The address without a page: Start without a project; Review for a reviewer (a reviewer's sign-in leases no
+    labeling batch until they open Label); else Label."""
+    if root is None:
+        st.switch_page(start_page)
+    st.switch_page(review_page if user and user.role == "reviewer" else label_page)
 
 
 pages = [
@@ -40,7 +66,7 @@ pages = [
     label_page,
     st.Page(history.render, title="History", icon=":material/history:", url_path="history"),
     st.Page(progress.render, title="Progress", icon=":material/monitoring:", url_path="progress"),
-    st.Page(review.render, title="Review", icon=":material/fact_check:", url_path="review"),
+    review_page,
     st.Page(settings.render, title="Settings", icon=":material/settings:", url_path="settings"),
     st.Page(export.render, title="Export", icon=":material/download:", url_path="export"),
 ]

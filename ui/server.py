@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import urllib.request
+from typing import Any
 
 #: What the pages import, the heaviest first; imported once here, shared by every session's script run.
 WARM_MODULES = (
@@ -78,10 +79,87 @@ def _announce_when_ready(host: str, port: str, banner: str, timeout: float = 120
     print(banner, flush=True)
 
 
+#: Headers added to every HTTP answer: no framing by other sites (clickjacking), no content sniffing, no referrer
+#: sent elsewhere. Same-origin frames stay allowed (Streamlit's components are frames of this server).
+SECURITY_HEADERS = (
+    (b"x-frame-options", b"SAMEORIGIN"),
+    (b"content-security-policy", b"frame-ancestors 'self'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+)
+#: ``alwb ui --metrics`` sets it: serve Streamlit's ``/_stcore/metrics`` (off otherwise: it is unauthenticated).
+ENV_METRICS = "ALWB_UI_METRICS"
+
+
+class Hardening:
+    """ASGI middleware in front of Streamlit's: a request whose ``Host`` is not one of ``server.allowedHosts`` is
+    refused (403; Streamlit itself checks only its websocket), which stops DNS rebinding; every HTTP answer gets
+    :data:`SECURITY_HEADERS`."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        from streamlit.web.server.starlette.starlette_websocket import is_host_allowed
+
+        host = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"host"), None)
+        if not is_host_allowed(host):
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+                return
+            body = b"Host not allowed\n"
+            length = str(len(body)).encode()
+            headers = [(b"content-type", b"text/plain"), (b"content-length", length), *SECURITY_HEADERS]
+            await send({"type": "http.response.start", "status": 403, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *(h for h in SECURITY_HEADERS if h[0] not in have)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def harden() -> None:
+    """Put :class:`Hardening` in front of Streamlit's middleware, and leave ``/_stcore/metrics`` out unless
+    ``$ALWB_UI_METRICS`` is set. Streamlit has no option for either; both are applied where it builds its app."""
+    from starlette.middleware import Middleware
+    from streamlit.web.server.starlette import starlette_app
+
+    make_middleware = starlette_app.create_streamlit_middleware
+    if getattr(make_middleware, "_alwb", False):
+        return
+
+    def create_streamlit_middleware() -> list[Any]:
+        return [Middleware(Hardening), *make_middleware()]
+
+    create_streamlit_middleware._alwb = True  # type: ignore[attr-defined]
+    starlette_app.create_streamlit_middleware = create_streamlit_middleware
+    if not os.environ.get(ENV_METRICS):
+        starlette_app.create_metrics_routes = lambda runtime, base_url: []
+
+
 def main(argv: list[str] | None = None) -> int:
     """Warm up, then run Streamlit's command line with ``argv`` (``run APP ...``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     warm()
+    harden()
+    import logging
+
+    from alwb.redaction import redact_logging
+
+    # the workbench's own messages (alwb.*) go to stderr with every password masked
+    logging.basicConfig(level=logging.WARNING, format="alwb: %(levelname)s: %(message)s")
+    redact_logging()
     banner = os.environ.get("ALWB_UI_BANNER")
     if banner:
         host = _option(argv, "--server.address", "127.0.0.1")

@@ -1,7 +1,10 @@
-"""The only module that touches ``st.session_state``, ``st.query_params`` and Streamlit caches.
+"""The session's side of the workbench: ``st.session_state``, ``st.query_params`` and Streamlit caches.
 
-The project path lives in the URL (``?project=...``), so reloading a page or opening a second tab keeps it;
-labels live in the store. The session only holds the batch on screen and in-progress answers.
+Which project a page shows: ``alwb ui PROJECT`` fixes it when the server starts (``--project`` / ``$ALWB_PROJECT``)
+and nothing a browser sends can change it; the path never appears in the URL. Only a workbench started without a
+project on this machine alone (:func:`local_mode`: one person, loopback) opens projects from the Start page, and
+keeps the one open in the URL (``?project=...``) so that a reload keeps it. Labels live in the store; the session
+only holds the batch on screen and in-progress answers.
 """
 
 from __future__ import annotations
@@ -33,15 +36,52 @@ def _argv_project() -> str | None:
     return os.environ.get("ALWB_PROJECT") or None
 
 
-def project_root() -> Path | None:
-    """The open project's folder: from the URL, else this session, else the command line; None when none is open.
+#: The address the server listens on (set by ``alwb ui``; unset means this machine only, as in tests).
+ENV_HOST = "ALWB_UI_HOST"
+#: Folders (``os.pathsep``-separated) a served project may import images from by path (``alwb ui --import-dir``).
+ENV_IMPORT_DIRS = "ALWB_IMPORT_DIRS"
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 
-    Streamlit clears the URL's query parameters when the page changes (sidebar links, ``st.switch_page``), so the
-    session remembers the project and puts it back into the URL.
+
+def served_project() -> Path | None:
+    """The project the server was started with (``alwb ui PROJECT``): the only one it serves; None without one."""
+    raw = _argv_project()
+    return Path(raw) if raw else None
+
+
+def on_loopback() -> bool:
+    """True when the server listens on this machine only."""
+    return (os.environ.get(ENV_HOST) or "127.0.0.1") in _LOOPBACK
+
+
+def local_mode() -> bool:
+    """One person on this machine: no project fixed by the server, and the server listens on loopback only. Only
+    then does the Start page open and create projects from paths the person types."""
+    return served_project() is None and on_loopback()
+
+
+def import_dirs() -> list[Path]:
+    """The folders a served project may import images from by path (resolved; empty: uploads only)."""
+    raw = os.environ.get(ENV_IMPORT_DIRS) or ""
+    return [Path(p).resolve() for p in raw.split(os.pathsep) if p]
+
+
+def project_root() -> Path | None:
+    """The project's folder: the server's project (fixed when it started; returned even when it is no longer a
+    project, so that the page can refuse to go on), else in :func:`local_mode` the one opened from the URL, the
+    session; None when none is open.
+
+    In local mode Streamlit clears the URL's query parameters when the page changes (sidebar links,
+    ``st.switch_page``), so the session remembers the project and puts it back into the URL.
     """
+    served = served_project()
+    if served is not None:
+        return served
+    if not local_mode():
+        return None
     raw = st.query_params.get("project")
     if not raw:
-        raw = st.session_state["project"] if "project" in st.session_state else _argv_project()
+        raw = st.session_state.get("project")
     if not raw:
         return None
     root = Path(raw)
@@ -54,7 +94,9 @@ def project_root() -> Path | None:
 
 
 def set_project(root: Path | None) -> None:
-    """Open ``root`` (kept in the URL and the session) or close the project."""
+    """Open ``root`` (kept in the URL and the session) or close the project: local mode only."""
+    if not local_mode():
+        raise RuntimeError("the served project is fixed when the server starts")
     if root is None:
         st.query_params.pop("project", None)
         st.session_state["project"] = ""  # closed: the command line's project does not come back either
@@ -211,6 +253,11 @@ def reflash_recent(seconds: float = 10.0) -> None:
     last = st.session_state.get("_last_flash")
     if last and time.time() - last[0] < seconds and "flash" not in st.session_state:
         st.session_state["flash"] = last[1]
+
+
+def forget(key: str) -> None:
+    """Drop a value :func:`remember` kept."""
+    st.session_state.pop(key, None)
 
 
 def remember(key: str, value: Any = None) -> Any:

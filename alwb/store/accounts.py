@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -29,6 +29,10 @@ class AccountTables:
     def user_rows(self) -> list[Any]:
         return self.con.execute("SELECT * FROM users ORDER BY name").fetchall()
 
+    def user_count(self) -> int:
+        """Every account ever made (accounts are disabled, never deleted)."""
+        return int(self.con.execute("SELECT COUNT(*) FROM users").fetchone()[0])
+
     def active_user_count(self) -> int:
         return int(self.con.execute("SELECT COUNT(*) FROM users WHERE disabled=0").fetchone()[0])
 
@@ -41,16 +45,31 @@ class AccountTables:
         with self.transaction():
             self.con.execute(f"UPDATE users SET {sets} WHERE id=?", (*values.values(), int(user_id)))
 
-    def record_failed_signin(self, user_id: int, now: float) -> int:
-        """Count one more failed sign-in; returns the number of consecutive failures."""
+    def throttle_rows(self, keys: Sequence[str]) -> dict[str, tuple[int, float | None]]:
+        """Failure count and last failure time of each sign-in throttle key that has a row."""
+        if not keys:
+            return {}
+        marks = ", ".join("?" for _ in keys)
+        rows = self.con.execute(
+            f"SELECT key, failures, last_failed_at FROM signin_throttle WHERE key IN ({marks})", tuple(keys)
+        ).fetchall()
+        return {str(r[0]): (int(r[1]), None if r[2] is None else float(r[2])) for r in rows}
+
+    def throttle_set(self, values: Sequence[tuple[str, str | None, int, float | None]]) -> None:
+        """Write (key, user name or None, failures, last failure time) rows of the sign-in throttle."""
         with self.transaction():
-            return int(
+            for key, name, failures, last in values:
                 self.con.execute(
-                    "UPDATE users SET failed_signins=failed_signins+1, last_failed_at=? WHERE id=?"
-                    " RETURNING failed_signins",
-                    (now, int(user_id)),
-                ).fetchone()[0]
-            )
+                    "INSERT INTO signin_throttle(key, name, failures, last_failed_at) VALUES(?, ?, ?, ?)"
+                    " ON CONFLICT(key) DO UPDATE SET failures=excluded.failures,"
+                    " last_failed_at=excluded.last_failed_at",
+                    (key, name, int(failures), last),
+                )
+
+    def throttle_clear(self, name: str) -> None:
+        """Forget the failed sign-ins counted against a user name (a new password)."""
+        with self.transaction():
+            self.con.execute("DELETE FROM signin_throttle WHERE name=?", (name,))
 
     def insert_session(self, token_sha256: str, user_id: int, now: float, expires_at: float) -> None:
         with self.transaction():

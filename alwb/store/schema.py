@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -178,6 +178,17 @@ SCHEMA_V7 = """
 ALTER TABLE round_requests ADD COLUMN progress TEXT;
 """
 
+#: v8: failed sign-ins counted per key (a name, an address, a name at an address, everyone), so that the check
+#: and the count are one step in one transaction (alwb.users.sign_in); ``users.failed_signins`` is no longer written.
+SCHEMA_V8 = """
+CREATE TABLE signin_throttle (
+    key TEXT PRIMARY KEY,
+    name TEXT,
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_failed_at REAL
+);
+"""
+
 #: Migrations from version N-1 to N, applied in order inside one transaction each.
 MIGRATIONS: dict[int, str] = {
     1: SCHEMA_V1,
@@ -187,6 +198,7 @@ MIGRATIONS: dict[int, str] = {
     5: SCHEMA_V5,
     6: SCHEMA_V6,
     7: SCHEMA_V7,
+    8: SCHEMA_V8,
 }
 
 

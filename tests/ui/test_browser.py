@@ -16,17 +16,14 @@ import contextlib
 import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import _uiserver
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, SHAPES, free_port, make_shapes
+from conftest import CHROMIUM, CHROMIUM_ARGS, SHAPES, make_shapes
 
 from alwb.jobs import stop_training
 
@@ -60,45 +57,9 @@ def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return root, truth
 
 
-@contextlib.contextmanager
-def serve(project: Path | None, log_path: Path) -> Iterator[str]:
-    """``alwb ui [PROJECT]`` on a free port; yields its address. Always stopped (with its Streamlit child)."""
-    port = free_port()
-    log = open(log_path, "wb")  # noqa: SIM115 - closed in the finally below
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("ALWB_PROJECT", None)
-    cmd = [sys.executable, "-m", "alwb", "ui", *([str(project)] if project else []), "--port", str(port)]
-    proc = subprocess.Popen(
-        [*cmd, "--host", "127.0.0.1"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,  # its own process group: the Streamlit child is stopped with it
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"alwb ui exited with {proc.returncode}:\n{_read(log_path)}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.read().decode().strip() == "ok":
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"alwb ui did not answer in 90 s:\n{_read(log_path)}")
-            time.sleep(0.25)
-        yield url
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
-        log.close()
+def serve(project: Path | None, log_path: Path) -> contextlib.AbstractContextManager[str]:
+    """``alwb ui [PROJECT]`` on a free port (:func:`_uiserver.serve`); yields its address."""
+    return _uiserver.serve(project, log_path)
 
 
 @pytest.fixture

@@ -86,8 +86,11 @@ def test_a_disabled_account_is_signed_out_at_the_next_click(project: Path) -> No
     at.query_params["project"] = str(project)
     ok(at.run())
     _sign_in(at, "rev", "reviewer pw")
-    assert [t.value for t in at.title] == ["Label"]
+    assert [t.value for t in at.title] == ["Review"]  # a reviewer lands on Review: no labeling batch is leased
     with Project.open(project) as proj:
+        from alwb import leases
+
+        assert leases.held(proj.store, "rev") == []
         users.set_disabled(proj.store, "rev")
     ok(at.run())
     assert [t.value for t in at.title] == ["Sign in"]
@@ -172,8 +175,10 @@ def test_progress_shows_annotators_and_their_agreement_with_reviews(project: Pat
         proj.store.add_labels([LabelRow(a, "circle"), LabelRow(b, "square")], annotator="ann")
         proj.store.add_labels([LabelRow(a, "square")], annotator="bob")
         agreement.decide(proj.store, a, "rev", "square")
+        session = users.sign_in(proj.store, "rev", "reviewer pw")
     at = AppTest.from_function(_progress_script, default_timeout=90)
     at.query_params["project"] = str(project)
+    at.session_state["alwb_signin"] = (session.token, "rev")  # the page runs behind app.py's gate: signed in
     ok(at.run())
     assert "Annotators" in [h.value for h in at.subheader]
     table = at.dataframe[-1].value

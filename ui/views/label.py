@@ -13,7 +13,7 @@ from alwb.loop import Project
 from alwb.worker import start_or_queue
 from ui import keyboard, state
 from ui.text import md_escape
-from ui.views import unavailable
+from ui.views import signin, unavailable
 from ui.views.common import need_project, show_flash, show_training, training_status
 
 COLUMNS = 4
@@ -259,6 +259,8 @@ def _keep_leases(proj: Project, *, force: bool = False) -> None:
 
 @st.fragment(run_every=2)
 def _training_panel(root: str, batch_round: int) -> None:
+    if not signin.still_allowed("label"):  # a fragment's rerun skips app.py's gate
+        return
     try:
         proj = Project.open(root)
     except StoreUnavailable as exc:  # this panel tries again in 2 s; answers chosen meanwhile stay in the session

@@ -11,6 +11,7 @@ from alwb import pretrain
 from alwb.errors import AlwbError
 from ui import state
 from ui.text import md_escape
+from ui.views import signin
 
 
 def render(root: str) -> None:
@@ -28,6 +29,8 @@ def render(root: str) -> None:
 
 @st.fragment(run_every=2.0)
 def _status(root: str) -> None:
+    if not signin.still_allowed("settings"):  # a fragment's rerun (its buttons too) skips app.py's gate
+        return
     job = pretrain.job_status(root)
     s = job["state"]
     if s in pretrain.ACTIVE_STATES:

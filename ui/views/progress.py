@@ -8,7 +8,7 @@ import streamlit as st
 
 from alwb.report import round_decisions
 from ui import state
-from ui.views import disagreements
+from ui.views import disagreements, signin
 from ui.views.common import need_project, show_training, training_status
 
 #: Axes of counts: whole numbers only (Vega-Lite would otherwise print ticks such as 0.5 or 18.000000).
@@ -79,6 +79,9 @@ def score_domain(df: pd.DataFrame, *, pad: float = 0.02) -> list[float]:
 def _training_panel(root: str) -> None:
     """The round in progress (here or on a training worker), redrawn every few seconds."""
     from alwb.loop import Project
+
+    if not signin.still_allowed("progress"):  # a fragment's rerun skips app.py's gate
+        return
 
     with Project.open(root) as proj:
         show_training(training_status(proj))

@@ -24,6 +24,7 @@ from alwb import users
 from alwb.errors import AlwbError
 from alwb.loop import Project
 from alwb.store import Store
+from alwb.store.location import store_location
 from ui import state
 
 COOKIE_PREFIX = "alwb_session_"
@@ -65,16 +66,30 @@ def gate(root: Path) -> users.User | None | bool:
     return False
 
 
+def client_address() -> str | None:
+    """The address this session's browser connected from (a reverse proxy's own address behind one)."""
+    try:
+        value = st.context.ip_address
+    except Exception:  # no browser behind this session (tests, bare mode)
+        return None
+    return str(value) if value else None
+
+
 def _form(store: Store, root: Path) -> None:
     st.title("Sign in")
     st.caption(f"Project {root.name}")
+    if store.active_user_count() == 0:
+        st.warning(
+            "Every account of this project is disabled, so nobody can sign in. An administrator can enable one on "
+            "the server."
+        )
     with st.form("signin"):
         name = st.text_input("Name", key="signin_name")
         password = st.text_input("Password", type="password", key="signin_password")
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
         try:
-            session = users.sign_in(store, name, password)
+            session = users.sign_in(store, name, password, address=client_address())
         except users.SignInThrottled as exc:
             st.error(str(exc))
         except AlwbError as exc:
@@ -110,6 +125,31 @@ def _drop_cookie(name: str, dead: str | None) -> None:
         f" document.cookie = '{name}=; path=/; max-age=0; SameSite=Strict';",
         sidebar=False,
     )
+
+
+def still_allowed(page: str) -> bool:
+    """For a fragment's own rerun (it does not run ``app.py``, so the gate there is not passed again): True when
+    this session may still open ``page``. Otherwise (signed out, session ended, account disabled, role changed, the
+    store unreachable or any doubt) the whole app runs again, which shows the sign-in form or the store's state;
+    the fragment draws and does nothing more."""
+    root = state.project_root()
+    if root is None:
+        return True
+    try:
+        location = store_location(root)
+        if location is None:
+            raise AlwbError("no project")
+        with Store(location) as store:
+            if not users.auth_required(store):
+                return True
+            current = state.signin()
+            user = users.session_user(store, current[0]) if current is not None else None
+            allowed = user is not None and user.may_open(page)
+    except Exception:  # fail closed: a full run decides what to show
+        allowed = False
+    if not allowed:
+        st.rerun(scope="app")
+    return allowed
 
 
 def sign_out(root: Path) -> None:

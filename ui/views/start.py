@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import streamlit as st
@@ -11,16 +12,19 @@ from alwb.errors import AlwbError
 from alwb.ingest import default_image_root
 from alwb.loop import Project
 from alwb.store.location import is_project
-from alwb.ziputil import content_root, safe_extract
+from alwb.ziputil import content_root, extract_upload, move_into_uploads, safe_extract
 from ui import state
 from ui.text import md_escape
 from ui.views.common import show_flash
 
 
-def _create(folder: str, source: Path | None, classes: list[str]) -> None:
-    root = Path(folder).expanduser()
+def _create(root: Path, source: Path | None, classes: list[str], staged: Path | None = None) -> None:
+    """Create the project in ``root`` and import ``source`` (local mode only); ``staged``: an upload extracted
+    outside the project, moved into a fresh ``uploads/`` folder of the new project first."""
     proj = Project.create(root, classes=classes or None)
     try:
+        if staged is not None:
+            source = content_root(move_into_uploads(staged, root))
         image_root = default_image_root(source) if source is not None else None
         if image_root is not None:  # as 'alwb init': paths under the folder imported are stored relative to it
             proj.store.set_image_root(image_root)
@@ -36,6 +40,20 @@ def _create(folder: str, source: Path | None, classes: list[str]) -> None:
     state.set_project(root)
 
 
+def _server_path_allowed(path: Path) -> str | None:
+    """Why images may not be imported from ``path`` on this server (None: they may). Free paths only in local mode;
+    a served project only from the folders given to ``alwb ui --import-dir``."""
+    if state.local_mode():
+        return None
+    dirs = state.import_dirs()
+    if not dirs:
+        return "This workbench imports uploads only (the server was started without an import folder)."
+    resolved = path.resolve()
+    if any(resolved.is_relative_to(d) for d in dirs):
+        return None
+    return "That folder is outside the folders this workbench may import from."
+
+
 def render() -> None:
     """Draw the page."""
     st.title("alwb workbench")
@@ -49,10 +67,13 @@ def render() -> None:
             st.caption(md_escape(proj.store.image_root().describe()))
             _classes(proj)
             _add_images(proj)
-            if st.button("Close project"):
+            if state.local_mode() and st.button("Close project"):
                 state.set_project(None)
                 st.rerun()
             return
+    if not state.local_mode():  # a server started without a project and open to the network: nothing to open
+        st.info("This workbench serves no project. Its administrator starts it with the project to serve.")
+        return
     tab_open, tab_new = st.tabs(["Open a project", "Create a project"])
     with tab_open:
         path = st.text_input("Project folder", placeholder="/path/to/project")
@@ -81,21 +102,26 @@ def render() -> None:
         waiting = not kind.startswith("A folder") and upload is None
         if st.button("Create project", type="primary", disabled=not folder or waiting):
             classes = [c.strip() for c in classes_raw.split(",") if c.strip()]
+            root = Path(folder).expanduser()
+            staged: Path | None = None
             try:
-                root = Path(folder).expanduser()
+                if is_project(root):  # checked before anything is written
+                    raise AlwbError("That folder already holds an alwb project: open it instead.")
                 source: Path | None = None
-                if upload is not None:
-                    root.mkdir(parents=True, exist_ok=True)
-                    dest = root / "uploads" / (re.sub(r"[^A-Za-z0-9_.-]", "_", Path(upload.name).stem) or "upload")
-                    safe_extract(upload, dest)
-                    source = content_root(dest)
+                if upload is not None:  # checked and extracted outside the project, moved in once it exists
+                    staged = Path(tempfile.mkdtemp(prefix="alwb-upload-"))
+                    if not safe_extract(upload, staged):
+                        raise AlwbError("the zip holds no files")
                 elif src_path:
                     source = Path(src_path).expanduser()
-                _create(str(root), source, classes)
+                _create(root, source, classes, staged)
             except AlwbError as exc:
                 st.error(md_escape(exc))
             else:
                 st.rerun()
+            finally:
+                if staged is not None:
+                    shutil.rmtree(staged, ignore_errors=True)
 
 
 def _classes(proj: Project) -> None:
@@ -122,16 +148,19 @@ def _classes(proj: Project) -> None:
 
 def _add_images(proj: Project) -> None:
     with st.expander("Add images"):
-        src = st.text_input("Image folder or CSV manifest", key="add_src")
-        upload = st.file_uploader("…or a zip of images", type=["zip"], key="add_zip")
+        by_path = state.local_mode() or bool(state.import_dirs())
+        src = st.text_input("Image folder or CSV manifest", key="add_src") if by_path else ""
+        upload = st.file_uploader("…or a zip of images" if by_path else "A zip of images", type=["zip"], key="add_zip")
         if st.button("Import", disabled=not (src or upload)):
             try:
                 if upload is not None:
-                    dest = proj.root / "uploads" / (re.sub(r"[^A-Za-z0-9_.-]", "_", Path(upload.name).stem) or "up")
-                    safe_extract(upload, dest)
-                    rep = proj.add_images(content_root(dest))
+                    rep = proj.add_images(extract_upload(upload, proj.root))
                 else:
-                    rep = proj.add_images(Path(src).expanduser())
+                    source = Path(src).expanduser()
+                    refused = _server_path_allowed(source)
+                    if refused:
+                        raise AlwbError(refused)
+                    rep = proj.add_images(source)
                 state.reset_batch()
                 state.flash(rep.summary().splitlines()[0] + ".")
             except AlwbError as exc:

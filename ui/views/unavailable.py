@@ -24,8 +24,15 @@ def message(exc: StoreUnavailable, every: float = RETRY_S) -> str:
     return f"The store is unavailable ({exc.reason}); retrying in {every:g} s."
 
 
-def show(exc: StoreUnavailable, root: Path | None) -> None:
-    """Say the store is unavailable, then try again every :data:`RETRY_S` seconds until it answers."""
+def show(exc: StoreUnavailable, root: Path | None, *, detail: bool = True) -> None:
+    """Say the store is unavailable, then try again every :data:`RETRY_S` seconds until it answers. ``detail=False``
+    (a visitor who has not signed in): neither the store's address nor the driver's reason is shown."""
+    if not detail:
+        st.warning(f"The project's store cannot be reached right now; retrying in {RETRY_S:g} s.", icon="🔌")
+        st.session_state["_store_down_at"] = time.time()
+        if root is not None:
+            _retry(str(root), False)
+        return
     st.warning(md_escape(message(exc)), icon="🔌")
     st.caption(
         md_escape(
@@ -35,17 +42,18 @@ def show(exc: StoreUnavailable, root: Path | None) -> None:
     )
     st.session_state["_store_down_at"] = time.time()
     if root is not None:
-        _retry(str(root))
+        _retry(str(root), True)
 
 
 @st.fragment(run_every=RETRY_S)
-def _retry(root: str) -> None:
+def _retry(root: str, detail: bool) -> None:
     """Every few seconds: open the store; when it answers, draw the page again (the person's session is kept)."""
     if time.time() - float(st.session_state.get("_store_down_at", 0.0)) < RETRY_S / 2:
         return  # the run that has just drawn the message
     try:
         Project.open(root).close()
     except StoreUnavailable as exc:
-        st.caption(md_escape(f"Still unavailable at {time.strftime('%H:%M:%S')}: {exc.reason}"))
+        still = f"Still unavailable at {time.strftime('%H:%M:%S')}"
+        st.caption(md_escape(f"{still}: {exc.reason}" if detail else still + "."))
         return
     st.rerun(scope="app")
