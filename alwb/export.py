@@ -306,6 +306,12 @@ def _model_card(project: Project, cur: dict[str, Any], pre: dict[str, Any], clas
                 f"- backbone: {pre['backbone']}, weights {pre['backbone_weights'].get('kind')} file "
                 f"{Path(pre['backbone_weights'].get('file', '')).name}, SHA-256 {pre['backbone_weights'].get('sha256')}"
                 + (f" from {pre['backbone_weights']['url']}" if pre["backbone_weights"].get("url") else "")
+                + (
+                    f", Python package {pre['backbone_weights']['package']} "
+                    f"{pre['backbone_weights'].get('package_version')}"
+                    if pre["backbone_weights"].get("package")
+                    else ""
+                )
             ]
             if pre.get("backbone_weights")
             else []
