@@ -502,7 +502,9 @@ def test_export_page_matches_the_cli(trained, tmp_path: Path) -> None:
         return {p.relative_to(base).as_posix() for t in tops for p in [base / t, *(base / t).rglob("*")] if p.is_file()}
 
     with zipfile.ZipFile(root / "exports" / "dataset.zip") as ds, zipfile.ZipFile(root / "exports" / "model.zip") as md:
-        assert set(ds.namelist()) == files(cli_out, "dataset", "manifest.csv", "manifest.parquet")
+        assert set(ds.namelist()) == files(
+            cli_out, "dataset", "manifest.csv", "manifest.parquet", "labelstudio.json", "labelstudio.xml"
+        )
         assert sum(n.startswith("dataset/") and not n.endswith("/metadata.jsonl") for n in ds.namelist()) == 40
         assert "dataset/metadata.jsonl" in ds.namelist()
         assert set(md.namelist()) == files(cli_out, "model")
@@ -512,6 +514,7 @@ def test_export_page_matches_the_cli(trained, tmp_path: Path) -> None:
             "model/preprocess.json",
             "model/model.torchscript.pt",
             "model/MODEL_CARD.md",
+            "model/model.onnx",
         } <= set(md.namelist())
         same = [n for n in ds.namelist() if n.startswith("dataset/")] + ["manifest.csv"]
         for name in same:

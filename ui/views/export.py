@@ -33,7 +33,9 @@ def render() -> None:
         proj = need_project(proj)
         st.title("Export")
         st.write(
-            "The labeled dataset (an ImageFolder tree with a manifest) and the trained model, as zip files: "
+            "The labeled dataset (train and validation ImageFolder trees with metadata.jsonl, which Hugging Face "
+            "datasets loads; a manifest; Label Studio tasks with the model's guesses) and the trained model "
+            "(PyTorch and ONNX), as zip files: "
             "the same content as the command `alwb export`."
         )
         include_pseudo = st.checkbox("Include pseudo-labels (marked as such in the manifest)")
@@ -50,7 +52,13 @@ def render() -> None:
                 _zip_dir(
                     out,
                     out.parent / "dataset.zip",
-                    include=[out / "dataset", out / "manifest.csv", out / "manifest.parquet"],
+                    include=[
+                        out / "dataset",
+                        out / "manifest.csv",
+                        out / "manifest.parquet",
+                        out / "labelstudio.json",
+                        out / "labelstudio.xml",
+                    ],
                 )
                 if rep.model_dir is not None:
                     _zip_dir(out, out.parent / "model.zip", include=[out / "model"])
