@@ -30,9 +30,9 @@ from .models import Classifier
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
 
-#: What one exported row holds, in order: the columns of ``manifest.csv`` / ``.parquet``, the fields of each
-#: ``metadata.jsonl`` line (``path`` there is ``file_name``, relative to the metadata file) and what the Label
-#: Studio tasks carry in ``data`` (:mod:`alwb.labelstudio`). ``path`` is relative to the export folder.
+#: What one exported row holds, in order: the columns of ``manifest.csv`` / ``.parquet`` and the fields of each
+#: ``metadata.jsonl`` line (``path`` there is ``file_name``, relative to the metadata file). ``path`` is relative
+#: to the export folder.
 MANIFEST_COLUMNS = [
     "path",
     "sha256",
