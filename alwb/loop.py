@@ -563,8 +563,12 @@ class Project:
 
     # ------------------------------------------------------------------ status
     def status(self) -> dict[str, Any]:
-        """Everything ``alwb status`` shows, JSON-able."""
+        """Everything ``alwb status`` shows, JSON-able. A round request whose worker stopped answering is failed
+        first (:func:`alwb.worker.reap_stale`): the status never shows a dead worker's round as running."""
+        from .worker import reap_stale
+
         st = self.store
+        reap_stale(st)
         total = st.item_count("ok")
         labeled = st.current_labels(include_none=True)
         by_source = Counter(r["source"] for r in labeled)

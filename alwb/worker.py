@@ -4,9 +4,10 @@
 queue; ``alwb worker PROJECT`` registers itself, sends a heartbeat every :data:`HEARTBEAT_S` seconds from a thread
 with a store connection of its own, claims the oldest request (PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so several
 workers never take the same one) and runs the round with :meth:`alwb.loop.Project.train`. A round that raises is
-recorded failed by the round itself. A worker that dies (killed, machine gone) stops its heartbeat: the next claim
-by any worker first fails every request silent for :data:`STALE_S` seconds, with that reason, and the round it had
-started; the previous model stays current. Model files and scores are written under the project folder, which every
+recorded failed by the round itself. A worker that dies (killed, machine gone) stops its heartbeat: whoever looks at the
+queue next (a worker's claim, a web server's page, ``alwb status``, a new request: :func:`reap_stale`) fails every
+request silent for :data:`STALE_S` seconds, with that reason, and the round it had started; the previous model
+stays current. Model files and scores are written under the project folder, which every
 machine that trains or serves the project must share.
 """
 
@@ -135,7 +136,7 @@ def run_worker(
                         store.register_worker(name, socket.gethostname(), os.getpid(), device, time.time())
                         away = False
                         emit("back", {})
-                    for r in store.reap_round_requests(time.time(), stale_after):
+                    for r in reap_stale(store, stale_after=stale_after):
                         emit("reaped", r)
                     req = store.claim_round_request(name, time.time(), store.current_round() + 1)
                 except StoreUnavailable as exc:  # a server restarting: try again, as the heartbeat does
@@ -202,15 +203,43 @@ def _until_back(
             stopping.wait(max(poll, 1.0))
 
 
-def round_activity(store: Store, *, now: float | None = None, silent_after: float = SILENT_S) -> dict[str, Any]:
+def reap_stale(store: Store, *, now: float | None = None, stale_after: float | None = None) -> list[dict[str, Any]]:
+    """Fail every running request whose worker has been silent for ``stale_after`` seconds (default
+    :data:`STALE_S`), with its round, and forget silent workers: whoever looks at the queue calls this (a worker
+    before its claim, a web server's page, ``alwb status``, a new request), so a dead worker is noticed even when
+    it was the only one. One read when nothing is stale; the write only when something is. Returns the failed
+    requests."""
+    now = time.time() if now is None else now
+    stale_after = STALE_S if stale_after is None else float(stale_after)
+    limit = now - stale_after
+    stale = any(
+        (r["heartbeat_at"] or r["claimed_at"] or r["requested_at"]) < limit for r in store.round_requests("running")
+    )
+    if not stale and not any(w["heartbeat_at"] < limit for w in store.worker_rows()):
+        return []
+    return store.reap_round_requests(now, stale_after)
+
+
+def round_activity(
+    store: Store,
+    *,
+    now: float | None = None,
+    silent_after: float = SILENT_S,
+    stale_after: float | None = None,
+    reap: bool = True,
+) -> dict[str, Any]:
     """What the queue says about training, for a page on any machine.
 
     ``running``: the request a worker runs now (``worker``, ``round``, ``phase``, ``done``, ``total``, ``age``:
-    seconds since its last heartbeat, ``silent``: True past ``silent_after``), or None; ``queued``: requests waiting;
-    ``workers``: live workers; ``last``: the latest finished request (``status``, ``round``, ``worker``,
-    ``error``, ``finished_at``), or None.
+    seconds since its last heartbeat, ``silent``: True past ``silent_after``, ``fails_in``: seconds until it is
+    failed as stale), or None; ``queued``: requests waiting; ``workers``: live workers; ``last``: the latest
+    finished request (``status``, ``round``, ``worker``, ``error``, ``finished_at``), or None; ``reaped``: requests
+    failed by this look. With ``reap`` (the default) a request silent for ``stale_after`` seconds (default
+    :data:`STALE_S`) is failed first (:func:`reap_stale`), so what a page says of a silent worker comes true.
     """
     now = time.time() if now is None else now
+    stale_after = STALE_S if stale_after is None else float(stale_after)
+    reaped = reap_stale(store, now=now, stale_after=stale_after) if reap else []
     requests = store.round_requests()
     running = None
     for r in requests:
@@ -227,13 +256,15 @@ def round_activity(store: Store, *, now: float | None = None, silent_after: floa
                 "total": int(prog.get("total") or 0),
                 "age": age,
                 "silent": age > silent_after,
+                "fails_in": max(0.0, stale_after - age),
             }
     finished = [r for r in requests if r["status"] in ("done", "failed") and r["finished_at"] is not None]
     last = max(finished, key=lambda r: (r["finished_at"], r["id"])) if finished else None
     return {
         "running": running,
         "queued": sum(1 for r in requests if r["status"] == "queued"),
-        "workers": len(live_workers(store, now=now)),
+        "workers": len(live_workers(store, now=now, stale_after=stale_after)),
+        "reaped": reaped,
         "last": None
         if last is None
         else {k: last[k] for k in ("id", "status", "round", "worker", "error", "finished_at", "requested_by")},
@@ -241,15 +272,36 @@ def round_activity(store: Store, *, now: float | None = None, silent_after: floa
 
 
 def start_or_queue(
-    root: str | Path, store: Store, *, device: str | None = None, requested_by: str | None = None
+    root: str | Path,
+    store: Store,
+    *,
+    device: str | None = None,
+    requested_by: str | None = None,
+    take_queued: bool = False,
+    stale_after: float | None = None,
 ) -> str:
     """Retrain from a web server: ``"queued"`` for a live worker when one is registered, else ``"started"`` here in
-    the background (:func:`alwb.jobs.start_training`); ``"busy"`` when a round is already queued or running."""
+    the background (:func:`alwb.jobs.start_training`); ``"busy"`` when a round is already queued or running.
+
+    A request whose worker has been silent for ``stale_after`` seconds is failed first (:func:`reap_stale`): a dead
+    worker does not keep the project busy. With ``take_queued`` and no live worker, requests waiting in the queue
+    are withdrawn (failed, with the reason) and the round trains here instead (the page's "Train here now")."""
     from .jobs import is_training, start_training
 
-    if store.round_requests("queued") or store.round_requests("running") or is_training(root):
+    now = time.time()
+    reap_stale(store, now=now, stale_after=stale_after)
+    live = live_workers(store, now=now, stale_after=STALE_S if stale_after is None else float(stale_after))
+    if store.round_requests("running") or is_training(root):
         return "busy"
-    if live_workers(store):
+    if store.round_requests("queued"):
+        if live or not take_queued:
+            return "busy"
+        if not start_training(root, device=device):
+            return "busy"
+        who = f" by {requested_by}" if requested_by else ""
+        store.withdraw_round_requests(f"no training worker was running: trained in a web server's background{who}", now)
+        return "started"
+    if live:
         request_round(store, requested_by=requested_by, device=device)
         return "queued"
     return "started" if start_training(root, device=device) else "busy"

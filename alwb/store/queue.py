@@ -67,6 +67,14 @@ class QueueTables:
             )
             self.con.execute("UPDATE workers SET request_id=NULL WHERE request_id=?", (int(request_id),))
 
+    def withdraw_round_requests(self, reason: str, now: float) -> int:
+        """Fail every queued request with ``reason`` (no worker will take them: the round trains elsewhere)."""
+        with self.transaction(serialise=False):
+            return self.con.execute(
+                "UPDATE round_requests SET status='failed', error=?, finished_at=? WHERE status='queued'",
+                (reason, now),
+            ).rowcount
+
     def register_worker(self, name: str, host: str, pid: int, device: str | None, now: float) -> None:
         with self.transaction(serialise=False):
             self.con.execute(

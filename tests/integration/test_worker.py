@@ -115,3 +115,23 @@ def test_a_web_server_queues_the_round_when_a_worker_is_registered(project: Path
         assert (req["status"], req["requested_by"], req["options"]) == ("queued", "ann", {"device": "cpu"})
         assert start_or_queue(project, proj.store) == "busy"  # one request at a time
         assert proj.store.rounds() == []  # nothing trained in the web server
+
+
+def test_alwb_status_fails_a_silent_workers_request(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With no live worker left to notice (the only one was killed), ``alwb status`` notices: the request and its
+    round are failed with the reason, and the status shows no round running."""
+    from alwb.worker import STALE_S
+
+    old = time.time() - STALE_S - 5
+    with Project.open(project) as proj:
+        request_round(proj.store, requested_by="ann")
+        proj.store.register_worker("gone:1:abc", "gone", 1, "cpu", old)
+        number = proj.store.start_round("margin")
+        proj.store.claim_round_request("gone:1:abc", old, number)
+    assert main(["status", str(project), "--json"]) == 0
+    capsys.readouterr()
+    with Project.open(project) as proj:
+        (req,) = proj.store.round_requests()
+        assert req["status"] == "failed" and "worker gone:1:abc stopped answering" in req["error"]
+        assert [r["status"] for r in proj.store.rounds()] == ["failed"]
+        assert proj.store.worker_rows() == [] and live_workers(proj.store) == []

@@ -109,3 +109,66 @@ def test_a_round_the_store_outlasts_fails_and_keeps_the_previous_model(tmp_path:
         assert proj.train().round == 2
     finally:
         proj.close()
+
+
+STALE_S = 3.0  # instead of alwb.worker.STALE_S (30 s)
+
+
+def test_a_killed_only_worker_is_noticed_by_a_page_and_retrain_works(tmp_path: Path, pg_url: str) -> None:
+    """The project's only worker is SIGKILLed in the middle of a round. Before, nothing failed its request but
+    another worker's claim: the pages said "failed soon" for good and Retrain answered "already running". Now what
+    a page does every 2 s (:func:`alwb.worker.round_activity`) fails it once it has been silent ``STALE_S``
+    seconds, the previous model stays current, and Retrain (no live worker left) trains in the web server's
+    background process and its model becomes current."""
+    from alwb.jobs import is_training, stop_training
+    from alwb.worker import request_round, round_activity, start_or_queue
+
+    proj = _project(tmp_path, pg_url)
+    root = proj.root
+    code = (
+        "import sys; from alwb.worker import run_worker; "
+        "run_worker(sys.argv[1], device='cpu', poll=0.2, heartbeat=0.5, stale_after=30.0)"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    worker = subprocess.Popen(
+        [sys.executable, "-c", code, str(root)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        request_round(proj.store, epochs=400, requested_by="ann")  # a round of minutes on this machine
+        deadline = time.monotonic() + 120
+        while True:
+            run = round_activity(proj.store, stale_after=STALE_S)["running"]
+            if run is not None and run["phase"] == "train" and run["done"] > 0:
+                break
+            assert time.monotonic() < deadline, "the worker never started training"
+            assert worker.poll() is None, worker.stderr.read().decode() if worker.stderr else ""
+            time.sleep(0.2)
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)
+        t_kill = time.monotonic()
+        assert start_or_queue(root, proj.store, device="cpu", stale_after=STALE_S) == "busy"  # not silent yet
+        while True:  # a page's refresh, every 0.5 s
+            act = round_activity(proj.store, stale_after=STALE_S)
+            if act["running"] is None:
+                break
+            assert time.monotonic() - t_kill < STALE_S + 2.0, act
+            time.sleep(0.5)
+        noticed = time.monotonic() - t_kill
+        (req,) = proj.store.round_requests()
+        assert req["status"] == "failed" and "stopped answering" in req["error"]
+        assert [r["status"] for r in proj.store.rounds()] == ["failed"] and proj.current_model() is None
+        assert act["workers"] == 0 and [r["id"] for r in act["reaped"]] == [req["id"]]
+        # Retrain: nobody is left to queue for, so the round trains here, in the background
+        assert start_or_queue(root, proj.store, device="cpu", stale_after=STALE_S) == "started"
+        deadline = time.monotonic() + 120
+        while is_training(root):
+            assert time.monotonic() < deadline, "the background round did not end"
+            time.sleep(0.5)
+        assert proj.store.current_round() == 1 and proj.current_model() is not None
+        report_figures(tmp_path, "killed_only_worker", {"noticed_after_s": round(noticed, 2), "stale_after_s": STALE_S})
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(10)
+        stop_training(root)
+        proj.close()

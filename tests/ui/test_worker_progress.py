@@ -13,6 +13,7 @@ pytest.importorskip("streamlit")
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
+from alwb.jobs import is_training, stop_training  # noqa: E402
 from alwb.loop import Project  # noqa: E402
 from alwb.worker import request_round  # noqa: E402
 
@@ -69,10 +70,29 @@ def test_the_label_page_shows_the_workers_progress_and_its_silence(project: Path
     assert f"Round 1 in progress: training 3/12 (25%) · worker {WORKER}, heard from" in shown, shown
     assert "has not been heard from" not in shown
 
-    _heartbeat(project, time.time() - 40)  # silent for 40 s
+    _heartbeat(project, time.time() - 20)  # silent for 20 s: failed at 30 s (alwb.worker.STALE_S)
     at.run()
     shown = _texts(at)
-    assert f"Worker {WORKER} has not been heard from for 40 s" in shown, shown
+    assert f"Worker {WORKER} has not been heard from for 20 s" in shown, shown
+    assert "its round is failed in 10 s" in shown, shown
+
+    _heartbeat(project, time.time() - 31)  # the page itself fails the request, as it said it would
+    at.run()
+    shown = _texts(at)
+    assert "in progress" not in shown, shown
+    assert f"worker {WORKER} stopped answering (no heartbeat for 31 s)" in shown, shown
+    assert "No training worker is running now" in "\n".join(i.value for i in at.info)
+    with Project.open(project) as proj:
+        (req,) = proj.store.round_requests()
+        assert req["status"] == "failed" and proj.store.worker_rows() == []
+    # the page offers to train here, and the round starts in this server's background process
+    at.button(key="train_here").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    try:
+        assert any("Training started in this web server" in i.value for i in at.info), [i.value for i in at.info]
+        assert is_training(project)
+    finally:
+        stop_training(project)
 
 
 def test_the_progress_page_shows_the_round_and_then_its_result(project: Path) -> None:

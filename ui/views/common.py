@@ -52,10 +52,13 @@ def training_status(proj: Project) -> dict:
 PHASES = {"train": "training", "score": "scoring the pool", "preparing": "preparing data", "starting": "starting"}
 
 
-def show_training(prog: dict) -> None:
-    """A progress bar while a round runs (here or on a training worker); the error of a failed round."""
+def show_training(prog: dict, root: str | None = None, device: str | None = None) -> None:
+    """A progress bar while a round runs (here or on a training worker); the error of a failed round. With
+    ``root``, a project trained by workers that has none alive offers to train here instead ("Train here now")."""
     queue = prog.get("queue") or {}
     remote = queue.get("running")
+    for r in queue.get("reaped") or []:  # failed by this very look: say so once, here
+        st.warning(md_escape(f"Round request {r['id']} failed: {r['error']}"), icon="⚠️")
     if remote:
         _show_remote(remote)
     elif prog.get("running"):
@@ -72,9 +75,12 @@ def show_training(prog: dict) -> None:
         st.info(
             f"Round queued for a training worker ({n} worker(s) running)."
             if n
-            else "Round queued, but no training worker is running: start 'alwb worker PROJECT'.",
+            else "Round queued, but no training worker is running: start 'alwb worker PROJECT', or train it in "
+            "this web server's background process.",
             icon="⏳",
         )
+        if not n and root is not None:
+            _offer_here(root, device)
     last = queue.get("last")
     if not remote and not prog.get("running") and last is not None and last["status"] == "done":
         when = ago(last["finished_at"])
@@ -90,6 +96,36 @@ def show_training(prog: dict) -> None:
             ),
             icon="⚠️",
         )
+    if last is not None and last["worker"] and not queue.get("queued") and not queue.get("workers"):
+        st.info(
+            "No training worker is running now: the next round trains in this web server's background process.",
+            icon="🛠️",
+        )
+        if root is not None:
+            _offer_here(root, device)
+
+
+def _offer_here(root: str, device: str | None) -> None:
+    st.button("Train here now", key="train_here", on_click=_train_here, args=(root, device))
+
+
+def _train_here(root: str, device: str | None) -> None:
+    """Button callback: the round (a queued one, withdrawn from the queue) trains in this server's background."""
+    from alwb.errors import AlwbError
+    from alwb.worker import start_or_queue
+
+    try:
+        with Project.open(root) as proj:
+            started = start_or_queue(root, proj.store, device=device, requested_by=state.annotator(), take_queued=True)
+    except AlwbError as exc:  # the store is unavailable
+        state.flash(f"No round was started: {exc}", "error")
+        return
+    if started == "started":
+        state.flash("Training started in this web server's background process; keep labeling.", "info")
+    elif started == "queued":
+        state.flash("A training worker is running again: the round is queued for it.", "info")
+    else:
+        state.flash("A training round is already running.", "info")
 
 
 def _show_remote(run: dict) -> None:
@@ -105,7 +141,7 @@ def _show_remote(run: dict) -> None:
         st.warning(
             md_escape(
                 f"Worker {run['worker']} has not been heard from for {run['age']:.0f} s: if it stopped, its round "
-                "is failed soon and the previous model stays in use."
+                f"is failed in {run.get('fails_in', 0):.0f} s and the previous model stays in use."
             ),
             icon="⚠️",
         )

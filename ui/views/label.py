@@ -269,7 +269,7 @@ def _training_panel(root: str, batch_round: int) -> None:
     try:
         _keep_leases(proj)
         prog = training_status(proj)
-        show_training(prog)
+        show_training(prog, root, proj.train_config.device)
         current = proj.store.current_round()
     except StoreUnavailable as exc:
         st.warning(md_escape(unavailable.message(exc, 2)), icon="🔌")

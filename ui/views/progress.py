@@ -84,7 +84,7 @@ def _training_panel(root: str) -> None:
         return
 
     with Project.open(root) as proj:
-        show_training(training_status(proj))
+        show_training(training_status(proj), root, proj.train_config.device)
 
 
 def render() -> None:
