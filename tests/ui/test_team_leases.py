@@ -153,3 +153,23 @@ def test_an_idle_open_page_keeps_its_leases_past_their_time_to_live(tmp_path: Pa
             assert all(c == first for c in checks), checks
         finally:
             browser.close()
+
+
+def _progress_script() -> None:
+    from ui.views import progress
+
+    progress.render()
+
+
+def test_the_progress_page_says_how_many_validation_items_are_labeled(tmp_path: Path) -> None:
+    make_shapes(tmp_path / "shapes", 8, layout="flat")
+    root = tmp_path / "solo"
+    with Project.create(root, classes=["circle", "square", "triangle"]) as proj:
+        proj.add_images(tmp_path / "shapes")
+        val = sorted(proj.store.val_item_ids())
+        proj.label([(val[0], "circle"), (val[1], None)])  # "none of these" counts as labeled too
+    at = AppTest.from_function(_progress_script, default_timeout=90)
+    at.query_params["project"] = str(root)
+    ok(at.run())
+    shown = [c.value.replace("\\", "") for c in at.caption]
+    assert any(f"Validation sample: 2 of {len(val)} item(s) labeled" in c for c in shown), shown

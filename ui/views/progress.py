@@ -97,7 +97,13 @@ def render() -> None:
         counts = proj.store.label_counts()
         classes = proj.classes
         n_pseudo_now = len(proj.store.pseudo_labels())
+        val_size = len(proj.store.val_item_ids())
+        val_done = len(proj.store.current_labels(split="val", include_none=True))
     df = rounds_frame(rounds)
+    st.caption(
+        f"Validation sample: {val_done} of {val_size} item(s) labeled. The accuracy is measured on these; they "
+        "are mixed into every batch (a team's too) until labeled and never trained on."
+    )
     if df.empty:
         st.info("No round has finished yet: label a batch, then train (Label page).")
     else:
