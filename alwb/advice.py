@@ -358,17 +358,37 @@ def round_kappas(rounds: Sequence[dict[str, Any]]) -> list[float | None]:
     return out
 
 
+def forecast_rounds(rounds: Sequence[dict[str, Any]]) -> Forecast | None:
+    """:func:`forecast` of recorded rounds' validation accuracies (None before :data:`MIN_ROUNDS`)."""
+    labels, acc, nv = curve_points(rounds)
+    return forecast(labels, acc, nv) if labels else None
+
+
+def forecast_band(fc: Forecast, more: float = max(HORIZONS), points: int = 21) -> list[dict[str, float]]:
+    """The forecast as a curve from the last round's labels to ``more`` labels beyond: ``labels``, ``accuracy``,
+    ``low``, ``high`` (for drawing it as a dashed continuation with its band)."""
+    last = float(fc.labels[-1])
+    grid = np.linspace(last, last + more, points)
+    mid, lo, hi = fc.predict(grid)
+    return [
+        {"labels": float(a), "accuracy": float(m), "low": float(lw), "high": float(h)}
+        for a, m, lw, h in zip(grid, mid, lo, hi, strict=True)
+    ]
+
+
 def advise(
     rounds: Sequence[dict[str, Any]],
     *,
     costs: Costs = Costs(),
     target: float | None = None,
     horizons: Sequence[int] = HORIZONS,
+    band: bool = False,
 ) -> dict[str, Any]:
     """The advice from recorded rounds (:meth:`alwb.store.Store.rounds` rows): ``forecast`` (``labels``,
     ``accuracy``, ``low``, ``high`` per horizon; empty before :data:`MIN_ROUNDS` rounds), ``kappa`` (one per pair
     of consecutive rounds), ``changed`` (the share of stop-set predictions that changed, likewise),
-    ``recommendation`` (one sentence), ``stop`` (True / False / None) and, with ``target``, ``target``."""
+    ``recommendation`` (one sentence), ``stop`` (True / False / None), with ``target`` ``target``
+    (:func:`target_advice`) and with ``band`` ``curve`` (:func:`forecast_band`; empty without a forecast)."""
     labels, acc, nv = curve_points(rounds)
     fc = forecast(labels, acc, nv) if labels else None
     done = [r for r in rounds if r.get("status", "done") == "done"]
@@ -395,6 +415,8 @@ def advise(
     }
     if target is not None:
         out["target"] = target_advice(fc, target, labels[-1] if labels else 0)
+    if band:
+        out["curve"] = forecast_band(fc) if fc is not None else []
     return out
 
 

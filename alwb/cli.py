@@ -263,11 +263,13 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
+    from .advice import project_advice
     from .loop import Project
 
     with Project.open(args.project) as proj:
         st = proj.status()
         st["training"] = training_status(proj)
+        st["advice"] = project_advice(proj, target=args.target)
     print(json.dumps(st, indent=1) if args.json else format_status(st))
     return 0
 
@@ -775,6 +777,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "status", parents=[project, as_json], help="items, labels per class, rounds and the current model"
+    )
+    p.add_argument(
+        "--target",
+        type=float,
+        help="a validation accuracy (0-1): how many labels the fitted learning curve needs to reach it",
     )
     p.set_defaults(func=_cmd_status)
 

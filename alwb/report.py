@@ -86,6 +86,10 @@ def format_status(st: dict[str, Any]) -> str:
     )
     if st.get("training"):
         lines.append(format_training(st["training"]))
+    if st.get("advice"):
+        from .advice import format_advice
+
+        lines.append(format_advice(st["advice"]))
     return "\n".join(lines)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from alwb.advice import LEVEL, Costs, advice_settings, advise, set_advice_settings
 from alwb.report import round_decisions
 from ui import state
+from ui.text import md_escape
 from ui.views import disagreements, signin
 from ui.views.common import need_project, show_training, training_status
 
@@ -87,6 +91,58 @@ def _training_panel(root: str) -> None:
         show_training(training_status(proj), root, proj.train_config.device)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _advice(rounds_json: str, label_cost: float, point_value: float, target: float) -> dict:
+    """:func:`alwb.advice.advise` with the forecast's curve (cached: the bootstrap fit takes about a second)."""
+    rounds = json.loads(rounds_json)
+    return advise(rounds, costs=Costs(label_cost, point_value), target=target or None, band=True)
+
+
+def _stop_advice(adv: dict, rounds_json: str, root: str, settings: dict, labeled: int) -> None:
+    """What more labels would buy, whether the predictions have settled, the recommendation, labels to a target."""
+    st.subheader("Label more?")
+    say = st.success if adv["stop"] else st.info
+    say(md_escape(adv["recommendation"][:1].upper() + adv["recommendation"][1:] + "."))
+    if adv["forecast"]:
+        rows = [
+            {
+                "labels": f"{r['labels']:,} (+{r['labels'] - labeled:,})",
+                "validation accuracy (forecast)": f"{r['accuracy']:.1%}",
+                f"{LEVEL:.0%} interval": f"{r['low']:.1%} – {r['high']:.1%}",
+            }
+            for r in adv["forecast"]
+        ]
+        st.dataframe(pd.DataFrame(rows), hide_index=True)
+        st.caption(
+            "A learning curve fitted to the rounds above (dashed, with its band): the interval carries the fit's "
+            "uncertainty and the validation sample's own noise. How often it held on recorded runs: docs/results.md."
+        )
+    known = [k for k in adv["kappa"] if k is not None]
+    if known:
+        changed = [c for c in adv["changed"] if c is not None]
+        st.caption(
+            "Predictions on a fixed set of unlabeled items, round to round: Cohen's kappa "
+            + ", ".join(f"{k:.3f}" for k in known[-5:])
+            + (f"; {changed[-1]:.1%} of them changed last round." if changed else ".")
+        )
+    target = st.number_input(
+        "Target validation accuracy (%)",
+        min_value=0.0,
+        max_value=99.9,
+        value=round(settings["target"] * 100, 1),
+        step=0.5,
+        help="how many labels the fitted curve needs to reach it (0: none)",
+    )
+    if round(target / 100, 4) != round(settings["target"], 4):  # kept for the next visit and 'alwb status'
+        from alwb.loop import Project
+
+        with Project.open(root) as proj:
+            set_advice_settings(proj, target=target / 100)
+    if target:
+        res = _advice(rounds_json, 0.0, 0.0, target / 100)["target"]
+        st.write(md_escape(f"Target: {res['sentence']}."))
+
+
 def render() -> None:
     """Draw the page."""
     with state.open_project() as proj:
@@ -99,6 +155,7 @@ def render() -> None:
         n_pseudo_now = len(proj.store.pseudo_labels())
         val_size = len(proj.store.val_item_ids())
         val_done = len(proj.store.current_labels(split="val", include_none=True))
+        settings = advice_settings(proj)
     df = rounds_frame(rounds)
     st.caption(
         f"Validation sample: {val_done} of {val_size} item(s) labeled. The accuracy is measured on these; they "
@@ -127,8 +184,11 @@ def render() -> None:
             "Validation accuracy on a random sample of the pool that is never trained on; the band is its "
             "95% Wilson interval. Macro-F1 dashed. Hover a point for its round."
         )
+        rounds_json = json.dumps(rounds, default=str)
+        adv = _advice(rounds_json, settings["label_cost"], settings["point_value"], 0.0)
+        fore = pd.DataFrame(adv["curve"], columns=["labels", "accuracy", "low", "high"])
         x = alt.X("labels:Q", title="training labels", axis=INT_AXIS)
-        y_scale = alt.Scale(domain=score_domain(df), zero=False)
+        y_scale = alt.Scale(domain=score_domain(pd.concat([df, fore[["low", "high"]]])), zero=False)
         band = (
             alt.Chart(df)
             .mark_area(opacity=0.2)
@@ -153,7 +213,23 @@ def render() -> None:
                 ],
             )
         )
-        st.altair_chart(band + lines, width="stretch")
+        chart = band + lines
+        if not fore.empty:  # the forecast: a dashed continuation of the curve with its band
+            y = alt.Y("accuracy:Q", title="validation score", scale=y_scale)
+            tip = [
+                alt.Tooltip("labels:Q", title="training labels", format=",.0f"),
+                alt.Tooltip("accuracy:Q", title="forecast accuracy", format=".3f"),
+                alt.Tooltip("low:Q", title=f"{LEVEL:.0%} low", format=".3f"),
+                alt.Tooltip("high:Q", title=f"{LEVEL:.0%} high", format=".3f"),
+            ]
+            chart += (
+                alt.Chart(fore)
+                .mark_area(opacity=0.12, color="gray")
+                .encode(x=x, y=alt.Y("low:Q", title="validation score", scale=y_scale), y2="high:Q")
+            )
+            chart += alt.Chart(fore).mark_line(strokeDash=[6, 4], color="gray").encode(x=x, y=y, tooltip=tip)
+        st.altair_chart(chart, width="stretch")
+        _stop_advice(adv, rounds_json, str(proj.root), settings, int(last.labels))
 
         cols = st.columns(2)
         with cols[0]:

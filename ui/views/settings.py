@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from alwb import backbones
+from alwb.advice import advice_settings, set_advice_settings
 from alwb.config import AUGMENTATIONS, BALANCE, DEVICES, MODES
 from alwb.errors import AlwbError
 from alwb.models import list_models
@@ -109,8 +110,22 @@ def render() -> None:
             )
             device = st.selectbox("Device", DEVICES, index=DEVICES.index(tcfg.device))
             epochs = st.number_input("Epochs per round (0: automatic)", 0, max(500, tcfg.epochs), tcfg.epochs)
+            st.subheader("When to stop")
+            adv = advice_settings(proj)
+            label_cost = st.number_input(
+                "Cost of one label (0: not given)",
+                min_value=0.0,
+                value=adv["label_cost"],
+                step=0.05,
+                help="with the value of a point of accuracy, the Progress page weighs what more labels would buy "
+                "against what they cost (any one currency)",
+            )
+            point_value = st.number_input(
+                "Value of one point of accuracy (0: not given)", min_value=0.0, value=adv["point_value"], step=10.0
+            )
             if st.form_submit_button("Save settings", type="primary"):
                 try:
+                    set_advice_settings(proj, label_cost=float(label_cost), point_value=float(point_value))
                     proj.set_config(strategy=strategy, batch_size=int(batch), retrain_every=int(every))
                     proj.set_train_config(
                         mode=mode,
