@@ -435,16 +435,17 @@ def target_advice(fc: Forecast | None, target: float, labeled: int) -> dict[str,
             "low": None if low is None else int(low),
             "sentence": f"the fitted curve does not reach {target:.1%}: it cannot tell how many labels that needs",
         }
-    more = int(math.ceil(mid - labeled))
-    hi_txt = "no upper bound" if high is None else f"{int(high):,}"
-    lo_txt = f"{int(low):,}" if low is not None and low > labeled else f"{labeled:,}"
+    need = round(mid)
+    hi_txt = "no upper bound" if high is None else f"{round(high):,}"
+    lo_txt = f"{round(low):,}" if low is not None and low > labeled else "now"
     return {
         **base,
-        "labels": int(mid),
-        "low": None if low is None else int(low),
-        "high": None if high is None else int(high),
-        "more": more,
-        "sentence": f"{target:.1%} in about {int(mid):,} labels ({more:+,}; {lo_txt} to {hi_txt})",
+        "labels": need,
+        "low": None if low is None else round(low),
+        "high": None if high is None else round(high),
+        "more": need - labeled,
+        "sentence": f"{target:.1%} in about {need:,} labels ({need - labeled:+,}; {LEVEL:.0%} interval: {lo_txt} to "
+        f"{hi_txt})",
     }
 
 
