@@ -114,3 +114,17 @@ def test_alwb_predict_runs_the_onnx_model_without_pytorch(trained, tmp_path: Pat
         timeout=120,
     )
     assert run.returncode != 0 and "torch" in run.stderr
+
+
+def test_a_model_that_fails_the_check_leaves_no_file(tmp_path: Path) -> None:
+    from alwb.models import get_model
+    from alwb.onnxexport import export_onnx
+
+    model = get_model("cnn6", channels=1, num_classes=3, image_size=20, pretrained="none")
+    pixels = np.random.default_rng(0).integers(0, 256, size=(4, 1, 20, 20), dtype=np.uint8)
+    dest = tmp_path / "model.onnx"
+    with pytest.raises(OnnxParityError, match="model.onnx not written"):  # no tolerance can be met
+        export_onnx(model, pixels, dest, mean=[0.5], std=[0.25], tta_flip=False, atol=-1.0)
+    assert list(tmp_path.iterdir()) == []
+    info = export_onnx(model, pixels, dest, mean=[0.5], std=[0.25], tta_flip=False)
+    assert dest.is_file() and info["parity"]["n_images"] == 4 and list(tmp_path.iterdir()) == [dest]
