@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_apptest import _fresh_streamlit, _project, page, says, trained  # noqa: F401 (fixtures)
+from test_apptest import _fresh_streamlit, _project, page, project, says, trained  # noqa: F401 (fixtures)
 
 from alwb.advice import advice_settings
 from alwb.loop import Project
@@ -68,3 +68,14 @@ def test_progress_page_says_when_it_is_too_early(trained) -> None:  # noqa: F811
     at = page("progress", root)
     says(at.info, "Keep labeling: 3 more round(s) with a validation accuracy before a forecast can be made")
     assert not at.dataframe
+
+
+def test_settings_page_saves_the_cost_of_a_label_and_the_value_of_a_point(project) -> None:  # noqa: F811
+    root, _ = project
+    at = page("settings", root)
+    next(n for n in at.number_input if n.label.startswith("Cost of one label")).set_value(0.5)
+    next(n for n in at.number_input if n.label.startswith("Value of one point")).set_value(200.0)
+    at.button[0].click().run()
+    assert not at.exception
+    with Project.open(root) as proj:
+        assert advice_settings(proj) == {"label_cost": 0.5, "point_value": 200.0, "target": 0.0}
