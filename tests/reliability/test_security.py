@@ -170,12 +170,14 @@ def test_pgpassword_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_store_json_never_holds_the_password(tmp_path: Path, postgres_cluster, capsys) -> None:  # noqa: ANN001
-    """The throw-away cluster trusts every local connection, so a password in the address is accepted and ignored:
+    """A multi-host address works, and its passwords are written and printed nowhere. The throw-away cluster trusts every local connection, so a password in the address is accepted and ignored:
     what matters is that it is written nowhere and printed nowhere."""
     url = postgres_cluster.new_database("secret")
     head, tail = url.split("://", 1)
     user, rest = tail.split("@", 1)
-    with_pw = f"{head}://{user}:s3cr3t-pw@{rest}?password=s3cr3t-pw2"
+    hostport, db = rest.split("/", 1)
+    # two hosts (libpq tries them in order; the second is not there), a password in the user part and one more
+    with_pw = f"{head}://{user}:s3cr3t-pw@{hostport},127.0.0.1:1/{db}?password=s3cr3t-pw2"
     make_shapes(tmp_path / "img", 1, layout="flat")
     assert main(["init", str(tmp_path / "p"), "--images", str(tmp_path / "img"), "--store", with_pw]) == 0
     assert main(["status", str(tmp_path / "p")]) == 0
