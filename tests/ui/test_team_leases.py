@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, make_shapes
+from conftest import CHROMIUM, CHROMIUM_ARGS, make_shapes
 
 pytest.importorskip("streamlit")
 import streamlit as st  # noqa: E402
@@ -173,3 +173,56 @@ def test_the_progress_page_says_how_many_validation_items_are_labeled(tmp_path: 
     ok(at.run())
     shown = [c.value.replace("\\", "") for c in at.caption]
     assert any(f"Validation sample: 2 of {len(val)} item(s) labeled" in c for c in shown), shown
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
+def test_a_closed_tab_gives_its_items_back_and_a_reload_keeps_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload (a new browser session showing the same batch) keeps the leases and the drafts; closing the tab
+    gives the items back, with their drafts, about ``ALWB_CLOSED_TAB_S`` seconds later (2 s here; 20 by
+    default) instead of when the leases expire (10 minutes)."""
+    pytest.importorskip("playwright", reason="playwright is not installed (pip install -e '.[test]')")
+    from playwright import sync_api
+    from test_browser import TIMEOUT_MS, serve
+    from test_team_browser import shown_cards, sign_in
+
+    monkeypatch.setenv("ALWB_CLOSED_TAB_S", "2")
+    root = _make(tmp_path, None)
+
+    def held() -> list[int]:
+        with Project.open(root) as proj:
+            return sorted(leases.held(proj.store, "ann"))
+
+    sync_api.expect.set_options(timeout=TIMEOUT_MS)
+    with serve(root, tmp_path / "server.log") as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            context = browser.new_context(viewport={"width": 1400, "height": 1000})
+            page = context.new_page()
+            page.set_default_timeout(TIMEOUT_MS)
+            sign_in(page, url, "ann")
+            assert shown_cards(page) == 6
+            first = held()
+            assert len(first) == 6
+            with Project.open(root) as proj:
+                proj.store.save_draft("ann", first[0], "square")
+            page.reload()  # the cookie signs her in again: a new session, the same batch
+            page.get_by_role("heading", name="Label", exact=True).wait_for()
+            assert shown_cards(page) == 6
+            time.sleep(8)  # well past the old session's grace
+            assert held() == first
+            with Project.open(root) as proj:
+                assert proj.store.drafts("ann", first) == {first[0]: "square"}
+            page.close()
+            t0 = time.monotonic()
+            while held():
+                assert time.monotonic() - t0 < 30, "the closed tab's items were not given back"
+                time.sleep(0.5)
+            gone_after = time.monotonic() - t0
+            with Project.open(root) as proj:
+                assert proj.store.drafts("ann", first) == {}
+            assert gone_after < 15
+        finally:
+            browser.close()

@@ -11,7 +11,7 @@ from alwb.errors import AlwbError, EmptyPoolError, StoreUnavailable
 from alwb.jobs import is_training, mark_active
 from alwb.loop import Project
 from alwb.worker import start_or_queue
-from ui import keyboard, state
+from ui import keyboard, leasewatch, state
 from ui.text import md_escape
 from ui.views import signin, unavailable
 from ui.views.common import need_project, show_flash, show_training, training_status
@@ -318,6 +318,8 @@ def render() -> None:
             st.session_state["touched"] = False
         else:  # every run of the open page keeps the batch's leases alive
             _keep_leases(proj, force=True)
+        if state.signin() is not None:  # a closed tab gives its items back (ui.leasewatch)
+            leasewatch.remember(root, state.annotator(), [it.id for it in b["items"]] if b else [])
         n_labeled = len(proj.store.labeled_item_ids())
         total = proj.store.item_count()
         cfg = proj.config
