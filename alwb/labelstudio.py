@@ -379,7 +379,9 @@ def import_labelstudio(
                 store.record_review(item_id, a.annotator, a.label, a.created_at)
                 decided.add((item_id, a.annotator, a.label))
             elif a.annotator is None:
-                n = store.add_labels([LabelRow(item_id, a.label)], source="import", round_number=0)
+                n = store.add_labels(
+                    [LabelRow(item_id, a.label)], source="import", round_number=0, created_at=a.created_at
+                )
                 if not n:
                     report.already += 1
                     continue

@@ -8,8 +8,9 @@ of a large Label Studio export. Prints its figures; writes only under a temporar
 ``onnx`` builds each model with random weights (speed and size do not depend on their values), exports it the way
 ``alwb export`` does (parity with ONNX Runtime checked on 32 random images) and measures images/s of the whole
 model, pixels to probabilities, at batch 32 in PyTorch (``torch.inference_mode``, ``torch.set_num_threads``) and in
-ONNX Runtime (``intra_op_num_threads``). ``predict-env`` needs the package index (pip) and reports the size of the
-environment's site-packages, then runs ``alwb predict --runtime onnx`` in it on an exported cnn6 model.
+ONNX Runtime (``intra_op_num_threads``), the two interleaved ``--repeats`` times (medians and the ratio printed).
+``predict-env`` needs the package index (pip) and reports the size of the environment's site-packages, then runs
+``alwb predict --runtime onnx`` in it on an exported cnn6 model.
 ``labelstudio`` draws N small PNGs, writes an export with 1-3 annotations a task (a tenth disagreeing) and times
 ``alwb add --labelstudio`` into a new project.
 """
@@ -67,7 +68,7 @@ def cmd_onnx(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(0)
     load = os.getloadavg()[0]
     print(f"threads {args.threads}, batch {args.batch}, {args.seconds:.0f} s a measurement, load {load:.2f}")
-    print("model | input | export s | model.onnx MB | weights.safetensors MB | PyTorch img/s | ONNX Runtime img/s")
+    print("model | input | export s | model.onnx MB | weights MB | PyTorch img/s | ONNX Runtime img/s | ratio")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             torch.manual_seed(0)
@@ -92,12 +93,15 @@ def cmd_onnx(args: argparse.Namespace) -> None:
             def run_ort(xb: np.ndarray, sess=sess) -> None:  # noqa: ANN001
                 sess.run(None, {"pixels": xb})
 
-            pt = _rate(run_torch, x, args.seconds)
-            ox = _rate(run_ort, x, args.seconds)
+            pts, oxs = [], []
+            for _ in range(args.repeats):  # interleaved, so that a change of load hits both runtimes alike
+                pts.append(_rate(run_torch, x, args.seconds))
+                oxs.append(_rate(run_ort, x, args.seconds))
+            pt, ox = float(np.median(pts)), float(np.median(oxs))
             print(
                 f"{name} | {c}x{s}x{s}{' + mirror' if tta else ''} | {export_s:.1f} | "
                 f"{dest.stat().st_size / 2**20:.2f} | {(Path(tmp) / f'{name}.st').stat().st_size / 2**20:.2f} | "
-                f"{pt:,.0f} | {ox:,.0f} (parity max diff {info['parity']['max_abs_diff']:.1e})"
+                f"{pt:,.1f} | {ox:,.1f} | x{ox / pt:.1f} (parity max diff {info['parity']['max_abs_diff']:.1e})"
             )
 
 
@@ -209,6 +213,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--seconds", type=float, default=6.0)
+    p.add_argument("--repeats", type=int, default=3, help="measurements of each runtime (medians printed)")
     p.set_defaults(func=cmd_onnx)
     p = sub.add_parser("predict-env")
     p.set_defaults(func=cmd_predict_env)
