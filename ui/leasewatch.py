@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def _watch() -> None:
             release_closed(runtime.get_instance().is_active_session, time.monotonic(), _grace())
 
 
-def release_closed(is_active, now: float, grace: float) -> list[tuple[str, list[int]]]:  # noqa: ANN001
+def release_closed(is_active: Callable[[str], bool], now: float, grace: float) -> list[tuple[str, list[int]]]:
     """Release the items of sessions gone for ``grace`` seconds (``is_active(session_id)``); returns (annotator,
     items released) per session released."""
     due: list[_Shown] = []
