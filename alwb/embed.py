@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -221,10 +221,17 @@ class EmbeddingCache:
 class _ImageSet:
     """(position, uint8 pixels, error) per item, for a torch DataLoader (workers decode in parallel)."""
 
-    def __init__(self, paths: Sequence[str], positions: Sequence[int], preprocess: Preprocess) -> None:
+    def __init__(
+        self,
+        paths: Sequence[str],
+        positions: Sequence[int],
+        preprocess: Preprocess,
+        digests: Sequence[str | None] | None = None,
+    ) -> None:
         self.paths = list(paths)
         self.positions = list(positions)
         self.preprocess = preprocess
+        self.digests = list(digests) if digests is not None else [None] * len(self.paths)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -233,7 +240,7 @@ class _ImageSet:
         from .images import load_image
 
         try:
-            img = load_image(self.paths[i], 3)
+            img = load_image(self.paths[i], 3, sha256=self.digests[i])  # only the content imported
             return self.positions[i], self.preprocess.to_uint8(img), None
         except ImageRejected as exc:
             return self.positions[i], None, exc.reason
@@ -272,6 +279,7 @@ def embed_items(
     retry_unreadable: bool = False,
     threads: int | None = None,
     images: ImageRoot | None = None,
+    digests: Mapping[int, str] | None = None,
 ) -> EmbedReport:
     """Embed the items that are not in the cache yet; return what was done.
 
@@ -288,6 +296,8 @@ def embed_items(
     retry_unreadable : try again the items that were unreadable in an earlier run.
     threads : torch CPU threads for this call (restored afterwards); None leaves torch's setting. On a CPU that
         other processes share, 1 thread was twice as fast as 2 for ResNet-18 (``bench/speed/backbones.py``).
+    digests : item id → SHA-256 stored at import (:func:`digests_from_store`): an image whose file no longer has it
+        is not embedded (unreadable, "the file changed since it was imported"). None: not checked.
     images : the project's image root on this machine (``store.image_root()``): the items' paths are then stored
         paths, read through it, and a file that is not there stops the run with
         :class:`alwb.images.ImageMissing` before anything is embedded (it is not marked unreadable). None: the
@@ -328,7 +338,13 @@ def embed_items(
             backbone.device = dev
         model.eval()
         n_workers = _auto_workers(total, dev) if workers is None else int(workers)
-        dataset = _ImageSet([pairs[int(cache.ids[p])] for p in todo], [int(p) for p in todo], backbone.preprocess)
+        todo_ids = [int(cache.ids[p]) for p in todo]
+        dataset = _ImageSet(
+            [pairs[i] for i in todo_ids],
+            [int(p) for p in todo],
+            backbone.preprocess,
+            [digests.get(i) for i in todo_ids] if digests is not None else None,
+        )
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=False, num_workers=n_workers, collate_fn=_collate
         )
@@ -371,6 +387,11 @@ def embed_items(
     if report.unreadable:
         log.warning("%d image(s) could not be read for %s embeddings", len(report.unreadable), backbone.spec.name)
     return report
+
+
+def digests_from_store(store: Any) -> dict[int, str]:
+    """Item id → the SHA-256 of its file stored at import, for every accepted item (:func:`embed_items`)."""
+    return {int(r["id"]): str(r["sha256"]) for r in store.items()}
 
 
 def items_from_store(store: Any, *, located: bool = True) -> list[tuple[int, str]]:

@@ -335,10 +335,17 @@ def embed_pool(project: Any, *, device: str = "auto") -> Any:
     """Embed every item with the project's own backbone (its embedding cache), so that a typicality strategy can
     choose the first labels and head rounds start at once; returns :class:`alwb.embed.EmbedReport`."""
     from . import backbones
-    from .embed import embed_items, items_from_store
+    from .embed import digests_from_store, embed_items, items_from_store
 
     bb = backbones.load(POOL_BACKBONE, device="cpu", download=False, quiet=True)
-    return embed_items(project.root, items_from_store(project.store), bb, device=device, batch_size=256)
+    return embed_items(
+        project.root,
+        items_from_store(project.store),
+        bb,
+        device=device,
+        batch_size=256,
+        digests=digests_from_store(project.store),
+    )
 
 
 def _geometry(project: Any, settings: PretrainSettings) -> int:

@@ -378,7 +378,7 @@ def gather_embeddings(r: RoundState) -> None:
     """Embed every item not yet in the project's cache for the backbone (once per backbone: later rounds embed only
     new items), mark unreadable images rejected with their reason, and read the labeled items' embeddings."""
     from . import backbones
-    from .embed import EmbeddingCache, embed_items, items_from_store
+    from .embed import EmbeddingCache, digests_from_store, embed_items, items_from_store
     from .train import resolve_device
 
     t0 = time.perf_counter()
@@ -392,6 +392,7 @@ def gather_embeddings(r: RoundState) -> None:
         progress=r.progress,
         threads=1 if device == "cpu" else None,
         images=r.project.store.image_root(),
+        digests=digests_from_store(r.project.store),  # a file replaced since import is never embedded
     )
     if report.unreadable:
         r.project.store.reject_items(sorted(report.unreadable.items()))

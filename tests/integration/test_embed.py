@@ -140,3 +140,21 @@ def test_hymenoptera_photos_embed_once_and_fit_a_head(
         assert proba.shape == (len(ids), 2) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
     finally:
         backbones.unregister(spec.name)
+
+
+def test_a_file_replaced_since_import_is_not_embedded(small: backbones.LoadedBackbone, tmp_path: Path) -> None:
+    """With the digests stored at import, an image whose file changed is left out (unreadable, with the reason):
+    its new content never gets the old item's embedding, so a head never trains it under the old label."""
+    import hashlib
+
+    make_shapes(tmp_path / "img", 2, size=40)
+    items = _items(tmp_path / "img")
+    digests = {i: hashlib.sha256(Path(p).read_bytes()).hexdigest() for i, p in items}
+    victim_id, victim = items[0]
+    from PIL import Image
+
+    Image.new("RGB", (40, 40), (1, 2, 3)).save(victim)
+    rep = embed_items(tmp_path / "proj", items, small, batch_size=4, device="cpu", workers=0, digests=digests)
+    assert set(rep.unreadable) == {victim_id}
+    assert "the file changed since it was imported" in rep.unreadable[victim_id]
+    assert rep.embedded == len(items) - 1
