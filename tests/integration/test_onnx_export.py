@@ -128,3 +128,37 @@ def test_a_model_that_fails_the_check_leaves_no_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
     info = export_onnx(model, pixels, dest, mean=[0.5], std=[0.25], tta_flip=False)
     assert dest.is_file() and info["parity"]["n_images"] == 4 and list(tmp_path.iterdir()) == [dest]
+
+
+def test_backbone_preprocessing_runs_without_pytorch(tmp_path: Path) -> None:
+    """A backbone model's images are resized and cropped by alwb.backbones.Preprocess, also where torch is absent."""
+    from PIL import Image
+
+    Image.new("RGB", (300, 200), (10, 200, 30)).save(tmp_path / "photo.png")
+    pre = {
+        "backbone_preprocess": {
+            "resize": 256,
+            "crop": 224,
+            "interpolation": "bilinear",
+            "mean": [0.5] * 3,
+            "std": [0.25] * 3,
+        }
+    }
+    code = (
+        "import sys, json\n"
+        "sys.modules['torch'] = None\n"
+        "from alwb.onnxpredict import pixels_for\n"
+        "a = pixels_for(sys.argv[1], json.loads(sys.argv[2]))\n"
+        "assert not [m for m, v in sys.modules.items() if v is not None and m.startswith(('torch', 'timm'))]\n"
+        "print(a.shape, a.dtype, int(a[1].mean()))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "photo.png"), json.dumps(pre)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["(3,", "224,", "224)", "uint8", "200"]
