@@ -119,8 +119,31 @@ def summary(cases: pd.DataFrame) -> dict:
     }
 
 
+def sim_runs(paths: Sequence[str]) -> list[dict]:
+    """The runs of simulation folders (or their ``curve.csv``), shaped as :func:`recorded_runs`'s."""
+    runs = []
+    for sim in paths:
+        f = Path(sim) / "curve.csv" if Path(sim).is_dir() else Path(sim)
+        df = pd.read_csv(f)
+        for key, g in df.groupby(["strategy", "setting", "seed"], sort=True):
+            g = g.dropna(subset=["val_accuracy", "test_accuracy"]).sort_values("n_labeled").reset_index(drop=True)
+            runs.append({"file": f"{f.parent.name}/{f.name}", "key": key, "rows": g})
+    return runs
+
+
 def cmd_forecast(args: argparse.Namespace) -> None:
-    cases = forecast_cases(recorded_runs())
+    if args.sim:  # new runs: the clean held-out set of E32's amendment
+        cases = forecast_cases(sim_runs(args.sim))
+        cases["set"] = "new runs"
+        table = pd.DataFrame({"new runs": summary(cases)}).T
+        print(table.to_string())
+        if args.csv:
+            cases.to_csv(args.csv, index=False)
+        return
+    runs = recorded_runs()
+    if args.set != "all":  # only the set asked for is forecast (the others stay unseen)
+        runs = [r for r in runs if heldout(r["file"]) == (args.set == "heldout")]
+    cases = forecast_cases(runs)
     if args.csv:
         cases.to_csv(args.csv, index=False)
     groups = {
@@ -290,6 +313,32 @@ def stop_summary(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out).T
 
 
+def plot_stops(runs: Sequence[tuple[str, pd.DataFrame]], table: pd.DataFrame, png: str) -> None:
+    """Each run's test accuracy against labels, with the point where each rule said stop."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    markers = {"alwb": "o", "small-text KappaAverage": "s", "B&V mean kappa": "^", "forecast": "D"}
+    for k, (name, g) in enumerate(runs):
+        g = g.sort_values("n_labeled")
+        ax.plot(g["n_labeled"], g["test_accuracy"], "-", color=f"C{k % 10}", lw=1, alpha=0.7)
+        for _, row in table[(table["run"] == name) & table["stopped at"].notna()].iterrows():
+            y = float(g.loc[g["n_labeled"] == row["stopped at"], "test_accuracy"].iloc[0])
+            ax.plot(row["stopped at"], y, markers[row["rule"]], color=f"C{k % 10}", ms=6, mfc="none")
+    for rule, m in markers.items():
+        ax.plot([], [], m, color="gray", mfc="none", label=f"{rule} stops")
+    ax.set_xlabel("labels")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("where each rule stops (one line per run)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(png)
+    plt.close(fig)
+
+
 def cmd_stop(args: argparse.Namespace) -> None:
     pd.set_option("display.width", 220)
     runs = []
@@ -303,6 +352,9 @@ def cmd_stop(args: argparse.Namespace) -> None:
         print(table.to_string(index=False))
         print()
         print(stop_summary(table).to_string())
+        if args.png:
+            plot_stops(runs, table, args.png)
+            print(f"wrote {args.png}")
     if args.recorded:
         rec = [
             (f"{r['file']}:{'/'.join(map(str, r['key']))}", r["rows"])
@@ -323,10 +375,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--set", choices=["calibration", "heldout", "all"], default="all")
     p.add_argument("--png", help="write the picture here")
     p.add_argument("--csv", help="write every case here")
+    p.add_argument("--sim", action="append", default=[], help="forecast these simulation folders' runs instead")
     p.set_defaults(func=cmd_forecast)
     p = sub.add_parser("stop")
     p.add_argument("--sim", action="append", default=[], help="a simulation folder (or its curve.csv)")
     p.add_argument("--recorded", action="store_true", help="also the recorded 2,000-label curves, forecast rule")
+    p.add_argument("--png", help="write the picture of the --sim runs here")
     p.set_defaults(func=cmd_stop)
     args = ap.parse_args(argv)
     args.func(args)
