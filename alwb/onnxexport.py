@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,19 +114,28 @@ def export_onnx(
     example = torch.from_numpy(np.ascontiguousarray(np.resize(pixels, (2, c, s, s)), dtype=np.float32))
     tmp = dest.with_name(dest.name + ".tmp")
     batch = torch.export.Dim("batch", min=1, max=4096)
-    with _quiet():
-        program = torch.onnx.export(
-            wrapped,
-            (example,),
-            dynamo=True,
-            dynamic_shapes=({0: batch},),
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            opset_version=OPSET,
-            external_data=False,
-            verbose=False,
-        )
-        program.save(str(tmp))
+    try:
+        with _quiet():
+            program = torch.onnx.export(
+                wrapped,
+                (example,),
+                dynamo=True,
+                dynamic_shapes=({0: batch},),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                opset_version=OPSET,
+                external_data=False,
+                verbose=False,
+            )
+            program.save(str(tmp))
+    except Exception as exc:  # the exporter raises many types; the user needs one line and a way on
+        tmp.unlink(missing_ok=True)
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # the exporter colours its messages
+        first = text.splitlines()[0][:300] if text else ""
+        raise AlwbError(
+            f"the model could not be exported to ONNX ({type(exc).__name__}: {first}); "
+            "'alwb export --no-onnx' writes the rest"
+        ) from None
     try:
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         x = pixels.astype(np.float32)

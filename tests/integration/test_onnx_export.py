@@ -162,3 +162,22 @@ def test_backbone_preprocessing_runs_without_pytorch(tmp_path: Path) -> None:
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["(3,", "224,", "224)", "uint8", "200"]
+
+
+def test_a_model_the_exporter_cannot_trace_fails_with_one_line(tmp_path: Path) -> None:
+    import torch
+
+    from alwb.errors import AlwbError
+    from alwb.onnxexport import export_onnx
+
+    class Branches(torch.nn.Module):  # a branch on the input's values: torch.export cannot trace it
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:
+                return x.mean(dim=(1, 2, 3)).unsqueeze(1).repeat(1, 3)
+            return x.amax(dim=(1, 2, 3)).unsqueeze(1).repeat(1, 3)
+
+    pixels = np.ones((2, 1, 8, 8), dtype=np.uint8)
+    with pytest.raises(AlwbError, match="could not be exported to ONNX .TorchExportError.*--no-onnx") as err:
+        export_onnx(Branches(), pixels, tmp_path / "model.onnx", mean=[0.5], std=[0.25], tta_flip=False)
+    assert "\x1b" not in str(err.value) and "\n" not in str(err.value)
+    assert list(tmp_path.iterdir()) == []
