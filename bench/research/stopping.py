@@ -12,8 +12,10 @@ absolute error (points) of the forecast, of "no change" (round r's validation ac
 ``stop``: runs of ``alwb simulate`` (whose ``curve.csv`` has the ``kappa`` column); for each rule, the round at
 which it first says stop, the labels saved (share of the run's labels not spent) and the test accuracy lost
 (points, the end's minus the stop's). Rules: alwb's recommendation (:func:`alwb.advice.recommend`), small-text's
-``KappaAverage`` (window 3, kappa 0.99) as its code does it, Bloodgood & Vijay-Shanker's mean kappa ≥ 0.99 over the
-window, and the forecast alone. Recorded 2,000-label curves (no kappa) get the forecast rule with ``--recorded``.
+``KappaAverage`` at its defaults (window 3, kappa 0.99: the mean of the window's kappas ≥ 0.99, Bloodgood &
+Vijay-Shanker's reading; small-text ≥ 1.3.3), the rule small-text had before 1.3.3 (the mean change between the
+window's kappas under 0.01), and the forecast alone. Recorded 2,000-label curves (no kappa) get the forecast
+rule with ``--recorded``.
 """
 
 from __future__ import annotations
@@ -222,9 +224,10 @@ def plot_forecasts(cases: pd.DataFrame, png: str) -> None:
 # ------------------------------------------------------------------------------------------------- the stop rules
 
 
-def small_text_kappa_average(kappas: Sequence[float], window: int = 3, kappa: float = 0.99) -> list[bool]:
-    """small-text's ``KappaAverage.stop`` after each pair (its code: stop when the mean absolute difference between
-    consecutive kappas of the last ``window`` is under ``1 − kappa``; all-NaN deltas stop)."""
+def small_text_old_kappa_average(kappas: Sequence[float], window: int = 3, kappa: float = 0.99) -> list[bool]:
+    """small-text's ``KappaAverage.stop`` before version 1.3.3 after each pair (its code then: stop when the mean
+    absolute difference between consecutive kappas of the last ``window`` is under ``1 − kappa``; all-NaN deltas
+    stop). small-text 1.3.3 called this flawed and replaced it with :func:`bv_kappa_average`."""
     history: list[float] = []
     out = []
     for k in kappas:
@@ -239,7 +242,9 @@ def small_text_kappa_average(kappas: Sequence[float], window: int = 3, kappa: fl
 
 
 def bv_kappa_average(kappas: Sequence[float], window: int = 3, kappa: float = 0.99) -> list[bool]:
-    """Bloodgood & Vijay-Shanker's reading: the mean of the last ``window`` kappas is at least ``kappa``."""
+    """small-text's ``KappaAverage`` (1.3.3 and later; 1.4.1 checked: the same decisions on 200 random prediction
+    sequences) and Bloodgood & Vijay-Shanker's reading: the mean of the last ``window`` kappas is at least
+    ``kappa``."""
     return [i + 1 >= window and float(np.mean(kappas[i + 1 - window : i + 1])) >= kappa for i in range(len(kappas))]
 
 
@@ -249,7 +254,7 @@ def stop_points(g: pd.DataFrame, rules: Sequence[str]) -> dict[str, int | None]:
     kap = g["kappa"].to_numpy(float) if "kappa" in g else np.full(len(g), np.nan)
     pairs = [None if math.isnan(k) else float(k) for k in kap[1:]]  # kappa of row i against row i - 1
     out: dict[str, int | None] = dict.fromkeys(rules)
-    st = small_text_kappa_average([np.nan if k is None else k for k in pairs])
+    st = small_text_old_kappa_average([np.nan if k is None else k for k in pairs])
     bv = bv_kappa_average([0.0 if k is None else k for k in pairs])
     for i in range(len(g)):
         fc = None
@@ -262,9 +267,9 @@ def stop_points(g: pd.DataFrame, rules: Sequence[str]) -> dict[str, int | None]:
                 stop, _ = recommend(fc, pairs[:i], n_rounds=i + 1)
             elif rule == "forecast":
                 stop = fc is not None and fc.gain(DECISION_LABELS)[2] < MIN_GAIN_POINTS
-            elif rule == "small-text KappaAverage":
+            elif rule == "small-text < 1.3.3":
                 stop = i >= 1 and st[i - 1]
-            elif rule == "B&V mean kappa":
+            elif rule == "small-text KappaAverage":
                 stop = i >= 1 and bv[i - 1]
             else:
                 raise ValueError(rule)
@@ -321,7 +326,7 @@ def plot_stops(runs: Sequence[tuple[str, pd.DataFrame]], table: pd.DataFrame, pn
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
-    markers = {"alwb": "o", "small-text KappaAverage": "s", "B&V mean kappa": "^", "forecast": "D"}
+    markers = {"alwb": "o", "small-text KappaAverage": "s", "small-text < 1.3.3": "^", "forecast": "D"}
     for k, (name, g) in enumerate(runs):
         g = g.sort_values("n_labeled")
         ax.plot(g["n_labeled"], g["test_accuracy"], "-", color=f"C{k % 10}", lw=1, alpha=0.7)
@@ -347,7 +352,7 @@ def cmd_stop(args: argparse.Namespace) -> None:
         for key, g in df.groupby(["strategy", "setting", "seed"], sort=True):
             runs.append((f"{Path(sim).name}:{'/'.join(map(str, key))}", g))
     if runs:
-        rules = ["alwb", "small-text KappaAverage", "B&V mean kappa", "forecast"]
+        rules = ["alwb", "small-text KappaAverage", "small-text < 1.3.3", "forecast"]
         table = stop_table(runs, rules)
         print(table.to_string(index=False))
         print()
