@@ -35,6 +35,7 @@ from ..errors import LabelError, ProjectError
 from ..imageroot import ENV_IMAGE_ROOT, IMAGE_ROOT_KEY, ImageRoot, in_project
 from . import schema
 from .accounts import AccountTables
+from .flags import FlagTables
 from .leasing import LeaseTables
 from .queue import QueueTables
 from .reviewing import ReviewTables
@@ -74,7 +75,7 @@ def is_url(location: object) -> bool:
     return isinstance(location, str) and (location.startswith("postgresql://") or location.startswith("postgres://"))
 
 
-class Store(AccountTables, LeaseTables, ReviewTables, QueueTables):
+class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
     """A connection to a project's store (a SQLite file or a PostgreSQL URL). Not shared between threads."""
 
     def __init__(self, path: str | Path, *, create: bool = False, timeout: float = 60.0) -> None:

@@ -40,6 +40,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "reviews": ("id",),
     "round_requests": ("id",),
     "workers": ("name",),
+    "flag_verdicts": ("id",),
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -189,6 +189,26 @@ CREATE TABLE signin_throttle (
 );
 """
 
+#: v9: reviewers' verdicts on the flags of :mod:`alwb.insight` (a likely wrong label, a near-duplicate, an outlier):
+#: ``verdict`` ``kept`` (the label was right), ``changed`` (it was wrong; ``label_id`` is the label written),
+#: ``none`` ("none of these") or ``removed`` (the item was rejected); ``given``/``suggested``/``score`` are what the
+#: flag said, so that alwb can report the precision of its own flags.
+SCHEMA_V9 = """
+CREATE TABLE flag_verdicts (
+    id INTEGER PRIMARY KEY,
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    kind TEXT NOT NULL CHECK (kind IN ('label', 'duplicate', 'outlier')),
+    given TEXT,
+    suggested TEXT,
+    score REAL,
+    verdict TEXT NOT NULL CHECK (verdict IN ('kept', 'changed', 'none', 'removed')),
+    label_id INTEGER REFERENCES labels(id) ON DELETE SET NULL,
+    reviewer TEXT,
+    decided_at REAL NOT NULL
+);
+CREATE INDEX flag_verdicts_item ON flag_verdicts(kind, item_id);
+"""
+
 #: Migrations from version N-1 to N, applied in order inside one transaction each.
 MIGRATIONS: dict[int, str] = {
     1: SCHEMA_V1,
@@ -199,6 +219,7 @@ MIGRATIONS: dict[int, str] = {
     6: SCHEMA_V6,
     7: SCHEMA_V7,
     8: SCHEMA_V8,
+    9: SCHEMA_V9,
 }
 
 
@@ -214,4 +235,14 @@ def render(sql: str, dialect: str) -> list[str]:
 
 
 #: Tables with an identity ``id`` column (PostgreSQL's sequences follow copied ids).
-IDENTITY_TABLES = ("items", "classes", "labels", "models", "rounds", "users", "reviews", "round_requests")
+IDENTITY_TABLES = (
+    "items",
+    "classes",
+    "labels",
+    "models",
+    "rounds",
+    "users",
+    "reviews",
+    "round_requests",
+    "flag_verdicts",
+)
