@@ -304,6 +304,54 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_issues(args: argparse.Namespace) -> int:
+    from .insight.report import current_findings, format_issues, issues_json
+    from .loop import Project
+
+    if args.background:  # the workbench's background job (alwb.insight.jobs)
+        from .insight.jobs import run_job
+
+        return run_job(args.project)
+    with Project.open(args.project) as proj:
+        found = current_findings(proj, refresh=args.refresh, quiet=args.quiet)
+        if args.json:
+            print(json.dumps(issues_json(proj, found, limit=args.n), indent=1))
+        else:
+            print(format_issues(proj, found, limit=args.n or 20))
+    return 0
+
+
+def _cmd_similar(args: argparse.Namespace) -> int:
+    from .insight import similar
+    from .insight.report import current_findings
+    from .loop import Project
+
+    with Project.open(args.project) as proj:
+        row = proj.store.item_by_path(str(args.path))
+        if row is None and not Path(str(args.path)).is_absolute():
+            row = proj.store.item_by_path(str(Path(args.path).resolve()))
+        if row is None or row["status"] != "ok":
+            raise AlwbError(f"no image {args.path} in the project (give a path as 'alwb query' prints it)")
+        try:
+            near = similar(proj, int(row["id"]), args.k)
+        except LookupError:
+            current_findings(proj, quiet=args.quiet)  # embeds what is missing (where the rounds do not)
+            try:
+                near = similar(proj, int(row["id"]), args.k)
+            except LookupError as exc:
+                raise AlwbError(str(exc)) from exc
+        images = proj.store.image_root()
+    for d in near:
+        d["path"] = str(images.locate(d["path"]))
+    if args.json:
+        print(json.dumps([{k: d[k] for k in ("path", "distance", "label")} for d in near], indent=1))
+        return 0
+    print("distance\tlabel\tpath")
+    for d in near:
+        print(f"{d['distance']:.4f}\t{d['label'] or ''}\t{d['path']}")
+    return 0
+
+
 def _cmd_label(args: argparse.Namespace) -> int:
     from .loop import Project
 
@@ -812,6 +860,28 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"query strategy (default: the project's, {ProjectConfig.strategy})",
     )
     p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser(
+        "issues",
+        parents=[project, as_json],
+        help="likely label errors, near-duplicate groups, outliers and validation leakage (from the embeddings)",
+        description="Likely wrong labels (out-of-sample probabilities of K-fold heads on the cached embeddings, "
+        "ranked by cleanlab), near-duplicate groups, outliers and how many validation items have a near-copy in "
+        "training, with the accuracy without them. Saved findings are reused while the embeddings, labels and "
+        "round are unchanged; otherwise they are computed now (embedding the images first where the training "
+        "rounds do not). --json keys: label_issues, near_duplicates, outliers, leakage.",
+    )
+    p.add_argument("-n", type=int, default=None, help="list at most N likely label errors (default: 20; --json: all)")
+    p.add_argument("--refresh", action="store_true", help="compute again even when the saved findings hold")
+    p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_issues)
+
+    p = sub.add_parser(
+        "similar", parents=[project, as_json], help="the K images nearest to an image (on the embeddings)"
+    )
+    p.add_argument("path", metavar="PATH", help="an image of the project, as 'alwb query' prints it")
+    p.add_argument("-k", type=int, default=8, help="how many neighbours (default 8)")
+    p.set_defaults(func=_cmd_similar)
 
     p = sub.add_parser(
         "label",
