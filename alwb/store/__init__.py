@@ -97,7 +97,7 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
             self.integrity_errors = (sqlite3.IntegrityError,)
             if not create and not self.path.exists():
                 raise ProjectError(f"no alwb store at {self.path} (run 'alwb init' first)")
-            if create and not self.path.exists():
+            if create and str(path) != ":memory:" and not self.path.exists():
                 # readable by its owner only (it holds password hashes); SQLite gives its -wal and -shm files the
                 # same permissions
                 with contextlib.suppress(FileExistsError):
