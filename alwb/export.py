@@ -319,6 +319,16 @@ def _model_card(project: Project, cur: dict[str, Any], pre: dict[str, Any], clas
         f"- classes ({len(classes)}): {', '.join(classes)}",
         *(
             [
+                "- `model.onnx`: the whole model, pixels (0-255, resized and cropped as `preprocess.json` says) to "
+                "probabilities, for ONNX Runtime without PyTorch; checked on "
+                f"{pre['onnx']['parity']['n_images']} image(s) of the project: largest probability difference "
+                f"{pre['onnx']['parity']['max_abs_diff']:.1e}, same top-1 class on every one"
+            ]
+            if pre.get("onnx")
+            else []
+        ),
+        *(
+            [
                 "- predictions: trained on mirrored images, so the workbench's figures average the softmax of the "
                 "image and of its left-right mirror image (`preprocess.json`: `tta_flip`); do the same with the "
                 "TorchScript file to get them"

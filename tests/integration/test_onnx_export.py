@@ -41,6 +41,7 @@ def test_onnx_model_matches_pytorch_with_any_batch_size(trained, tmp_path: Path)
     assert (mdir / "model.onnx").is_file() and onnx["file"] == "model.onnx"
     assert onnx["input_shape"] == ["batch", 1, 20, 20] and onnx["parity"]["n_images"] == 36
     assert onnx["parity"]["max_abs_diff"] <= 1e-4 and onnx["parity"]["top1_mismatches"] == 0
+    assert "`model.onnx`: the whole model" in (mdir / "MODEL_CARD.md").read_text()
     paths = sorted(truth)
     torch_preds = Predictor(mdir).predict_paths(paths)
     ort = OnnxPredictor(mdir)
