@@ -5,7 +5,9 @@ Streamlit tells no page that its tab closed, but the server knows which sessions
 (:func:`remember`); a thread of this server process looks every :data:`LOOK_S` seconds, and once a session has been
 gone for ``$ALWB_CLOSED_TAB_S`` seconds (default :data:`GRACE_S`: a reload or a dropped connection comes back as
 soon as that), releases its items with their drafts (:func:`alwb.leases.release`), except those another live
-session of the same person shows (a second tab). Without a Streamlit runtime (tests, bare mode) nothing is recorded.
+session of the same person shows (a second tab). A session still connected whose sign-in ended (signed out,
+expired, disabled) gives its items back the same way, within :data:`CHECK_S` seconds. Without a Streamlit runtime
+(tests, bare mode) nothing is recorded.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ log = logging.getLogger(__name__)
 
 LOOK_S = 2.0
 GRACE_S = 20.0
+#: Seconds between two checks that a live session is still signed in.
+CHECK_S = 10.0
 ENV_GRACE = "ALWB_CLOSED_TAB_S"
 
 
@@ -30,7 +34,9 @@ class _Shown:
     root: str
     annotator: str
     items: list[int]
+    token: str | None = None
     gone_since: float | None = None
+    checked: float = 0.0
 
 
 _shown: dict[str, _Shown] = {}
@@ -50,14 +56,17 @@ def _session_id() -> str | None:
     return None if ctx is None else str(ctx.session_id)
 
 
-def remember(root: str, annotator: str, item_ids: list[int]) -> None:
-    """This browser session shows ``item_ids``, leased to ``annotator`` (an empty list: nothing any more)."""
+def remember(root: str, annotator: str, item_ids: list[int], token: str | None = None) -> None:
+    """This browser session shows ``item_ids``, leased to ``annotator`` signed in with session ``token`` (an empty
+    list: nothing any more)."""
     sid = _session_id()
     if sid is None:
         return
     with _lock:
         if item_ids:
-            _shown[sid] = _Shown(str(root), annotator, [int(i) for i in item_ids])
+            old = _shown.get(sid)
+            checked = old.checked if old is not None and old.token == token else 0.0
+            _shown[sid] = _Shown(str(root), annotator, [int(i) for i in item_ids], token, checked=checked)
         else:
             _shown.pop(sid, None)
     _start()
@@ -87,21 +96,51 @@ def _watch() -> None:
         if not runtime.exists():
             continue
         with contextlib.suppress(Exception):  # a look that fails is tried again at the next
-            release_closed(runtime.get_instance().is_active_session, time.monotonic(), _grace())
+            release_closed(runtime.get_instance().is_active_session, time.monotonic(), _grace(), signed_in)
 
 
-def release_closed(is_active: Callable[[str], bool], now: float, grace: float) -> list[tuple[str, list[int]]]:
-    """Release the items of sessions gone for ``grace`` seconds (``is_active(session_id)``); returns (annotator,
-    items released) per session released."""
+def signed_in(root: str, token: str) -> bool:
+    """True while ``token`` is a live sign-in of the project at ``root`` (False once signed out, expired or
+    disabled); True when the store cannot tell (unreachable): nothing is released on a doubt."""
+    from alwb import users
+    from alwb.loop import Project
+
+    try:
+        with Project.open(root) as proj:
+            return users.session_user(proj.store, token) is not None
+    except Exception:
+        return True
+
+
+def release_closed(
+    is_active: Callable[[str], bool],
+    now: float,
+    grace: float,
+    signed_in: Callable[[str, str], bool] | None = None,
+) -> list[tuple[str, list[int]]]:
+    """Release the items of sessions gone for ``grace`` seconds (``is_active(session_id)``), and of live ones
+    whose sign-in ended (``signed_in(root, token)``, asked every :data:`CHECK_S` seconds per session: a
+    sign-out); returns (annotator, items released) per session released."""
     due: list[_Shown] = []
+    ask: list[tuple[str, _Shown]] = []
     with _lock:
         for sid, shown in list(_shown.items()):
             if is_active(sid):
                 shown.gone_since = None
+                if signed_in is not None and shown.token and now - shown.checked >= CHECK_S:
+                    shown.checked = now
+                    ask.append((sid, shown))
             elif shown.gone_since is None:
                 shown.gone_since = now
             elif now - shown.gone_since >= grace:
                 due.append(_shown.pop(sid))
+    for sid, shown in ask:  # outside the lock: each asks the store
+        assert signed_in is not None and shown.token is not None
+        if not signed_in(shown.root, shown.token):
+            with _lock:
+                if _shown.get(sid) is shown:
+                    due.append(_shown.pop(sid))
+    with _lock:
         kept = {(s.root, s.annotator, i) for s in _shown.values() for i in s.items}
     out = []
     for shown in due:

@@ -177,12 +177,12 @@ def test_the_progress_page_says_how_many_validation_items_are_labeled(tmp_path: 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"{CHROMIUM} is missing (apt-get install chromium)")
-def test_a_closed_tab_gives_its_items_back_and_a_reload_keeps_them(
+def test_a_closed_tab_or_a_sign_out_gives_the_items_back_and_a_reload_keeps_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A reload (a new browser session showing the same batch) keeps the leases and the drafts; closing the tab
-    gives the items back, with their drafts, about ``ALWB_CLOSED_TAB_S`` seconds later (2 s here; 20 by
-    default) instead of when the leases expire (10 minutes)."""
+    """A reload (a new browser session showing the same batch) keeps the leases and the drafts; signing out, and
+    closing the tab, give the items back with their drafts, within ``ui.leasewatch.CHECK_S`` (10 s) and
+    ``ALWB_CLOSED_TAB_S`` (2 s here; 20 by default) seconds, instead of when the leases expire (10 minutes)."""
     pytest.importorskip("playwright", reason="playwright is not installed (pip install -e '.[test]')")
     from playwright import sync_api
     from test_browser import TIMEOUT_MS, serve
@@ -215,6 +215,22 @@ def test_a_closed_tab_gives_its_items_back_and_a_reload_keeps_them(
             assert held() == first
             with Project.open(root) as proj:
                 assert proj.store.drafts("ann", first) == {first[0]: "square"}
+            # signing out gives them back too (the tab stays open)
+            page.get_by_role("button", name="Sign out").click()
+            page.get_by_role("heading", name="Sign in", exact=True).wait_for()
+            t0 = time.monotonic()
+            while held():
+                assert time.monotonic() - t0 < 30, "a signed-out session's items were not given back"
+                time.sleep(0.5)
+            out_after = time.monotonic() - t0
+            with Project.open(root) as proj:
+                assert proj.store.drafts("ann", first) == {}
+            sign_in(page, url, "ann")
+            assert shown_cards(page) == 6
+            first = held()
+            assert len(first) == 6
+            with Project.open(root) as proj:
+                proj.store.save_draft("ann", first[0], "circle")
             page.close()
             t0 = time.monotonic()
             while held():
@@ -223,6 +239,6 @@ def test_a_closed_tab_gives_its_items_back_and_a_reload_keeps_them(
             gone_after = time.monotonic() - t0
             with Project.open(root) as proj:
                 assert proj.store.drafts("ann", first) == {}
-            assert gone_after < 15
+            assert gone_after < 15 and out_after < 20, (gone_after, out_after)
         finally:
             browser.close()

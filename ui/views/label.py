@@ -319,7 +319,8 @@ def render() -> None:
         else:  # every run of the open page keeps the batch's leases alive
             _keep_leases(proj, force=True)
         if state.signin() is not None:  # a closed tab gives its items back (ui.leasewatch)
-            leasewatch.remember(root, state.annotator(), [it.id for it in b["items"]] if b else [])
+            token = state.signin()[0]  # type: ignore[index]
+            leasewatch.remember(root, state.annotator(), [it.id for it in b["items"]] if b else [], token)
         n_labeled = len(proj.store.labeled_item_ids())
         total = proj.store.item_count()
         cfg = proj.config
