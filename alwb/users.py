@@ -39,8 +39,8 @@ ROLES = ("annotator", "reviewer", "admin")
 #: What each role may open in the workbench.
 PAGES = {
     "annotator": ("label", "history"),
-    "reviewer": ("label", "history", "review", "progress"),
-    "admin": ("label", "history", "review", "progress", "settings", "export", "users", "start"),
+    "reviewer": ("label", "history", "review", "progress", "map"),
+    "admin": ("label", "history", "review", "progress", "map", "settings", "export", "users", "start"),
 }
 SESSION_SECONDS = 12 * 3600.0
 MIN_PASSWORD = 8

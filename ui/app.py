@@ -14,7 +14,7 @@ from alwb.errors import StoreUnavailable
 from alwb.jobs import mark_active
 from alwb.store.location import is_project
 from ui import state
-from ui.views import export, history, label, progress, review, settings, signin, start, unavailable
+from ui.views import datamap, export, history, label, progress, review, settings, signin, start, unavailable
 
 log = logging.getLogger("alwb.ui")
 #: Session key: this session passed the gate (signed in, or a project without accounts).
@@ -67,6 +67,7 @@ pages = [
     st.Page(history.render, title="History", icon=":material/history:", url_path="history"),
     st.Page(progress.render, title="Progress", icon=":material/monitoring:", url_path="progress"),
     review_page,
+    st.Page(datamap.render, title="Map", icon=":material/scatter_plot:", url_path="map"),
     st.Page(settings.render, title="Settings", icon=":material/settings:", url_path="settings"),
     st.Page(export.render, title="Export", icon=":material/download:", url_path="export"),
 ]

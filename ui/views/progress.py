@@ -12,7 +12,7 @@ from alwb.advice import LEVEL, Costs, advice_settings, advise, set_advice_settin
 from alwb.report import round_decisions
 from ui import state
 from ui.text import md_escape
-from ui.views import disagreements, signin
+from ui.views import disagreements, insight, signin
 from ui.views.common import need_project, show_training, training_status
 
 #: Axes of counts: whole numbers only (Vega-Lite would otherwise print ticks such as 0.5 or 18.000000).
@@ -281,6 +281,7 @@ def render() -> None:
                 .encode(x=alt.X("predicted:N", sort=classes), y=alt.Y("true:N", sort=classes), text="count:Q")
             )
             st.altair_chart((heat + text).properties(height=alt.Step(36)), width="stretch")
+    insight.leakage_panel(str(proj.root))
     st.subheader("Labels per class")
     lc = pd.DataFrame(
         [(c, src, n) for c, by in counts.items() for src, n in by.items()], columns=["class", "source", "labels"]

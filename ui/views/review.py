@@ -13,7 +13,7 @@ from alwb.images import ImageRoot
 from alwb.loop import Project
 from ui import state
 from ui.text import md_escape
-from ui.views import disagreements
+from ui.views import disagreements, insight
 from ui.views.common import need_project, show_flash
 
 PAGE = 18  # three rows of six: a page of thumbnails opens in well under 1.5 s on two cores
@@ -67,7 +67,17 @@ def render() -> None:
         st.title("Review")
         show_flash()
         classes = proj.classes
-        tab_labels, tab_pseudo, tab_team = st.tabs(["Labels", "Pseudo-labels", "Disagreements"])
+        tab_labels, tab_pseudo, tab_team, tab_wrong, tab_dups, tab_out, tab_sim = st.tabs(
+            ["Labels", "Pseudo-labels", "Disagreements", "Likely wrong", "Duplicates", "Outliers", "Similar"]
+        )
+        with tab_wrong:
+            insight.likely_wrong_tab(proj)
+        with tab_dups:
+            insight.duplicates_tab(proj)
+        with tab_out:
+            insight.outliers_tab(proj)
+        with tab_sim:
+            insight.similar_tab(proj)
         with tab_team:
             disagreements.render_tab(proj)
         with tab_labels:
