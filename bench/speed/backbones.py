@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from alwb import backbones
-from alwb.head import fit_head
+from alwb.head import DEFAULT_C, fit_head
 
 
 def _threads() -> str:
@@ -96,8 +96,8 @@ def _synthetic(n: int, dim: int, classes: int, seed: int) -> tuple[np.ndarray, n
     return np.abs(x), y  # ReLU-like features: non-negative, off-centre
 
 
-def head_round(pool: int, labels: int, classes: int, repeats: int, dims: list[int]) -> None:
-    print(f"# head round: fit on {labels} labels + score a {pool}-item pool from a memmap; {_threads()}")
+def head_round(pool: int, labels: int, classes: int, repeats: int, dims: list[int], c: float = DEFAULT_C) -> None:
+    print(f"# head round: fit on {labels} labels (C = {c:g}) + score a {pool}-item pool from a memmap; {_threads()}")
     print(f"{'D':>5} {'fit s':>7} {'score s':>8} {'round s':>8}  (median of {repeats})")
     with tempfile.TemporaryDirectory() as tmp:
         for dim in dims:
@@ -111,7 +111,7 @@ def head_round(pool: int, labels: int, classes: int, repeats: int, dims: list[in
             for _ in range(repeats):
                 lab = np.sort(rng.choice(pool, labels, replace=False))
                 t0 = time.perf_counter()
-                head = fit_head(np.asarray(emb[lab]), y[lab], classes, standardise_with=emb)
+                head = fit_head(np.asarray(emb[lab]), y[lab], classes, c=c, standardise_with=emb)
                 t1 = time.perf_counter()
                 proba = head.predict_proba(emb)
                 t2 = time.perf_counter()
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--classes", type=int, default=10)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--dims", default="", help="embedding sizes for head-round (default: the backbones')")
+    ap.add_argument("--c", type=float, default=DEFAULT_C, help="the head's C for head-round (EfficientNet-Lite: 0.1)")
     ap.add_argument("--fmnist", type=Path, default=Path("../shared/datasets/fashion-mnist"))
     ap.add_argument("--seeds", default="0,1,2")
     args = ap.parse_args(argv)
@@ -297,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
         dims = [int(d) for d in args.dims.split(",") if d] or sorted(
             {backbones.get_spec(n).embedding_dim for n in names}
         )
-        head_round(args.pool, args.labels, args.classes, args.repeats, dims)
+        head_round(args.pool, args.labels, args.classes, args.repeats, dims, args.c)
     if args.what in ("heads", "all"):
         heads(args.fmnist, args.labels, [int(s) for s in args.seeds.split(",")])
     if args.what in ("cnn6", "all"):

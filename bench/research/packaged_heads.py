@@ -1,0 +1,135 @@
+"""E39: a better head on a packaged backbone's cached embeddings (docs/experiments.md), margin sampling replayed.
+
+    python bench/research/packaged_heads.py --sim /work/scratch/sim/caltech_lite0 --dataset /work/scratch/caltech \\
+        --seeds 0,1,2 [--csv bench/results/caltech_lite0_heads.csv]
+
+Reads what ``alwb simulate`` left in ``SIM``: the template's embeddings of the pool (``template/cache/emb_*.npy``),
+its validation sample (left out of the pool, as the simulator does), the oracle, and the test split's embeddings
+(``test_embeddings/``, in the order of :func:`alwb.simulate._test_files`). For each seed and head: 100 random labels,
+then batches of 100 chosen by that head's own margin (modAL's margin through alwb.query), to 1,000; test accuracy
+at each count. Heads:
+
+- ``logreg``: the workbench's head (:func:`alwb.head.fit_head`, standardised on the pool, C = 0.1);
+- ``c0.3``, ``c0.03``: the same with another C;
+- ``spread``: ``LabelSpreading`` (kNN graph, k = 10, alpha 0.2) over the standardised pool + labels; its pool
+  predictions above 0.9 confidence join the logistic head's training as pseudo-labels.
+
+The first 100 labels of a seed are the same for every head; a head's later batches are its own. Prints mean ± std
+and the gain over ``logreg`` paired by seed with a 95% t-interval, and the mean seconds a round (fit + score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from alwb.head import LinearHead, fit_head, standardiser
+from alwb.loop import Project
+from alwb.simulate import _test_files
+
+HEADS = ("logreg", "c0.3", "c0.03", "spread")
+
+
+def _cache(folder: Path) -> tuple[np.ndarray, np.ndarray]:
+    (emb_path,) = [p for p in (folder / "cache").glob("emb_*.npy") if not p.name.endswith((".ids.npy", ".state.npy"))]
+    ids = np.load(emb_path.with_name(emb_path.stem + ".ids.npy"))
+    state = np.load(emb_path.with_name(emb_path.stem + ".state.npy"))
+    emb = np.load(emb_path, mmap_mode="r")
+    done = state == 1
+    return ids[done].astype(np.int64), np.asarray(emb[done], dtype=np.float32)
+
+
+def fit(head: str, lab: np.ndarray, y_lab: np.ndarray, pool: np.ndarray, k: int, seed: int) -> LinearHead:
+    """Fit ``head`` on the pool rows ``lab`` (labels ``y_lab``); the returned head scores any embeddings."""
+    c = {"c0.3": 0.3, "c0.03": 0.03}.get(head, 0.1)
+    x_lab = pool[lab]
+    if head == "spread":
+        from sklearn.semi_supervised import LabelSpreading
+
+        mean, scale = standardiser(pool, seed=seed)
+        labels = np.full(len(pool), -1)
+        labels[lab] = y_lab
+        ls = LabelSpreading(kernel="knn", n_neighbors=10, alpha=0.2, max_iter=50).fit((pool - mean) / scale, labels)
+        dist = ls.label_distributions_
+        pick = np.setdiff1d(np.flatnonzero(dist.max(1) >= 0.9), lab)
+        x_lab = np.concatenate([x_lab, pool[pick]])
+        y_lab = np.concatenate([y_lab, ls.classes_[dist[pick].argmax(1)]])
+    return fit_head(x_lab, y_lab, k, c=c, seed=seed, standardise_with=pool)
+
+
+def run(sim: Path, dataset: Path, seeds: list[int], initial: int, batch: int, budget: int) -> pd.DataFrame:
+    tdir = sim / "template"
+    oracle = {int(k): v for k, v in json.loads((tdir / "oracle.json").read_text()).items()}
+    with Project.open(tdir) as proj:
+        classes = proj.classes
+        val = set(int(i) for i in proj.store.val_item_ids())
+    ids, emb = _cache(tdir)
+    keep = np.asarray([i not in val for i in ids])
+    ids, pool = ids[keep], emb[keep]
+    y_pool = np.asarray([oracle[int(i)] for i in ids])
+    files = _test_files(dataset, classes)
+    t_ids, t_emb = _cache(sim / "test_embeddings")
+    y_test = np.asarray([files[int(i) - 1][1] for i in t_ids])
+    k = len(classes)
+    rows = []
+    for seed in seeds:
+        first = np.random.default_rng(seed).choice(len(pool), initial, replace=False)
+        for head in HEADS:
+            labelled = list(first)
+            while True:
+                t0 = time.perf_counter()
+                lab = np.asarray(labelled)
+                h = fit(head, lab, y_pool[lab], pool, k, seed)
+                probs = h.predict_proba(pool)
+                secs = time.perf_counter() - t0
+                acc = float((h.predict(t_emb) == y_test).mean())
+                rows.append({"head": head, "seed": seed, "n_labeled": len(lab), "test_accuracy": acc, "seconds": secs})
+                print(f"{head} seed {seed} {len(lab)} labels: {acc:.4f} ({secs:.1f} s)", flush=True)
+                if len(lab) >= budget:
+                    break
+                top2 = np.sort(probs, axis=1)[:, -2:]
+                margin = top2[:, 1] - top2[:, 0]
+                margin[lab] = np.inf
+                labelled += list(np.argsort(margin, kind="stable")[:batch])
+    return pd.DataFrame(rows)
+
+
+def report(df: pd.DataFrame, at: list[int]) -> None:
+    base = df[df["head"] == "logreg"].set_index(["seed", "n_labeled"])["test_accuracy"]
+    for head in HEADS:
+        sub = df[df["head"] == head]
+        for n in at:
+            v = sub[sub["n_labeled"] == n].set_index("seed")["test_accuracy"]
+            line = f"{head:>7} {n:>5}: {v.mean():.4f} ± {v.std(ddof=1):.4f}"
+            if head != "logreg":
+                d = np.asarray([v[s] - base[(s, n)] for s in v.index]) * 100
+                half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.nan
+                line += f"  gain {d.mean():+.1f} [{d.mean() - half:+.1f}, {d.mean() + half:+.1f}]"
+            print(line)
+        print(f"{head:>7} mean seconds a round: {sub['seconds'].mean():.2f}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sim", type=Path, required=True)
+    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--seeds", default="0,1,2")
+    ap.add_argument("--initial", type=int, default=100)
+    ap.add_argument("--batch", type=int, default=100)
+    ap.add_argument("--budget", type=int, default=1000)
+    ap.add_argument("--csv", type=Path)
+    args = ap.parse_args()
+    df = run(args.sim, args.dataset, [int(s) for s in args.seeds.split(",")], args.initial, args.batch, args.budget)
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+    report(df, [100, 200, 300, 500, 1000])
+
+
+if __name__ == "__main__":
+    main()
