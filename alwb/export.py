@@ -106,7 +106,9 @@ def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = 
                 "source": r["source"],
                 "round": r["round"],
                 "annotator": r["annotator"],
-                "time": dt.datetime.fromtimestamp(r["created_at"], dt.timezone.utc).isoformat(),
+                # always with microseconds: a split whose times all fell on whole seconds would otherwise be read as
+                # timestamps by datasets (pyarrow) and the others as text, and the folder would not load
+                "time": dt.datetime.fromtimestamp(r["created_at"], dt.timezone.utc).isoformat(timespec="microseconds"),
                 "split": r["split"],
                 "confidence": None,
             }

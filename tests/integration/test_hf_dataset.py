@@ -15,6 +15,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 
 from alwb.export import MANIFEST_COLUMNS, export_dataset  # noqa: E402
 from alwb.loop import Project  # noqa: E402
+from alwb.store import LabelRow  # noqa: E402
 
 
 def test_dataset_folder_loads_in_datasets_with_labels_splits_and_metadata(tmp_path: Path, monkeypatch) -> None:
@@ -34,7 +35,10 @@ def test_dataset_folder_loads_in_datasets_with_labels_splits_and_metadata(tmp_pa
         path_of = {int(r["id"]): str(images.locate(r["path"])) for r in items}
         p.label([(i, truth[path_of[i]]) for i in pool_ids[:3]], annotator="ana")
         p.label([(i, truth[path_of[i]]) for i in pool_ids[3:]], annotator="ben")
-        p.label([(i, truth[path_of[i]]) for i in sorted(val)], annotator="ana")
+        # the validation answers came on whole seconds (as from Label Studio): still text like the others' times
+        p.store.add_labels(
+            [LabelRow(i, truth[path_of[i]]) for i in sorted(val)], annotator="ana", created_at=1714557600.0
+        )
         rep = export_dataset(p, tmp_path / "out")
     out = tmp_path / "out"
     man = pd.read_csv(out / "manifest.csv", keep_default_na=False)
@@ -59,5 +63,47 @@ def test_dataset_folder_loads_in_datasets_with_labels_splits_and_metadata(tmp_pa
             seen += 1
     assert seen == 24
     assert set(ds["validation"]["annotator"]) == {"ana"} and set(ds["validation"]["source"]) == {"human"}
+    assert set(ds["validation"]["time"]) == {"2024-05-01T10:00:00.000000+00:00"}
     assert sorted(set(ds["train"]["annotator"])) == ["", "ana", "ben"]  # "" for the folder's own labels
     assert sorted(set(ds["train"]["source"])) == ["human", "import"]
+
+
+def test_metadata_loads_when_a_column_is_empty_in_one_split(tmp_path: Path, monkeypatch) -> None:
+    """Pseudo-labels (with a confidence) train; the validation rows have none, nor an annotator: ``datasets`` refuses
+    metadata files whose column types differ, so a missing text is "" and a missing number NaN."""
+    datasets = pytest.importorskip("datasets")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    from PIL import Image
+
+    from alwb.export import write_metadata
+
+    out = tmp_path / "out"
+    ds = out / "dataset"
+    rows = []
+    for i, (split, source, conf, who) in enumerate(
+        [("train", "pseudo", 0.97, None), ("train", "human", None, "ana"), ("validation", "import", None, None)]
+    ):
+        path = ds / split / "cat" / f"{i}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (4, 4), (i, 0, 0)).save(path)
+        rows.append(
+            {
+                "path": path.relative_to(out).as_posix(),
+                "sha256": f"{i:064x}",
+                "label": "cat",
+                "source": source,
+                "round": 1,
+                "annotator": who,
+                "time": None if source == "pseudo" else "2026-01-01T00:00:00.000000+00:00",
+                "split": "val" if split == "validation" else "pool",
+                "confidence": conf,
+                "original_path": str(path),
+                "item_id": i + 1,
+            }
+        )
+    write_metadata(ds, rows, out)
+    loaded = datasets.load_dataset("imagefolder", data_dir=str(ds), cache_dir=str(tmp_path / "hf"))
+    assert loaded["train"]["confidence"][0] == pytest.approx(0.97)
+    assert [str(c) for c in loaded["validation"]["confidence"]] == ["nan"]
+    assert loaded["train"]["annotator"] == ["", "ana"] and loaded["validation"]["annotator"] == [""]
+    assert loaded["train"]["time"][0] == "" and list(loaded["validation"]["source"]) == ["import"]
