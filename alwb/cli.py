@@ -188,7 +188,7 @@ def _training_options(defaults: str) -> argparse.ArgumentParser:
     p.add_argument(
         "--model",
         choices=MODELS,
-        help=f"auto (cnn6 up to 64 px, else resnet18 with offline weights), cnn6, resnet18 ({dflt('model')})",
+        help=f"the from-scratch model: auto (cnn6), cnn6, resnet18 ({dflt('model')})",
     )
     p.add_argument(
         "--epochs", type=int, help=f"epochs per round, 0 to choose from the number of labels ({dflt('epochs')})"

@@ -30,7 +30,8 @@ class TrainConfig:
     """How one round trains.
 
     ``image_size``/``channels`` of 0 mean "choose from the images"; ``model`` ``auto`` picks ``cnn6`` for
-    images of 64 px or less and ResNet-18 otherwise. ``epochs`` 0 means "choose from the number of labels".
+    from-scratch rounds (photos train from scratch only without any pretrained backbone: :mod:`alwb.plan`).
+    ``epochs`` 0 means "choose from the number of labels".
     """
 
     model: str = "auto"

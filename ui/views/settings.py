@@ -83,7 +83,7 @@ def render() -> None:
                 "Model",
                 models,
                 index=models.index(tcfg.model) if tcfg.model in models else 0,
-                help="auto: cnn6 up to 64 px, ResNet-18 above (a project keeps the model it started with)",
+                help="the from-scratch model; auto: cnn6 (a project keeps the model it started with)",
             )
             augment = st.selectbox(
                 "Augmentation",
