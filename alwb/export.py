@@ -374,11 +374,11 @@ def export_project(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     ds, n, n_pseudo, changed = export_dataset(project, out, include_pseudo=include_pseudo)
-    mdir = export_model(project, out, onnx=onnx) if project.current_model() is not None else None
-    tasks = out / "labelstudio.json"
+    tasks = out / "labelstudio.json"  # before the model: written even when the model's export stops
     labelstudio.export_tasks(
         project, tasks, image_prefix=labelstudio.DEFAULT_PREFIX if image_prefix is None else image_prefix
     )
+    mdir = export_model(project, out, onnx=onnx) if project.current_model() is not None else None
     left_out = {p for p, _ in changed}
     images = project.store.image_root()
     counts = Counter(
