@@ -94,6 +94,9 @@ def test_round_trip_on_shape_images(tmp_path: Path, shapes_flat, capsys) -> None
     model_dir = out_dir / "model"
     for name in ("weights.safetensors", "model.torchscript.pt", "labels.json", "preprocess.json", "MODEL_CARD.md"):
         assert (model_dir / name).is_file(), name
+    # the names scripts rely on (issue 40)
+    for name in ("model/model.onnx", "dataset/metadata.jsonl", "labelstudio.json"):
+        assert (out_dir / name).is_file(), name
     assert json.loads((model_dir / "labels.json").read_text()) == ["circle", "square", "triangle"]
     pre = json.loads((model_dir / "preprocess.json").read_text())
     assert pre["channels"] == 1 and pre["image_size"] == 20 and len(pre["mean"]) == 1
