@@ -259,7 +259,12 @@ def _cmd_add(args: argparse.Namespace) -> int:
             from .labelstudio import import_labelstudio
 
             rep = import_labelstudio(
-                proj, args.labelstudio, args.images, from_name=args.from_name, progress=_progress(args)
+                proj,
+                args.labelstudio,
+                args.images,
+                from_name=args.from_name,
+                progress=_progress(args),
+                labels=not args.unlabeled,
             )
             print(rep.summary())
             return 0

@@ -307,8 +307,10 @@ def import_labelstudio(
     from_name: str | None = None,
     data_key: str | None = None,
     progress: bool = False,
+    labels: bool = True,
 ) -> LabelStudioImport:
-    """Import a Label Studio JSON export into ``project`` (a :class:`alwb.loop.Project`); see the module doc."""
+    """Import a Label Studio JSON export into ``project`` (a :class:`alwb.loop.Project`); see the module doc.
+    ``labels=False`` imports the tasks' images only."""
     from .ingest import ingest_files
     from .store import LabelRow, validate_class_name
 
@@ -316,7 +318,7 @@ def import_labelstudio(
     tasks = read_tasks(json_path)
     report = LabelStudioImport(tasks=len(tasks))
     names = choice_names(tasks)
-    if from_name is None and len(names) > 1:
+    if labels and from_name is None and len(names) > 1:
         raise AlwbError(
             f"{json_path}: the tasks answer {len(names)} Choices tags ({', '.join(sorted(names))}): say which holds "
             "the class with --from-name"
@@ -339,7 +341,7 @@ def import_labelstudio(
         if isinstance(found, str):
             report.skipped_tasks.append((where, found))
             continue
-        anns = annotations_of(task, from_name, skipped, default_time=now)
+        anns = annotations_of(task, from_name, skipped, default_time=now) if labels else []
         for a in anns:
             try:
                 validate_class_name(a.label)

@@ -148,6 +148,10 @@ def test_a_bad_labelstudio_file_writes_nothing(images, tmp_path: Path, capsys) -
     assert code == 2 and "--from-name" in err
     with Project.open(tmp_path / "proj") as p:
         assert p.store.item_count() == 0 and p.store.current_labels() == []
+    code, out, _ = run_cli(capsys, "add", tmp_path / "proj", "--labelstudio", bad, "--images", folder, "--unlabeled")
+    assert code == 0 and "0 label(s) recorded" in out  # --unlabeled: the images only
+    with Project.open(tmp_path / "proj") as p:
+        assert p.store.item_count() == 1 and p.store.current_labels() == []
     code, out, _ = run_cli(
         capsys, "add", tmp_path / "proj", "--labelstudio", bad, "--images", folder, "--from-name", "shape"
     )
