@@ -212,6 +212,15 @@ def test_attacks_on_a_served_project(project: Path, tmp_path: Path) -> None:
                 page.get_by_role("button", name="Learn features from these images").click()
                 page.get_by_role("heading", name="Sign in", exact=True).wait_for()
                 assert pretrain.job_status(project)["state"] == "none"
+                # the only account is disabled now: the form stays (fail closed) and says nobody can sign in
+                page.get_by_text("Every account of this project is disabled").wait_for()
+                page.goto(f"{url}/label")
+                page.get_by_role("heading", name="Sign in", exact=True).wait_for()
+                page.get_by_role("textbox", name="Name").fill("adm")
+                page.get_by_role("textbox", name="Password").fill("admin password")
+                page.get_by_role("button", name="Sign in").click()
+                page.get_by_text("wrong name or password").wait_for()
+                expect(page.get_by_role("heading", name="Label", exact=True)).to_have_count(0)
             except BaseException:
                 page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
                 print(f"screenshot: {tmp_path / 'failure.png'}\n{_uiserver.read(tmp_path / 'server.log')[-3000:]}")
