@@ -45,6 +45,7 @@ MANIFEST_COLUMNS = [
     "confidence",
     "original_path",
     "item_id",
+    "accepted_guess",
 ]
 #: The dataset folder's split subfolders (the names ``datasets`` recognises): the pool trains, the validation
 #: sample validates.
@@ -111,6 +112,8 @@ def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = 
                 "time": dt.datetime.fromtimestamp(r["created_at"], dt.timezone.utc).isoformat(timespec="microseconds"),
                 "split": r["split"],
                 "confidence": None,
+                # True: the model's preselected guess submitted untouched; False: chosen by a person (or imported)
+                "accepted_guess": bool(r["accepted_guess"]),
             }
         )
     n_pseudo = 0
@@ -128,6 +131,7 @@ def export_dataset(project: Project, out: str | Path, *, include_pseudo: bool = 
                     "time": None,
                     "split": "pool",
                     "confidence": r["confidence"],
+                    "accepted_guess": False,
                 }
             )
             n_pseudo += 1
@@ -289,7 +293,11 @@ def export_model(project: Project, out: str | Path, *, onnx: bool = True) -> Pat
 
 
 def _model_card(project: Project, cur: dict[str, Any], pre: dict[str, Any], classes: list[str]) -> str:
-    counts = Counter(r["class"] for r in project.store.current_labels(split="pool"))
+    rnd = next((r for r in project.store.rounds() if r["number"] == cur["round"] and r["status"] == "done"), None)
+    # the labels the model was trained on: those current when its round started, not the ones at export time
+    trained = project.store.labels_at(rnd["started_at"] if rnd else cur["created_at"], split="pool")
+    counts = Counter(r["class"] for r in trained)
+    guessed = Counter(r["class"] for r in trained if r["accepted_guess"])
     val = cur["metrics"].get("val", {})
     lines = [
         "# alwb model card",
@@ -341,9 +349,16 @@ def _model_card(project: Project, cur: dict[str, Any], pre: dict[str, Any], clas
         "",
         "## Training labels",
         "",
-        "| class | labels |",
-        "| --- | --- |",
-        *[f"| {c} | {counts.get(c, 0)} |" for c in classes],
+        f"Labels current when round {cur['round']} started: {sum(counts.values())}, of them "
+        f"{sum(counts.values()) - sum(guessed.values())} chosen by a person and {sum(guessed.values())} the model's "
+        "preselected guess accepted untouched (`accepted_guess` in the manifests).",
+        "",
+        "| class | labels | chosen | accepted guesses |",
+        "| --- | --- | --- | --- |",
+        *[
+            f"| {c} | {counts.get(c, 0)} | {counts.get(c, 0) - guessed.get(c, 0)} | {guessed.get(c, 0)} |"
+            for c in classes
+        ],
         "",
         "## Validation (random sample of the pool, never trained on)",
         "",

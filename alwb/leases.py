@@ -16,7 +16,7 @@ import random
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,6 +132,7 @@ def submit(
     batch_id: str | None = None,
     share: float | None = None,
     now: float | None = None,
+    accepted: Collection[int] = (),
 ) -> Submitted:
     """Save a team member's batch of answers in one transaction, checking each against the leases.
 
@@ -139,7 +140,8 @@ def submit(
     or have answered (an overlap item), is refused with the reason and not written: the lease ran out while the
     page was away and the item went to someone else. The other answers are written (``Project.label``), whether or
     not their lease is still live: nobody else has them. On PostgreSQL the items' rows are locked first, so that no
-    claim can hand one out while the check and the write run.
+    claim can hand one out while the check and the write run. ``accepted``: items whose answer is the model's
+    guess submitted untouched (:meth:`alwb.loop.Project.label`).
     """
     if not annotator:
         raise AlwbError("a team answer needs an annotator")
@@ -152,7 +154,7 @@ def submit(
             annotator, [int(i) for i, _ in answers], now, shared=lambda i: is_overlap(i, share)
         )
         keep = [(int(i), c) for i, c in answers if int(i) not in refused]
-        written = proj.label(keep, annotator=annotator, batch_id=batch_id)[1] if keep else 0
+        written = proj.label(keep, annotator=annotator, batch_id=batch_id, accepted=accepted)[1] if keep else 0
         if refused:  # the refused answers' drafts and any lease row of this annotator on them go too
             store.release_leases(annotator, sorted(refused))
     return Submitted(batch_id, written, refused)

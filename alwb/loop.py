@@ -11,7 +11,7 @@ import math
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -395,13 +395,21 @@ class Project:
 
     # ------------------------------------------------------------------ labels
     def label(
-        self, answers: Sequence[tuple[int, str | None]], *, annotator: str | None = None, batch_id: str | None = None
+        self,
+        answers: Sequence[tuple[int, str | None]],
+        *,
+        annotator: str | None = None,
+        batch_id: str | None = None,
+        accepted: Collection[int] = (),
     ) -> tuple[str, int]:
         """Save a batch of ``(item_id, class or None for "none of these")`` in ONE transaction.
 
+        ``accepted``: the items whose answer is the model's preselected guess, submitted untouched (stored with
+        ``accepted_guess``; every other answer was chosen by the person).
         Returns ``(batch_id, labels written)``. Unknown items or classes raise :class:`LabelError`, nothing written.
         """
         batch_id = batch_id or uuid.uuid4().hex
+        took = {int(i) for i in accepted}
         classes = set(self.classes)
         for item_id, cls in answers:
             row = self.store.item(int(item_id))
@@ -410,7 +418,10 @@ class Project:
             if cls is not None and cls not in classes:
                 raise LabelError(f"unknown class {cls!r} (classes: {', '.join(sorted(classes))})")
         n = self.store.add_labels(
-            [LabelRow(int(i), c) for i, c in answers], source="human", annotator=annotator, batch_id=batch_id
+            [LabelRow(int(i), c, int(i) in took) for i, c in answers],
+            source="human",
+            annotator=annotator,
+            batch_id=batch_id,
         )
         return batch_id, n
 

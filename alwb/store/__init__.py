@@ -64,10 +64,12 @@ class RootChange:
 
 @dataclass(frozen=True)
 class LabelRow:
-    """One answer to store: ``class_name=None`` means "none of these classes"."""
+    """One answer to store: ``class_name=None`` means "none of these classes"; ``accepted_guess``: the person
+    submitted the model's preselected guess untouched (they did not choose it)."""
 
     item_id: int
     class_name: str | None
+    accepted_guess: bool = False
 
 
 def is_url(location: object) -> bool:
@@ -437,18 +439,21 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
                         raise LabelError(f"unknown class {row.class_name!r}")
                     cid = cids[row.class_name]
                 cur = self.con.execute(
-                    "SELECT id, class_id, annotator FROM labels WHERE item_id=? AND superseded_at IS NULL",
+                    "SELECT id, class_id, annotator, accepted_guess FROM labels"
+                    " WHERE item_id=? AND superseded_at IS NULL",
                     (row.item_id,),
                 ).fetchone()
                 if cur is not None:
-                    if cur["class_id"] == cid and (annotator is None or cur["annotator"] == annotator):
+                    same = cur["class_id"] == cid and (annotator is None or cur["annotator"] == annotator)
+                    # the same answer, unless it now confirms a guess that was only accepted before
+                    if same and not (cur["accepted_guess"] and not row.accepted_guess):
                         continue
                     self.con.execute("UPDATE labels SET superseded_at=? WHERE id=?", (now, cur["id"]))
                 try:
                     self.con.execute(
-                        "INSERT INTO labels(item_id, class_id, source, round, annotator, batch_id, created_at)"
-                        " VALUES(?, ?, ?, ?, ?, ?, ?)",
-                        (int(row.item_id), cid, source, rnd, annotator, batch_id, given),
+                        "INSERT INTO labels(item_id, class_id, source, round, annotator, batch_id, created_at,"
+                        " accepted_guess) VALUES(?, ?, ?, ?, ?, ?, ?, ?)",
+                        (int(row.item_id), cid, source, rnd, annotator, batch_id, given, int(bool(row.accepted_guess))),
                     )
                 except self.integrity_errors as exc:
                     raise LabelError(f"item {row.item_id} does not exist") from exc
@@ -526,12 +531,25 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
         """Current labels joined with items and classes: item_id, path, sha256, class, position, source, ..."""
         sql = (
             "SELECT l.item_id, i.path, i.sha256, i.split, c.name AS class, c.position, l.source, l.round,"
-            " l.annotator, l.created_at FROM labels l JOIN items i ON i.id=l.item_id"
+            " l.annotator, l.created_at, l.accepted_guess FROM labels l JOIN items i ON i.id=l.item_id"
             " LEFT JOIN classes c ON c.id=l.class_id WHERE l.superseded_at IS NULL AND i.status='ok'"
         )
         args: list[Any] = []
         if not include_none:
             sql += " AND l.class_id IS NOT NULL"
+        if split is not None:
+            sql += " AND i.split=?"
+            args.append(split)
+        return self.con.execute(sql + " ORDER BY l.item_id", args).fetchall()
+
+    def labels_at(self, when: float, *, split: str | None = None) -> list[Any]:
+        """The labels (with a class) that were current at time ``when``: class, source, accepted_guess, split."""
+        sql = (
+            "SELECT l.item_id, c.name AS class, l.source, l.accepted_guess, i.split FROM labels l"
+            " JOIN items i ON i.id=l.item_id JOIN classes c ON c.id=l.class_id"
+            " WHERE i.status='ok' AND l.created_at<=? AND (l.superseded_at IS NULL OR l.superseded_at>?)"
+        )
+        args: list[Any] = [float(when), float(when)]
         if split is not None:
             sql += " AND i.split=?"
             args.append(split)

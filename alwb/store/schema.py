@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -209,6 +209,12 @@ CREATE TABLE flag_verdicts (
 CREATE INDEX flag_verdicts_item ON flag_verdicts(kind, item_id);
 """
 
+#: v10: whether a person chose an answer (0) or submitted the model's preselected guess untouched (1); labels
+#: written before v10, imports and reviews count as chosen.
+SCHEMA_V10 = """
+ALTER TABLE labels ADD COLUMN accepted_guess INTEGER NOT NULL DEFAULT 0;
+"""
+
 #: Migrations from version N-1 to N, applied in order inside one transaction each.
 MIGRATIONS: dict[int, str] = {
     1: SCHEMA_V1,
@@ -220,6 +226,7 @@ MIGRATIONS: dict[int, str] = {
     7: SCHEMA_V7,
     8: SCHEMA_V8,
     9: SCHEMA_V9,
+    10: SCHEMA_V10,
 }
 
 
