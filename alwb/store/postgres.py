@@ -163,9 +163,14 @@ class PgConnection:
         if self._txn or self._con.closed or self._con.broken:
             return False
         try:
-            ready, _, _ = select.select([self._con.fileno()], [], [], 0)
-        except (OSError, ValueError):
-            return True
+            fd = self._con.fileno()
+            if hasattr(select, "poll"):  # no limit on the descriptor's number (select() stops at 1024)
+                poller = select.poll()
+                poller.register(fd, select.POLLIN | select.POLLERR | select.POLLHUP)
+                return bool(poller.poll(0))
+            ready, _, _ = select.select([fd], [], [], 0)
+        except (OSError, ValueError, psycopg.Error):  # cannot tell: the statement itself will find out
+            return False
         return bool(ready)
 
     def _repeatable(self, sql: str) -> bool:
