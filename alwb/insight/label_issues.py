@@ -17,8 +17,15 @@ import numpy.typing as npt
 
 #: folds of the cross-validation
 FOLDS = 5
-#: dimensions the embeddings are projected on before the heads are fitted (PCA, fitted on the labeled items): the
-#: five fits on 50,000 items then take a minute on two cores instead of many (docs/results.md)
+#: inverse L2 strength of the heads: stronger than a round's head (0.03, or the backbone's own, 0.1 for
+#: EfficientNet-Lite), because a head that fits noisy labels less closely flags them better. On CIFAR-10 (2,000
+#: EfficientNet-Lite0 embeddings, 5% random flips, seed 0) precision of the top 100 flags was 0.65 at C = 0.01,
+#: 0.60 at 0.03 and 0.10 (``bench/research/insight.py labels``; docs/results.md has all seeds)
+ISSUE_C = 0.01
+#: above this many labeled items the embeddings are first projected on :data:`HEAD_DIM` principal components (the
+#: five fits then stay within minutes at 50,000 items on two cores); below, the full embeddings are used (PCA-256
+#: cost 2-4 points of out-of-sample accuracy at 2,000 items)
+PCA_ABOVE = 20_000
 HEAD_DIM = 256
 
 
@@ -47,6 +54,7 @@ def out_of_sample_probs(
     c: float | None = None,
     seed: int = 0,
     dim: int = HEAD_DIM,
+    pca_above: int = PCA_ABOVE,
 ) -> npt.NDArray[np.float32]:
     """float32 ``(n, num_classes)``: each item's class probabilities from a head fitted without it.
 
@@ -55,14 +63,14 @@ def out_of_sample_probs(
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    from ..head import DEFAULT_C, fit_head
+    from ..head import fit_head
 
     x = np.asarray(emb, dtype=np.float32)
     yy = np.asarray(y, dtype=np.int64)
     n = len(yy)
     if n < 2:
         raise ValueError("label issues need at least two labeled items")
-    if x.shape[1] > dim and n > dim:
+    if x.shape[1] > dim and n > pca_above:
         from sklearn.decomposition import PCA
 
         x = PCA(n_components=dim, svd_solver="randomized", random_state=seed).fit_transform(x).astype(np.float32)
@@ -77,7 +85,7 @@ def out_of_sample_probs(
         warnings.simplefilter("ignore", UserWarning)  # "the least populated class has only 1 member"
         for train, test in splitter.split(x, yy):
             head = fit_head(
-                x[train], yy[train], num_classes, c=DEFAULT_C if c is None else c, seed=seed, standardise_with=x
+                x[train], yy[train], num_classes, c=ISSUE_C if c is None else c, seed=seed, standardise_with=x
             )
             out[test] = head.predict_proba(x[test])
     return out

@@ -97,7 +97,7 @@ def _verdict(root: str, flag: dict, answer: str | None, reviewer: str) -> None:
 
 
 def likely_wrong_tab(proj: Project) -> None:
-    """Flags of likely wrong labels, one at a time: keep (K) or change to the suggestion (C) in one key press."""
+    """Flags of likely wrong labels, one at a time: keep (K) or accept the suggestion (A) in one key press."""
     found = findings(proj)
     prec = insight.flag_precision(proj)
     if prec["decided"]:
@@ -137,9 +137,9 @@ def likely_wrong_tab(proj: Project) -> None:
             args=(root, flag, flag["label"], reviewer),
         )
         b[1].button(
-            f"Change to '{flag['suggested']}' (C)",
+            f"Change to '{flag['suggested']}' (A)",
             key=f"lw_change_{flag['item_id']}",
-            shortcut="C",
+            shortcut="A",
             type="primary",
             on_click=_verdict,
             args=(root, flag, flag["suggested"], reviewer),
