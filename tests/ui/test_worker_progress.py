@@ -107,3 +107,28 @@ def test_the_progress_page_shows_the_round_and_then_its_result(project: Path) ->
     at.run()
     shown = _texts(at)
     assert "in progress" not in shown and f"Round 1 trained by worker {WORKER}" in shown, shown
+
+
+def test_a_round_queued_with_no_worker_can_train_here(tmp_path: Path, store_location) -> None:  # noqa: ANN001
+    """A request waits for a worker that is not running: the page says so and offers "Train here now", which
+    withdraws the request with the reason and trains in this server's background process."""
+    make_shapes(tmp_path / "shapes", 4, layout="flat")
+    root = tmp_path / "queued"
+    url = store_location if isinstance(store_location, str) else None
+    with Project.create(root, classes=["circle", "square", "triangle"], store_url=url) as proj:
+        proj.add_images(tmp_path / "shapes")
+        request_round(proj.store, requested_by="ann")
+    at = AppTest.from_function(_progress_script, default_timeout=90)
+    at.query_params["project"] = str(root)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("no training worker is running" in i.value for i in at.info), [i.value for i in at.info]
+    at.button(key="train_here").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    try:
+        assert is_training(root)
+        with Project.open(root) as proj:
+            (req,) = proj.store.round_requests()
+            assert req["status"] == "failed" and "trained in a web server's background" in req["error"]
+    finally:
+        stop_training(root)
