@@ -163,3 +163,62 @@ def test_map_selection_bulk_labels_in_one_transaction(root: Path) -> None:
     assert all(got[i] == "circle" for i in unl)
     assert batches(root) == before + 1
     assert at.session_state["map_selection"] == []
+
+
+def test_map_selection_reads_item_ids_across_colour_groups(root: Path) -> None:
+    """Streamlit gives point indices per trace (issue 8914); the ids come from customdata, so a lasso over points
+    of three colour groups names exactly the items under it."""
+    from ui.views.datamap import figure, map_frame, selected_ids
+
+    with Project.open(root) as proj:
+        m = insight.load_map(proj)
+        df = map_frame(proj, m, insight.load_findings(proj))
+    fig = figure(df, "label")
+    assert len(fig.data) >= 3  # one trace per label
+    picked, points = [], []
+    for curve, trace in enumerate(fig.data):
+        for index in (0, len(trace.x) - 1):  # the first and last point of every colour group
+            points.append({"curve_number": curve, "point_index": index, "customdata": list(trace.customdata[index])})
+            picked.append(int(trace.customdata[index][0]))
+            # the point really is that item's: same coordinates in the frame
+            row = df[df.item_id == picked[-1]].iloc[0]
+            assert (row.x, row.y) == pytest.approx((trace.x[index], trace.y[index]))
+    event = {"selection": {"points": points, "point_indices": [p["point_index"] for p in points]}}
+    assert selected_ids(event) == list(dict.fromkeys(picked))
+    # the per-trace indices alone would name other items: the frame's rows 0 and n-1, again and again
+    by_index = {int(df.item_id.iloc[p["point_index"]]) for p in points}
+    assert by_index != set(picked)
+
+
+def test_cli_issues_json_and_similar(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from alwb.cli import main
+
+    assert main(["issues", str(root), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert set(data) == {"label_issues", "near_duplicates", "outliers", "leakage"}
+    assert {Path(d["path"]).name for d in data["label_issues"]} == set(FLIPS)
+    assert all(
+        set(d) == {"path", "label", "suggested", "score"} and Path(d["path"]).is_file() for d in data["label_issues"]
+    )
+    scores = [d["score"] for d in data["label_issues"]]
+    assert scores == sorted(scores, reverse=True)
+    assert sorted(sorted(Path(p).name for p in g) for g in data["near_duplicates"]) == sorted(
+        sorted([n, f"copy_{n}"]) for n in COPIES
+    )
+    assert [Path(d["path"]).name for d in data["outliers"]] == ["odd.png"]
+    assert set(data["leakage"]) == {"validation_items_with_copy", "accuracy_without", "interval_without"}
+    assert data["leakage"]["validation_items_with_copy"] == len(COPIES)
+    assert main(["issues", str(root)]) == 0
+    assert "likely label errors: 3 flagged" in capsys.readouterr().out
+    orig = next(p for g in data["near_duplicates"] for p in g if Path(p).name == COPIES[0])
+    assert main(["similar", str(root), orig, "-k", "3", "--json"]) == 0
+    near = json.loads(capsys.readouterr().out)
+    assert len(near) == 3 and Path(near[0]["path"]).name == f"copy_{COPIES[0]}" and near[0]["distance"] < 1e-3
+
+
+def test_map_is_for_reviewers_and_admins_only() -> None:
+    from alwb.users import PAGES
+
+    assert "map" in PAGES["reviewer"] and "map" in PAGES["admin"] and "map" not in PAGES["annotator"]
