@@ -17,6 +17,10 @@ from ui.views import signin, unavailable
 from ui.views.common import need_project, show_flash, show_training, training_status
 
 COLUMNS = 4
+#: After a finished round replaced an untouched batch, keys are ignored this long (ms): a key meant for the old
+#: batch must not answer an image of the new one.
+SWAP_QUIET_MS = 1200
+_SWAPPED = "alwb_batch_swapped"
 #: Session keys: when this page last renewed its batch's leases; whether a reviewer chose to label.
 _RENEWED_AT = "alwb_leases_renewed_at"
 _LABELING = "alwb_labeling"
@@ -51,7 +55,7 @@ def _wants_to_label(proj: Project) -> bool:
     return role == "annotator"
 
 
-def _offer_to_label(proj: Project) -> None:
+def _offer_to_label() -> None:
     st.info(
         "Labeling leases a batch of items to you, which the others then do not get until you submit or skip it.",
         icon="🏷️",
@@ -71,6 +75,7 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
     """Button callback: one transaction for the whole batch; the message appears only after the commit."""
     mark_active(root)
     answers: list[tuple[int, str | None]] = []
+    accepted = state.accepted_guesses(item_ids)  # the model's guesses submitted untouched: stored as such
     skipped = 0
     for item_id in item_ids:
         a = state.answer(item_id)
@@ -88,14 +93,17 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
     except AlwbError as exc:
         _not_saved(exc)
         return
+    if _ask_first(proj, item_ids, answers, accepted):
+        proj.close()
+        return
     try:
         team = state.signin() is not None
         if answers and team:  # each answer checked against the leases, in the same transaction
             from alwb.leases import submit
 
-            refused = submit(proj, annotator, answers, batch_id=uuid.uuid4().hex).refused
-        elif answers:
-            proj.label(answers, annotator=annotator, batch_id=uuid.uuid4().hex)  # also drops their drafts
+            refused = submit(proj, annotator, answers, batch_id=uuid.uuid4().hex, accepted=accepted).refused
+        elif answers:  # also drops their drafts
+            proj.label(answers, annotator=annotator, batch_id=uuid.uuid4().hex, accepted=accepted)
         saved = True
         proj.store.clear_drafts(annotator, item_ids)
         if team:  # answered items' leases ended with their labels; skipped ones go back
@@ -103,7 +111,16 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
 
             release(proj.store, annotator, [i for i in item_ids if i in state.skipped()])
         n_saved = len(answers) - len(refused)
-        msg = f"Saved {n_saved} label(s) to the store" + (f", {skipped} skipped" if skipped else "") + "."
+        n_guess = len([i for i in accepted if i not in refused])
+        if n_saved == 0 and skipped:
+            msg = f"Skipped {skipped} image(s); no label was saved."
+        else:
+            msg = (
+                f"Saved {n_saved} label(s) to the store"
+                + (f" ({n_guess} of them the model's guesses, accepted unchecked)" if n_guess else "")
+                + (f", {skipped} skipped" if skipped else "")
+                + "."
+            )
         if refused:
             reasons = sorted(set(refused.values()))
             msg += (
@@ -122,6 +139,36 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
     finally:
         proj.close()
     state.reset_batch()
+
+
+def _ask_first(proj: Project, item_ids: list[int], answers: list[tuple[int, str | None]], accepted: list[int]) -> bool:
+    """Before saving, ask once per batch when untouched guesses would be saved as accepted guesses (unless the
+    project's setting turned that off), or when no card is answered at all; True: asked, nothing saved."""
+    b = state.batch()
+    if b is None:
+        return False
+    asked = b.setdefault("asked", set())
+    if not answers and "empty" not in asked:
+        asked.add("empty")
+        state.flash(
+            f"No image of this batch is answered. Submit again (Enter) to skip all {len(item_ids)}; skipped images "
+            "come back in a later session.",
+            "warning",
+        )
+    elif accepted and proj.config.ask_before_guesses and "guesses" not in asked:
+        asked.add("guesses")
+        state.flash(
+            f"{len(accepted)} answer(s) are still the model's guesses (the dashed cards), not checked by you. Submit "
+            "again (Enter) to save them marked as accepted guesses, or answer them first.",
+            "warning",
+        )
+    else:
+        return False
+    for item_id in item_ids:  # the skips counted above were not taken
+        if state.answer(item_id) in (None, state.SKIP):
+            state.skipped().discard(item_id)
+    b["token"] = _token()  # the browser closed its key list at Enter: open a new one
+    return True
 
 
 def _not_saved(exc: AlwbError) -> None:
@@ -159,6 +206,13 @@ def _save_drafts(root: str, item_ids: set[int]) -> None:
 
 def _answered(root: str, item_id: int, key: str) -> None:
     state.take_box_answer(item_id, key)
+    _touch()
+    _save_drafts(root, {item_id})
+
+
+def _confirm(root: str, item_id: int) -> None:
+    """The person checked the model's guess on a card and keeps it: it is their answer now."""
+    state.set_answer(item_id, state.answer(item_id))
     _touch()
     _save_drafts(root, {item_id})
 
@@ -277,13 +331,31 @@ def _training_panel(root: str, batch_round: int) -> None:
     finally:
         proj.close()
     if current > batch_round:
+        news = round_news(root, current)
         untouched = st.session_state.get("touched") is not True
-        if untouched:
+        if untouched:  # never without a word: the new batch is announced, and keys wait a moment (SWAP_QUIET_MS)
             state.reset_batch()
             state.reflash_recent()  # the message the person just saw survives the refresh
+            st.session_state[_SWAPPED] = news + " This batch was replaced by one the new model chose."
             st.rerun(scope="app")
         else:
-            st.info(f"Round {current} finished: the next batch will use the new model.", icon="🆕")
+            st.info(news + " The next batch will use the new model.", icon="🆕")
+
+
+def round_news(root: str, number: int) -> str:
+    """One sentence on a finished round: its validation accuracy and 95% interval."""
+    try:
+        with Project.open(root) as proj:
+            rnd = next((r for r in proj.store.rounds() if r["number"] == number and r["status"] == "done"), None)
+    except AlwbError:
+        rnd = None
+    val = (rnd or {}).get("metrics", {}).get("val") or {}
+    if val.get("n") and val.get("accuracy") is not None:
+        return (
+            f"Round {number} finished: validation accuracy {val['accuracy']:.0%} (95% interval "
+            f"{val['accuracy_low']:.0%}–{val['accuracy_high']:.0%}, {val['n']} validation images)."
+        )
+    return f"Round {number} finished (no validation answers yet, so its accuracy is not known)."
 
 
 def render() -> None:
@@ -301,7 +373,7 @@ def render() -> None:
             st.stop()
         b = state.batch()
         if (b is None or not b["items"]) and not _wants_to_label(proj):
-            _offer_to_label(proj)
+            _offer_to_label()
             return
         if b is None or not b["items"]:
             b = _fetch_batch(proj)
