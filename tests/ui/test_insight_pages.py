@@ -185,6 +185,9 @@ def test_map_selection_reads_item_ids_across_colour_groups(root: Path) -> None:
             assert (row.x, row.y) == pytest.approx((trace.x[index], trace.y[index]))
     event = {"selection": {"points": points, "point_indices": [p["point_index"] for p in points]}}
     assert selected_ids(event) == list(dict.fromkeys(picked))
+    # Plotly sends customdata as a typed array, which the browser's JSON writes as {"0": id}
+    typed = [{**p, "customdata": {"0": p["customdata"][0]}} for p in points]
+    assert selected_ids({"selection": {"points": typed}}) == list(dict.fromkeys(picked))
     # the per-trace indices alone would name other items: the frame's rows 0 and n-1, again and again
     by_index = {int(df.item_id.iloc[p["point_index"]]) for p in points}
     assert by_index != set(picked)

@@ -42,6 +42,8 @@ def selected_ids(event: Mapping[str, Any] | None) -> list[int]:
         cd = p.get("customdata")
         if cd is None:
             continue
+        if isinstance(cd, Mapping):  # a typed array as the browser's JSON writes it: {"0": id}
+            cd = [cd[k] for k in sorted(cd, key=int)]
         item = int(cd[0] if isinstance(cd, (list, tuple)) else cd)
         if item not in seen:
             seen.add(item)
