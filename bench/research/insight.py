@@ -160,7 +160,7 @@ def cmd_duplicates(args: argparse.Namespace) -> None:
     print(f"neighbours: {time.perf_counter() - t0:.2f} s")
     print("| factor | threshold | groups | predicted pairs | precision | recall | recall crop / resize / jpeg / colour |")
     print("|---|---|---|---|---|---|---|")
-    for factor in (0.13, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7):
+    for factor in (0.13, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
         g = duplicates.near_duplicates(dist, idx, factor)
         pred = set()
         for grp in g.groups:
