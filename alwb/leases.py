@@ -1,13 +1,15 @@
 """Which annotator holds which items until when, so that two annotators never label the same item at once.
 
-:func:`claim` leases up to ``n`` items of a ranked candidate list (a query's order) to one annotator for
-``ttl`` seconds; the page renews them while it is open (:func:`renew`); submitting an answer
-(``Store.add_labels(..., annotator=...)``) or skipping (:func:`release`) ends a lease, and an expired lease is free
-for anyone. An item is given to one annotator, except the overlap items: a fixed share of the items (default
-:data:`DEFAULT_OVERLAP`, 10%), chosen by a hash of the item id so that every process agrees, is given on purpose to
-two different annotators (at the same time or one after the other) to measure their agreement
-(:mod:`alwb.agreement`). Nobody gets an item they have already answered, nor one with a label of its own (an
-import), nor an ordinary item someone has answered.
+:func:`claim` leases up to ``n`` items of a ranked candidate list (a query's order) to one annotator for ``ttl`` seconds
+(default: the project's :func:`lease_ttl`, 10 minutes); the page renews them while it is open (:func:`renew`);
+submitting an answer (:func:`submit`, which refuses answers on items that went to someone else meanwhile, or
+``Store.add_labels(..., annotator=...)``) or skipping (:func:`release`, which also drops the drafts) ends a lease, and
+an expired lease is free for anyone. A team's batch (:func:`team_batch`) carries the validation share of one person's
+batch. An item is given to one annotator, except the overlap items: a fixed share of the items (default
+:data:`DEFAULT_OVERLAP`, 10%), chosen by a hash of the item id so that every process agrees, is given on purpose to two
+different annotators (at the same time or one after the other) to measure their agreement (:mod:`alwb.agreement`).
+Nobody gets an item they have already answered, nor one with a label of its own (an import), nor an ordinary item
+someone has answered.
 """
 
 from __future__ import annotations
