@@ -107,6 +107,8 @@ class ProjectConfig:
     batch_size: int = 16
     retrain_every: int = 50
     seed: int = 0
+    #: Ask once before a batch with untouched preselected guesses is submitted (they are stored as accepted guesses).
+    ask_before_guesses: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("strategy", self.strategy, STRATEGY_NAMES)

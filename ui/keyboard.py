@@ -27,7 +27,9 @@ export default function (component) {
     g.batch = data.batch;
     g.events = [];
     g.closed = false;
+    g.quietUntil = Date.now() + (data.quiet || 0);  // a batch that replaced another: keys wait a moment
   }
+
   g.send = setStateValue;
   g.keys = data.keys;
   if (!g.listener) {
@@ -42,6 +44,7 @@ export default function (component) {
       ev.preventDefault();
       ev.stopPropagation();
       if (g.closed) return;  // submitted: presses wait for the next batch to be on screen
+      if (Date.now() < (g.quietUntil || 0)) return;  // just replaced: this key was meant for the old batch
       g.events.push(action);
       if (action === "submit") g.closed = true;
       g.send("log", { batch: g.batch, events: g.events.slice() });
@@ -55,7 +58,26 @@ export default function (component) {
 }
 """
 
+#: The card that keys answer is scrolled into view whenever it changes (its frame is the page's CSS). The card may
+#: be drawn a moment after this runs (it comes later in the script), so it looks again shortly.
+_SCROLL_JS = r"""
+export default function (component) {
+  const { data } = component;
+  const g = (window.__alwbCard = window.__alwbCard || { shown: null });
+  const show = () => {
+    const card = document.querySelector(`.st-key-cell_${data.focus}`);
+    if (card) card.scrollIntoView({ block: "nearest", inline: "nearest" });
+  };
+  const where = `${data.batch}:${data.focus}`;
+  if (g.shown !== where) {
+    g.shown = where;
+    for (const ms of [0, 150, 500, 1200]) setTimeout(show, ms);
+  }
+}
+"""
+
 _component: Any = None
+_scroller: Any = None
 
 
 def _keyboard() -> Any:
@@ -114,11 +136,21 @@ def new_presses(batch_token: str, log: Any, seen: int) -> tuple[list[str], int]:
     return [str(e) for e in events[seen:]], len(events)
 
 
-def presses(batch_token: str, classes: Sequence[str]) -> list[str]:
-    """Mount the listener for the batch ``batch_token`` and return the presses made since the last run, in order."""
-    result = _keyboard()(
-        key="keyboard", data={"batch": batch_token, "keys": key_map(classes)}, height=0, on_log_change=_noop
-    )
+def show_card(batch_token: str, focus: int) -> None:
+    """Scroll the card keys answer (``st.container(key=f"cell_{focus}")``) into view when it changed."""
+    global _scroller
+    if _scroller is None:
+        _scroller = st.components.v2.component("alwb_show_card", html="<span></span>", js=_SCROLL_JS)
+    _scroller(key="show_card", data={"batch": batch_token, "focus": int(focus)}, height=0)
+
+
+def presses(batch_token: str, classes: Sequence[str], *, quiet_ms: int = 0) -> list[str]:
+    """Mount the listener for the batch ``batch_token`` and return the presses made since the last run, in order.
+
+    ``quiet_ms``: keys pressed this long after a new batch appeared are ignored (a batch that replaced another).
+    """
+    data = {"batch": batch_token, "keys": key_map(classes), "quiet": int(quiet_ms)}
+    result = _keyboard()(key="keyboard", data=data, height=0, on_log_change=_noop)
     log = getattr(result, "log", None)
     seen_key = f"_keys_seen_{batch_token}"
     new, count = new_presses(batch_token, log, int(st.session_state.get(seen_key, 0)))

@@ -168,6 +168,8 @@ def set_batch(value: dict[str, Any] | None) -> None:
     if old:
         for it in old["items"]:
             answers().pop(it.id, None)
+            guesses().pop(it.id, None)
+            chosen().discard(it.id)
     st.session_state["batch"] = value
     st.session_state["focus"] = 0
 
@@ -200,11 +202,48 @@ def answer(item_id: int) -> str | None:
     return answers().get(item_id)
 
 
-def set_answer(item_id: int, value: str | None) -> None:
-    """Choose an answer from outside its box (keyboard, model guess, saved draft): the box is drawn anew with it."""
+def set_answer(item_id: int, value: str | None, *, by_person: bool = True) -> None:
+    """Choose an answer from outside its box (keyboard, saved draft; ``by_person=False``: the model's guess,
+    :func:`set_guess`): the box is drawn anew with it."""
     answers()[item_id] = value
     versions = _versions()
     versions[item_id] = versions.get(item_id, 0) + 1
+    if by_person:
+        chosen().add(item_id)
+
+
+# A preselected guess is the model's answer until a person answers the card (a key, the box, a saved draft): what
+# is submitted untouched is stored as an accepted guess, never as the person's choice.
+def guesses() -> dict[int, str]:
+    """Item id → the model's guess preselected on the batch on screen."""
+    return st.session_state.setdefault("guesses", {})
+
+
+def chosen() -> set[int]:
+    """Items of the batch on screen a person answered (by key, box or a draft saved before a reload)."""
+    return st.session_state.setdefault("chosen", set())
+
+
+def set_guess(item_id: int, value: str) -> None:
+    """Preselect the model's guess for an item (not the person's answer until they confirm or change it)."""
+    guesses()[item_id] = value
+    set_answer(item_id, value, by_person=False)
+
+
+def is_guess(item_id: int) -> bool:
+    """True while the item's answer is the model's preselected guess, untouched by the person."""
+    g = guesses().get(item_id)
+    return g is not None and item_id not in chosen() and answer(item_id) == g
+
+
+def accepted_guesses(item_ids: list[int]) -> list[int]:
+    """The items among ``item_ids`` whose answer is still the untouched guess."""
+    return [i for i in item_ids if is_guess(i)]
+
+
+def first_unanswered(item_ids: list[int]) -> int:
+    """Index of the first card no person has answered yet (0 when all are)."""
+    return next((j for j, i in enumerate(item_ids) if i not in chosen()), 0)
 
 
 def take_box_answer(item_id: int, key: str) -> None:
@@ -214,6 +253,7 @@ def take_box_answer(item_id: int, key: str) -> None:
     server, and the page shows its answer in the new box, where the person can still change it)."""
     if key == answer_key(item_id):
         answers()[item_id] = st.session_state.get(key)
+        chosen().add(item_id)
 
 
 def focus() -> int:

@@ -22,7 +22,8 @@ def show_flash() -> tuple[str, str] | None:
     slot = st.container()
     msg = state.flash()
     if msg:
-        {"success": slot.success, "error": slot.error, "info": slot.info}[msg[0]](md_escape(msg[1]))
+        kinds = {"success": slot.success, "error": slot.error, "info": slot.info, "warning": slot.warning}
+        kinds.get(msg[0], slot.info)(md_escape(msg[1]))
     return msg
 
 

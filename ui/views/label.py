@@ -381,12 +381,14 @@ def render() -> None:
             if b is not None:
                 for it in b["items"]:  # validation answers are never pre-filled: the model must not anchor them
                     if it.predicted in classes and it.reason != "validation":
-                        state.set_answer(it.id, it.predicted)
+                        state.set_guess(it.id, it.predicted)  # a guess until the person answers the card
                 # answers chosen before a reload or a lost connection come back from the store
                 options = {*classes, state.SKIP, state.NONE}
                 for item_id, ans in proj.store.drafts(state.annotator(), [it.id for it in b["items"]]).items():
                     if ans in options:
                         state.set_answer(item_id, ans)
+                # a reload resumes at the first card the person has not answered
+                state.set_focus(state.first_unanswered([it.id for it in b["items"]]))
             st.session_state["touched"] = False
         else:  # every run of the open page keeps the batch's leases alive
             _keep_leases(proj, force=True)
@@ -395,6 +397,7 @@ def render() -> None:
             leasewatch.remember(root, state.annotator(), [it.id for it in b["items"]] if b else [], token)
         n_labeled = len(proj.store.labeled_item_ids())
         total = proj.store.item_count()
+        n_left = len(proj.store.unlabeled_item_ids(split=None))
         cfg = proj.config
         device = proj.train_config.device
         images = proj.store.image_root()
@@ -406,8 +409,11 @@ def render() -> None:
     top[2].button("Undo last batch", on_click=_undo, args=(root,), key="undo")
     _training_panel(root, b["round"] if b else 0)
     if b is None:
-        st.success("Every item is answered (or skipped in this session). Nothing left to label.")
+        _nothing_to_label(total, n_left)
         return
+    swapped = st.session_state.pop(_SWAPPED, None)
+    if swapped:
+        st.info(swapped, icon="🆕")
     if b["note"]:
         st.info(b["note"])
     items = b["items"]
@@ -415,18 +421,12 @@ def render() -> None:
     options = [*classes, state.SKIP, state.NONE]
     if "token" not in b:
         b["token"] = _token()
-    _apply_presses(keyboard.presses(b["token"], classes), classes, ids, root, state.annotator())
+    presses = keyboard.presses(b["token"], classes, quiet_ms=SWAP_QUIET_MS if swapped else 0)
+    _apply_presses(presses, classes, ids, root, state.annotator())
     focus = min(state.focus(), len(items) - 1)
-
-    # the same actions for the mouse (the keys themselves are read by alwb's keyboard listener above)
-    keys = st.container(horizontal=True)
-    for k, cls in zip(keyboard.class_keys(classes), classes, strict=False):
-        shown = _short(cls) if k == cls else f"{k} · {_short(cls)}"  # a key that is the class name shows once
-        keys.button(shown, key=f"key_{k}", on_click=_key_answer, args=(cls, ids, root))
-    keys.button("S · skip", key="key_skip", on_click=_key_answer, args=(state.SKIP, ids, root))
-    keys.button("N · none", key="key_none", on_click=_key_answer, args=(state.NONE, ids, root))
-    keys.button("◀", key="key_left", on_click=_move, args=(-1, len(ids)))
-    keys.button("▶", key="key_right", on_click=_move, args=(1, len(ids)))
+    keyboard.show_card(b["token"], focus)
+    n_guess = len(state.accepted_guesses(ids))
+    st.html(_card_styles(focus, [j for j, it in enumerate(items) if state.is_guess(it.id)]))
 
     for row_start in range(0, len(items), COLUMNS):
         cols = st.columns(COLUMNS)
@@ -439,6 +439,7 @@ def render() -> None:
                 else:
                     st.image(shown[0], width="stretch", output_format=shown[1])
                 head = f"{'▶ ' if j == focus else ''}#{j + 1}"
+                guess = state.is_guess(it.id)
                 if it.reason == "validation":
                     head += " · validation sample"
                 elif it.predicted is not None:
@@ -456,13 +457,75 @@ def render() -> None:
                     on_change=_answered,
                     args=(root, it.id, key),
                 )
-    st.button(
-        f"Submit batch of {len(items)} (Enter)",
-        type="primary",
-        key="submit",
-        on_click=_submit,
-        args=(root, ids, state.annotator()),
-    )
+                if guess:  # the model's guess is not the person's answer until they confirm or change it
+                    st.button(
+                        "guess, not checked: ✓ keep it",
+                        key=f"ok_{j}_{it.id}",
+                        on_click=_confirm,
+                        args=(root, it.id),
+                        width="stretch",
+                    )
+
+    # the keys' legend and Submit stay on screen (sticky at the bottom); the buttons also answer with the mouse
+    with st.container(key="alwb_keybar"):
+        keys = st.container(horizontal=True)
+        for k, cls in zip(keyboard.class_keys(classes), classes, strict=False):
+            shown = _short(cls) if k == cls else f"{k} · {_short(cls)}"  # a key that is the class name shows once
+            keys.button(shown, key=f"key_{k}", on_click=_key_answer, args=(cls, ids, root))
+        keys.button("S · skip", key="key_skip", on_click=_key_answer, args=(state.SKIP, ids, root))
+        keys.button("N · none", key="key_none", on_click=_key_answer, args=(state.NONE, ids, root))
+        keys.button("◀", key="key_left", on_click=_move, args=(-1, len(ids)))
+        keys.button("▶", key="key_right", on_click=_move, args=(1, len(ids)))
+        keys.button(
+            f"Submit batch of {len(items)} (Enter)",
+            type="primary",
+            key="submit",
+            on_click=_submit,
+            args=(root, ids, state.annotator()),
+        )
+        st.caption(
+            f"Keys answer card #{focus + 1} (blue frame) and move on."
+            + (
+                f" {n_guess} dashed card(s) show the model's guess, not yet checked: a key or ✓ makes it your "
+                "answer; submitted untouched it is saved as an accepted guess."
+                if n_guess
+                else ""
+            )
+        )
+
+
+def _card_styles(focus: int, guesses: list[int]) -> str:
+    """CSS of the grid: the focused card framed, guesses dashed, images of one height, the key bar sticky."""
+    rules = [
+        # one image height, so the answer boxes line up whatever the photos' shapes
+        '[class*="st-key-cell_"] img {height: 180px; object-fit: contain;}',
+        # room for the header above and the sticky key bar below when a card is scrolled into view
+        '[class*="st-key-cell_"] {scroll-margin-top: 80px; scroll-margin-bottom: 150px;}',
+        f".st-key-cell_{focus} {{outline: 4px solid #1c83e1; outline-offset: 1px;}}",
+        # sticky on the bar's layout wrapper, which is as tall as the bar; its parent spans the page
+        '[data-testid="stLayoutWrapper"]:has(> .st-key-alwb_keybar), .st-key-alwb_keybar {position: sticky;'
+        " bottom: 0; z-index: 990;}",
+        ".st-key-alwb_keybar {padding: 0.4rem 0 0.2rem 0; background: var(--st-background-color, #ffffff);"
+        " border-top: 1px solid rgba(128, 128, 128, 0.4);}",
+    ]
+    rules += [f".st-key-cell_{j} {{border: 2px dashed #e8a200 !important;}}" for j in guesses]
+    return "<style>" + "\n".join(rules) + "</style>"
+
+
+def _nothing_to_label(total: int, n_left: int) -> None:
+    """Why there is no batch: no images yet, every image answered, or the rest skipped in this session."""
+    if total == 0:
+        st.info("This project has no images yet: add a folder or a zip of images on the Start page.")
+    elif n_left and state.skipped():
+        st.info(
+            f"The {n_left} image(s) not yet answered were all skipped in this session. They come back after a "
+            "reload, or now:"
+        )
+        st.button("Show the skipped images again", key="unskip", on_click=state.skipped().clear)
+    elif n_left:
+        st.info(f"The {n_left} image(s) not yet answered are in other people's batches just now: try again soon.")
+    else:
+        st.success(f"All {total} images are answered. Nothing left to label.")
 
 
 def _touch() -> None:

@@ -52,6 +52,12 @@ def render() -> None:
                 cfg.retrain_every,
                 step=10,
             )
+            ask_guesses = st.toggle(
+                "Ask before saving the model's unchecked guesses",
+                value=cfg.ask_before_guesses,
+                help="a batch whose preselected guesses were not checked asks once before they are saved (as "
+                "accepted guesses, not as your answers)",
+            )
             st.subheader("Model and training")
             modes = list(MODES)
             mode = st.selectbox(
@@ -126,7 +132,12 @@ def render() -> None:
             if st.form_submit_button("Save settings", type="primary"):
                 try:
                     set_advice_settings(proj, label_cost=float(label_cost), point_value=float(point_value))
-                    proj.set_config(strategy=strategy, batch_size=int(batch), retrain_every=int(every))
+                    proj.set_config(
+                        strategy=strategy,
+                        batch_size=int(batch),
+                        retrain_every=int(every),
+                        ask_before_guesses=bool(ask_guesses),
+                    )
                     proj.set_train_config(
                         mode=mode,
                         backbone=backbone,
