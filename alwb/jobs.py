@@ -28,6 +28,9 @@ LOG_FILE = "train.log"
 ACTIVE_FILE = "ui_active"
 #: Seconds a background round gives way after the person's last action (a submit and the next batch drawn).
 GIVE_WAY_S = 1.5
+#: The most a round gives way: paused at most this share of its time (plus one window), so that steady labeling, a
+#: key every second, cannot starve it (measured: docs/speed.md, "Giving way").
+GIVE_WAY_SHARE = 0.5
 
 
 class TrainingBusy(RuntimeError):
@@ -142,16 +145,22 @@ def mark_active(root: str | Path) -> None:
         pass
 
 
-def give_way(root: str | Path, window: float = GIVE_WAY_S) -> Callable[[], None]:
+def give_way(root: str | Path, window: float = GIVE_WAY_S, *, share: float = GIVE_WAY_SHARE) -> Callable[[], None]:
     """A function for a background round to call between steps: it returns at once unless the person acted less
-    than ``window`` seconds ago (:func:`mark_active`), and then sleeps until that moment is ``window`` old.
+    than ``window`` seconds ago (:func:`mark_active`), and then sleeps until that moment is ``window`` old, as long
+    as the round has paused for no more than ``share`` of its time so far (plus one ``window``).
 
     On two cores a round's memory traffic slows the page down even at the lowest CPU priority; giving way for the
-    second after each action keeps submit → next batch as quick as with no round running. One ``stat`` per call.
+    second after each action keeps submit → next batch as quick as with no round running. Without the share, a
+    person labeling steadily (every key press is an action) held a round at one step for minutes. One ``stat`` per
+    call.
     """
     path = Path(root) / ACTIVE_FILE
+    start = time.monotonic()
+    paused = 0.0
 
     def pause() -> None:
+        nonlocal paused
         for _ in range(100):  # a clock set back or a file touched without end cannot stop the round for good
             try:
                 age = time.time() - path.stat().st_mtime
@@ -159,7 +168,12 @@ def give_way(root: str | Path, window: float = GIVE_WAY_S) -> Callable[[], None]
                 return
             if not 0 <= age < window:
                 return
-            time.sleep(window - age)
+            allowance = share * (time.monotonic() - start) + window - paused
+            if allowance <= 0:
+                return
+            wait = min(window - age, allowance)
+            time.sleep(wait)
+            paused += wait
 
     return pause
 

@@ -425,6 +425,22 @@ class Project:
         )
         return batch_id, n
 
+    def round_due(self) -> bool:
+        """True when the answers since the last round call for the next one: ``retrain_every`` counts every answer
+        with a class, validation answers too, and the first round comes as soon as the first batch is answered
+        (``batch_size`` answers, or ``retrain_every`` when smaller), so the first model-ranked batch comes early.
+        The pool's labels must span two classes; ``retrain_every`` 0 means only on request."""
+        every = self.config.retrain_every
+        if every <= 0:
+            return False
+        if len({r["class"] for r in self.store.current_labels(split="pool")}) < 2:
+            return False
+        now = len(self.store.labels_at(time.time()))
+        done = [r for r in self.store.rounds() if r["status"] == "done"]
+        if not done:
+            return now >= min(every, self.config.batch_size)
+        return now - len(self.store.labels_at(done[-1]["started_at"])) >= every
+
     def label_file(self, csv_path: str | Path, *, annotator: str | None = None) -> tuple[str, int]:
         """Apply an answers CSV (``id`` or ``path``, and ``label``) as one transaction.
 

@@ -102,6 +102,8 @@ def test_a_round_gives_way_for_a_moment_after_each_action(tmp_path: Path, monkey
         os.utime(path, (old, old))
 
     monkeypatch.setattr(jobs.time, "sleep", fake_sleep)
+    clock = iter(range(0, 10**6, 100))  # the round worked 100 s between looks: its share of pausing is never short
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: float(next(clock)))
     pause = give_way(tmp_path, window=1.5)
     pause()
     assert slept == []  # the workbench never marked anything: full speed
@@ -141,3 +143,26 @@ def test_a_round_calls_the_pause_between_training_steps_and_scoring_chunks(label
 def proj_labels(root: Path) -> list:
     with Project.open(root) as proj:
         return proj.store.current_labels(split="pool")
+
+
+def test_steady_labeling_cannot_starve_a_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A person acting before every step (a key a second): the round still pauses at most ``share`` of its time
+    plus one window, so its steps go on (before, it slept a window before each of them)."""
+    clock = [0.0]
+    slept: list[float] = []
+
+    def fake_sleep(d: float) -> None:
+        slept.append(d)
+        clock[0] += d
+
+    monkeypatch.setattr(jobs.time, "sleep", fake_sleep)
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: clock[0])
+    pause = give_way(tmp_path, window=1.5, share=0.5)
+    for _ in range(200):
+        mark_active(tmp_path)  # the person acted just now
+        pause()
+        clock[0] += 0.1  # one training step
+    total = clock[0]
+    assert sum(slept) <= 0.5 * total + 1.5 + 1e-9
+    assert sum(slept) >= 0.4 * total, "it still gives way about half of the time"
+    assert total < 200 * 0.1 * 2.2, "200 steps took at most about twice their work"

@@ -183,11 +183,7 @@ def _maybe_retrain(proj: Project) -> bool:
     every = proj.config.retrain_every
     if every <= 0 or is_training(proj.root):
         return False
-    rounds = [r for r in proj.store.rounds() if r["status"] == "done"]
-    trained_on = rounds[-1]["n_labeled"] if rounds else 0
-    have = len(proj.store.current_labels(split="pool"))
-    classes_seen = {r["class"] for r in proj.store.current_labels(split="pool")}
-    if have - trained_on >= every and len(classes_seen) >= 2:
+    if proj.round_due():  # every answer counts, validation ones too; the first round after the first batch
         # a registered training worker takes the round; else it trains here in the background
         return start_or_queue(proj.root, proj.store, device=proj.train_config.device) != "busy"
     return False
