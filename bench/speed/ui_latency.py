@@ -12,6 +12,14 @@ time until it has rendered.
 First of all it measures the first page: from ``alwb ui`` printing its address to the Label page's grid on screen
 (``--first-page-only`` stops there; run it a few times, each start is one sample).
 Prints p50 / p95 / max. The labels it submits are real: use a copy of a project you care about.
+
+With ``--keys`` the "person" answers by keyboard only, as a new user on the digits demo does: one key per card
+(the model's guess when the card shows one, else the next digit in turn: the answers are not the true ones), about
+``--key-gap`` seconds apart, then Enter; it measures Enter → the next batch on screen, and with ``--auto-retrain``
+(the project's own retrain_every kept, rounds started by the page as for a person) the answers given before the
+first model-ranked batch (a batch whose cards show "model:").
+
+    python bench/speed/ui_latency.py --project COPY_OF_DEMO --batches 20 --keys --auto-retrain
 """
 
 from __future__ import annotations
@@ -114,6 +122,56 @@ PAGE_SHOWN = """title => {
 }"""
 
 
+def _keyboard_person(page, args: argparse.Namespace) -> None:  # noqa: ANN001
+    """The ``--keys`` measurement (see the module's docstring)."""
+    from alwb.jobs import read_progress
+
+    lat: list[float] = []
+    answers = 0
+    first_ranked: int | None = None
+    notes: list[str] = []
+    digit = 0
+    t_start = time.perf_counter()
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    for b in range(args.batches):
+        heads = page.evaluate("() => [...document.querySelectorAll('[class*=\"st-key-cell_\"]')].map(c => c.innerText)")
+        ranked = any("model:" in h for h in heads)
+        if ranked and first_ranked is None:
+            first_ranked = answers
+            print(
+                f"first model-ranked batch: batch {b + 1}, after {answers} answers, "
+                f"{time.perf_counter() - t_start:.0f} s into labeling"
+            )
+        for h in heads:
+            guess = h.split("model: ", 1)[1].split(" ", 1)[0] if "model: " in h else None
+            if guess is None or not guess.isdigit():
+                guess = str(digit % 10)
+                digit += 1
+            page.keyboard.press(guess)
+            time.sleep(args.key_gap)
+        page.wait_for_function(
+            "n => [...document.querySelectorAll('[class*=\"st-key-cell_\"] input[role=combobox]')]"
+            ".filter(i => i.value).length >= n && !document.querySelector('[data-stale=true]')",
+            arg=len(heads),
+            timeout=60_000,
+        )
+        time.sleep(args.think)
+        old = image_srcs(page)
+        prog = read_progress(args.project)
+        notes.append(f"{prog.get('phase', '-')} {prog.get('done', '')}/{prog.get('total', '')}")
+        t0 = time.perf_counter()
+        page.keyboard.press("Enter")
+        page.wait_for_function(NEXT_BATCH_SHOWN, arg=old, timeout=60_000)
+        lat.append(time.perf_counter() - t0)
+        answers += len(heads)
+    print(summary("Enter -> next batch (keyboard, rounds as for a person)", lat))
+    print("round progress at each Enter: " + ", ".join(f"#{i + 1} {n}" for i, n in enumerate(notes)))
+    print(
+        f"rounds finished: {_rounds(args.project)}; answers given: {answers}; first model-ranked batch after "
+        f"{first_ranked if first_ranked is not None else 'none within the run'} answers"
+    )
+
+
 def main() -> None:
     from playwright.sync_api import sync_playwright
 
@@ -130,13 +188,20 @@ def main() -> None:
     ap.add_argument(
         "--first-page-only", action="store_true", help="measure only the first page after the address is printed"
     )
+    ap.add_argument("--keys", action="store_true", help="answer every card by keyboard, then Enter")
+    ap.add_argument("--key-gap", type=float, default=0.25, help="seconds between key presses with --keys")
+    ap.add_argument(
+        "--auto-retrain", action="store_true", help="keep the project's retrain_every: rounds start as for a person"
+    )
+    ap.add_argument("--skip-pages", action="store_true", help="do not measure opening the pages afterwards")
     args = ap.parse_args()
     from alwb.jobs import stop_training
     from alwb.loop import Project
 
     with Project.open(args.project) as proj:
         retrain_every = proj.config.retrain_every
-        proj.set_config(retrain_every=0)
+        if not args.auto_retrain:
+            proj.set_config(retrain_every=0)
     port = free_port()
     log_path = Path("bench/out/ui_latency_server.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,6 +233,9 @@ def main() -> None:
             phases: list[str] = []
             trained_during = 0
             page.screenshot(path="/tmp/uilat_before.png", full_page=True)
+            if args.keys:
+                _keyboard_person(page, args)
+                return
             for _ in range(args.batches):
                 if args.train and not is_training(args.project):
                     start_training(args.project)
