@@ -403,3 +403,61 @@ def _commit_batch(store, batch, by_path, known_hashes, report, annotator, images
 def reject_reasons(store: Store) -> Counter[str]:
     """Count rejected files by reason (line-number prefixes removed)."""
     return Counter(re.sub(r"^line \d+: ", "", r["reason"] or "") for r in store.rejected())
+
+
+def parse_class_list(raw: str) -> list[str]:
+    """The class names of a comma-separated list, checked: an empty name (``a,,b``, ``a,``) or a name given twice
+    is refused with a message (an empty list gives ``[]``), never dropped silently."""
+    if not raw.strip():
+        return []
+    names = [c.strip() for c in raw.split(",")]
+    if any(not n for n in names):
+        raise AlwbError(
+            "A class name is empty (two commas in a row, or a comma at the start or the end): "
+            "write each class once, separated by commas."
+        )
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise AlwbError(f"These class names appear more than once: {', '.join(twice)}. Write each class once.")
+    return [validate_class_name(n) for n in names]
+
+
+@dataclass
+class SourceCheck:
+    """What :func:`check_source` found in an image source, before anything is created."""
+
+    kind: str
+    n_files: int
+    n_checked: int
+    n_ok: int
+    #: (path, reason) of the files checked that would be rejected, and of the files that are not images.
+    rejected: list[tuple[str, str]]
+
+
+def check_source(src: str | Path, *, limit: int = 400) -> SourceCheck:
+    """Look at an image source (folder or CSV manifest) without writing anything: every candidate is checked
+    (decoded) up to ``limit`` of them. Raises :class:`AlwbError` with a plain message when the source is missing,
+    holds no image files, or none of the files checked is an image alwb can use."""
+    path = Path(src).expanduser()
+    if not path.exists():
+        raise AlwbError(f"There is no folder or file at {path}.")
+    try:
+        found = scan(path)
+    except AlwbError as exc:
+        if str(exc).startswith("no images found"):
+            raise AlwbError(f"{path} holds no image files (PNG, JPEG, ...).") from None
+        raise
+    rejected = [(c.path, c.refused) for c in found.candidates if c.refused is not None]
+    todo = [c.path for c in found.candidates if c.refused is None][:limit]
+    ok = 0
+    for p, _digest, _size, info, reason in map(check_file, todo):
+        if info is not None and reason is None:
+            ok += 1
+        else:
+            rejected.append((p, reason or "unreadable image"))
+    rejected += [(p, "not an image file") for p in found.ignored]
+    if ok == 0:
+        shown = "; ".join(f"{Path(p).name}: {r}" for p, r in rejected[:5])
+        more = f" (and {len(rejected) - 5} more)" if len(rejected) > 5 else ""
+        raise AlwbError(f"None of the files in {path} is an image alwb can use: {shown}{more}.")
+    return SourceCheck(found.kind, len(found.candidates), len(todo), ok, rejected)

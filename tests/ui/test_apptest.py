@@ -623,3 +623,38 @@ def test_thumbnails_enlarge_small_images_without_blur_and_shrink_photos(tmp_path
     assert fmt == "JPEG"
     assert Image.open(io.BytesIO(data)).size == (192, 128)
     assert state.image_bytes(ImageRoot.of(None, ""), str(tmp_path / "gone.png")) is None
+
+
+def test_start_page_checks_the_source_and_the_classes_before_creating_anything(tmp_path: Path) -> None:
+    """Issue 36: a missing folder, an empty one, a folder of non-images and a class list with a duplicate or an empty
+    name are refused with a plain message, and no project is created (so a retry is not refused either)."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "texts").mkdir()
+    (tmp_path / "texts" / "notes.txt").write_text("not an image")
+    (tmp_path / "texts" / "broken.png").write_bytes(b"not a png")
+    make_shapes(tmp_path / "shapes", 2, layout="flat")
+    cases = [
+        (tmp_path / "missing", "", "There is no folder or file at"),
+        (tmp_path / "empty", "", "holds no image files"),
+        (tmp_path / "texts", "", "None of the files in"),
+        (tmp_path / "shapes", "ants,bees,ants", "appear more than once: ants"),
+        (tmp_path / "shapes", ",,,", "A class name is empty"),
+    ]
+    for i, (source, classes, message) in enumerate(cases):
+        at = app()
+        root = tmp_path / f"p{i}"
+        at.text_input[1].input(str(root))
+        at.text_input[2].input(str(source))
+        at.text_input[3].input(classes)
+        ok(at.run())
+        ok(at.button[1].click().run())
+        says(at.error, message)
+        assert not root.exists() or not any(root.iterdir()), f"{source}: nothing is created"
+        assert all("alwb add" not in e.value and "`" not in e.value for e in at.error)
+    # the broken PNG is named with its reason
+    at = app()
+    at.text_input[1].input(str(tmp_path / "p9"))
+    at.text_input[2].input(str(tmp_path / "texts"))
+    ok(at.run())
+    ok(at.button[1].click().run())
+    says(at.error, "broken.png")

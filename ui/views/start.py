@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from alwb.errors import AlwbError
-from alwb.ingest import default_image_root
+from alwb.ingest import check_source, default_image_root, parse_class_list
 from alwb.loop import Project
 from alwb.store.location import is_project
 from alwb.ziputil import content_root, extract_upload, move_into_uploads, safe_extract
@@ -65,6 +65,7 @@ def render() -> None:
             s = proj.status()["items"]
             st.caption(f"{s['total']} images · {s['labeled']} answered · {s['rejected']} rejected")
             st.caption(md_escape(proj.store.image_root().describe()))
+            _rejected(proj)
             _classes(proj)
             _add_images(proj)
             if state.local_mode() and st.button("Close project"):
@@ -101,19 +102,21 @@ def render() -> None:
         # with "upload" chosen, the button waits for the upload to finish (else the project would start empty)
         waiting = not kind.startswith("A folder") and upload is None
         if st.button("Create project", type="primary", disabled=not folder or waiting):
-            classes = [c.strip() for c in classes_raw.split(",") if c.strip()]
             root = Path(folder).expanduser()
             staged: Path | None = None
-            try:
-                if is_project(root):  # checked before anything is written
-                    raise AlwbError("That folder already holds an alwb project: open it instead.")
+            try:  # everything is checked before anything is written
+                classes = parse_class_list(classes_raw)
+                if is_project(root):
+                    raise AlwbError("That folder already holds an alwb project: open it on the other tab.")
                 source: Path | None = None
                 if upload is not None:  # checked and extracted outside the project, moved in once it exists
                     staged = Path(tempfile.mkdtemp(prefix="alwb-upload-"))
                     if not safe_extract(upload, staged):
-                        raise AlwbError("the zip holds no files")
+                        raise AlwbError("The zip holds no files.")
+                    check_source(content_root(staged))
                 elif src_path:
                     source = Path(src_path).expanduser()
+                    check_source(source)
                 _create(root, source, classes, staged)
             except AlwbError as exc:
                 st.error(md_escape(exc))
@@ -136,7 +139,11 @@ def _classes(proj: Project) -> None:
         renamed = cols[1].text_input("New name")
         if st.form_submit_button("Save classes"):
             try:
-                added = proj.store.add_classes([c for c in new.split(",") if c.strip()]) if new.strip() else []
+                names = parse_class_list(new)
+                known = sorted(set(names) & set(classes))
+                if known:
+                    raise AlwbError(f"Already a class: {', '.join(known)}.")
+                added = proj.store.add_classes(names) if names else []
                 if old != "—" and renamed.strip():
                     proj.store.rename_class(old, renamed)
                 state.reset_batch()
@@ -144,6 +151,19 @@ def _classes(proj: Project) -> None:
             except AlwbError as exc:
                 state.flash(f"Not saved: {exc}", "error")
             st.rerun()
+
+
+def _rejected(proj: Project) -> None:
+    """The files not imported, each with the reason."""
+    rows = proj.store.rejected()
+    if not rows:
+        return
+    with st.expander(f"{len(rows)} file(s) not imported, and why"):
+        st.dataframe(
+            {"file": [str(r["path"]) for r in rows], "reason": [str(r["reason"] or "") for r in rows]},
+            hide_index=True,
+            width="stretch",
+        )
 
 
 def _add_images(proj: Project) -> None:
