@@ -7,6 +7,7 @@ Run from the repository root:
     .venv/bin/python bench/research/insight.py duplicates --photos ../shared/datasets/hymenoptera
     .venv/bin/python bench/research/insight.py scale --rows 50000
     .venv/bin/python bench/research/insight.py map --rows 10000,100000
+    .venv/bin/python bench/research/insight.py bulk --n 200
 
 Embeddings are EfficientNet-Lite0's (the backbone that comes with alwb), computed through alwb.embed.embed_items
 (one CPU thread) and kept under bench/out/insight/. ``scale`` and ``map`` need more rows than were embedded: they
@@ -87,7 +88,10 @@ def cmd_labels(args: argparse.Namespace) -> None:
     print(f"clean out-of-sample accuracy {np.mean(clean_probs.argmax(1) == y):.3f} ({time.perf_counter() - t0:.1f} s)")
     confusion = np.zeros((k, k), int)
     np.add.at(confusion, (y, clean_probs.argmax(1)), 1)
-    print("| flips | seed | flipped | flagged | precision top 100 | recall top 100 | precision all flags | recall all flags | seconds |")
+    print(
+        "| flips | seed | flipped | flagged | precision top 100 | recall top 100 | precision all flags "
+        "| recall all flags | seconds |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for mode in ("random", "confusable"):
         for seed in range(args.seeds):
@@ -158,7 +162,9 @@ def cmd_duplicates(args: argparse.Namespace) -> None:
     x = neighbours.prepare(emb)
     dist, idx = neighbours.knn(x, 10)
     print(f"neighbours: {time.perf_counter() - t0:.2f} s")
-    print("| factor | threshold | groups | predicted pairs | precision | recall | recall crop / resize / jpeg / colour |")
+    print(
+        "| factor | threshold | groups | predicted pairs | precision | recall | recall crop / resize / jpeg / colour |"
+    )
     print("|---|---|---|---|---|---|---|")
     for factor in (0.13, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0):
         g = duplicates.near_duplicates(dist, idx, factor)
@@ -222,6 +228,38 @@ def cmd_map(args: argparse.Namespace) -> None:
             print(f"| {n:,} | {used} | {secs:.1f} |", flush=True)
 
 
+def cmd_bulk(args: argparse.Namespace) -> None:
+    """A lasso of N points -> bulk label saved: the time of alwb.insight.label_items (one transaction) on a project
+    of 10,000 items, SQLite."""
+    import shutil
+
+    from alwb import insight
+    from alwb.loop import Project
+
+    root = OUT / "bulk_project"
+    shutil.rmtree(root, ignore_errors=True)
+    with Project.create(root, classes=["a", "b", "c"]) as proj:
+        with proj.store.transaction():
+            proj.store.con.executemany(
+                "INSERT INTO items(id, path, sha256, size, width, height, status, added_at)"
+                " VALUES(?, ?, ?, 1, 64, 64, 'ok', 0)",
+                [(i, f"/img/{i:05d}.png", f"{i:064x}") for i in range(1, 10_001)],
+            )
+        rng = np.random.default_rng(0)
+        times = []
+        for rep in range(args.repeats):
+            ids = rng.choice(np.arange(1, 10_001), args.n, replace=False).tolist()
+            t0 = time.perf_counter()
+            _, n = insight.label_items(proj, ids, ["a", "b", "c"][rep % 3], "bench")
+            times.append(time.perf_counter() - t0)
+            assert n <= args.n
+        batches = proj.store.con.execute("SELECT COUNT(DISTINCT batch_id) FROM labels").fetchone()[0]
+    print(
+        f"{args.n} items labeled in one transaction: median {np.median(times) * 1000:.0f} ms, max "
+        f"{max(times) * 1000:.0f} ms over {args.repeats} selections ({batches} batches written)"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -244,6 +282,10 @@ def main() -> None:
     p.add_argument("--rows", default="10000,100000")
     p.add_argument("--methods", default="umap")
     p.set_defaults(func=cmd_map)
+    p = sub.add_parser("bulk")
+    p.add_argument("--n", type=int, default=200)
+    p.add_argument("--repeats", type=int, default=5)
+    p.set_defaults(func=cmd_bulk)
     OUT.mkdir(parents=True, exist_ok=True)
     args = ap.parse_args()
     args.func(args)
