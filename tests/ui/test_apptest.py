@@ -449,7 +449,8 @@ def test_settings_page_offers_mode_and_backbone_and_says_why(project, monkeypatc
     isolate_hub(monkeypatch, tmp_path)
     backbones.add("resnet18", save_state_dict(tmp_path / "made" / "r18.pth", seed=2))  # a custom file
     at = page("settings", root)
-    says(at.info, "Training: next round: scratch (small images (20 px)")
+    says(at.info, "These images are small (20 px), so each round trains a small network from scratch")
+    assert all("`" not in i.value and "http" not in i.value for i in at.info)
     mode = next(s for s in at.selectbox if s.label == "Training mode")
     backbone = next(s for s in at.selectbox if s.label == "Pretrained backbone")
     assert mode.options == ["auto", "head", "finetune", "scratch"] and mode.value == "auto"
@@ -466,7 +467,8 @@ def test_settings_page_offers_mode_and_backbone_and_says_why(project, monkeypatc
         assert (proj.train_config.mode, proj.train_config.backbone) == ("head", "resnet18")
         assert proj.config.strategy == "margin"  # the rest saved as it was
     says(at.success, "Settings saved")
-    says(at.info, "Training: next round: head on resnet18 at 224 px (classifier head on cached embeddings, as asked")
+    says(at.info, "Each round fits a classifier on the features of the pretrained ResNet-18 (224 px)")
+    assert "Import a weights file" in [h.value for h in at.subheader], "local mode: the one person may import"
 
 
 def test_review_page_corrects_a_label_and_keeps_history(trained) -> None:

@@ -6,6 +6,7 @@ import time
 
 import streamlit as st
 
+from alwb.errors import AlwbError
 from alwb.jobs import read_progress
 from alwb.loop import Project
 from alwb.worker import round_activity
@@ -154,3 +155,56 @@ def ago(t: float | None) -> str:
         return "never"
     d = max(0, time.time() - t)
     return f"{d:.0f} s ago" if d < 120 else f"{d / 60:.0f} min ago" if d < 7200 else f"{d / 3600:.0f} h ago"
+
+
+#: Backbone names as a person reads them.
+_BACKBONE_NAMES = {
+    "dinov2_vits14": "DINOv2 ViT-S/14",
+    "efficientnet_lite0": "EfficientNet-Lite0",
+    "efficientnet_lite1": "EfficientNet-Lite1",
+    "efficientnet_lite2": "EfficientNet-Lite2",
+    "resnet18": "ResNet-18",
+    "pool-simclr": "the features learned from these images",
+}
+
+
+def median_side(proj: Project) -> int | None:
+    """The images' median shorter side in pixels (None without images)."""
+    sides = sorted(side for side, _ in proj.store.image_geometry())
+    return sides[len(sides) // 2] if sides else None
+
+
+def plan_sentence(proj: Project) -> tuple[str, str | None]:
+    """What trains and why, in one plain sentence from the training plan (:meth:`alwb.loop.Project.plan`), and what
+    the person can do about it (None: nothing to do). No file names, commands, URLs or raw errors."""
+    from alwb.plan import SMALL_IMAGE_PX
+
+    try:
+        plan, _ = proj.plan()
+    except AlwbError:
+        return "How the model trains is decided at the first round.", None
+    side = median_side(proj)
+    if plan.mode is None or side is None:
+        return "How the model trains is decided once the project has images.", None
+    bb = _BACKBONE_NAMES.get(plan.backbone or "", plan.backbone or "")
+    if plan.mode == "head":
+        return (
+            f"Each round fits a classifier on the features of the pretrained {bb} ({plan.input_size} px): a few "
+            "seconds on this computer's processor, and good with few labels.",
+            None,
+        )
+    if plan.mode == "finetune":
+        return f"Each round fine-tunes the pretrained {bb} on your labels ({plan.input_size} px).", None
+    if plan.weights_missing:
+        return (
+            f"These are photos ({side} px), but no pretrained model is on this machine, so each round trains a "
+            "small network from scratch: it needs many more labels to become good.",
+            "An administrator can import a weights file on the Settings page.",
+        )
+    if side <= SMALL_IMAGE_PX:
+        return (
+            f"These images are small ({side} px), so each round trains a small network from scratch on your labels; "
+            "pretrained photo models do not help with images this small.",
+            None,
+        )
+    return f"Each round trains a small network from scratch on your labels ({side} px images).", None

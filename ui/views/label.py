@@ -14,7 +14,7 @@ from alwb.worker import start_or_queue
 from ui import keyboard, leasewatch, state
 from ui.text import md_escape
 from ui.views import signin, unavailable
-from ui.views.common import need_project, show_flash, show_training, training_status
+from ui.views.common import need_project, plan_sentence, show_flash, show_training, training_status
 
 COLUMNS = 4
 #: After a finished round replaced an untouched batch, keys are ignored this long (ms): a key meant for the old
@@ -397,9 +397,18 @@ def render() -> None:
         cfg = proj.config
         device = proj.train_config.device
         images = proj.store.image_root()
+        plan_text, plan_todo = plan_sentence(proj)
+        running = is_training(root)
     top = st.columns([3, 1, 1])
+    every = (
+        f"a new model every {cfg.retrain_every} answers (the first after the first batch)"
+        if cfg.retrain_every
+        else "a new model when you press Retrain now"
+    )
+    top[0].caption(f"{n_labeled} of {total} items answered · strategy {cfg.strategy} · {every}")
     top[0].caption(
-        f"{n_labeled} of {total} items answered · strategy {cfg.strategy} · retrain every {cfg.retrain_every} labels"
+        md_escape(plan_text + (" " + plan_todo if plan_todo else ""))
+        + (" While a round trains, it gives way to your keys; a pause lets it finish sooner." if running else "")
     )
     top[1].button("Retrain now", on_click=_retrain, args=(root, device), key="retrain")
     top[2].button("Undo last batch", on_click=_undo, args=(root,), key="undo")

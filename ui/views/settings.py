@@ -9,14 +9,14 @@ from alwb import backbones
 from alwb.advice import advice_settings, set_advice_settings
 from alwb.config import AUGMENTATIONS, BALANCE, DEVICES, MODES
 from alwb.errors import AlwbError
+from alwb.loop import Project
 from alwb.models import list_models
-from alwb.plan import AUTO_BACKBONE, choose_backbone
+from alwb.plan import AUTO_BACKBONE, SMALL_IMAGE_PX, choose_backbone
 from alwb.query import list_strategies
-from alwb.report import format_training, training_status
 from ui import state
 from ui.text import md_escape
 from ui.views import pretrain_panel
-from ui.views.common import need_project, show_flash
+from ui.views.common import median_side, need_project, plan_sentence, show_flash
 
 
 def render() -> None:
@@ -26,10 +26,11 @@ def render() -> None:
         st.title("Settings")
         show_flash()
         cfg, tcfg = proj.config, proj.train_config
-        try:
-            st.info(md_escape(format_training(training_status(proj)).replace("training: ", "Training: ", 1)))
-        except AlwbError as exc:
-            st.warning(md_escape(f"Training mode: cannot tell ({exc})"))
+        sentence, todo = plan_sentence(proj)  # what trains and why, in plain words (the training plan)
+        st.info(md_escape(sentence + (" " + todo if todo else "")))
+        side = median_side(proj)
+        # small images train from scratch unless a pretrained mode is asked for: backbones do not apply
+        small = side is not None and side <= SMALL_IMAGE_PX and tcfg.mode in ("auto", "scratch")
         names = [AUTO_BACKBONE, *backbones.backbone_names()]
         here = {r.name: r.kind for r in backbones.list_backbones() if r.cached}
         best = choose_backbone(AUTO_BACKBONE, lambda n: n in here)
@@ -82,7 +83,7 @@ def render() -> None:
                 ),
                 help="for head and finetune rounds; auto: the first here of "
                 + ", ".join(backbones.AUTO_ORDER)
-                + ". Weights on this machine are marked; `alwb weights list` says how to get the others",
+                + ". Weights on this machine are marked; an administrator can import a weights file below",
             )
             models = ["auto", *list_models()]
             model = st.selectbox(
@@ -155,4 +156,62 @@ def render() -> None:
                     state.reset_batch()
                     state.flash("Settings saved.")
                     st.rerun()
-        pretrain_panel.render(str(proj.root))
+        if small:
+            st.caption(
+                f"These images are small ({side} px): pretrained backbones and learned features do not apply to them."
+            )
+        else:
+            _import_weights(proj)
+            pretrain_panel.render(str(proj.root))
+
+
+def _may_import_weights(proj: Project) -> bool:
+    """Weights files are installed for the whole machine: the one person of a local workbench, or an admin."""
+    if state.signin() is None:
+        return state.local_mode()
+    from alwb import users
+
+    try:
+        return users.get_user(proj.store, state.annotator()).role == "admin"
+    except AlwbError:
+        return False
+
+
+def _import_weights(proj: Project) -> None:
+    """Import a backbone's weights file from the browser (as ``alwb weights add``: checked, hash shown)."""
+    if not _may_import_weights(proj):
+        return
+    st.subheader("Import a weights file")
+    st.caption(
+        "A pretrained backbone's weights file (.pth or .safetensors) got elsewhere: it is checked against the "
+        "architecture and kept on this machine for every project."
+    )
+    with st.form("import_weights", clear_on_submit=True):
+        name = st.selectbox("Backbone", backbones.backbone_names())
+        upload = st.file_uploader("Weights file", type=["pth", "pt", "safetensors"])
+        if st.form_submit_button("Import weights") and upload is not None:
+            import shutil
+            import tempfile
+            from pathlib import Path
+
+            folder = Path(tempfile.mkdtemp(prefix="alwb-weights-"))
+            try:
+                suffix = ".safetensors" if upload.name.endswith(".safetensors") else ".pth"
+                path = folder / f"upload{suffix}"
+                path.write_bytes(upload.getvalue())
+                origin = backbones.add(name, path)
+            except (AlwbError, OSError) as exc:
+                st.error(md_escape(f"Not imported: {_plain(exc)}"))
+            else:
+                kind = "the published file" if origin.kind == "published" else "a file of your own"
+                state.reset_batch()
+                state.flash(f"Weights for {name} imported ({kind}, SHA-256 {origin.sha256}).")
+                st.rerun()
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _plain(exc: Exception) -> str:
+    """An error's first sentence without file paths (the upload's temporary name means nothing to the person)."""
+    text = str(exc).split("\n", 1)[0]
+    return text.split(": /", 1)[0] if ": /" in text else text
