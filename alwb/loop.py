@@ -299,12 +299,21 @@ class Project:
                 kept, emb_pool, emb_labeled = feats
                 ids, sc = select_typical(emb_pool, kept, k, labeled_emb=emb_labeled, seed=int(rng.integers(2**31)))
                 return ids, sc, use, None
-            use, note = "random", f"no features yet: {k} item(s) chosen at random, not by {strategy}"
+            use, note = (
+                "random",
+                (
+                    f"no features yet: {k} image(s) picked at random; {strategy} picks them once the images' features "
+                    "are computed"
+                ),
+            )
             return rng.choice(all_pool, size=k, replace=False), None, use, note
         if use == "random":
             return *select(None, pool, k, "random", rng=rng), use, None
         if scores is None:
-            note = f"no model yet: {k} item(s) chosen at random, not by {strategy}"
+            note = (
+                f"no model yet: {k} image(s) picked at random; once the first round has trained, the model picks "
+                f"them ({strategy})"
+            )
             return *select(None, pool, k, "random", rng=rng), "random", note
         rows = scores.rows(pool)
         if np.any(rows < 0):

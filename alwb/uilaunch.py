@@ -78,6 +78,9 @@ def streamlit_command(project: Path | None, *, port: int, host: str, allowed: Se
         # after each submit and each 2-second progress poll, which delayed the next batch by as much
         "--runner.postScriptGC",
         "false",
+        # one address printed: alwb's own line (address_line), not Streamlit's welcome with a second URL too
+        "--logger.hideWelcomeMessage",
+        "true",
     ]
     for name in host_allow_list(host) if allowed is None else allowed:
         cmd += ["--server.allowedHosts", name]

@@ -79,7 +79,8 @@ if root is not None:
 with st.sidebar:
     if root is not None:
         st.caption("Project")
-        st.text(root.name)
+        # a folder named just "project" (the demo's data/demo/project) is shown with its parent: "demo"
+        st.text(root.resolve().parent.name if root.name == "project" and root.resolve().parent.name else root.name)
     else:
         st.caption("No project open")
     if user:

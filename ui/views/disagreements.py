@@ -35,7 +35,13 @@ def render_tab(proj: Project) -> None:
     root = str(proj.root)
     overall = agreement.overall_agreement(store)
     if overall is None:
-        st.info("No item has answers from two annotators yet (the overlap share goes to two people on purpose).")
+        if state.signin() is None:  # one person labeling: nobody to disagree with
+            st.info(
+                "Disagreements compare two people's answers on the same images; with one person labeling, "
+                "there are none."
+            )
+        else:
+            st.info("No item has answers from two annotators yet (the overlap share goes to two people on purpose).")
         return
     kappa = "undefined (one answer only)" if overall.kappa is None else f"{overall.kappa:.2f}"
     st.caption(

@@ -32,7 +32,7 @@ def render() -> None:
     st.title("History")
     s = summarise(entries)
     parts = [
-        f"{s.answers} answer(s) by {me} in {s.batches} batch(es)",
+        f"{s.answers} answer(s) by {'you' if state.signin() is None else me} in {s.batches} batch(es)",
         f"{s.current} still the item's label",
         f"{s.changed} changed by a reviewer",
         f"{s.confirmed} confirmed by a reviewer",

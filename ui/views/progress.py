@@ -250,16 +250,19 @@ def render() -> None:
             )
         with cols[1]:
             st.subheader("Pseudo-labels per round")
-            st.altair_chart(
-                alt.Chart(df)
-                .mark_bar()
-                .encode(
-                    x=alt.X("round:O", axis=alt.Axis(labelAngle=0)),
-                    y=alt.Y("pseudo:Q", title="pseudo-labels", axis=INT_AXIS),
-                ),
-                width="stretch",
-            )
-            st.caption(f"{n_pseudo_now} pseudo-label(s) in use now.")
+            if int(df["pseudo"].fillna(0).sum()) or n_pseudo_now:
+                st.altair_chart(
+                    alt.Chart(df)
+                    .mark_bar()
+                    .encode(
+                        x=alt.X("round:O", axis=alt.Axis(labelAngle=0)),
+                        y=alt.Y("pseudo:Q", title="pseudo-labels", axis=INT_AXIS),
+                    ),
+                    width="stretch",
+                )
+                st.caption(f"{n_pseudo_now} pseudo-label(s) in use now.")
+            else:  # no empty chart
+                st.caption("No pseudo-labels so far: they are off (Settings), or no image was confident enough.")
         done = [r for r in rounds if r["status"] == "done"]
         conf = (done[-1]["metrics"].get("val") or {}).get("confusion") if done else None
         if conf and len(conf) == len(classes):
