@@ -373,18 +373,15 @@ def similar(proj: Project, item_id: int, k: int = 8) -> list[dict[str, Any]]:
     LookupError
         No embeddings, or the item has none (yet).
     """
-    emb = load_embeddings(proj)
-    if emb is None:
-        raise LookupError(_why_none(proj))
-    x = _prepared(proj, emb)
-    row = np.searchsorted(emb.ids, int(item_id))
-    if row >= len(emb.ids) or emb.ids[row] != int(item_id):
+    ids, x = _prepared(proj)
+    row = np.searchsorted(ids, int(item_id))
+    if row >= len(ids) or ids[row] != int(item_id):
         raise LookupError(f"item {item_id} has no embedding yet")
     dist, idx = neighbours.nearest_to(x, x[row : row + 1], int(k) + 1)
     labels = _labels(proj)
     out = []
     for d, r in zip(dist[0], idx[0], strict=True):
-        other = int(emb.ids[r])
+        other = int(ids[r])
         if other == int(item_id):
             continue
         lab = labels.get(other)
@@ -399,15 +396,22 @@ def similar(proj: Project, item_id: int, k: int = 8) -> list[dict[str, Any]]:
     return out[: int(k)]
 
 
-def _prepared(proj: Project, emb: Embeddings) -> npt.NDArray[np.float32]:
-    """The neighbour vectors saved by :func:`analyse` when they are of the same items, else computed now."""
-    try:
-        ids = np.load(_file(proj.root, emb.key, ".ids.npy"))
-        if np.array_equal(ids, emb.ids):
-            return np.load(_file(proj.root, emb.key, ".vec.npy"))
-    except (OSError, ValueError):
-        pass
-    return neighbours.prepare(emb.emb)
+def _prepared(proj: Project) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """``(ids, neighbour vectors)``: those saved by :func:`analyse` when they are of the items embedded now (no
+    embedding is read), else computed now from the embeddings."""
+    key = current_key(proj)
+    have = _embedded_ids(proj)
+    if key is not None and have is not None:
+        try:
+            ids = np.load(_file(proj.root, key, ".ids.npy"))
+            if np.array_equal(ids, have):
+                return ids, np.load(_file(proj.root, key, ".vec.npy"), mmap_mode="r")
+        except (OSError, ValueError):
+            pass
+    emb = load_embeddings(proj)
+    if emb is None:
+        raise LookupError(_why_none(proj))
+    return emb.ids, neighbours.prepare(emb.emb)
 
 
 # ------------------------------------------------------------------------------------------------- answers

@@ -9,6 +9,8 @@ background job in the workbench, :mod:`alwb.insight.jobs`).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,13 +69,33 @@ def insight_backbone(proj: Project) -> tuple[str | None, bool]:
         return choose_backbone("auto", backbones.weights_available), False
 
 
+#: backbone name -> (its weights file's (path, size, mtime), SHA-256): the pages ask for the cache several times a
+#: run, and hashing the weights each time would cost a tenth of a second per ask
+_VERIFIED: dict[str, tuple[tuple[str, int, int], str]] = {}
+
+
 def open_cache(proj: Project, name: str) -> EmbeddingCache:
-    """The embedding cache of backbone ``name`` in the project (weights checked, nothing downloaded)."""
+    """The embedding cache of backbone ``name`` in the project (weights checked once per file state, nothing
+    downloaded)."""
     from .. import backbones
     from ..embed import EmbeddingCache
 
-    origin = backbones.resolve_weights(name, download=False, quiet=True)
-    return EmbeddingCache(proj.root, name, origin.sha256, backbones.get_spec(name).embedding_dim)
+    sha = None
+    known = _VERIFIED.get(name)
+    if known is not None:
+        try:
+            st = os.stat(known[0][0])
+            if (st.st_size, st.st_mtime_ns) == known[0][1:]:
+                sha = known[1]
+        except OSError:
+            sha = None
+    if sha is None:
+        origin = backbones.resolve_weights(name, download=False, quiet=True)
+        sha = origin.sha256
+        with contextlib.suppress(OSError, TypeError):
+            st = os.stat(origin.file)
+            _VERIFIED[name] = ((str(origin.file), st.st_size, st.st_mtime_ns), sha)
+    return EmbeddingCache(proj.root, name, sha, backbones.get_spec(name).embedding_dim)
 
 
 def load_embeddings(proj: Project) -> Embeddings | None:
