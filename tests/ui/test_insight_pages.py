@@ -225,3 +225,21 @@ def test_map_is_for_reviewers_and_admins_only() -> None:
     from alwb.users import PAGES
 
     assert "map" in PAGES["reviewer"] and "map" in PAGES["admin"] and "map" not in PAGES["annotator"]
+
+
+def test_label_page_shows_images_similar_to_the_framed_card(root: Path, tmp_path: Path) -> None:
+    from conftest import make_shapes
+
+    make_shapes(tmp_path / "more", 2, size=48, layout="flat", seed=7)
+    with Project.open(root) as proj:
+        proj.add_images(tmp_path / "more", unlabeled=True)
+        proj.train(device="cpu")  # a head round embeds the new images
+        insight.analyse(proj)
+        labeled = {int(r["item_id"]): r["class"] for r in proj.store.current_labels()}
+    at = page("label", root)
+    at.toggle(key="lbl_similar").set_value(True)
+    ok(at.run())
+    captions = [re.sub(r"\\(.)", r"\1", c.value) for c in at.caption]
+    near = [c for c in captions if re.fullmatch(r"(circle|square|triangle|unlabeled) · \d\.\d\d", c)]
+    assert len(near) == 6, captions
+    assert set(labeled.values()) >= {n.split(" · ")[0] for n in near} - {"unlabeled"}

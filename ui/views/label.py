@@ -73,7 +73,7 @@ def _token() -> str:
 
 def _submit(root: str, item_ids: list[int], annotator: str) -> None:
     """Button callback: one transaction for the whole batch; the message appears only after the commit."""
-    mark_active(root)
+    mark_active(root, submit=True)  # the round gives way while the next batch is drawn
     answers: list[tuple[int, str | None]] = []
     accepted = state.accepted_guesses(item_ids)  # the model's guesses submitted untouched: stored as such
     skipped = 0
@@ -497,6 +497,11 @@ def render() -> None:
                 else ""
             )
         )
+    if st.toggle("Similar images", key="lbl_similar", help="the images nearest to the framed card (embeddings)"):
+        from ui.views import insight as insight_views
+
+        with Project.open(root) as p:
+            insight_views.similar_strip(p, items[focus].id)
 
 
 def _card_styles(focus: int, guesses: list[int]) -> str:
