@@ -26,6 +26,8 @@ PROGRESS_FILE = "train_progress.json"
 LOG_FILE = "train.log"
 #: Touched by the workbench whenever the person acts; a background round pauses while it is fresh.
 ACTIVE_FILE = "ui_active"
+#: Touched by a submit: the round gives way for the window after it whatever its share (the next batch is drawn).
+SUBMIT_FILE = "ui_submit"
 #: Seconds a background round gives way after the person's last action (a submit and the next batch drawn).
 GIVE_WAY_S = 1.5
 #: The most a round gives way: paused at most this share of its time (plus one window), so that steady labeling, a
@@ -133,9 +135,12 @@ def stop_training(root: str | Path, timeout: float = 30.0) -> None:
         time.sleep(0.2)
 
 
-def mark_active(root: str | Path) -> None:
-    """Say that the person is acting now (a submit, a page drawn): a background round pauses for a moment."""
-    path = Path(root) / ACTIVE_FILE
+def mark_active(root: str | Path, *, submit: bool = False) -> None:
+    """Say that the person is acting now (a submit, a page drawn): a background round pauses for a moment.
+    ``submit``: a batch was submitted; the round gives way for the next batch's sake even past its share."""
+    if submit:
+        mark_active(root)
+    path = Path(root) / (SUBMIT_FILE if submit else ACTIVE_FILE)
     try:
         os.utime(path)
     except FileNotFoundError:
@@ -152,12 +157,20 @@ def give_way(root: str | Path, window: float = GIVE_WAY_S, *, share: float = GIV
 
     On two cores a round's memory traffic slows the page down even at the lowest CPU priority; giving way for the
     second after each action keeps submit → next batch as quick as with no round running. Without the share, a
-    person labeling steadily (every key press is an action) held a round at one step for minutes. One ``stat`` per
-    call.
+    person labeling steadily (every key press is an action) held a round at one step for minutes. The window after
+    a submit (:func:`mark_active` with ``submit``) is given whatever the share: the next batch is drawn then. Two
+    ``stat`` calls at most per call.
     """
     path = Path(root) / ACTIVE_FILE
+    submitted = Path(root) / SUBMIT_FILE
     start = time.monotonic()
     paused = 0.0
+
+    def since_submit() -> float:
+        try:
+            return time.time() - submitted.stat().st_mtime
+        except OSError:
+            return float("inf")
 
     def pause() -> None:
         nonlocal paused
@@ -168,6 +181,10 @@ def give_way(root: str | Path, window: float = GIVE_WAY_S, *, share: float = GIV
                 return
             if not 0 <= age < window:
                 return
+            sub = since_submit()
+            if 0 <= sub < window:  # the next batch is being drawn: always give way (submits are seconds apart)
+                time.sleep(window - sub)
+                continue
             allowance = share * (time.monotonic() - start) + window - paused
             if allowance <= 0:
                 return

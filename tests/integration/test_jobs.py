@@ -166,3 +166,31 @@ def test_steady_labeling_cannot_starve_a_round(tmp_path: Path, monkeypatch: pyte
     assert sum(slept) <= 0.5 * total + 1.5 + 1e-9
     assert sum(slept) >= 0.4 * total, "it still gives way about half of the time"
     assert total < 200 * 0.1 * 2.2, "200 steps took at most about twice their work"
+
+
+def test_a_submit_is_given_its_window_whatever_the_share(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a submit the next batch is drawn: the round gives way for the window even when its share is used up."""
+    clock = [0.0]
+    slept: list[float] = []
+
+    def fake_sleep(d: float) -> None:
+        slept.append(d)
+        clock[0] += d
+        old = time.time() - 10  # time passes: the actions are old now
+        for name in (ACTIVE_FILE, jobs.SUBMIT_FILE):
+            if (tmp_path / name).exists():
+                os.utime(tmp_path / name, (old, old))
+
+    monkeypatch.setattr(jobs.time, "sleep", fake_sleep)
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: clock[0])
+    pause = give_way(tmp_path, window=1.5, share=0.0)
+    mark_active(tmp_path)
+    pause()
+    assert len(slept) == 1, "one window of grace"
+    mark_active(tmp_path)
+    pause()
+    assert sum(slept[1:]) < 0.05, "a key press past the share: (almost) no pause"
+    n = len(slept)
+    mark_active(tmp_path, submit=True)
+    pause()
+    assert len(slept) == n + 1 and 1.0 < slept[n] <= 1.5, "a submit: its window whatever the share"
