@@ -660,3 +660,31 @@ def test_start_page_checks_the_source_and_the_classes_before_creating_anything(t
     ok(at.run())
     ok(at.button[1].click().run())
     says(at.error, "broken.png")
+
+
+def test_label_page_says_plainly_why_there_is_nothing_to_label(tmp_path: Path) -> None:
+    """Issue 36, item 7: an empty project points to Start (not "every item is answered"); a batch with nothing
+    answered asks once before it is skipped; a pool all skipped in this session says so and offers it again."""
+    with Project.create(tmp_path / "empty", classes=SHAPES):
+        pass
+    at = app(tmp_path / "empty")
+    says(at.info, "This project has no images yet")
+    assert not any("answered" in s.value for s in at.success)
+
+    make_shapes(tmp_path / "six", 2, layout="flat")
+    root = tmp_path / "p"
+    with Project.create(root, classes=SHAPES) as proj:
+        proj.add_images(tmp_path / "six")
+        proj.set_config(batch_size=6, retrain_every=0)
+    at = app(root)
+    assert len(item_ids(at)) == 6
+    ok(at.button(key="submit").click().run())
+    says(at.warning, "No image of this batch is answered")
+    assert len(item_ids(at)) == 6, "nothing skipped yet: the same batch"
+    ok(at.button(key="submit").click().run())
+    says(at.success, "Skipped 6 image(s); no label was saved.")
+    says(at.info, "were all skipped in this session")
+    with Project.open(root) as proj:
+        assert proj.store.current_labels(include_none=True) == []
+    ok(at.button(key="unskip").click().run())
+    assert len(item_ids(at)) == 6, "the skipped images come back"
