@@ -127,6 +127,9 @@ def test_curve_columns_rounds_and_plot(main_run: tuple[Path, Path]) -> None:
             assert float(r["train_seconds"]) > 0 and float(r["round_seconds"]) >= float(r["train_seconds"])
             assert float(r["query_seconds"]) >= 0
             assert int(r["epochs"]) == 3
+        # the stop advice after each round: kappa against the round before (none for the first), the sentence
+        assert mine[0]["kappa"] == "" and all(-1 <= float(r["kappa"]) <= 1 for r in mine[1:])
+        assert mine[-1]["advice"].startswith("keep labeling: 1 more round(s) with a validation accuracy")
     png = out / "curve.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not list(out.glob("runs/*.tmp"))
