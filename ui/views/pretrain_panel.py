@@ -18,11 +18,9 @@ def render(root: str) -> None:
     """Draw the panel for the project at ``root``."""
     st.subheader("Features from these images")
     st.caption(
-        "Without downloaded weights, alwb can learn features from the project's own images (SimCLR on a small "
-        "CNN; no label is read). The result is backbone `pool-simclr`, for finetune and head rounds, and lets "
-        "the auto strategy choose typical images for the first labels. Measured on a 2-core CPU (15 minutes, "
-        "CIFAR-10, 1,000 labels): finetune rounds on it 0.575, level with training from scratch (0.557); head "
-        "rounds 0.31. Use a GPU for longer pretraining and compare the Progress curves."
+        "Without pretrained weights, alwb can learn features from this project's own images (no label is read); "
+        "rounds can then train on them. On a processor it takes many minutes and may help little: compare the "
+        "Progress curves before and after."
     )
     _status(root)
 
@@ -37,8 +35,9 @@ def _status(root: str) -> None:
         total, step = int(job.get("total_steps") or 0), int(job.get("step") or 0)
         what = {"decoding": "reading the images", "embedding": "embedding every image"}.get(s, "training")
         loss = f", loss {job['loss']:.3f}" if job.get("loss") is not None else ""
-        st.progress(min(1.0, step / total) if total else 0.0, text=f"Pretraining: {what}, step {step}/{total}{loss}")
-        st.caption(f"{job.get('host', '')}, updated {time.time() - float(job.get('updated_at', 0)):.0f} s ago")
+        steps = f", step {step} of {total}" if total else " (getting ready)"
+        st.progress(min(1.0, step / total) if total else 0.0, text=f"Pretraining: {what}{steps}{loss}")
+        st.caption(f"Updated {time.time() - float(job.get('updated_at', 0)):.0f} s ago.")
         if st.button("Stop (keeps a checkpoint; start again to resume)"):
             pretrain.stop_background(root)
         return

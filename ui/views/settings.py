@@ -156,10 +156,10 @@ def render() -> None:
                     state.reset_batch()
                     state.flash("Settings saved.")
                     st.rerun()
-        if small:
-            st.caption(
-                f"These images are small ({side} px): pretrained backbones and learned features do not apply to them."
-            )
+        if small:  # folded away: rounds on images this small train from scratch
+            with st.expander(f"Pretrained features (not used: these images are small, {side} px)"):
+                _import_weights(proj)
+                pretrain_panel.render(str(proj.root))
         else:
             _import_weights(proj)
             pretrain_panel.render(str(proj.root))
