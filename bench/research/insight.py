@@ -8,6 +8,7 @@ Run from the repository root:
     .venv/bin/python bench/research/insight.py scale --rows 50000
     .venv/bin/python bench/research/insight.py map --rows 10000,100000
     .venv/bin/python bench/research/insight.py bulk --n 200
+    .venv/bin/python bench/research/insight.py project --template PROJECT   # an embedded ImageFolder project
 
 Embeddings are EfficientNet-Lite0's (the backbone that comes with alwb), computed through alwb.embed.embed_items
 (one CPU thread) and kept under bench/out/insight/. ``scale`` and ``map`` need more rows than were embedded: they
@@ -260,6 +261,54 @@ def cmd_bulk(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_project(args: argparse.Namespace) -> None:
+    """A real project end to end: label every item of a COPY of an embedded ImageFolder project by its folder, flip
+    a share at random, train one round, run ``alwb issues --json`` and score its flags against the flips."""
+    import json
+    import shutil
+    import subprocess
+
+    from alwb.loop import Project
+
+    root = OUT / "project"
+    shutil.rmtree(root, ignore_errors=True)
+    shutil.copytree(args.template, root, ignore=shutil.ignore_patterns("insight*", "round_*", "models"))
+    rng = np.random.default_rng(args.seed)
+    with Project.open(root) as p:
+        rows = p.store.items()
+        classes = p.classes
+        truth = {int(r["id"]): Path(r["path"]).parent.name for r in rows}
+        ids = sorted(truth)
+        flip = set(rng.choice(ids, int(args.flip * len(ids)), replace=False).tolist())
+        answers = [(i, str(rng.choice([k for k in classes if k != truth[i]])) if i in flip else truth[i]) for i in ids]
+        p.label(answers, annotator="bench")
+        t0 = time.perf_counter()
+        p.train(device="cpu")
+        print(f"{len(ids)} items, {len(flip)} labels flipped; one head round {time.perf_counter() - t0:.1f} s")
+        images = p.store.image_root()
+        by_path = {str(images.locate(r["path"])): int(r["id"]) for r in rows}
+    t0 = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "alwb", "-q", "issues", str(root), "--json"], capture_output=True, text=True
+    )
+    secs = time.perf_counter() - t0
+    d = json.loads(out.stdout)
+    flagged = [by_path[x["path"]] for x in d["label_issues"]]
+    top = flagged[:100]
+    print(
+        f"alwb issues --json {secs:.1f} s: {len(flagged)} flags, precision of the top 100 "
+        f"{sum(i in flip for i in top) / max(1, len(top)):.2f}, "
+        f"recall of all flags {len(flip & set(flagged)) / len(flip):.2f}"
+    )
+    groups = [[by_path[x] for x in g] for g in d["near_duplicates"]]
+    mixed = sum(len({truth[i] for i in g}) > 1 for g in groups)
+    print(
+        f"{len(groups)} near-duplicate groups, {sum(map(len, groups))} items, "
+        f"largest {max(map(len, groups), default=0)}, {mixed} mixing true classes;"
+        f" {len(d['outliers'])} outliers; leakage {d['leakage']}"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -282,6 +331,11 @@ def main() -> None:
     p.add_argument("--rows", default="10000,100000")
     p.add_argument("--methods", default="umap")
     p.set_defaults(func=cmd_map)
+    p = sub.add_parser("project")
+    p.add_argument("--template", required=True, help="an embedded ImageFolder project (its folders are the truth)")
+    p.add_argument("--flip", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_project)
     p = sub.add_parser("bulk")
     p.add_argument("--n", type=int, default=200)
     p.add_argument("--repeats", type=int, default=5)
