@@ -228,6 +228,9 @@ def duplicates_tab(proj: Project) -> None:
 # ----------------------------------------------------------------------------------------------- outliers
 def _outlier_answer(root: str, rows: list[dict], action: str, reviewer: str) -> None:
     with Project.open(root) as proj:
+        if action == "remove" and role(proj) != "admin":  # the button is an admin's only; checked again here
+            state.flash("Only an admin removes images from the project.", "error")
+            return
         try:
             current = {int(r["item_id"]): r["class"] for r in proj.store.current_labels(include_none=True)}
             verdicts = [
