@@ -243,3 +243,19 @@ def test_label_page_shows_images_similar_to_the_framed_card(root: Path, tmp_path
     near = [c for c in captions if re.fullmatch(r"(circle|square|triangle|unlabeled) · \d\.\d\d", c)]
     assert len(near) == 6, captions
     assert set(labeled.values()) >= {n.split(" · ")[0] for n in near} - {"unlabeled"}
+
+
+def test_a_reviewer_answers_outliers_but_only_an_admin_removes(root: Path) -> None:
+    from alwb import users
+
+    with Project.open(root) as proj:
+        users.add_user(proj.store, "rev", "reviewer password", "reviewer")
+        users.add_user(proj.store, "boss", "admin password", "admin")
+    at = AppTest.from_function(_page_script, kwargs={"page": "review"}, default_timeout=TIMEOUT)
+    at.query_params["project"] = str(root)
+    at.session_state["alwb_signin"] = ("not checked by this page", "rev")  # behind app.py's gate: signed in
+    ok(at.run())
+    assert "out_none" in [b.key for b in at.button] and "out_remove" not in [b.key for b in at.button]
+    at.session_state["alwb_signin"] = ("not checked by this page", "boss")
+    ok(at.run())
+    assert "out_remove" in [b.key for b in at.button]
