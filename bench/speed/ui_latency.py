@@ -95,6 +95,11 @@ NEXT_BATCH_SHOWN = """old => {
 }"""
 
 
+#: The page asked before skipping a batch with nothing answered.
+ASKED = """() => [...document.querySelectorAll('[data-testid=stAlert]')]
+  .some(a => a.innerText.includes('No image of this batch is answered'))"""
+
+
 #: The first batch is on screen: images there, every one loaded, nothing stale left.
 GRID_SHOWN = """() => {
   const imgs = [...document.querySelectorAll('[data-testid=stImage] img')];
@@ -200,8 +205,11 @@ def main() -> None:
 
     with Project.open(args.project) as proj:
         retrain_every = proj.config.retrain_every
+        ask = proj.config.ask_before_guesses
         if not args.auto_retrain:
             proj.set_config(retrain_every=0)
+        if not args.keys:  # the clicking person submits the model's guesses untouched, without the question
+            proj.set_config(ask_before_guesses=False)
     port = free_port()
     log_path = Path("bench/out/ui_latency_server.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -248,6 +256,10 @@ def main() -> None:
                 t0 = time.perf_counter()
                 page.get_by_role("button", name="Submit batch", exact=False).click()
                 try:
+                    page.wait_for_function(f"old => ({NEXT_BATCH_SHOWN})(old) || ({ASKED})()", arg=old, timeout=30_000)
+                    if page.evaluate(ASKED):  # nothing answered (no model yet): submitted again to skip them
+                        t0 = time.perf_counter()
+                        page.get_by_role("button", name="Submit batch", exact=False).click()
                     page.wait_for_function(
                         NEXT_BATCH_SHOWN,
                         arg=old,
@@ -267,6 +279,8 @@ def main() -> None:
                     f"training rounds started during the measurement: {trained_during}, finished:"
                     f" {_rounds(args.project) - rounds_at_start} (think time {args.think} s a batch)"
                 )
+            if args.skip_pages:
+                return
             # opening a page: from the sidebar (what a person does in the app; no page reload), and as a fresh
             # load of its address (a new tab or a reload: the browser starts the app and a new session)
             pages = {"label": "Label", "progress": "Progress", "review": "Review", "settings": "Settings"}
@@ -296,7 +310,7 @@ def main() -> None:
         server_log.close()
         stop_training(args.project)  # a round left running would skew the next measurement
         with Project.open(args.project) as proj:
-            proj.set_config(retrain_every=retrain_every)
+            proj.set_config(retrain_every=retrain_every, ask_before_guesses=ask)
 
 
 if __name__ == "__main__":
