@@ -77,8 +77,8 @@ def show_training(prog: dict, root: str | None = None, device: str | None = None
         st.info(
             f"Round queued for a training worker ({n} worker(s) running)."
             if n
-            else "Round queued, but no training worker is running: start 'alwb worker PROJECT', or train it in "
-            "this web server's background process.",
+            else "Round queued, but no training worker is running: the administrator starts one, or train it here "
+            "in this web server's background process.",
             icon="⏳",
         )
         if not n and root is not None:

@@ -36,7 +36,7 @@ def render() -> None:
             "The labeled dataset (train and validation ImageFolder trees with metadata.jsonl, which Hugging Face "
             "datasets loads; a manifest; Label Studio tasks with the model's guesses) and the trained model "
             "(PyTorch and ONNX), as zip files: "
-            "the same content as the command `alwb export`."
+            "the same content as an export from the command line."
         )
         include_pseudo = st.checkbox("Include pseudo-labels (marked as such in the manifest)")
         out = proj.root / "exports" / "latest"
