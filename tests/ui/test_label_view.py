@@ -1,7 +1,7 @@
-"""Keyboard labeling a new user can follow, in Chromium at 1366×768 (issue 36): the card keys answer is framed and
-scrolled into view after every key, the key bar with Submit stays on screen, a reload resumes at the first card not
-answered, an untouched guess is stored as accepted (after one question), and a batch replaced by a finished round is
-announced."""
+"""Keyboard labeling a new user can follow, in Chromium at 1366×768 and 1400×1000 (issue 36): the card keys answer
+is framed and scrolled into view after every key, the key bar with Submit stays on screen, a reload resumes at the
+first card not answered, a guess confirmed with the mouse is the person's answer, an untouched guess is stored as
+accepted (after one question), and a batch replaced by a finished round is announced."""
 
 from __future__ import annotations
 
@@ -44,8 +44,14 @@ def trained(tmp_path: Path) -> Path:
     return root
 
 
+@pytest.fixture(params=[(1366, 768), (1400, 1000)], ids=["1366x768", "1400x1000"])
+def viewport(request: pytest.FixtureRequest) -> tuple[int, int]:
+    """The two windows of the issue's report."""
+    return request.param
+
+
 @pytest.fixture
-def page(trained: Path, tmp_path: Path) -> Iterator:
+def page(trained: Path, tmp_path: Path, viewport: tuple[int, int]) -> Iterator:
     from playwright import sync_api
 
     sync_api.expect.set_options(timeout=TIMEOUT_MS)
@@ -53,7 +59,7 @@ def page(trained: Path, tmp_path: Path) -> Iterator:
         with _uiserver.serve(trained, tmp_path / "server.log") as url, sync_api.sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
-                context = browser.new_context(viewport={"width": 1366, "height": 768})
+                context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
                 context.set_default_timeout(TIMEOUT_MS)
                 pg = context.new_page()
                 pg.alwb_url = url  # type: ignore[attr-defined]
@@ -115,7 +121,7 @@ def labels(root: Path) -> dict[int, tuple[str | None, bool]]:
         }
 
 
-def test_keyboard_labeling_at_1366x768(page, trained: Path) -> None:  # noqa: ANN001
+def test_keyboard_labeling_a_new_user_can_follow(page, trained: Path) -> None:  # noqa: ANN001
     from playwright.sync_api import expect
 
     from alwb.loop import Project
@@ -149,6 +155,15 @@ def test_keyboard_labeling_at_1366x768(page, trained: Path) -> None:  # noqa: AN
     settle(page)
     focused(page, len(answered))
 
+    # a guess confirmed with the mouse ("✓ keep it") is the person's answer
+    confirmed = [j for j in guessed if j >= len(answered) and j not in keep_untouched][:1]
+    for j in confirmed:
+        page.locator(f".st-key-cell_{j}").get_by_role("button", name="guess, not checked: ✓ keep it").click()
+        expect(
+            page.locator(f".st-key-cell_{j}").get_by_role("button", name="guess, not checked: ✓ keep it")
+        ).to_have_count(0)
+        settle(page)
+
     # Enter with untouched guesses asks once, then saves them as accepted guesses
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
     page.keyboard.press("Enter")
@@ -164,6 +179,8 @@ def test_keyboard_labeling_at_1366x768(page, trained: Path) -> None:  # noqa: AN
         assert got.get(ids[j]) == (SHAPES[0], False), (j, got, ids, answered, guessed)
     for j in keep_untouched:
         assert got[ids[j]] == (batch[j].predicted, True), (j, got[ids[j]])
+    for j in confirmed:
+        assert got[ids[j]] == (batch[j].predicted, False), "confirmed: chosen, not accepted"
     unanswered = [j for j in range(BATCH) if j not in answered and j not in guessed]
     assert all(ids[j] not in got for j in unanswered), "an unanswered card is skipped, not labeled"
 
