@@ -166,9 +166,10 @@ def render() -> None:
 
 
 def _may_import_weights(proj: Project) -> bool:
-    """Weights files are installed for the whole machine: the one person of a local workbench, or an admin."""
+    """Weights files are installed for the whole machine: without accounts the person at a workbench that listens
+    on this machine only, with accounts an admin."""
     if state.signin() is None:
-        return state.local_mode()
+        return state.on_loopback()
     from alwb import users
 
     try:
