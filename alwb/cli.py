@@ -220,9 +220,10 @@ def _progress(args: argparse.Namespace) -> bool:
 
 # ---------------------------------------------------------------------- the commands
 def _cmd_init(args: argparse.Namespace) -> int:
+    from .ingest import parse_class_list
     from .loop import Project
 
-    classes = [c for c in (args.classes or "").split(",") if c.strip()]
+    classes = parse_class_list(args.classes or "")  # an empty or repeated name is refused, not dropped
     root: Path | None = args.image_root
     if root is not None:
         root = root.expanduser().resolve()

@@ -1,5 +1,5 @@
-"""When a round is due (issue 36): the first after the first batch, then every ``retrain_every`` answers, validation
-answers counted."""
+"""Issue 36 in the library: when a round is due (the first after the first batch, then every ``retrain_every``
+answers, validation answers counted), and class lists that are refused rather than silently cleaned."""
 
 from __future__ import annotations
 
@@ -41,3 +41,13 @@ def test_first_round_after_the_first_batch_then_every_n_answers_validation_too(t
         assert p.round_due(), "10 answers since the round, 7 of them validation answers"
         p.set_config(retrain_every=0)
         assert not p.round_due(), "0: only on request"
+
+
+def test_alwb_init_refuses_an_empty_or_repeated_class_name(tmp_path: Path) -> None:
+    """``alwb init --classes`` with ``ants,bees,ants`` or ``,,,`` stops with a message and creates nothing."""
+    from alwb.cli import main
+
+    make_shapes(tmp_path / "flat", 2, layout="flat")
+    for i, raw in enumerate(("ants,bees,ants", ",,,")):
+        assert main(["-q", "init", str(tmp_path / f"p{i}"), "--images", str(tmp_path / "flat"), "--classes", raw]) != 0
+        assert not (tmp_path / f"p{i}" / "alwb.sqlite").exists()
