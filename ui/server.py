@@ -31,6 +31,8 @@ WARM_MODULES = (
     "ui.views.history",
     "ui.views.signin",
     "ui.views.unavailable",
+    "ui.views.insight",
+    "ui.views.datamap",
 )
 
 

@@ -41,6 +41,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "round_requests": ("id",),
     "workers": ("name",),
     "flag_verdicts": ("id",),
+    "signin_throttle": ("key",),
 }
 
 
