@@ -39,8 +39,8 @@ def test_users_commands(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: 
     assert main(["users", "list", str(project), "--json"]) == 0
     listed = json.loads(capsys.readouterr().out)
     assert listed == [
-        {"name": "ann", "role": "reviewer", "disabled": False},
-        {"name": "bob", "role": "annotator", "disabled": False},
+        {"name": "ann", "role": "reviewer", "disabled": False, "failed_signins": 0},
+        {"name": "bob", "role": "annotator", "disabled": False, "failed_signins": 0},
     ]
     assert main(["users", "disable", str(project), "bob"]) == 0
     assert main(["users", "list", str(project)]) == 0
