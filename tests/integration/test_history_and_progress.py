@@ -58,7 +58,7 @@ def test_own_labels_newest_first_with_what_became_of_them(project: Path) -> None
 def test_round_activity_shows_progress_heartbeat_age_and_a_silent_worker(project: Path) -> None:
     with Project.open(project) as proj:
         s = proj.store
-        assert round_activity(s) == {"running": None, "queued": 0, "workers": 0, "last": None}
+        assert round_activity(s) == {"running": None, "queued": 0, "workers": 0, "last": None, "reaped": []}
         request_round(s, epochs=1)
         assert round_activity(s)["queued"] == 1
         s.register_worker("box:1:abc", "box", 1, "cpu", 1000.0)
@@ -74,6 +74,7 @@ def test_round_activity_shows_progress_heartbeat_age_and_a_silent_worker(project
             "total": 12,
             "age": 3.0,
             "silent": False,
+            "fails_in": 27.0,  # STALE_S after the last beat
         }
         assert act["workers"] == 1 and act["queued"] == 0
         s.worker_heartbeat("box:1:abc", 1006.0)  # a beat without news keeps the last progress
