@@ -220,7 +220,9 @@ def test_status_shows_the_mode_auto_would_choose_and_the_recorded_one(
     assert run_cli(capsys, "weights", "add", "resnet18", r18[0])[0] == 0
     out = run_cli(capsys, "status", photos)[1]
     line = next(ln for ln in out.splitlines() if ln.startswith("training:"))
-    assert line.startswith("training: next round: head on resnet18 at 224 px (photos (96 px) with pretrained weights on")
+    assert line.startswith(
+        "training: next round: head on resnet18 at 224 px (photos (96 px) with pretrained weights on"
+    )
     st = json.loads(run_cli(capsys, "status", photos, "--json")[1])["training"]
     assert {k: st[k] for k in ("mode", "backbone", "requested", "decided")} == {
         "mode": "head",

@@ -170,8 +170,8 @@ def test_pgpassword_is_masked(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_store_json_never_holds_the_password(tmp_path: Path, postgres_cluster, capsys) -> None:  # noqa: ANN001
-    """A multi-host address works, and its passwords are written and printed nowhere. The throw-away cluster trusts every local connection, so a password in the address is accepted and ignored:
-    what matters is that it is written nowhere and printed nowhere."""
+    """A multi-host address works, and its passwords are written and printed nowhere. The throw-away cluster
+    trusts every local connection, so a password in the address is accepted and ignored."""
     url = postgres_cluster.new_database("secret")
     head, tail = url.split("://", 1)
     user, rest = tail.split("@", 1)
