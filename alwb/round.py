@@ -334,7 +334,7 @@ def metrics(r: RoundState) -> None:
     r.metrics = round_metrics(r.project, r.scores, r.ids, r.y, r.classes)
     if r.pseudo_check is not None:
         r.metrics["pseudo_check"] = r.pseudo_check
-    st = round_stability(r.project, r.scores, r.ids)
+    st = round_stability(r.project, r.scores, r.ids, r.cfg)
     if st is not None:
         r.metrics["stability"] = st
     if r.project.config.strategy == "auto":
@@ -585,26 +585,31 @@ def unlabeled_sample(
 def ids_to_score(
     project: Project, all_ids: npt.NDArray[np.int64], cfg: TrainConfig, number: int
 ) -> npt.NDArray[np.int64]:
-    """Sorted ids to score this round: everything, or with ``score_limit`` every labeled and validation item plus
-    a random sample (new each round, seeded) of that many unlabeled pool items."""
+    """Sorted ids to score this round: everything, or with ``score_limit`` every labeled and validation item, a
+    random sample (new each round, seeded) of that many unlabeled pool items, and the fixed stop set (no larger than
+    ``score_limit`` either): at most twice ``score_limit`` unlabeled items."""
     unlabeled, sampled = unlabeled_sample(project, cfg, [cfg.seed, number])
     if sampled is None:
         return all_ids
     # the fixed stop set is scored every round, so consecutive rounds' predictions can be compared (alwb.advice)
     keep = np.union1d(np.setdiff1d(all_ids, unlabeled, assume_unique=True), sampled)
-    keep = np.union1d(keep, _stop_items(project))
+    keep = np.union1d(keep, _stop_items(project, cfg))
     return keep[np.isin(keep, all_ids)]
 
 
-def _stop_items(project: Project) -> npt.NDArray[np.int64]:
-    """The project's stop set (:func:`alwb.advice.stop_set` of the pool, validation items left out)."""
-    from .advice import stop_set
+def _stop_items(project: Project, cfg: TrainConfig) -> npt.NDArray[np.int64]:
+    """The project's stop set (:func:`alwb.advice.stop_set` of the pool, validation items left out), no larger than
+    ``score_limit`` so a small limit keeps scoring small."""
+    from .advice import STOP_SET_SIZE, stop_set
 
     pool = np.setdiff1d(np.asarray(project.store.item_ids(), np.int64), project.store.val_item_ids())
-    return stop_set(pool, project.config.seed)
+    size = min(STOP_SET_SIZE, cfg.score_limit) if cfg.score_limit else STOP_SET_SIZE
+    return stop_set(pool, project.config.seed, size=size)
 
 
-def round_stability(project: Project, scores: Scores, labeled: npt.ArrayLike) -> dict[str, Any] | None:
+def round_stability(
+    project: Project, scores: Scores, labeled: npt.ArrayLike, cfg: TrainConfig
+) -> dict[str, Any] | None:
     """Kappa and changed share between the previous finished round's predictions and ``scores`` on the stop set's
     items that are unlabeled now; None for the first round or when the previous scores are gone."""
     from .advice import stability
@@ -614,7 +619,7 @@ def round_stability(project: Project, scores: Scores, labeled: npt.ArrayLike) ->
     prev = read_scores(project.root, done[-1]) if done else None
     if prev is None:
         return None
-    items = np.setdiff1d(_stop_items(project), np.asarray(labeled, np.int64))
+    items = np.setdiff1d(_stop_items(project, cfg), np.asarray(labeled, np.int64))
     return stability(prev, scores, items)
 
 

@@ -18,7 +18,6 @@ from ui.views import datamap, export, history, label, progress, review, settings
 
 log = logging.getLogger("alwb.ui")
 #: Session key: this session passed the gate (signed in, or a project without accounts).
-_PASSED = "alwb_gate_passed"
 st.set_page_config(page_title="alwb workbench", page_icon="🏷️", layout="wide")
 
 root = state.project_root()
@@ -34,16 +33,16 @@ try:
     user = signin.gate(root) if root is not None else None
 except StoreUnavailable as exc:  # the store's server is down or restarting: say so and try again by itself; its
     # address and the driver's reason only to a session that passed the gate before (signed in, or no accounts)
-    unavailable.show(exc, root, detail=bool(state.remember(_PASSED)))
+    unavailable.show(exc, root, detail=bool(state.remember(state.GATE_PASSED)))
     st.stop()
 except Exception:  # any doubt: no page
     log.exception("the sign-in check failed")
     st.error("Sign-in cannot be checked right now, so no page is shown. The server's log says why.")
     st.stop()
 if user is False:
-    state.forget(_PASSED)
+    state.forget(state.GATE_PASSED)
     st.stop()
-state.remember(_PASSED, True)
+state.remember(state.GATE_PASSED, True)
 state.annotator()  # remembered by the session: a page change clears the URL's parameters
 start_page = st.Page(start.render, title="Start", icon=":material/folder_open:", url_path="start")
 label_page = st.Page(label.render, title="Label", icon=":material/label:", url_path="label")

@@ -300,6 +300,10 @@ def forget(key: str) -> None:
     st.session_state.pop(key, None)
 
 
+#: session key: this session passed the sign-in gate (signed in, or no accounts) at its last full run
+GATE_PASSED = "alwb_gate_passed"
+
+
 def remember(key: str, value: Any = None) -> Any:
     """Small per-session UI memory (e.g. the last seen round)."""
     if value is not None:

@@ -206,6 +206,8 @@ def test_attacks_on_a_served_project(project: Path, tmp_path: Path) -> None:
 
                 # a disabled admin's open tab: a click inside the Settings fragment starts nothing
                 page.goto(f"{url}/settings")
+                page.get_by_role("heading", name="Settings", exact=True).wait_for()
+                page.get_by_text("Pretrained features (not used: these images are small").click()  # 24 px: folded
                 page.get_by_role("button", name="Learn features from these images").wait_for()
                 with Project.open(project) as proj:
                     users.set_disabled(proj.store, "adm")

@@ -21,11 +21,12 @@ from pathlib import Path
 import streamlit as st
 
 from alwb import users
-from alwb.errors import AlwbError
+from alwb.errors import AlwbError, StoreUnavailable
 from alwb.loop import Project
 from alwb.store import Store
 from alwb.store.location import store_location
 from ui import state
+from ui.text import md_escape
 
 COOKIE_PREFIX = "alwb_session_"
 #: Session key of a token known to be dead (signed out or expired): its cookie is not tried again.
@@ -129,9 +130,10 @@ def _drop_cookie(name: str, dead: str | None) -> None:
 
 def still_allowed(page: str) -> bool:
     """For a fragment's own rerun (it does not run ``app.py``, so the gate there is not passed again): True when
-    this session may still open ``page``. Otherwise (signed out, session ended, account disabled, role changed, the
-    store unreachable or any doubt) the whole app runs again, which shows the sign-in form or the store's state;
-    the fragment draws and does nothing more."""
+    this session may still open ``page``. Otherwise (signed out, session ended, account disabled, role changed or any
+    doubt) the whole app runs again, which shows the sign-in form; the fragment draws and does nothing more. While
+    the store cannot be reached, nothing can be done either: the fragment says so and tries again at its next run,
+    and the page (its unsaved answers) stays."""
     root = state.project_root()
     if root is None:
         return True
@@ -145,6 +147,14 @@ def still_allowed(page: str) -> bool:
             current = state.signin()
             user = users.session_user(store, current[0]) if current is not None else None
             allowed = user is not None and user.may_open(page)
+    except StoreUnavailable as exc:
+        from ui.views import unavailable
+
+        if state.remember(state.GATE_PASSED):  # the address and reason only to a session that passed the gate
+            st.warning(md_escape(unavailable.message(exc, 2)), icon="🔌")
+        else:
+            st.warning("The project's store cannot be reached right now; retrying in 2 s.", icon="🔌")
+        return False
     except Exception:  # fail closed: a full run decides what to show
         allowed = False
     if not allowed:
