@@ -312,8 +312,9 @@ def remember(key: str, value: Any = None) -> Any:
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
-def thumbnail(path: str, mtime: float, size: int, channels: int = 3) -> tuple[bytes, str]:
-    """Encoded image scaled for display, and its format.
+def thumbnail(path: str, mtime: float, size: int, sha256: str, channels: int = 3) -> tuple[bytes, str]:
+    """Encoded image scaled for display, and its format; only when the file still holds the content imported as
+    ``sha256`` (raises :class:`alwb.images.ImageChanged` otherwise: a replaced file is never shown under its label).
 
     Small images are enlarged by a whole factor without blur (nearest neighbour) and sent as PNG, so no pixel is
     invented; larger ones are shrunk with Lanczos and sent as JPEG (a tenth of the bytes of a PNG photo).
@@ -322,7 +323,7 @@ def thumbnail(path: str, mtime: float, size: int, channels: int = 3) -> tuple[by
 
     from alwb.images import load_image
 
-    img = load_image(path, channels)
+    img = load_image(path, channels, sha256=sha256)
     w, h = img.size
     scale = size / max(w, h)
     buf = io.BytesIO()
@@ -336,20 +337,33 @@ def thumbnail(path: str, mtime: float, size: int, channels: int = 3) -> tuple[by
     return buf.getvalue(), "JPEG"
 
 
-def image_bytes(images: ImageRoot, stored: str, size: int = 192) -> tuple[bytes, str] | None:
-    """Display bytes of the image stored as ``stored`` (read through the project's image root on this machine,
+def image_bytes(images: ImageRoot, stored: str, size: int, digest: str | None) -> tuple[bytes, str] | None:
+    """Display bytes of the item stored as ``stored`` (read through the project's image root on this machine,
     ``proj.store.image_root()``) and their format (``PNG``/``JPEG``: give it to ``st.image(output_format=...)`` so
-    Streamlit sends them as they are), or None when the file cannot be read (:func:`image_problem` says why)."""
+    Streamlit sends them as they are). ``digest`` is the SHA-256 the store recorded for it
+    (``store.digests(paths)``): None when the file cannot be read, is not an item (no digest), or no longer holds
+    the content imported (:func:`image_problem` says why)."""
+    if digest is None:
+        return None
     path = str(images.locate(stored))
     try:
-        return thumbnail(path, os.path.getmtime(path), size)
-    except Exception:  # a file removed or broken since import must not break the page
+        return thumbnail(path, os.path.getmtime(path), size, digest)
+    except Exception:  # a file removed, broken or replaced since import must not break the page
         return None
 
 
-def image_problem(images: ImageRoot, stored: str) -> str:
+def image_problem(images: ImageRoot, stored: str, digest: str | None) -> str:
     """Why an image cannot be shown: not on this machine (with the stored path, the root in use and the
-    ``ALWB_IMAGE_ROOT`` hint), or no longer readable."""
+    ``ALWB_IMAGE_ROOT`` hint), not an item of the project, changed since it was imported, or no longer readable."""
+    from alwb.errors import ImageRejected
+    from alwb.images import read_verified
+
     if not images.locate(stored).exists():
         return images.missing_message(stored)
+    if digest is None:
+        return "not an image of this project"
+    try:
+        read_verified(images.locate(stored), digest)
+    except ImageRejected as exc:
+        return f"not shown: {exc}"
     return "image no longer readable"

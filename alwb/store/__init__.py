@@ -280,6 +280,17 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
                 row = self.con.execute("SELECT * FROM items WHERE path=?", (stored,)).fetchone()
         return row
 
+    def digests(self, paths: Sequence[str]) -> dict[str, str]:
+        """The SHA-256 imported for each stored path of ``paths`` that is an item (others are left out)."""
+        out: dict[str, str] = {}
+        uniq = list(dict.fromkeys(str(p) for p in paths))
+        for start in range(0, len(uniq), 500):
+            chunk = uniq[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.con.execute(f"SELECT path, sha256 FROM items WHERE path IN ({marks})", chunk).fetchall():
+                out[str(r[0])] = str(r[1])
+        return out
+
     # ------------------------------------------------------------------ the image root
     def image_root(self) -> ImageRoot:
         """Where the project's images are on this machine: the recorded root, or ``$ALWB_IMAGE_ROOT`` instead."""

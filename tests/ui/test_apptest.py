@@ -613,7 +613,7 @@ def test_thumbnails_enlarge_small_images_without_blur_and_shrink_photos(tmp_path
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (28, 28), dtype=np.uint8)
     Image.fromarray(small, "L").save(tmp_path / "small.png")
-    data, fmt = state.thumbnail(str(tmp_path / "small.png"), 0.0, 192)
+    data, fmt = state.thumbnail(str(tmp_path / "small.png"), 0.0, 192, _sha(tmp_path / "small.png"))
     assert fmt == "PNG"  # sent as it is (st.image would re-encode anything else, and JPEG would smear the pixels)
     shown = np.asarray(Image.open(io.BytesIO(data)).convert("L"))
     assert shown.shape == (168, 168)  # the largest whole factor that fits: 6×
@@ -621,10 +621,21 @@ def test_thumbnails_enlarge_small_images_without_blur_and_shrink_photos(tmp_path
 
     photo = rng.integers(0, 256, (400, 600, 3), dtype=np.uint8)
     Image.fromarray(photo, "RGB").save(tmp_path / "photo.png")
-    data, fmt = state.thumbnail(str(tmp_path / "photo.png"), 0.0, 192)
+    data, fmt = state.thumbnail(str(tmp_path / "photo.png"), 0.0, 192, _sha(tmp_path / "photo.png"))
     assert fmt == "JPEG"
     assert Image.open(io.BytesIO(data)).size == (192, 128)
-    assert state.image_bytes(ImageRoot.of(None, ""), str(tmp_path / "gone.png")) is None
+    assert state.image_bytes(ImageRoot.of(None, ""), str(tmp_path / "gone.png"), 192, "0" * 64) is None
+    assert state.image_bytes(ImageRoot.of(None, ""), str(tmp_path / "photo.png"), 192, None) is None  # not an item
+    assert state.image_bytes(ImageRoot.of(None, ""), str(tmp_path / "photo.png"), 192, "0" * 64) is None  # changed
+    assert state.image_problem(ImageRoot.of(None, ""), str(tmp_path / "photo.png"), "0" * 64).startswith(
+        "not shown: the file changed since it was imported"
+    )
+
+
+def _sha(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_start_page_checks_the_source_and_the_classes_before_creating_anything(tmp_path: Path) -> None:
@@ -688,3 +699,23 @@ def test_label_page_says_plainly_why_there_is_nothing_to_label(tmp_path: Path) -
         assert proj.store.current_labels(include_none=True) == []
     ok(at.button(key="unskip").click().run())
     assert len(item_ids(at)) == 6, "the skipped images come back"
+
+
+def test_a_replaced_image_is_never_shown_under_its_item(trained) -> None:
+    """Issue 34: a file replaced after import (same name, other content) is not shown on the Label page nor in the
+    Review grid; the card says the file changed since it was imported, and the other cards show their images."""
+    from PIL import Image
+
+    root, _ = trained
+    colours = iter([(250, 0, 250), (0, 250, 250)])
+    for at in (app(root, annotator="alice"), page("review", root)):
+        ids = item_ids(at) or [
+            int(s.key.removeprefix("fix_")) for s in at.selectbox if (s.key or "").startswith("fix_")
+        ]
+        with Project.open(root) as proj:
+            path = proj.store.image_root().locate(proj.store.item(ids[0])["path"])
+        shown_before = len(at.get("image"))
+        Image.new("RGB", (24, 24), next(colours)).save(path)  # same name, other content
+        at = ok(at.run())
+        says([*at.warning, *at.caption], "not shown: the file changed since it was imported")
+        assert len(at.get("image")) == shown_before - 1

@@ -158,7 +158,7 @@ def _selection(proj: Project) -> None:
             row = p.store.item(ids[0])
             cols = st.columns([1, 2])
             with cols[0]:
-                views._thumb(images, row["path"], 320)
+                views._thumb(p.store, row["path"], 320)
             with cols[1]:
                 st.text(str(images.locate(row["path"])))
                 st.caption("Nearest images")
@@ -168,7 +168,7 @@ def _selection(proj: Project) -> None:
         for start in range(0, len(rows), 6):
             for col, r in zip(st.columns(6), rows[start : start + 6], strict=False):
                 with col:
-                    views._thumb(images, r["path"], 112)
+                    views._thumb(p.store, r["path"], 112)
         if len(ids) > SHOWN:
             st.caption(f"… and {len(ids) - SHOWN} more")
         options = [*p.classes, state.NONE]

@@ -70,11 +70,11 @@ def render_tab(proj: Project) -> None:
             for col, d in zip(st.columns(COLUMNS), shown[start : start + COLUMNS], strict=False):
                 with col:
                     row = store.item(d.item_id)
-                    img = state.image_bytes(images, row["path"], 128) if row is not None else None
+                    img = state.image_bytes(images, row["path"], 128, row["sha256"]) if row is not None else None
                     if img:
                         st.image(img[0], width="stretch", output_format=img[1])
                     elif row is not None:
-                        st.caption(md_escape(state.image_problem(images, row["path"])))
+                        st.caption(md_escape(state.image_problem(images, row["path"], row["sha256"])))
                     st.text(" · ".join(f"{n}: {state.NONE if c is None else c}" for n, c in d.answers.items()))
                     st.selectbox("decision", ["", *options], key=f"dec_{d.item_id}", label_visibility="collapsed")
         submitted = st.form_submit_button("Save decisions", type="primary")

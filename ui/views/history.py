@@ -29,6 +29,7 @@ def render() -> None:
         me = state.annotator()
         entries = own_labels(proj.store, me)
         images = proj.store.image_root()
+        digests = proj.store.digests([e.path for e in entries])
     st.title("History")
     s = summarise(entries)
     parts = [
@@ -53,11 +54,11 @@ def render() -> None:
     for start in range(0, len(rows), COLUMNS):
         for col, e in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
             with col.container(border=True, key=f"hcard_{e.label_id}"):
-                img = state.image_bytes(images, e.path, 128)
+                img = state.image_bytes(images, e.path, 128, digests.get(e.path))
                 if img:
                     st.image(img[0], width="stretch", output_format=img[1])
                 else:
-                    st.caption(md_escape(state.image_problem(images, e.path)))
+                    st.caption(md_escape(state.image_problem(images, e.path, digests.get(e.path))))
                 name = e.path.replace("\\", "/").rsplit("/", 1)[-1]
                 answer = state.NONE if e.answer is None else e.answer
                 st.text(name)

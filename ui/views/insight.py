@@ -68,12 +68,15 @@ def findings(proj: Project, *, start: bool = True) -> insight.Findings | None:
     return found
 
 
-def _thumb(images: Any, stored: str, size: int = 160) -> None:
-    shown = state.image_bytes(images, stored, size)
+def _thumb(store: Any, stored: str, size: int = 160) -> None:
+    """The item stored as ``stored``, only while its file holds the content imported, else why not."""
+    images = store.image_root()
+    digest = store.digests([stored]).get(stored)
+    shown = state.image_bytes(images, stored, size, digest)
     if shown:
         st.image(shown[0], width="stretch", output_format=shown[1])
     else:
-        st.caption(md_escape(state.image_problem(images, stored)))
+        st.caption(md_escape(state.image_problem(images, stored, digest)))
 
 
 def _flash_error(exc: Exception) -> None:
@@ -118,11 +121,10 @@ def likely_wrong_tab(proj: Project) -> None:
         st.success("No flag left to answer.")
         return
     flag = todo[0]
-    images = proj.store.image_root()
     root, reviewer = str(proj.root), state.annotator()
     left, right = st.columns([1, 2])
     with left:
-        _thumb(images, flag["path"], 256)
+        _thumb(proj.store, flag["path"], 256)
     with right:
         st.markdown(
             md_escape(f"Given label: {flag['label']} · suggested: {flag['suggested']} · score {flag['score']:.2f}")
@@ -165,7 +167,7 @@ def likely_wrong_tab(proj: Project) -> None:
         st.caption("Next")
         for col, f in zip(st.columns(COLUMNS), nxt, strict=False):
             with col:
-                _thumb(images, f["path"], 128)
+                _thumb(proj.store, f["path"], 128)
                 st.caption(md_escape(f"{f['label']} → {f['suggested']} ({f['score']:.2f})"))
 
 
@@ -196,7 +198,6 @@ def duplicates_tab(proj: Project) -> None:
         return
     pages = max(1, -(-len(groups) // GROUPS_PER_PAGE))
     page = st.number_input("Page", 1, pages, 1, key="dup_page") if pages > 1 else 1
-    images = proj.store.image_root()
     current = {int(r["item_id"]): r["class"] for r in proj.store.current_labels()}
     options = [*proj.classes, state.NONE]
     root, who = str(proj.root), state.annotator()
@@ -209,7 +210,7 @@ def duplicates_tab(proj: Project) -> None:
         st.markdown(md_escape(f"Group {number}: {len(group)} images{agree}{note}"))
         for col, m in zip(st.columns(COLUMNS), group[:COLUMNS], strict=False):
             with col:
-                _thumb(images, m["path"], 128)
+                _thumb(proj.store, m["path"], 128)
                 st.caption(md_escape(f"{current.get(m['item_id']) or 'unlabeled'} · {m['split']}"))
         if len(group) > COLUMNS:
             st.caption(f"… and {len(group) - COLUMNS} more")
@@ -265,13 +266,12 @@ def outliers_tab(proj: Project) -> None:
     )
     if not rows:
         return
-    images = proj.store.image_root()
     shown = rows[: COLUMNS * 3]
     picks = []
     for start in range(0, len(shown), COLUMNS):
         for col, r in zip(st.columns(COLUMNS), shown[start : start + COLUMNS], strict=False):
             with col:
-                _thumb(images, r["path"], 128)
+                _thumb(proj.store, r["path"], 128)
                 if st.checkbox(f"{r['score']:.2f}", key=f"out_{r['item_id']}", value=True):
                     picks.append(r)
     root, who = str(proj.root), state.annotator()
@@ -292,10 +292,9 @@ def similar_strip(proj: Project, item_id: int, k: int = COLUMNS) -> None:
     except LookupError as exc:
         st.caption(md_escape(str(exc)))
         return
-    images = proj.store.image_root()
     for col, d in zip(st.columns(k), near, strict=False):
         with col:
-            _thumb(images, d["path"], 112)
+            _thumb(proj.store, d["path"], 112)
             st.caption(md_escape(f"{d['label'] or 'unlabeled'} · {d['distance']:.2f}"))
 
 
@@ -312,7 +311,7 @@ def similar_tab(proj: Project) -> None:
     if row is None:
         st.warning("No such image in the project.")
         return
-    _thumb(proj.store.image_root(), row["path"], 192)
+    _thumb(proj.store, row["path"], 192)
     similar_strip(proj, int(row["id"]))
 
 

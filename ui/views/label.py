@@ -397,6 +397,7 @@ def render() -> None:
         cfg = proj.config
         device = proj.train_config.device
         images = proj.store.image_root()
+        digests = proj.store.digests([it.path for it in b["items"]] if b else [])
         plan_text, plan_todo = plan_sentence(proj)
         running = is_training(root)
     top = st.columns([3, 1, 1])
@@ -438,9 +439,9 @@ def render() -> None:
         for col, j in zip(cols, range(row_start, min(row_start + COLUMNS, len(items))), strict=False):
             it = items[j]
             with col.container(border=True, key=f"cell_{j}"):
-                shown = state.image_bytes(images, it.path)
+                shown = state.image_bytes(images, it.path, 192, digests.get(it.path))
                 if shown is None:
-                    st.warning(md_escape(state.image_problem(images, it.path)))
+                    st.warning(md_escape(state.image_problem(images, it.path, digests.get(it.path))))
                 else:
                     st.image(shown[0], width="stretch", output_format=shown[1])
                 head = f"{'▶ ' if j == focus else ''}#{j + 1}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import streamlit as st
@@ -45,16 +46,17 @@ def _pseudo(root: str, item_ids: list[int], classes: list[str], accept: bool, an
         proj.close()
 
 
-def _grid(rows: list, images: ImageRoot) -> Iterator[tuple[object, object]]:
+def _grid(rows: list, images: ImageRoot, store: Any) -> Iterator[tuple[object, object]]:
     """(column, row) for each row, COLUMNS to a line, each column already showing the row's thumbnail (read through
-    the project's image root on this machine)."""
+    the project's image root on this machine, only while it holds the content imported: ``store``'s digests)."""
+    digests = store.digests([r["path"] for r in rows])
     for start in range(0, len(rows), COLUMNS):
         for col, r in zip(st.columns(COLUMNS), rows[start : start + COLUMNS], strict=False):
-            shown = state.image_bytes(images, r["path"], 128)
+            shown = state.image_bytes(images, r["path"], 128, digests.get(r["path"]))
             if shown:
                 col.image(shown[0], width="stretch", output_format=shown[1])
             else:
-                col.caption(md_escape(state.image_problem(images, r["path"])))
+                col.caption(md_escape(state.image_problem(images, r["path"], digests.get(r["path"]))))
             yield col, r
 
 
@@ -107,7 +109,7 @@ def render() -> None:
             shown = rows[(page - 1) * PAGE : page * PAGE]
             options = [*classes, state.NONE]
             with st.form("fix"):
-                for col, r in _grid(shown, images):
+                for col, r in _grid(shown, images, proj.store):
                     with col:
                         p = pred.get(r["item_id"])
                         st.text(f"{r['source']}" + (f" · model: {p[0]} ({p[1]:.0%})" if p else ""))
@@ -141,7 +143,7 @@ def render() -> None:
                 )
                 shown = pl[:PAGE]
                 picks = []
-                for col, r in _grid(shown, images):
+                for col, r in _grid(shown, images, proj.store):
                     with col:
                         st.text(f"{r['class']} ({r['confidence']:.0%})")
                         if st.checkbox("select", key=f"ps_{r['item_id']}", value=True):
