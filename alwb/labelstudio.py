@@ -16,7 +16,8 @@ Out: ``OUT/labelstudio.json`` (written by ``alwb export``): one task per image o
 annotations (each annotator's latest answer, reviewers' decisions as ``ground_truth``, imported labels) and the
 current model's prediction (``model_version``, ``score`` = its probability, so Label Studio sorts tasks by
 confidence), in the format of Label Studio's "Import pre-annotated data"; ``OUT/labelstudio.xml`` is the labeling
-configuration it fits. ``completed_by`` is left out (Label Studio refuses users it does not know and gives such
+configuration it fits. "None of these classes" is the choice ``<none>`` both ways (a name no class can have).
+``completed_by`` is left out (Label Studio refuses users it does not know and gives such
 annotations to the importing user); alwb's annotator is kept in ``alwb_annotator``, which this module reads back.
 """
 
@@ -43,6 +44,8 @@ from .images import is_image_path
 FROM_NAME, TO_NAME = "choice", "image"
 #: How ``data.image`` names an image in the tasks written: Label Studio's local files, relative to the image root.
 DEFAULT_PREFIX = "/data/local-files/?d="
+#: the choice that stands for "none of these classes" (reserved: no class can be named so)
+NONE_CHOICE = "<none>"
 #: Label Studio's uploads put 8 hex digits and a dash before the file name.
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 MAX_ANNOTATOR_CHARS = 100
@@ -52,7 +55,7 @@ MAX_ANNOTATOR_CHARS = 100
 class Annotation:
     """One answer read from a task: the class, who gave it and when (Unix time)."""
 
-    label: str
+    label: str | None  # None: "none of these classes" (the choice NONE_CHOICE)
     annotator: str | None
     created_at: float
     ground_truth: bool = False
@@ -194,7 +197,8 @@ def annotations_of(
             _count(skipped, "more than one choice, or not a text (multi-label is not supported)")
             continue
         when = parse_time(ann.get("created_at")) or parse_time(ann.get("updated_at")) or default_time
-        out.append(Annotation(values[0].strip(), annotator_of(ann), when, bool(ann.get("ground_truth"))))
+        label = None if values[0].strip() == NONE_CHOICE else values[0].strip()
+        out.append(Annotation(label, annotator_of(ann), when, bool(ann.get("ground_truth"))))
     return out
 
 
@@ -343,6 +347,8 @@ def import_labelstudio(
             continue
         anns = annotations_of(task, from_name, skipped, default_time=now) if labels else []
         for a in anns:
+            if a.label is None:
+                continue
             try:
                 validate_class_name(a.label)
             except LabelError as exc:
@@ -436,7 +442,7 @@ def _items_for(store: Any, files: Sequence[tuple[Path, str | None]]) -> list[int
 # ---------------------------------------------------------------------------------------------------- export
 def label_config(classes: Sequence[str]) -> str:
     """The labeling configuration (XML) that the tasks written by :func:`export_tasks` fit."""
-    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in classes)
+    choices = "\n".join(f"    <Choice value={quoteattr(c)}/>" for c in [*classes, NONE_CHOICE])
     return (
         "<View>\n"
         f'  <Image name="{TO_NAME}" value="$image"/>\n'
@@ -447,8 +453,9 @@ def label_config(classes: Sequence[str]) -> str:
     )
 
 
-def _result(label: str) -> list[dict[str, Any]]:
-    return [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": {"choices": [label]}}]
+def _result(label: str | None) -> list[dict[str, Any]]:
+    choice = NONE_CHOICE if label is None else label
+    return [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": {"choices": [choice]}}]
 
 
 def _iso(ts: float) -> str:
@@ -465,31 +472,31 @@ def export_tasks(project: Any, dest: str | Path, *, image_prefix: str = DEFAULT_
     for r in store.annotator_answers():  # oldest first: the latest answer of each annotator stays
         latest[(int(r["item_id"]), str(r["annotator"]))] = r
     for (item_id, name), r in latest.items():
-        if r["class"] is not None:
-            per_item[item_id].append(
-                {
-                    "result": _result(r["class"]),
-                    "created_at": _iso(r["created_at"]),
-                    "ground_truth": False,
-                    "was_cancelled": False,
-                    "alwb_annotator": name,
-                }
-            )
+        per_item[item_id].append(
+            {
+                "result": _result(r["class"]),
+                "created_at": _iso(r["created_at"]),
+                "ground_truth": False,
+                "was_cancelled": False,
+                "alwb_annotator": name,
+            }
+        )
     decisions: dict[int, Any] = {}
     for r in store.review_rows():
         decisions[int(r["item_id"])] = r
     for item_id, r in decisions.items():
-        if r["class"] is not None:
-            per_item[item_id].append(
-                {
-                    "result": _result(r["class"]),
-                    "created_at": _iso(r["decided_at"]),
-                    "ground_truth": True,
-                    "was_cancelled": False,
-                    "alwb_annotator": str(r["reviewer"]),
-                }
-            )
-    for r in store.current_labels():  # labels nobody's answer above carries: imported ones, or without a name
+        per_item[item_id].append(
+            {
+                "result": _result(r["class"]),
+                "created_at": _iso(r["decided_at"]),
+                "ground_truth": True,
+                "was_cancelled": False,
+                "alwb_annotator": str(r["reviewer"]),
+            }
+        )
+    for r in store.current_labels(
+        include_none=True
+    ):  # labels nobody's answer above carries: imported ones, or without a name
         item_id = int(r["item_id"])
         if r["annotator"] is None:
             per_item[item_id].append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -180,11 +181,14 @@ def test_labelstudio_out_and_back_in_gives_the_same_labels(tmp_path: Path) -> No
         path_of = {int(r["id"]): str(a.store.image_root().locate(r["path"])) for r in a.store.items()}
         a.label([(i, truth[path_of[i]]) for i in ids[:6]], annotator="ana")
         a.label([(i, "circle") for i in ids[3:8]], annotator="ben")  # disagrees on some
+        a.label([(ids[8], None)], annotator="ana")  # "none of these classes"
+        a.store.record_review(ids[1], "rita", None, now=time.time() + 1)  # a reviewer decides "none" over ana
         later = max(float(r["created_at"]) for r in a.store.label_history(ids[4])) + 5
         a.store.record_review(ids[4], "rita", truth[path_of[ids[4]]], now=later)
         a.train(epochs=2, device="cpu")
         rep = export_project(a, tmp_path / "out", onnx=False)
-        want = {r["sha256"]: (r["class"], r["annotator"]) for r in a.store.current_labels()}
+        want = {r["sha256"]: (r["class"], r["annotator"]) for r in a.store.current_labels(include_none=True)}
+        assert sum(c is None for c, _ in want.values()) == 2
         want_queue = sorted(a.store.item(d.item_id)["sha256"] for d in review_queue(a.store))
         assert len(want_queue) == 2  # ben's circles against ana's squares, less the one rita decided
         n_items = a.store.item_count()
@@ -194,6 +198,7 @@ def test_labelstudio_out_and_back_in_gives_the_same_labels(tmp_path: Path) -> No
     assert len(tasks) == n_items
     xml = (tmp_path / "out" / "labelstudio.xml").read_text()
     assert '<Choices name="choice" toName="image"' in xml and '<Choice value="triangle"/>' in xml
+    assert '<Choice value="&lt;none&gt;"/>' in xml  # "none of these classes"; no class can be named so
     for t in tasks:  # Label Studio's documented task format
         assert t["data"]["image"].startswith("/data/local-files/?d=")
         for an in t["annotations"]:
@@ -204,12 +209,14 @@ def test_labelstudio_out_and_back_in_gives_the_same_labels(tmp_path: Path) -> No
         (pred,) = t["predictions"]  # every item was scored (a small pool)
         assert pred["model_version"] == f"alwb-round-{model_round}" and 0 < pred["score"] <= 1
         assert pred["result"][0]["value"]["choices"][0] in {"circle", "square", "triangle"}
-    assert sum(an["ground_truth"] for t in tasks for an in t["annotations"]) == 1
+    assert sum(an["ground_truth"] for t in tasks for an in t["annotations"]) == 2
+    nones = [an for t in tasks for an in t["annotations"] if an["result"][0]["value"]["choices"] == ["<none>"]]
+    assert sorted((an["alwb_annotator"], an["ground_truth"]) for an in nones) == [("ana", False), ("rita", True)]
 
     with Project.create(tmp_path / "b", classes=["circle", "square", "triangle"]) as b:
         b.set_config(val_size=3)
         got = import_labelstudio(b, rep.labelstudio, tmp_path / "tree")
         assert got.skipped_tasks == [] and got.images_found == n_items
-        have = {r["sha256"]: (r["class"], r["annotator"]) for r in b.store.current_labels()}
+        have = {r["sha256"]: (r["class"], r["annotator"]) for r in b.store.current_labels(include_none=True)}
         assert have == want
         assert sorted(b.store.item(d.item_id)["sha256"] for d in review_queue(b.store)) == want_queue
