@@ -104,6 +104,8 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
                 # same permissions
                 with contextlib.suppress(FileExistsError):
                     os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            elif str(path) != ":memory:":
+                _owner_only(self.path)  # a store made before stores were created 0600
             self.con = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
         try:
             if self.backend == "sqlite":
@@ -712,6 +714,18 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
         d["config"] = json.loads(d["config"])
         d["metrics"] = json.loads(d["metrics"])
         return d
+
+
+def _owner_only(path: Path) -> None:
+    """Take group and other permissions off a store file (and its -wal, -shm files) that this user owns: it holds
+    password hashes. Files of another owner, and file systems that refuse, are left as they are."""
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            st = p.stat()
+            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+                os.chmod(p, st.st_mode & 0o700)
+        except OSError:
+            continue
 
 
 def validate_class_name(name: str) -> str:

@@ -193,6 +193,20 @@ def test_the_sqlite_store_is_readable_by_its_owner_only(tmp_path: Path) -> None:
         assert stat.S_IMODE(f.stat().st_mode) & 0o077 == 0, f
 
 
+def test_a_world_readable_store_made_before_is_made_owner_only_when_opened(tmp_path: Path) -> None:
+    """A store created by an older alwb (umask 022: readable by everyone on the machine) holds password hashes too:
+    opening it takes the group and other permissions off the store and its -wal and -shm files."""
+    root = _project(tmp_path)
+    files = sorted(root.glob("alwb.sqlite*"))
+    assert files
+    for f in files:
+        f.chmod(0o644)
+    with Project.open(root) as proj:
+        assert proj.store.item_count() > 0
+        for f in root.glob("alwb.sqlite*"):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f
+
+
 # -------------------------------------------------------------------------------- class names
 @pytest.mark.parametrize("name", ["ants\u202eexe", "zero\u200bwidth", "bell\x07", "left\u2066to\u2069"])
 def test_class_names_refuse_control_and_format_characters(tmp_path: Path, name: str) -> None:
