@@ -153,11 +153,12 @@ def test_the_server_shows_an_image_through_the_mapped_root(tmp_path: Path, monke
         stored = proj.store.stored_paths()[0]
         moved = tmp_path / "mounted-here"
         images.rename(moved)
-        assert state.image_bytes(proj.store.image_root(), stored, 64) is None
-        problem = state.image_problem(proj.store.image_root(), stored)
+        digest = proj.store.digests([stored])[stored]
+        assert state.image_bytes(proj.store.image_root(), stored, 64, digest) is None
+        problem = state.image_problem(proj.store.image_root(), stored, digest)
         assert "image not found on this machine" in problem and ENV_IMAGE_ROOT in problem
         monkeypatch.setenv(ENV_IMAGE_ROOT, str(moved))
-        shown = state.image_bytes(proj.store.image_root(), stored, 64)
+        shown = state.image_bytes(proj.store.image_root(), stored, 64, digest)
         assert shown is not None and shown[1] == "PNG"
 
 
