@@ -1,4 +1,5 @@
-"""Command line: a table of thin subcommands over :mod:`alwb.loop`, :mod:`alwb.simulate` and :mod:`alwb.export`.
+"""Command line: a table of subcommands over :mod:`alwb.loop`, :mod:`alwb.simulate`, :mod:`alwb.export` and the
+team modules; each parses, calls the library and prints (the library decides, the command only words it).
 
 Each subcommand is one ``_cmd_*`` function registered in :func:`build_parser` with ``set_defaults(func=...)``;
 options several commands share come from the ``parents=`` parsers below, choices from :mod:`alwb.config`. The
@@ -684,6 +685,10 @@ def _cmd_users(args: argparse.Namespace) -> int:
             users.get_user(store, args.name)  # an unknown name fails before the password is asked
             users.set_password(store, args.name, _read_password(args))
             print(f"password of {args.name} changed; their sessions ended")
+        elif args.users_command == "role":
+            before = users.get_user(store, args.name).role
+            u = users.set_role(store, args.name, args.role)
+            print(f"{u.name}: {u.role}" + ("; their sessions ended" if u.role != before else " already"))
         elif args.users_command in ("disable", "enable"):
             u = users.set_disabled(store, args.name, args.users_command == "disable")
             print(f"{u.name} {'disabled; their sessions ended' if u.disabled else 'enabled'}")
@@ -1068,6 +1073,9 @@ def build_parser() -> argparse.ArgumentParser:
     u = users_sub.add_parser("list", parents=[project, as_json], help="list the accounts")
     u = users_sub.add_parser("passwd", parents=[project, password], help="set a new password (ends their sessions)")
     u.add_argument("name", metavar="NAME")
+    u = users_sub.add_parser("role", parents=[project], help="give an account another role (ends their sessions)")
+    u.add_argument("name", metavar="NAME")
+    u.add_argument("role", metavar="ROLE", choices=ROLES, help=", ".join(ROLES))
     for action, text in (("disable", "refuse sign-ins and end sessions"), ("enable", "allow sign-ins again")):
         u = users_sub.add_parser(action, parents=[project], help=text)
         u.add_argument("name", metavar="NAME")

@@ -222,7 +222,7 @@ def export_model(project: Project, out: str | Path, *, onnx: bool = True) -> Pat
         backbone_card = bb.card()
         emb_dim = bb.embedding_dim
     else:
-        model = _build(geo, len(classes))
+        model = build_classifier(geo, len(classes))
         state = load_file(cur["path"])
         model.load_state_dict(state)
         emb_dim = model.emb_dim
@@ -402,7 +402,9 @@ def export_project(
     return ExportReport(ds, mdir, n, n_pseudo, dict(counts), changed, tasks)
 
 
-def _build(geo: dict[str, Any], num_classes: int) -> Classifier:
+def build_classifier(geo: dict[str, Any], num_classes: int) -> Classifier:
+    """An untrained classifier of the architecture a model's geometry names (``arch``, ``channels``,
+    ``image_size``), without pretrained weights: load a saved state_dict into it (:func:`load_state_dict_file`)."""
     from .models import get_model
 
     return get_model(
@@ -455,7 +457,7 @@ class Predictor:
                 backbones.build_extractor(spec), torch.nn.Linear(int(self.pre["emb_dim"]), len(self.classes))
             )
         else:
-            self.model = _build(self.pre, len(self.classes))
+            self.model = build_classifier(self.pre, len(self.classes))
         self.model.load_state_dict(load_state_dict_file(weights))
         self.model.eval()
         self.device = device

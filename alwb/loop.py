@@ -344,7 +344,8 @@ class Project:
         """Features for typicality: ``(the ids that have them, their features, the labeled pool items' features)``.
 
         The latest round's embeddings (its model's, or its backbone's in head mode); before any round, a complete
-        embedding cache of the project's backbone (``alwb embed``, a pretraining job), else None.
+        embedding cache of the project's backbone (filled by a ``head`` round's embed step, the dataset-insight job
+        or a pretraining job), else None.
         """
         labeled = np.asarray(sorted(r["item_id"] for r in self.store.current_labels(split="pool")), np.int64)
         if scores is not None:

@@ -235,7 +235,7 @@ def _append(curve: Path, row: dict[str, Any]) -> None:
 def _evaluate(
     proj: Project, x_test: np.ndarray, y_test: np.ndarray, device: str, *, dataset: Path, out: Path
 ) -> dict[str, Any]:
-    from .export import _build, load_state_dict_file
+    from .export import build_classifier, load_state_dict_file
     from .train import predict_batches, resolve_device, uses_tta
 
     cur = proj.current_model()
@@ -243,7 +243,7 @@ def _evaluate(
     geo = cur["config"]["geometry"]
     if geo.get("mode") == "head":
         return _evaluate_head(proj, cur, dataset, out)
-    model = _build(geo, len(proj.classes))
+    model = build_classifier(geo, len(proj.classes))
     model.load_state_dict(load_state_dict_file(cur["path"]))
     probs, _ = predict_batches(
         model,

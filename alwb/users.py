@@ -205,8 +205,14 @@ def set_disabled(store: Store, name: str, disabled: bool = True) -> User:
 
 
 def set_role(store: Store, name: str, role: str) -> User:
+    """Give an account another role; its sessions end when the role changes (a demoted admin's open tab must not
+    keep an admin's page), in one transaction."""
+    role = _check_role(role)
     row = _get(store, name)
-    store.update_user(row["id"], role=_check_role(role))
+    with store.transaction():
+        if row["role"] != role:
+            store.update_user(row["id"], role=role)
+            store.delete_sessions(user_id=row["id"])
     return get_user(store, name)
 
 

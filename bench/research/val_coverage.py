@@ -37,7 +37,7 @@ import pandas as pd
 
 from alwb.config import TrainConfig
 from alwb.evaluate import wilson_interval
-from alwb.export import _build, load_state_dict_file
+from alwb.export import build_classifier, load_state_dict_file
 from alwb.loop import Project, draw_validation
 from alwb.train import predict_batches, resolve_device, uses_tta
 
@@ -55,7 +55,7 @@ def read_oracle(sim: Path) -> dict[int, int]:
 
 def score(model_path: Path, geo: dict, n_classes: int, x: np.ndarray, *, tta: bool) -> np.ndarray:
     """Class probabilities of pixels ``x`` under the model stored at ``model_path`` (on the CPU)."""
-    model = _build(geo, n_classes)
+    model = build_classifier(geo, n_classes)
     model.load_state_dict(load_state_dict_file(model_path))
     probs, _ = predict_batches(model, x, mean=geo["mean"], std=geo["std"], device=resolve_device("cpu"), tta_flip=tta)
     return probs

@@ -1,4 +1,4 @@
-"""``alwb users add|list|passwd|disable|enable`` on a project (SQLite and PostgreSQL)."""
+"""``alwb users add|list|passwd|role|disable|enable`` on a project (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,32 @@ def test_users_commands(project: Path, monkeypatch: pytest.MonkeyPatch, capsys: 
     assert main(["users", "enable", str(project), "bob"]) == 0
     with Project.open(project) as proj:
         assert users.sign_in(proj.store, "bob", "battery staple").user.name == "bob"
+
+
+def test_users_role_changes_the_role_and_ends_the_sessions(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An admin demoted during the day: the new role holds at once (the open tab's session ends); an unknown name or
+    role is refused with one line and changes nothing; the same role again keeps the sessions."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse\n"))
+    assert main(["users", "add", str(project), "ann", "--role", "admin", "--password-stdin"]) == 0
+    with Project.open(project) as proj:
+        token = users.sign_in(proj.store, "ann", "correct horse").token
+    capsys.readouterr()
+    assert main(["users", "role", str(project), "ann", "annotator"]) == 0
+    assert capsys.readouterr().out.strip() == "ann: annotator; their sessions ended"
+    with Project.open(project) as proj:
+        assert users.session_user(proj.store, token) is None
+        assert users.get_user(proj.store, "ann").role == "annotator"
+        token = users.sign_in(proj.store, "ann", "correct horse").token
+    assert main(["users", "role", str(project), "ann", "annotator"]) == 0
+    assert capsys.readouterr().out.strip() == "ann: annotator already"
+    with pytest.raises(SystemExit):
+        main(["users", "role", str(project), "ann", "owner"])  # argparse: not one of the roles
+    assert main(["users", "role", str(project), "nobody", "admin"]) == 2
+    assert "nobody" in capsys.readouterr().err
+    with Project.open(project) as proj:
+        assert users.session_user(proj.store, token).role == "annotator"
 
 
 def test_password_stdin_from_a_script(tmp_path: Path) -> None:

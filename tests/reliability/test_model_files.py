@@ -111,13 +111,13 @@ CHILD = """
 import json, sys
 import numpy as np, torch
 from safetensors.torch import load_file
-from alwb.export import Predictor, _build
+from alwb.export import Predictor, build_classifier
 mdir, x_path, out = sys.argv[1], sys.argv[2], sys.argv[3]
 x = torch.from_numpy(np.load(x_path))
 pre = json.load(open(mdir + "/preprocess.json"))
 classes = json.load(open(mdir + "/labels.json"))
 ts = torch.jit.load(mdir + "/model.torchscript.pt", map_location="cpu").eval()
-model = _build(pre, len(classes))
+model = build_classifier(pre, len(classes))
 model.load_state_dict(load_file(mdir + "/weights.safetensors"))
 model.eval()
 with torch.no_grad():
@@ -132,13 +132,13 @@ json.dump({"preds": preds}, open(out + "/preds.json", "w"))
 def test_exported_model_reloads_in_a_fresh_process(tmp_path: Path, exported: tuple[Project, Path]) -> None:
     from safetensors.torch import load_file
 
-    from alwb.export import _build
+    from alwb.export import build_classifier
 
     p, model_dir = exported
     pre = json.loads((model_dir / "preprocess.json").read_text())
     assert pre["tta_flip"] is True and "mirror" in (model_dir / "MODEL_CARD.md").read_text()
     cur = p.current_model()
-    original = _build(pre, len(p.classes))
+    original = build_classifier(pre, len(p.classes))
     original.load_state_dict(load_file(cur["path"]))  # the project's own model file
     original.eval()
     rng = np.random.default_rng(11)
