@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import subprocess
 import sys
-from collections.abc import Sequence
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import AlwbError
@@ -153,3 +158,106 @@ def launch(
     # become the server: signals (SIGTERM from a supervisor, Ctrl+C) reach Streamlit itself
     os.execve(sys.executable, cmd, env)
     return 0  # pragma: no cover - execve does not return
+
+
+# ------------------------------------------------------------------ a workbench in a child process (tests, bench)
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """A TCP port nobody listens on at ``host`` now."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServedUI:
+    """``alwb ui`` running in a child process of its own process group (its Streamlit server is the same process:
+    ``alwb ui`` execs it). ``seconds``: from the start to the first healthy answer (0 until :meth:`wait_ready`)."""
+
+    proc: subprocess.Popen
+    url: str
+    port: int
+    log_path: Path
+    seconds: float = 0.0
+
+    def log(self, tail: int = 4000) -> str:
+        """The last ``tail`` characters of the server's output."""
+        try:
+            return self.log_path.read_text(errors="replace")[-tail:]
+        except OSError:
+            return ""
+
+    def wait_ready(self, timeout: float = 90.0, *, started: float | None = None) -> None:
+        """Wait until ``/_stcore/health`` answers ``ok``; raises :class:`AlwbError` (with the log's tail) when the
+        server exits or does not answer within ``timeout`` seconds."""
+        t0 = time.monotonic() if started is None else started
+        while True:
+            if self.proc.poll() is not None:
+                raise AlwbError(f"alwb ui exited with {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
+                if r.read().decode().strip() == "ok":
+                    self.seconds = time.monotonic() - t0
+                    return
+            if time.monotonic() - t0 > timeout:
+                raise AlwbError(f"alwb ui did not answer in {timeout:g} s:\n{self.log()}")
+            time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` to the server's process group and reap it (SIGKILL when SIGTERM is not enough in 15 s)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=15)
+
+
+def spawn_ui(
+    project: Path | None,
+    log_path: Path,
+    *extra: str,
+    host: str | None = DEFAULT_HOST,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ServedUI:
+    """Start ``alwb ui [PROJECT] --port PORT --host HOST EXTRA...`` (a free port unless given; no ``--host`` when
+    ``host`` is None: the default) writing its output to ``log_path`` (appended); returns at once (see
+    :meth:`ServedUI.wait_ready`)."""
+    port = free_port() if port is None else port
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    environ.pop("ALWB_PROJECT", None)
+    cmd = [sys.executable, "-m", "alwb", "ui", *([str(project)] if project else [])]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [*cmd, "--port", str(port), *(["--host", host] if host else []), *extra],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=environ,
+            cwd=cwd,
+            start_new_session=True,  # its own process group: stopped with everything it starts
+        )
+    return ServedUI(proc, f"http://127.0.0.1:{port}", port, Path(log_path))
+
+
+@contextlib.contextmanager
+def served_ui(
+    project: Path | None,
+    log_path: Path,
+    *extra: str,
+    host: str = DEFAULT_HOST,
+    env: dict[str, str] | None = None,
+    startup_s: float = 90.0,
+    cwd: Path | None = None,
+) -> Iterator[ServedUI]:
+    """:func:`spawn_ui`, wait until it answers, yield it; always stopped (tests and benchmarks start it so)."""
+    t0 = time.monotonic()
+    ui = spawn_ui(project, log_path, *extra, host=host, env=env, cwd=cwd)
+    try:
+        ui.wait_ready(startup_s, started=t0)
+        yield ui
+    finally:
+        ui.stop()

@@ -13,14 +13,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -52,45 +46,17 @@ def build_project(folder: Path, *, rounds: int, batches: int) -> Path:
     return project
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def serve(project: Path, log_path: Path, *, startup_s: float = 120) -> Iterator[str]:
     """``alwb ui PROJECT`` on a free port of this machine; yields its address; always stopped with its children."""
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("ALWB_PROJECT", None)
-    cmd = [sys.executable, "-m", "alwb", "ui", str(project), "--port", str(port), "--host", "127.0.0.1"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + startup_s
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"alwb ui exited with {proc.returncode}; see {log_path}")
-                with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().decode().strip() == "ok":
-                        break
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"alwb ui did not answer in {startup_s:.0f} s; see {log_path}")
-                time.sleep(0.25)
-            yield url
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=15)
+    from alwb.errors import AlwbError
+    from alwb.uilaunch import served_ui
+
+    try:
+        with served_ui(project, log_path, startup_s=startup_s) as ui:
+            yield ui.url
+    except AlwbError as exc:
+        raise SystemExit(f"{exc}\n(log: {log_path})") from None
 
 
 def settle(page) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import socket
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +26,9 @@ CHROMIUM_ARGS = [
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    from alwb.uilaunch import free_port as port
+
+    return port()
 
 
 def make_label_store(path: Path, n_items: int, classes: tuple[str, ...]) -> None:

@@ -25,13 +25,8 @@ first model-ranked batch (a batch whose cards show "model:").
 from __future__ import annotations
 
 import argparse
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 CHROMIUM_ARGS = [
@@ -43,23 +38,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_health(port: int, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit("the workbench did not start")
 
 
 def _rounds(project: Path) -> int:
@@ -202,6 +180,7 @@ def main() -> None:
     args = ap.parse_args()
     from alwb.jobs import stop_training
     from alwb.loop import Project
+    from alwb.uilaunch import spawn_ui
 
     with Project.open(args.project) as proj:
         retrain_every = proj.config.retrain_every
@@ -210,22 +189,17 @@ def main() -> None:
             proj.set_config(retrain_every=0)
         if not args.keys:  # the clicking person submits the model's guesses untouched, without the question
             proj.set_config(ask_before_guesses=False)
-    port = free_port()
     log_path = Path("bench/out/ui_latency_server.log")
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    server_log = open(log_path, "w")  # noqa: SIM115 - open for the server's lifetime
-    server = subprocess.Popen(
-        [sys.executable, "-m", "alwb", "ui", str(args.project), "--port", str(port)],
-        stdout=server_log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    log_path.unlink(missing_ok=True)  # wait_address reads this run's output only
+    server = spawn_ui(args.project, log_path, host=None)
+    port = server.port
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             printed = wait_address(log_path)  # a person opens the address once it is printed
-            wait_health(port)
+            server.wait_ready(60)
             base = f"http://127.0.0.1:{port}"
             page.goto(base)  # the address printed: the home page opens Label when a project is open
             page.wait_for_function(GRID_SHOWN, timeout=60_000)
@@ -305,9 +279,7 @@ def main() -> None:
                 print(summary(f"open {name} as a fresh page load", xs))
             browser.close()
     finally:
-        server.terminate()
-        server.wait(timeout=20)
-        server_log.close()
+        server.stop()
         stop_training(args.project)  # a round left running would skew the next measurement
         with Project.open(args.project) as proj:
             proj.set_config(retrain_every=retrain_every, ask_before_guesses=ask)

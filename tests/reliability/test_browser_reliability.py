@@ -26,15 +26,17 @@ import sqlite3
 import subprocess
 import threading
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CHROMIUM, CHROMIUM_ARGS, SHAPES, free_port, make_shapes
+from conftest import CHROMIUM, CHROMIUM_ARGS, SHAPES, make_shapes
 from reliability_figures import report_figures
+
+from alwb.errors import AlwbError
+from alwb.uilaunch import ServedUI, spawn_ui
 
 BATCH = 6
 KILL_REPS = 20
@@ -79,35 +81,21 @@ def _read(path: Path) -> str:
 
 
 def spawn_server(root: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
-    """The workbench on a free port, in its own process group: the command ``alwb ui ROOT`` execs."""
-    from alwb.uilaunch import streamlit_command
+    """``alwb ui ROOT`` on a free port, in its own process group (:func:`alwb.uilaunch.spawn_ui`); not waited for."""
+    ui = spawn_ui(root, log_path)
+    return ui.proc, ui.url
 
-    port = free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "ALWB_PROJECT": str(root.resolve())}
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            streamlit_command(root, port=port, host="127.0.0.1"),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=env,
-            start_new_session=True,
-        )
-    return proc, f"http://127.0.0.1:{port}"
+
+def _served(proc: subprocess.Popen, url: str, log_path: Path = Path("server.log")) -> ServedUI:
+    return ServedUI(proc, url, int(url.rsplit(":", 1)[1]), log_path)
 
 
 def healthy(proc: subprocess.Popen, url: str, log_path: Path) -> None:
-    """Wait until the server answers ``/_stcore/health``; raises when it exits or does not answer in time."""
-    deadline = time.monotonic() + STARTUP_S
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"the workbench exited with {proc.returncode}:\n{_read(log_path)}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-            if resp.read().decode().strip() == "ok":
-                return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the workbench did not answer in {STARTUP_S:.0f} s:\n{_read(log_path)}")
-        time.sleep(0.1)
+    """Wait until the server answers ``/_stcore/health``; fails the test when it exits or does not answer in time."""
+    try:
+        _served(proc, url, log_path).wait_ready(STARTUP_S)
+    except AlwbError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 def start_server(root: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
@@ -123,15 +111,7 @@ def start_server(root: Path, log_path: Path) -> tuple[subprocess.Popen, str]:
 
 def stop_server(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
     """Send ``sig`` to the server's whole process group and reap it (SIGKILL when SIGTERM is not enough)."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=15)
+    _served(proc, "http://127.0.0.1:0").stop(sig)
 
 
 @contextlib.contextmanager

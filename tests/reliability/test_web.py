@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +16,7 @@ from reliability_figures import report_figures
 
 from alwb.cli import build_parser
 from alwb.loop import Project
-from alwb.uilaunch import launch, streamlit_command
+from alwb.uilaunch import launch, spawn_ui, streamlit_command
 
 STARTUP_S = 60.0
 
@@ -46,12 +43,6 @@ def test_ui_help_documents_host() -> None:
         [sys.executable, "-m", "alwb", "ui", "--help"], capture_output=True, text=True, timeout=60, check=True
     ).stdout
     assert "--host" in out and "127.0.0.1" in out
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _listeners(port: int) -> list[tuple[str, str]]:
@@ -92,42 +83,23 @@ def _get(
 
 @pytest.fixture
 def server(tmp_path: Path):  # noqa: ANN201
-    """``python -m alwb ui PROJECT --port PORT``, in its own process group; killed whatever happens."""
+    """``python -m alwb ui PROJECT --port PORT`` (no ``--host``: the default), in its own process group; stopped
+    whatever happens (:func:`alwb.uilaunch.spawn_ui`)."""
     with Project.create(tmp_path / "proj", classes=["a", "b"]):
         pass
-    port = _free_port()
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
-    env = {**os.environ, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "alwb", "ui", str(tmp_path / "proj"), "--port", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        env=env,
+    ui = spawn_ui(
+        tmp_path / "proj",
+        tmp_path / "server.log",
+        host=None,
+        env={"STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"},
         cwd=tmp_path,
     )
     try:
-        t0 = time.monotonic()
-        while True:
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
-            assert time.monotonic() - t0 < STARTUP_S, "the workbench did not start"
-            with contextlib.suppress(OSError):
-                if _get(f"http://127.0.0.1:{port}/_stcore/health")[0] == 200:
-                    break
-            time.sleep(0.2)
-        yield port, proc, time.monotonic() - t0
+        ui.wait_ready(STARTUP_S)
+        yield ui.port, ui.proc, ui.seconds
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        log.close()
-        assert not _listeners(port), "the server still listens after being stopped"
+        ui.stop()
+        assert not _listeners(ui.port), "the server still listens after being stopped"
 
 
 def test_server_listens_on_loopback_only_with_xsrf(server, tmp_path: Path) -> None:
