@@ -186,6 +186,28 @@ def test_keyboard_labeling_a_new_user_can_follow(page, trained: Path) -> None:  
 
     # a finished round replaces an untouched batch only with a word, and keys wait a moment
     settle(page)
+    old_token = page.evaluate("() => window.__alwbKeys.batch")
     page.get_by_role("button", name="Retrain now").click()
-    expect(page.get_by_text("This batch was replaced by one the new model chose")).to_be_visible(timeout=240_000)
+    # the moment the keyboard listener has the new batch, a key is pressed: it must answer nothing
+    page.wait_for_function(
+        """(old) => {
+            const g = window.__alwbKeys;
+            if (!g || g.batch === old) return false;
+            if (!g.probe) {
+                g.probe = {quiet: Date.now() < g.quietUntil};
+                document.dispatchEvent(new KeyboardEvent("keydown", {key: "1", bubbles: true}));
+                g.probe.events = g.events.length;
+            }
+            return true;
+        }""",
+        arg=old_token,
+        timeout=240_000,
+    )
+    expect(page.get_by_text("This batch was replaced by one the new model chose")).to_be_visible()
     expect(page.get_by_text("validation accuracy")).to_be_visible()
+    assert page.evaluate("() => window.__alwbKeys.probe") == {"quiet": True, "events": 0}
+    page.wait_for_function("() => Date.now() > window.__alwbKeys.quietUntil")
+    settle(page)
+    focused(page, 0)  # the key pressed during the pause answered nothing
+    page.keyboard.press("1")  # after the pause keys answer again
+    focused(page, 1)
