@@ -214,6 +214,22 @@ class EmbeddingCache:
     def _writable(self) -> np.memmap:
         return np.load(self.path, mmap_mode="r+")
 
+    def put(self, item_ids: Sequence[int] | npt.NDArray[np.int64], rows: np.ndarray) -> None:
+        """Store ``rows`` (one per id, this cache's dimension) as the embeddings of ``item_ids`` and mark them
+        embedded (embeddings computed elsewhere: another runtime, a benchmark's drawn rows)."""
+        ids = np.asarray(item_ids, dtype=np.int64)
+        rows = np.asarray(rows, dtype=np.float32)
+        if rows.shape != (len(ids), self.dim):
+            raise ValueError(f"rows of shape {rows.shape} for {len(ids)} ids of dimension {self.dim}")
+        self.grow(ids)
+        pos = self.positions(ids)
+        out = self._writable()
+        out[pos] = rows
+        out.flush()
+        del out
+        self.state[pos] = DONE
+        self._save_state()
+
 
 # ----------------------------------------------------------------------------------------------- embedding
 

@@ -9,8 +9,7 @@ Every step is timed and printed:
 2. N tiny PNG files (16×16 random pixels, each one different) written under ``WORK/images``;
 3. a project ``WORK/project`` created and the files imported by the product's own import (``Project.add_images``);
 4. one embedding per item written into the project's embedding cache of EfficientNet-Lite0
-   (``alwb.insight.source.open_cache``; rows written as ``embed_items`` writes them: ``grow``, the memory-mapped rows,
-   then the state). The rows are drawn from the real photo embeddings as ``bench/research/insight.py`` draws them:
+   (``alwb.insight.source.open_cache``, then ``EmbeddingCache.put``). The rows are drawn from the real photo embeddings as ``bench/research/insight.py`` draws them:
    a random real row plus Gaussian noise of 0.3 of each dimension's spread (real shape and scale, not the pictures'
    own embeddings: embedding N images would take hours on 2 CPUs);
 5. ``--labeled`` items labeled (in one batch) with the class of the photo their row was drawn from, so that the
@@ -156,7 +155,6 @@ def write_pngs(folder: Path, n: int, seed: int = 0) -> None:
 
 def store_embeddings(proj, rows: np.ndarray) -> tuple[str, np.ndarray]:  # noqa: ANN001
     """Write one row per item (ascending ids) into the project's embedding cache of its insight backbone."""
-    from alwb.embed import DONE
     from alwb.insight import insight_backbone
     from alwb.insight.source import open_cache
 
@@ -167,14 +165,7 @@ def store_embeddings(proj, rows: np.ndarray) -> tuple[str, np.ndarray]:  # noqa:
     ids = np.asarray(sorted(proj.store.item_ids()), dtype=np.int64)
     if len(ids) != len(rows):
         raise SystemExit(f"{len(ids)} items imported, {len(rows)} rows drawn")
-    cache.grow(ids)
-    pos = cache.positions(ids)
-    out = cache._writable()
-    out[pos] = rows
-    out.flush()
-    del out
-    cache.state[pos] = DONE
-    cache._save_state()
+    cache.put(ids, rows)
     return cache.key, ids
 
 

@@ -158,3 +158,17 @@ def test_a_file_replaced_since_import_is_not_embedded(small: backbones.LoadedBac
     assert set(rep.unreadable) == {victim_id}
     assert "the file changed since it was imported" in rep.unreadable[victim_id]
     assert rep.embedded == len(items) - 1
+
+
+def test_rows_put_into_the_cache_are_read_back_by_id_after_reopening(tmp_path: Path) -> None:
+    """``EmbeddingCache.put``: embeddings computed elsewhere, in any id order, are read back by id (and marked
+    embedded) by a cache opened afresh; a row of the wrong width is refused and writes nothing."""
+    cache = EmbeddingCache(tmp_path, "efficientnet_lite0", "ab" * 32, 4)
+    rows = np.arange(12, dtype=np.float32).reshape(3, 4)
+    cache.put([30, 10, 20], rows)
+    again = EmbeddingCache(tmp_path, "efficientnet_lite0", "ab" * 32, 4)
+    assert again.embedded_ids().tolist() == [10, 20, 30]
+    assert np.array_equal(again.rows([30, 10, 20]), rows)
+    with pytest.raises(ValueError, match="dimension 4"):
+        again.put([40], np.zeros((1, 5), np.float32))
+    assert EmbeddingCache(tmp_path, "efficientnet_lite0", "ab" * 32, 4).embedded_ids().tolist() == [10, 20, 30]
