@@ -458,6 +458,18 @@ def _result(label: str | None) -> list[dict[str, Any]]:
     return [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": {"choices": [choice]}}]
 
 
+def _annotation(label: str | None, at: float, who: str | None, *, ground_truth: bool = False) -> dict[str, Any]:
+    """One Label Studio annotation of alwb's: the answer, its time, whether it is a reviewer's decision, and alwb's
+    annotator (``alwb_annotator``; ``completed_by`` is left out, see the module doc)."""
+    return {
+        "result": _result(label),
+        "created_at": _iso(at),
+        "ground_truth": ground_truth,
+        "was_cancelled": False,
+        "alwb_annotator": who,
+    }
+
+
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(float(ts), dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -472,43 +484,17 @@ def export_tasks(project: Any, dest: str | Path, *, image_prefix: str = DEFAULT_
     for r in store.annotator_answers():  # oldest first: the latest answer of each annotator stays
         latest[(int(r["item_id"]), str(r["annotator"]))] = r
     for (item_id, name), r in latest.items():
-        per_item[item_id].append(
-            {
-                "result": _result(r["class"]),
-                "created_at": _iso(r["created_at"]),
-                "ground_truth": False,
-                "was_cancelled": False,
-                "alwb_annotator": name,
-            }
-        )
+        per_item[item_id].append(_annotation(r["class"], r["created_at"], name))
     decisions: dict[int, Any] = {}
     for r in store.review_rows():
         decisions[int(r["item_id"])] = r
     for item_id, r in decisions.items():
-        per_item[item_id].append(
-            {
-                "result": _result(r["class"]),
-                "created_at": _iso(r["decided_at"]),
-                "ground_truth": True,
-                "was_cancelled": False,
-                "alwb_annotator": str(r["reviewer"]),
-            }
-        )
-    for r in store.current_labels(
-        include_none=True
-    ):  # labels nobody's answer above carries: imported ones, or without a name
-        item_id = int(r["item_id"])
+        per_item[item_id].append(_annotation(r["class"], r["decided_at"], str(r["reviewer"]), ground_truth=True))
+    # labels nobody's answer above carries: imported ones, or without a name
+    for r in store.current_labels(include_none=True):
         if r["annotator"] is None:
-            per_item[item_id].append(
-                {
-                    "result": _result(r["class"]),
-                    "created_at": _iso(r["created_at"]),
-                    "ground_truth": False,
-                    "was_cancelled": False,
-                    "alwb_annotator": None,
-                    "alwb_source": r["source"],
-                }
-            )
+            ann = _annotation(r["class"], r["created_at"], None)
+            per_item[int(r["item_id"])].append({**ann, "alwb_source": r["source"]})
     scores = project.scores()
     model = project.current_model()
     probs: dict[int, Any] = {}

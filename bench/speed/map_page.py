@@ -9,9 +9,10 @@ Every step is timed and printed:
 2. N tiny PNG files (16×16 random pixels, each one different) written under ``WORK/images``;
 3. a project ``WORK/project`` created and the files imported by the product's own import (``Project.add_images``);
 4. one embedding per item written into the project's embedding cache of EfficientNet-Lite0
-   (``alwb.insight.source.open_cache``, then ``EmbeddingCache.put``). The rows are drawn from the real photo embeddings as ``bench/research/insight.py`` draws them:
-   a random real row plus Gaussian noise of 0.3 of each dimension's spread (real shape and scale, not the pictures'
-   own embeddings: embedding N images would take hours on 2 CPUs);
+   (``alwb.insight.source.open_cache``, then ``EmbeddingCache.put``). The rows are drawn from the real photo
+   embeddings as ``bench/research/insight.py`` draws them: a random real row plus Gaussian noise of 0.3 of each
+   dimension's spread (real shape and scale, not the pictures' own embeddings: embedding N images would take hours
+   on 2 CPUs);
 5. ``--labeled`` items labeled (in one batch) with the class of the photo their row was drawn from, so that the
    colours vary;
 6. the product's background insight job (``alwb.insight.jobs.start_background``, what the workbench starts: embeds
@@ -32,12 +33,9 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -196,24 +194,6 @@ def run_job(root: Path, timeout: float) -> None:
         raise SystemExit(f"the insight job failed: {st.get('error')}\n{log}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_health(port: int, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise SystemExit(f"alwb ui exited with {proc.returncode}:\n{log.read_text(errors='replace')}")
-        with contextlib.suppress(OSError):
-            if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).read() == b"ok":
-                return
-        time.sleep(0.2)
-    raise SystemExit("the workbench did not start")
-
-
 def measure_browser(base: str, n: int, point: tuple[float, float], args: argparse.Namespace, server_pid: int) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -347,34 +327,23 @@ def main() -> None:
             step(f"server side of one Map run (map_frame + figure + to_json): {size / 1024:,.0f} KiB of JSON", t0)
             point = (float(m["xy"][0, 0]), float(m["xy"][0, 1]))
 
-        port = free_port()
+        from alwb.uilaunch import spawn_ui
+
         log = args.work / "server.log"
+        log.unlink(missing_ok=True)
         t0 = time.perf_counter()
-        with open(log, "wb") as out:
-            server = subprocess.Popen(
-                [sys.executable, "-m", "alwb", "ui", str(root), "--port", str(port), "--host", "127.0.0.1"],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                start_new_session=True,
-            )
-        wait_health(port, server, log)
-        step(f"alwb ui answering on 127.0.0.1:{port} (server PSS {tree_mem(server.pid) / 2**20:.0f} MiB)", t0)
-        measure_browser(f"http://127.0.0.1:{port}", n, point, args, server.pid)
+        server = spawn_ui(root, log)
+        port = server.port
+        server.wait_ready(120)
+        step(f"alwb ui answering on 127.0.0.1:{port} (server PSS {tree_mem(server.proc.pid) / 2**20:.0f} MiB)", t0)
+        measure_browser(f"http://127.0.0.1:{port}", n, point, args, server.proc.pid)
         from alwb.insight import jobs
 
         if jobs.is_running(root):
             print("  note: the page started the insight job again during the measurement")
     finally:
         if server is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=20)
+            server.stop()
     print(f"load average at the end: {os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f} (1 / 5 min)")
     step("all", t_all)
 
