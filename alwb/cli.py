@@ -808,6 +808,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", metavar="COMMAND", required=True)
     project, as_json, images = _project_options(), _json_options(), _images_options()
 
+    _add_data_commands(sub, project, as_json, images)
+    _add_training_commands(sub, project, as_json)
+    _add_research_commands(sub)
+    _add_admin_commands(sub, project, as_json)
+    return ap
+
+
+def _add_data_commands(
+    sub: Any, project: argparse.ArgumentParser, as_json: argparse.ArgumentParser, images: argparse.ArgumentParser
+) -> None:
+    """Commands on a project's images and labels: init, add, status, query, issues, similar, label."""
     p = sub.add_parser(
         "init",
         parents=[project, images, _mode_options("new")],
@@ -906,6 +917,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--annotator", default=os.environ.get("USER"), help="who labeled (default: $USER)")
     p.set_defaults(func=_cmd_label)
 
+
+def _add_training_commands(sub: Any, project: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    """Commands that train a project's rounds, serve it and use its model: train, worker, ui, export, predict."""
     p = sub.add_parser(
         "train",
         parents=[project, _training_options("project"), _device_options(None, "default: the project's setting")],
@@ -974,6 +988,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_predict)
 
+
+def _add_research_commands(sub: Any) -> None:
+    """Commands for trying alwb out and learning features: simulate, pretrain, demo."""
     p = sub.add_parser(
         "simulate",
         parents=[_training_options("simulator"), _device_options(None, f"default {TrainConfig.device}")],
@@ -1060,6 +1077,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=_cmd_demo)
 
+
+def _add_admin_commands(sub: Any, project: argparse.ArgumentParser, as_json: argparse.ArgumentParser) -> None:
+    """Commands that administer a project or this machine: users, weights, root, store."""
     p = sub.add_parser("users", help="accounts: who may sign in to the workbench, with which role")
     p.set_defaults(func=_cmd_users)
     users_sub = p.add_subparsers(dest="users_command", metavar="ACTION", required=True)
@@ -1146,7 +1166,6 @@ def build_parser() -> argparse.ArgumentParser:
         "use that store (PROJECT/store.json; alwb.sqlite is renamed alwb.sqlite.moved). Stop the workbench first.",
     )
     p.add_argument("url", metavar="URL", help="postgresql://USER@HOST:PORT/DB (password: PGPASSWORD or ~/.pgpass)")
-    return ap
 
 
 def main(argv: Sequence[str] | None = None) -> int:
