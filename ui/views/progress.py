@@ -167,127 +167,153 @@ def render() -> None:
     if df.empty:
         st.info("No round has finished yet: label a batch, then train (Label page).")
     else:
-        last = df.iloc[-1]
-        c = st.columns(4)
-        c[0].metric(
-            "Validation accuracy",
-            "n/a" if pd.isna(last.val_accuracy) else f"{last.val_accuracy:.1%}",
-            delta=None
-            if len(df) < 2 or pd.isna(df.iloc[-2].val_accuracy) or pd.isna(last.val_accuracy)
-            else f"{(last.val_accuracy - df.iloc[-2].val_accuracy) * 100:+.1f} pts",
+        _headline(df, rounds)
+        _accuracy_chart(df, rounds, settings, str(proj.root))
+        _time_and_pseudo_labels(df, n_pseudo_now)
+        _confusion(rounds, classes)
+    insight.leakage_panel(str(proj.root))
+    _labels_per_class(counts, classes)
+    disagreements.render_team_progress()
+
+
+def _headline(df: pd.DataFrame, rounds: list) -> None:
+    """The last round's figures, and what it chose by itself."""
+    last = df.iloc[-1]
+    c = st.columns(4)
+    c[0].metric(
+        "Validation accuracy",
+        "n/a" if pd.isna(last.val_accuracy) else f"{last.val_accuracy:.1%}",
+        delta=None
+        if len(df) < 2 or pd.isna(df.iloc[-2].val_accuracy) or pd.isna(last.val_accuracy)
+        else f"{(last.val_accuracy - df.iloc[-2].val_accuracy) * 100:+.1f} pts",
+    )
+    c[1].metric("95% interval", "n/a" if pd.isna(last.low) else f"{last.low:.1%} – {last.high:.1%}")
+    c[2].metric("Training labels", int(last.labels))
+    c[3].metric("Validation labels", int(last.val_n))
+    done = [r for r in rounds if r["status"] == "done"]
+    for line in round_decisions(done[-1]["metrics"]) if done else []:  # what the round chose by itself, and why
+        st.caption(f"Round {done[-1]['number']}: {line}")
+
+
+def _accuracy_chart(df: pd.DataFrame, rounds: list, settings: dict, root: str) -> None:
+    """Validation accuracy and macro-F1 by labels given, with the forecast and the stopping advice."""
+    last = df.iloc[-1]
+    st.subheader("Accuracy by labels given")
+    st.caption(
+        "Validation accuracy on a random sample of the pool that is never trained on; the band is its "
+        "95% Wilson interval. Macro-F1 dashed. Hover a point for its round."
+    )
+    rounds_json = json.dumps(rounds, default=str)
+    adv = _advice(rounds_json, settings["label_cost"], settings["point_value"], 0.0)
+    fore = pd.DataFrame(adv["curve"], columns=["labels", "accuracy", "low", "high"])
+    x = alt.X("labels:Q", title="training labels", axis=INT_AXIS)
+    y_scale = alt.Scale(domain=score_domain(pd.concat([df, fore[["low", "high"]]])), zero=False)
+    band = (
+        alt.Chart(df)
+        .mark_area(opacity=0.2)
+        .encode(x=x, y=alt.Y("low:Q", title="validation score", scale=y_scale), y2="high:Q")
+    )
+    lines = (
+        alt.Chart(score_frame(df))
+        .mark_line(point=True)
+        .encode(
+            x=x,
+            y=alt.Y("value:Q", title="validation score", scale=y_scale),
+            color=alt.Color("score:N", title=None, sort=list(SCORES.values())),
+            strokeDash=alt.StrokeDash("score:N", legend=None, sort=list(SCORES.values())),
+            tooltip=[
+                alt.Tooltip("round:Q", title="round"),
+                alt.Tooltip("labels:Q", title="training labels"),
+                alt.Tooltip("score:N", title="score"),
+                alt.Tooltip("value:Q", title="value", format=".3f"),
+                alt.Tooltip("low:Q", title="accuracy 95% low", format=".3f"),
+                alt.Tooltip("high:Q", title="accuracy 95% high", format=".3f"),
+                alt.Tooltip("val_n:Q", title="validation labels"),
+            ],
         )
-        c[1].metric("95% interval", "n/a" if pd.isna(last.low) else f"{last.low:.1%} – {last.high:.1%}")
-        c[2].metric("Training labels", int(last.labels))
-        c[3].metric("Validation labels", int(last.val_n))
-        done = [r for r in rounds if r["status"] == "done"]
-        for line in round_decisions(done[-1]["metrics"]) if done else []:  # what the round chose by itself, and why
-            st.caption(f"Round {done[-1]['number']}: {line}")
-        st.subheader("Accuracy by labels given")
-        st.caption(
-            "Validation accuracy on a random sample of the pool that is never trained on; the band is its "
-            "95% Wilson interval. Macro-F1 dashed. Hover a point for its round."
-        )
-        rounds_json = json.dumps(rounds, default=str)
-        adv = _advice(rounds_json, settings["label_cost"], settings["point_value"], 0.0)
-        fore = pd.DataFrame(adv["curve"], columns=["labels", "accuracy", "low", "high"])
-        x = alt.X("labels:Q", title="training labels", axis=INT_AXIS)
-        y_scale = alt.Scale(domain=score_domain(pd.concat([df, fore[["low", "high"]]])), zero=False)
-        band = (
-            alt.Chart(df)
-            .mark_area(opacity=0.2)
+    )
+    chart = band + lines
+    if not fore.empty:  # the forecast: a dashed continuation of the curve with its band
+        y = alt.Y("accuracy:Q", title="validation score", scale=y_scale)
+        tip = [
+            alt.Tooltip("labels:Q", title="training labels", format=",.0f"),
+            alt.Tooltip("accuracy:Q", title="forecast accuracy", format=".3f"),
+            alt.Tooltip("low:Q", title=f"{LEVEL:.0%} low", format=".3f"),
+            alt.Tooltip("high:Q", title=f"{LEVEL:.0%} high", format=".3f"),
+        ]
+        chart += (
+            alt.Chart(fore)
+            .mark_area(opacity=0.12, color="gray")
             .encode(x=x, y=alt.Y("low:Q", title="validation score", scale=y_scale), y2="high:Q")
         )
-        lines = (
-            alt.Chart(score_frame(df))
-            .mark_line(point=True)
-            .encode(
-                x=x,
-                y=alt.Y("value:Q", title="validation score", scale=y_scale),
-                color=alt.Color("score:N", title=None, sort=list(SCORES.values())),
-                strokeDash=alt.StrokeDash("score:N", legend=None, sort=list(SCORES.values())),
-                tooltip=[
-                    alt.Tooltip("round:Q", title="round"),
-                    alt.Tooltip("labels:Q", title="training labels"),
-                    alt.Tooltip("score:N", title="score"),
-                    alt.Tooltip("value:Q", title="value", format=".3f"),
-                    alt.Tooltip("low:Q", title="accuracy 95% low", format=".3f"),
-                    alt.Tooltip("high:Q", title="accuracy 95% high", format=".3f"),
-                    alt.Tooltip("val_n:Q", title="validation labels"),
-                ],
-            )
-        )
-        chart = band + lines
-        if not fore.empty:  # the forecast: a dashed continuation of the curve with its band
-            y = alt.Y("accuracy:Q", title="validation score", scale=y_scale)
-            tip = [
-                alt.Tooltip("labels:Q", title="training labels", format=",.0f"),
-                alt.Tooltip("accuracy:Q", title="forecast accuracy", format=".3f"),
-                alt.Tooltip("low:Q", title=f"{LEVEL:.0%} low", format=".3f"),
-                alt.Tooltip("high:Q", title=f"{LEVEL:.0%} high", format=".3f"),
-            ]
-            chart += (
-                alt.Chart(fore)
-                .mark_area(opacity=0.12, color="gray")
-                .encode(x=x, y=alt.Y("low:Q", title="validation score", scale=y_scale), y2="high:Q")
-            )
-            chart += alt.Chart(fore).mark_line(strokeDash=[6, 4], color="gray").encode(x=x, y=y, tooltip=tip)
-        st.altair_chart(chart, width="stretch")
-        _stop_advice(adv, rounds_json, str(proj.root), settings, int(last.labels))
+        chart += alt.Chart(fore).mark_line(strokeDash=[6, 4], color="gray").encode(x=x, y=y, tooltip=tip)
+    st.altair_chart(chart, width="stretch")
+    _stop_advice(adv, rounds_json, root, settings, int(last.labels))
 
-        cols = st.columns(2)
-        with cols[0]:
-            st.subheader("Time per round")
+
+def _time_and_pseudo_labels(df: pd.DataFrame, n_pseudo_now: int) -> None:
+    """Seconds per round by step, and pseudo-labels per round (no empty chart when there are none)."""
+    cols = st.columns(2)
+    with cols[0]:
+        st.subheader("Time per round")
+        st.altair_chart(
+            alt.Chart(time_frame(df))
+            .mark_bar()
+            .encode(
+                x=alt.X("round:O", axis=alt.Axis(labelAngle=0)),
+                y="seconds:Q",
+                color=alt.Color("part:N", title="step", sort=list(PARTS.values())),
+                tooltip=["round", "part", alt.Tooltip("seconds:Q", format=".1f")],
+            ),
+            width="stretch",
+        )
+    with cols[1]:
+        st.subheader("Pseudo-labels per round")
+        if int(df["pseudo"].fillna(0).sum()) or n_pseudo_now:
             st.altair_chart(
-                alt.Chart(time_frame(df))
+                alt.Chart(df)
                 .mark_bar()
                 .encode(
                     x=alt.X("round:O", axis=alt.Axis(labelAngle=0)),
-                    y="seconds:Q",
-                    color=alt.Color("part:N", title="step", sort=list(PARTS.values())),
-                    tooltip=["round", "part", alt.Tooltip("seconds:Q", format=".1f")],
+                    y=alt.Y("pseudo:Q", title="pseudo-labels", axis=INT_AXIS),
                 ),
                 width="stretch",
             )
-        with cols[1]:
-            st.subheader("Pseudo-labels per round")
-            if int(df["pseudo"].fillna(0).sum()) or n_pseudo_now:
-                st.altair_chart(
-                    alt.Chart(df)
-                    .mark_bar()
-                    .encode(
-                        x=alt.X("round:O", axis=alt.Axis(labelAngle=0)),
-                        y=alt.Y("pseudo:Q", title="pseudo-labels", axis=INT_AXIS),
-                    ),
-                    width="stretch",
-                )
-                st.caption(f"{n_pseudo_now} pseudo-label(s) in use now.")
-            else:  # no empty chart
-                st.caption("No pseudo-labels so far: they are off (Settings), or no image was confident enough.")
-        done = [r for r in rounds if r["status"] == "done"]
-        conf = (done[-1]["metrics"].get("val") or {}).get("confusion") if done else None
-        if conf and len(conf) == len(classes):
-            st.subheader("Confusion matrix (validation, last round)")
-            cm = pd.DataFrame(
-                [(t, p, conf[i][j]) for i, t in enumerate(classes) for j, p in enumerate(classes)],
-                columns=["true", "predicted", "count"],
+            st.caption(f"{n_pseudo_now} pseudo-label(s) in use now.")
+        else:  # no empty chart
+            st.caption("No pseudo-labels so far: they are off (Settings), or no image was confident enough.")
+
+
+def _confusion(rounds: list, classes: list[str]) -> None:
+    """The last finished round's confusion matrix on the validation sample."""
+    done = [r for r in rounds if r["status"] == "done"]
+    conf = (done[-1]["metrics"].get("val") or {}).get("confusion") if done else None
+    if conf and len(conf) == len(classes):
+        st.subheader("Confusion matrix (validation, last round)")
+        cm = pd.DataFrame(
+            [(t, p, conf[i][j]) for i, t in enumerate(classes) for j, p in enumerate(classes)],
+            columns=["true", "predicted", "count"],
+        )
+        heat = (
+            alt.Chart(cm)
+            .mark_rect()
+            .encode(
+                x=alt.X("predicted:N", sort=classes, axis=alt.Axis(labelAngle=0)),
+                y=alt.Y("true:N", sort=classes),
+                color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=alt.Legend(format="d")),
+                tooltip=["true", "predicted", "count"],
             )
-            heat = (
-                alt.Chart(cm)
-                .mark_rect()
-                .encode(
-                    x=alt.X("predicted:N", sort=classes, axis=alt.Axis(labelAngle=0)),
-                    y=alt.Y("true:N", sort=classes),
-                    color=alt.Color("count:Q", scale=alt.Scale(scheme="blues"), legend=alt.Legend(format="d")),
-                    tooltip=["true", "predicted", "count"],
-                )
-            )
-            text = (
-                alt.Chart(cm)
-                .mark_text()
-                .encode(x=alt.X("predicted:N", sort=classes), y=alt.Y("true:N", sort=classes), text="count:Q")
-            )
-            st.altair_chart((heat + text).properties(height=alt.Step(36)), width="stretch")
-    insight.leakage_panel(str(proj.root))
+        )
+        text = (
+            alt.Chart(cm)
+            .mark_text()
+            .encode(x=alt.X("predicted:N", sort=classes), y=alt.Y("true:N", sort=classes), text="count:Q")
+        )
+        st.altair_chart((heat + text).properties(height=alt.Step(36)), width="stretch")
+
+
+def _labels_per_class(counts: dict, classes: list[str]) -> None:
+    """Labels per class by source."""
     st.subheader("Labels per class")
     lc = pd.DataFrame(
         [(c, src, n) for c, by in counts.items() for src, n in by.items()], columns=["class", "source", "labels"]
@@ -306,4 +332,3 @@ def render() -> None:
             ),
             width="stretch",
         )
-    disagreements.render_team_progress()
