@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from typing import Any
 
 import streamlit as st
 
@@ -372,19 +373,7 @@ def render() -> None:
             _offer_to_label()
             return
         if b is None or not b["items"]:
-            b = _fetch_batch(proj)
-            state.set_batch(b)
-            if b is not None:
-                for it in b["items"]:  # validation answers are never pre-filled: the model must not anchor them
-                    if it.predicted in classes and it.reason != "validation":
-                        state.set_guess(it.id, it.predicted)  # a guess until the person answers the card
-                # answers chosen before a reload or a lost connection come back from the store
-                options = {*classes, state.SKIP, state.NONE}
-                for item_id, ans in proj.store.drafts(state.annotator(), [it.id for it in b["items"]]).items():
-                    if ans in options:
-                        state.set_answer(item_id, ans)
-                # a reload resumes at the first card the person has not answered
-                state.set_focus(state.first_unanswered([it.id for it in b["items"]]))
+            b = _new_batch(proj, classes)
             st.session_state["touched"] = False
         else:  # every run of the open page keeps the batch's leases alive
             _keep_leases(proj, force=True)
@@ -439,40 +428,75 @@ def render() -> None:
         for col, j in zip(cols, range(row_start, min(row_start + COLUMNS, len(items))), strict=False):
             it = items[j]
             with col.container(border=True, key=f"cell_{j}"):
-                shown = state.image_bytes(images, it.path, 192, digests.get(it.path))
-                if shown is None:
-                    st.warning(md_escape(state.image_problem(images, it.path, digests.get(it.path))))
-                else:
-                    st.image(shown[0], width="stretch", output_format=shown[1])
-                head = f"{'▶ ' if j == focus else ''}#{j + 1}"
-                guess = state.is_guess(it.id)
-                if it.reason == "validation":
-                    head += " · validation sample"
-                elif it.predicted is not None:
-                    head += f" · model: {it.predicted} ({it.probability:.0%})"
-                st.text(head)
-                key = state.answer_key(it.id)  # a new key whenever the answer was set from outside the box
-                current = state.answer(it.id)
-                st.selectbox(
-                    f"answer {j + 1}",
-                    options,
-                    index=options.index(current) if current in options else None,
-                    key=key,
-                    placeholder="choose…",
-                    label_visibility="collapsed",
-                    on_change=_answered,
-                    args=(root, it.id, key),
-                )
-                if guess:  # the model's guess is not the person's answer until they confirm or change it
-                    st.button(
-                        "guess, not checked: ✓ keep it",
-                        key=f"ok_{j}_{it.id}",
-                        on_click=_confirm,
-                        args=(root, it.id),
-                        width="stretch",
-                    )
+                _card(j, it, focus, options, images, digests.get(it.path), root)
 
-    # the keys' legend and Submit stay on screen (sticky at the bottom); the buttons also answer with the mouse
+    _key_bar(classes, items, focus, n_guess, root)
+    if st.toggle("Similar images", key="lbl_similar", help="the images nearest to the framed card (embeddings)"):
+        from ui.views import insight as insight_views
+
+        with Project.open(root) as p:
+            insight_views.similar_strip(p, items[focus].id)
+
+
+def _new_batch(proj: Project, classes: list[str]) -> dict | None:
+    """A fresh batch, kept in the session, with the model's guesses preselected, the person's unsubmitted answers
+    back from the store, and the focus on the first card not answered."""
+    b = _fetch_batch(proj)
+    state.set_batch(b)
+    if b is not None:
+        for it in b["items"]:  # validation answers are never pre-filled: the model must not anchor them
+            if it.predicted in classes and it.reason != "validation":
+                state.set_guess(it.id, it.predicted)  # a guess until the person answers the card
+        # answers chosen before a reload or a lost connection come back from the store
+        options = {*classes, state.SKIP, state.NONE}
+        for item_id, ans in proj.store.drafts(state.annotator(), [it.id for it in b["items"]]).items():
+            if ans in options:
+                state.set_answer(item_id, ans)
+        # a reload resumes at the first card the person has not answered
+        state.set_focus(state.first_unanswered([it.id for it in b["items"]]))
+    return b
+
+
+def _card(j: int, it: Any, focus: int, options: list[str], images: Any, digest: str | None, root: str) -> None:
+    """Card ``j`` of the batch: the image (only while its file holds the content imported), what the model says,
+    the answer box, and "✓ keep it" while the answer is the model's unchecked guess."""
+    shown = state.image_bytes(images, it.path, 192, digest)
+    if shown is None:
+        st.warning(md_escape(state.image_problem(images, it.path, digest)))
+    else:
+        st.image(shown[0], width="stretch", output_format=shown[1])
+    head = f"{'▶ ' if j == focus else ''}#{j + 1}"
+    guess = state.is_guess(it.id)
+    if it.reason == "validation":
+        head += " · validation sample"
+    elif it.predicted is not None:
+        head += f" · model: {it.predicted} ({it.probability:.0%})"
+    st.text(head)
+    key = state.answer_key(it.id)  # a new key whenever the answer was set from outside the box
+    current = state.answer(it.id)
+    st.selectbox(
+        f"answer {j + 1}",
+        options,
+        index=options.index(current) if current in options else None,
+        key=key,
+        placeholder="choose…",
+        label_visibility="collapsed",
+        on_change=_answered,
+        args=(root, it.id, key),
+    )
+    if guess:  # the model's guess is not the person's answer until they confirm or change it
+        st.button(
+            "guess, not checked: ✓ keep it",
+            key=f"ok_{j}_{it.id}",
+            on_click=_confirm,
+            args=(root, it.id),
+            width="stretch",
+        )
+
+
+def _key_bar(classes: list[str], items: list, focus: int, n_guess: int, root: str) -> None:
+    """The keys' legend and Submit, sticky at the bottom; the buttons also answer with the mouse."""
+    ids = [it.id for it in items]
     with st.container(key="alwb_keybar"):
         keys = st.container(horizontal=True)
         for k, cls in zip(keyboard.class_keys(classes), classes, strict=False):
@@ -498,11 +522,6 @@ def render() -> None:
                 else ""
             )
         )
-    if st.toggle("Similar images", key="lbl_similar", help="the images nearest to the framed card (embeddings)"):
-        from ui.views import insight as insight_views
-
-        with Project.open(root) as p:
-            insight_views.similar_strip(p, items[focus].id)
 
 
 def _card_styles(focus: int, guesses: list[int]) -> str:

@@ -3,6 +3,8 @@ pseudo-labels, device."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import streamlit as st
 
 from alwb import backbones
@@ -35,127 +37,11 @@ def render() -> None:
         here = {r.name: r.kind for r in backbones.list_backbones() if r.cached}
         best = choose_backbone(AUTO_BACKBONE, lambda n: n in here)
         with st.form("settings"):
-            st.subheader("Labeling")
-            strategies = list_strategies()
-            strategy = st.selectbox(
-                "Query strategy",
-                strategies,
-                index=strategies.index(cfg.strategy) if cfg.strategy in strategies else 0,
-            )
-            # the ranges widen to a value set elsewhere (API, older settings) rather than failing the page
-            batch = st.slider(
-                "Images per batch", min(4, cfg.batch_size), max(48, cfg.batch_size), cfg.batch_size, step=4
-            )
-            every = st.number_input(
-                "Retrain automatically every N new labels (0: only on request)",
-                0,
-                max(10000, cfg.retrain_every),
-                cfg.retrain_every,
-                step=10,
-            )
-            ask_guesses = st.toggle(
-                "Ask before saving the model's unchecked guesses",
-                value=cfg.ask_before_guesses,
-                help="a batch whose preselected guesses were not checked asks once before they are saved (as "
-                "accepted guesses, not as your answers)",
-            )
-            st.subheader("Model and training")
-            modes = list(MODES)
-            mode = st.selectbox(
-                "Training mode",
-                modes,
-                index=modes.index(tcfg.mode) if tcfg.mode in modes else 0,
-                help="head: a classifier on the backbone's cached embeddings (seconds per round on a CPU); "
-                "finetune: the whole backbone (for a GPU); scratch: the small CNN from random weights; auto: head "
-                "on a CPU, finetune on a GPU, for photos larger than 64 px with the backbone's weights on this "
-                "machine, else scratch",
-            )
-            backbone = st.selectbox(
-                "Pretrained backbone",
-                names if tcfg.backbone in names else [*names, tcfg.backbone],
-                index=names.index(tcfg.backbone) if tcfg.backbone in names else len(names),
-                format_func=lambda n: (
-                    f"auto (the best here: {best or 'none'})"
-                    if n == AUTO_BACKBONE
-                    else f"{n} (weights here{f', {here[n]}' if here[n] in ('custom', 'packaged') else ''})"
-                    if n in here
-                    else f"{n} (no weights here)"
-                ),
-                help="for head and finetune rounds; auto: the first here of "
-                + ", ".join(backbones.AUTO_ORDER)
-                + ". Weights on this machine are marked; an administrator can import a weights file below",
-            )
-            models = ["auto", *list_models()]
-            model = st.selectbox(
-                "Model",
-                models,
-                index=models.index(tcfg.model) if tcfg.model in models else 0,
-                help="the from-scratch model; auto: cnn6 (a project keeps the model it started with)",
-            )
-            augment = st.selectbox(
-                "Augmentation",
-                AUGMENTATIONS,
-                index=AUGMENTATIONS.index(tcfg.augment),
-                help="crop: random shifts; flip: mirror left-right (not for text or digits)",
-            )
-            balances = list(BALANCE)
-            balance = st.selectbox(
-                "Class imbalance",
-                balances,
-                index=balances.index(tcfg.balance) if tcfg.balance in balances else 0,
-                help="weights: class-weighted loss; smote / adasyn: oversample the labeled embeddings "
-                "(imbalanced-learn) and fit the classifier head on them",
-            )
-            pseudo = st.toggle(
-                "Pseudo-labels: train on confident unlabeled images too",
-                value=tcfg.pseudo,
-                help="chosen anew each round, at most as many per class as it has labels; never exported as "
-                "human labels",
-            )
-            threshold = st.slider(
-                "Pseudo-label confidence threshold", 0.5, 0.999, float(tcfg.pseudo_threshold), step=0.005
-            )
-            device = st.selectbox("Device", DEVICES, index=DEVICES.index(tcfg.device))
-            epochs = st.number_input("Epochs per round (0: automatic)", 0, max(500, tcfg.epochs), tcfg.epochs)
-            st.subheader("When to stop")
-            adv = advice_settings(proj)
-            label_cost = st.number_input(
-                "Cost of one label (0: not given)",
-                min_value=0.0,
-                value=adv["label_cost"],
-                step=0.05,
-                help="with the value of a point of accuracy, the Progress page weighs what more labels would buy "
-                "against what they cost (any one currency)",
-            )
-            point_value = st.number_input(
-                "Value of one point of accuracy (0: not given)", min_value=0.0, value=adv["point_value"], step=10.0
-            )
+            labeling = _labeling_fields(cfg)
+            training = _training_fields(tcfg, names, here, best)
+            stopping = _stopping_fields(proj)
             if st.form_submit_button("Save settings", type="primary"):
-                try:
-                    set_advice_settings(proj, label_cost=float(label_cost), point_value=float(point_value))
-                    proj.set_config(
-                        strategy=strategy,
-                        batch_size=int(batch),
-                        retrain_every=int(every),
-                        ask_before_guesses=bool(ask_guesses),
-                    )
-                    proj.set_train_config(
-                        mode=mode,
-                        backbone=backbone,
-                        model=model,
-                        augment=augment,
-                        balance=balance,
-                        device=device,
-                        epochs=int(epochs),
-                        pseudo=bool(pseudo),
-                        pseudo_threshold=float(threshold),
-                    )
-                except (AlwbError, ValueError) as exc:
-                    st.error(md_escape(f"Not saved: {exc}"))
-                else:
-                    state.reset_batch()
-                    state.flash("Settings saved.")
-                    st.rerun()
+                _save(proj, labeling, training, stopping)
         if small:  # folded away: rounds on images this small train from scratch
             with st.expander(f"Pretrained features (not used: these images are small, {side} px)"):
                 _import_weights(proj)
@@ -163,6 +49,141 @@ def render() -> None:
         else:
             _import_weights(proj)
             pretrain_panel.render(str(proj.root))
+
+
+def _labeling_fields(cfg: Any) -> dict[str, Any]:
+    """The labeling settings' widgets; their values by :meth:`Project.set_config`'s names."""
+    st.subheader("Labeling")
+    strategies = list_strategies()
+    strategy = st.selectbox(
+        "Query strategy",
+        strategies,
+        index=strategies.index(cfg.strategy) if cfg.strategy in strategies else 0,
+    )
+    # the ranges widen to a value set elsewhere (API, older settings) rather than failing the page
+    batch = st.slider("Images per batch", min(4, cfg.batch_size), max(48, cfg.batch_size), cfg.batch_size, step=4)
+    every = st.number_input(
+        "Retrain automatically every N new labels (0: only on request)",
+        0,
+        max(10000, cfg.retrain_every),
+        cfg.retrain_every,
+        step=10,
+    )
+    ask_guesses = st.toggle(
+        "Ask before saving the model's unchecked guesses",
+        value=cfg.ask_before_guesses,
+        help="a batch whose preselected guesses were not checked asks once before they are saved (as "
+        "accepted guesses, not as your answers)",
+    )
+    return {
+        "strategy": strategy,
+        "batch_size": int(batch),
+        "retrain_every": int(every),
+        "ask_before_guesses": bool(ask_guesses),
+    }
+
+
+def _training_fields(tcfg: Any, names: list[str], here: dict[str, str], best: str | None) -> dict[str, Any]:
+    """The model and training settings' widgets; their values by :meth:`Project.set_train_config`'s names."""
+    st.subheader("Model and training")
+    modes = list(MODES)
+    mode = st.selectbox(
+        "Training mode",
+        modes,
+        index=modes.index(tcfg.mode) if tcfg.mode in modes else 0,
+        help="head: a classifier on the backbone's cached embeddings (seconds per round on a CPU); "
+        "finetune: the whole backbone (for a GPU); scratch: the small CNN from random weights; auto: head "
+        "on a CPU, finetune on a GPU, for photos larger than 64 px with the backbone's weights on this "
+        "machine, else scratch",
+    )
+    backbone = st.selectbox(
+        "Pretrained backbone",
+        names if tcfg.backbone in names else [*names, tcfg.backbone],
+        index=names.index(tcfg.backbone) if tcfg.backbone in names else len(names),
+        format_func=lambda n: (
+            f"auto (the best here: {best or 'none'})"
+            if n == AUTO_BACKBONE
+            else f"{n} (weights here{f', {here[n]}' if here[n] in ('custom', 'packaged') else ''})"
+            if n in here
+            else f"{n} (no weights here)"
+        ),
+        help="for head and finetune rounds; auto: the first here of "
+        + ", ".join(backbones.AUTO_ORDER)
+        + ". Weights on this machine are marked; an administrator can import a weights file below",
+    )
+    models = ["auto", *list_models()]
+    model = st.selectbox(
+        "Model",
+        models,
+        index=models.index(tcfg.model) if tcfg.model in models else 0,
+        help="the from-scratch model; auto: cnn6 (a project keeps the model it started with)",
+    )
+    augment = st.selectbox(
+        "Augmentation",
+        AUGMENTATIONS,
+        index=AUGMENTATIONS.index(tcfg.augment),
+        help="crop: random shifts; flip: mirror left-right (not for text or digits)",
+    )
+    balances = list(BALANCE)
+    balance = st.selectbox(
+        "Class imbalance",
+        balances,
+        index=balances.index(tcfg.balance) if tcfg.balance in balances else 0,
+        help="weights: class-weighted loss; smote / adasyn: oversample the labeled embeddings "
+        "(imbalanced-learn) and fit the classifier head on them",
+    )
+    pseudo = st.toggle(
+        "Pseudo-labels: train on confident unlabeled images too",
+        value=tcfg.pseudo,
+        help="chosen anew each round, at most as many per class as it has labels; never exported as human labels",
+    )
+    threshold = st.slider("Pseudo-label confidence threshold", 0.5, 0.999, float(tcfg.pseudo_threshold), step=0.005)
+    device = st.selectbox("Device", DEVICES, index=DEVICES.index(tcfg.device))
+    epochs = st.number_input("Epochs per round (0: automatic)", 0, max(500, tcfg.epochs), tcfg.epochs)
+    return {
+        "mode": mode,
+        "backbone": backbone,
+        "model": model,
+        "augment": augment,
+        "balance": balance,
+        "device": device,
+        "epochs": int(epochs),
+        "pseudo": bool(pseudo),
+        "pseudo_threshold": float(threshold),
+    }
+
+
+def _stopping_fields(proj: Project) -> dict[str, float]:
+    """What a label costs and a point of accuracy is worth (for the Progress page's advice)."""
+    st.subheader("When to stop")
+    adv = advice_settings(proj)
+    label_cost = st.number_input(
+        "Cost of one label (0: not given)",
+        min_value=0.0,
+        value=adv["label_cost"],
+        step=0.05,
+        help="with the value of a point of accuracy, the Progress page weighs what more labels would buy "
+        "against what they cost (any one currency)",
+    )
+    point_value = st.number_input(
+        "Value of one point of accuracy (0: not given)", min_value=0.0, value=adv["point_value"], step=10.0
+    )
+    return {"label_cost": float(label_cost), "point_value": float(point_value)}
+
+
+def _save(proj: Project, labeling: dict[str, Any], training: dict[str, Any], stopping: dict[str, float]) -> None:
+    """Save the form's values (advice, labeling, then training settings); a refused value stops there and says
+    why."""
+    try:
+        set_advice_settings(proj, **stopping)
+        proj.set_config(**labeling)
+        proj.set_train_config(**training)
+    except (AlwbError, ValueError) as exc:
+        st.error(md_escape(f"Not saved: {exc}"))
+    else:
+        state.reset_batch()
+        state.flash("Settings saved.")
+        st.rerun()
 
 
 def _may_import_weights(proj: Project) -> bool:
