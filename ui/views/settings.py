@@ -51,6 +51,11 @@ def render() -> None:
             pretrain_panel.render(str(proj.root))
 
 
+def _index(options: list[str], value: str) -> int:
+    """Where ``value`` is among a selectbox's ``options`` (the first when a value set elsewhere is not one of them)."""
+    return options.index(value) if value in options else 0
+
+
 def _labeling_fields(cfg: Any) -> dict[str, Any]:
     """The labeling settings' widgets; their values by :meth:`Project.set_config`'s names."""
     st.subheader("Labeling")
@@ -58,7 +63,7 @@ def _labeling_fields(cfg: Any) -> dict[str, Any]:
     strategy = st.selectbox(
         "Query strategy",
         strategies,
-        index=strategies.index(cfg.strategy) if cfg.strategy in strategies else 0,
+        index=_index(strategies, cfg.strategy),
     )
     # the ranges widen to a value set elsewhere (API, older settings) rather than failing the page
     batch = st.slider("Images per batch", min(4, cfg.batch_size), max(48, cfg.batch_size), cfg.batch_size, step=4)
@@ -90,7 +95,7 @@ def _training_fields(tcfg: Any, names: list[str], here: dict[str, str], best: st
     mode = st.selectbox(
         "Training mode",
         modes,
-        index=modes.index(tcfg.mode) if tcfg.mode in modes else 0,
+        index=_index(modes, tcfg.mode),
         help="head: a classifier on the backbone's cached embeddings (seconds per round on a CPU); "
         "finetune: the whole backbone (for a GPU); scratch: the small CNN from random weights; auto: head "
         "on a CPU, finetune on a GPU, for photos larger than 64 px with the backbone's weights on this "
@@ -115,7 +120,7 @@ def _training_fields(tcfg: Any, names: list[str], here: dict[str, str], best: st
     model = st.selectbox(
         "Model",
         models,
-        index=models.index(tcfg.model) if tcfg.model in models else 0,
+        index=_index(models, tcfg.model),
         help="the from-scratch model; auto: cnn6 (a project keeps the model it started with)",
     )
     augment = st.selectbox(
@@ -128,7 +133,7 @@ def _training_fields(tcfg: Any, names: list[str], here: dict[str, str], best: st
     balance = st.selectbox(
         "Class imbalance",
         balances,
-        index=balances.index(tcfg.balance) if tcfg.balance in balances else 0,
+        index=_index(balances, tcfg.balance),
         help="weights: class-weighted loss; smote / adasyn: oversample the labeled embeddings "
         "(imbalanced-learn) and fit the classifier head on them",
     )
