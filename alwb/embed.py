@@ -35,6 +35,7 @@ from .images import ImageRoot, check_present
 
 if TYPE_CHECKING:  # pragma: no cover
     from .backbones import LoadedBackbone, Preprocess
+    from .onnxembed import OnnxEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,10 @@ class EmbedReport:
     unreadable: dict[int, str] = field(default_factory=dict)
     seconds: float = 0.0
     device: str = "cpu"
+    #: what computed the embeddings of this call: ``pytorch`` or ``onnxruntime`` (:mod:`alwb.onnxembed`)
+    runtime: str = "pytorch"
+    #: largest difference between ONNX Runtime's and PyTorch's embeddings on this call's check (None: not checked)
+    parity: float | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -73,7 +78,8 @@ class EmbedReport:
     def summary(self) -> str:
         """One line for a person."""
         bad = f", {len(self.unreadable)} unreadable" if self.unreadable else ""
-        rate = f" ({self.images_per_second:.1f} img/s on {self.device})" if self.embedded else ""
+        on = f"{self.device}, {self.runtime}" if self.runtime != "pytorch" else self.device
+        rate = f" ({self.images_per_second:.1f} img/s on {on})" if self.embedded else ""
         return f"{self.backbone}: {self.embedded} embedded{rate}, {self.already} already cached{bad}"
 
 
@@ -296,6 +302,7 @@ def embed_items(
     threads: int | None = None,
     images: ImageRoot | None = None,
     digests: Mapping[int, str] | None = None,
+    runtime: str = "auto",
 ) -> EmbedReport:
     """Embed the items that are not in the cache yet; return what was done.
 
@@ -318,6 +325,10 @@ def embed_items(
         paths, read through it, and a file that is not there stops the run with
         :class:`alwb.images.ImageMissing` before anything is embedded (it is not marked unreadable). None: the
         paths are used as they are.
+    runtime : ``auto`` (ONNX Runtime on the CPU for runs of :data:`alwb.onnxembed.MIN_IMAGES` images or more, or
+        when the backbone's export is already cached; PyTorch otherwise), ``onnx`` (ONNX Runtime on the CPU whatever
+        the size) or ``torch``. ONNX Runtime embeds only after it matched PyTorch within
+        :data:`alwb.onnxembed.EMBED_ATOL` on images of this run; otherwise PyTorch does (:mod:`alwb.onnxembed`).
 
     Returns
     -------
@@ -326,6 +337,8 @@ def embed_items(
     """
     import torch
 
+    if runtime not in ("auto", "onnx", "torch"):
+        raise ValueError(f"runtime must be 'auto', 'onnx' or 'torch', not {runtime!r}")
     t0 = time.perf_counter()
     dev = _auto_device(device)
     cache = EmbeddingCache.for_backbone(project_dir, backbone)
@@ -370,6 +383,7 @@ def embed_items(
         old_threads = torch.get_num_threads()
         if threads:
             torch.set_num_threads(int(threads))
+        onnx = _onnx_embedder(cache, backbone, runtime, dev, total, threads or old_threads)
         try:
             for batch in loader:
                 good = [(p, a) for p, a, e in batch if e is None]
@@ -378,11 +392,18 @@ def embed_items(
                         cache.state[p] = UNREADABLE
                         cache.errors[int(cache.ids[p])] = e
                 if good:
-                    x = torch.from_numpy(np.stack([a for _, a in good])).to(dev, non_blocking=True)
-                    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                        emb = model(backbone.preprocess.normalise(x))
+                    pixels = np.stack([a for _, a in good])
+                    if onnx is not None and report.parity is None:
+                        onnx = _checked(onnx, backbone, pixels, report)
+                    if onnx is not None:
+                        rows_emb = onnx(pixels)
+                    else:
+                        x = torch.from_numpy(pixels).to(dev, non_blocking=True)
+                        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                            emb = model(backbone.preprocess.normalise(x))
+                        rows_emb = emb.float().cpu().numpy().reshape(len(good), -1)
                     rows = np.asarray([p for p, _ in good], dtype=np.int64)
-                    out[rows] = emb.float().cpu().numpy().reshape(len(good), -1)
+                    out[rows] = rows_emb
                     out.flush()
                     cache.state[rows] = DONE
                 cache._save_state()
@@ -403,6 +424,41 @@ def embed_items(
     if report.unreadable:
         log.warning("%d image(s) could not be read for %s embeddings", len(report.unreadable), backbone.spec.name)
     return report
+
+
+def _onnx_embedder(
+    cache: EmbeddingCache, backbone: LoadedBackbone, runtime: str, device: str, total: int, threads: int
+) -> OnnxEmbedder | None:
+    """ONNX Runtime's embedder when ``runtime`` and the run call for it (see :func:`embed_items`), else None."""
+    from . import onnxembed
+
+    if runtime == "torch" or not device.startswith("cpu"):
+        return None
+    if runtime == "auto" and total < onnxembed.MIN_IMAGES and not onnxembed.onnx_file(cache.dir, cache.key).is_file():
+        return None
+    return onnxembed.load_or_export(cache.dir, cache.key, backbone, threads=threads)
+
+
+def _checked(
+    onnx: OnnxEmbedder, backbone: LoadedBackbone, pixels: np.ndarray, report: EmbedReport
+) -> OnnxEmbedder | None:
+    """``onnx`` when it matches PyTorch on the first images of the run (the difference goes to ``report``)."""
+    from .onnxembed import EMBED_ATOL, PARITY_IMAGES, parity
+
+    try:
+        report.parity = parity(onnx, backbone, pixels[:PARITY_IMAGES])
+    except Exception as exc:  # a session that cannot run is as bad as one that disagrees
+        log.warning("ONNX Runtime could not embed (%s: %s); PyTorch embeds this run", type(exc).__name__, exc)
+        report.parity = float("inf")
+    if report.parity <= EMBED_ATOL:
+        report.runtime = "onnxruntime"
+        return onnx
+    log.warning(
+        "ONNX Runtime's embeddings differ from PyTorch's by %.2e (allowed %.0e); PyTorch embeds this run",
+        report.parity,
+        EMBED_ATOL,
+    )
+    return None
 
 
 def digests_from_store(store: Any) -> dict[int, str]:

@@ -168,7 +168,7 @@ def export_onnx(
 @contextlib.contextmanager
 def _quiet():  # noqa: ANN202 - a context manager
     """The exporter prints its progress and warns about things the user cannot act on."""
-    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "torch.export", "torch._dynamo")]
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "onnxscript", "onnx_ir", "torch.export", "torch._dynamo")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)

