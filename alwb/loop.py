@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +32,9 @@ from .scores import Scores, read_scores
 from .store import LabelRow, Store
 from .store.location import ENV_URL, POINTER_FILE, STORE_FILE, is_project, store_location, write_pointer
 from .typicality import select_typical
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .leases import Submitted
 
 __all__ = [
     "NONE_LABEL",
@@ -420,20 +423,53 @@ class Project:
         """
         batch_id = batch_id or uuid.uuid4().hex
         took = {int(i) for i in accepted}
-        classes = set(self.classes)
-        for item_id, cls in answers:
-            row = self.store.item(int(item_id))
-            if row is None or row["status"] != "ok":
-                raise LabelError(f"item {item_id} does not exist or was rejected")
-            if cls is not None and cls not in classes:
-                raise LabelError(f"unknown class {cls!r} (classes: {', '.join(sorted(classes))})")
-        n = self.store.add_labels(
-            [LabelRow(int(i), c, int(i) in took) for i, c in answers],
-            source="human",
-            annotator=annotator,
-            batch_id=batch_id,
-        )
+        with self.store.transaction():  # checked where it is written: an item rejected meanwhile is refused
+            classes = set(self.classes)
+            status = self.store.item_statuses([int(i) for i, _ in answers])
+            for item_id, cls in answers:
+                if status.get(int(item_id)) != "ok":
+                    raise LabelError(f"item {item_id} does not exist or was rejected")
+                if cls is not None and cls not in classes:
+                    raise LabelError(f"unknown class {cls!r} (classes: {', '.join(sorted(classes))})")
+            n = self.store.add_labels(
+                [LabelRow(int(i), c, int(i) in took) for i, c in answers],
+                source="human",
+                annotator=annotator,
+                batch_id=batch_id,
+            )
         return batch_id, n
+
+    def submit(
+        self,
+        answers: Sequence[tuple[int, str | None]],
+        *,
+        skipped: Collection[int] = (),
+        annotator: str | None = None,
+        accepted: Collection[int] = (),
+        team: bool = False,
+        batch_id: str | None = None,
+    ) -> Submitted:
+        """The front door for a submitted batch, in ONE transaction: the answers saved (:meth:`label`; for a
+        ``team`` member each is checked against the leases first, :func:`alwb.leases.submit`, and a refused one is
+        reported, not written), the batch's drafts dropped, and a team member's skipped items given back.
+
+        ``skipped``: items of the batch left unanswered. Raises :class:`LabelError` (nothing written) on an unknown
+        item or class.
+        """
+        from . import leases
+
+        batch_id = batch_id or uuid.uuid4().hex
+        with self.store.transaction():
+            if team:
+                done = leases.submit(self, str(annotator or ""), answers, batch_id=batch_id, accepted=accepted)
+            else:
+                written = self.label(answers, annotator=annotator, batch_id=batch_id, accepted=accepted)[1]
+                done = leases.Submitted(batch_id, written)
+            if annotator:
+                self.store.clear_drafts(annotator, [int(i) for i, _ in answers] + [int(i) for i in skipped])
+            if team and skipped:
+                leases.release(self.store, str(annotator), [int(i) for i in skipped])
+        return done
 
     def round_due(self) -> bool:
         """True when the answers since the last round call for the next one: ``retrain_every`` counts every answer

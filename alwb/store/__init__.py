@@ -293,6 +293,17 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
                 out[str(r[0])] = str(r[1])
         return out
 
+    def item_statuses(self, item_ids: Sequence[int]) -> dict[int, str]:
+        """The status (``ok`` / ``rejected``) of each of ``item_ids`` that is an item (others are left out)."""
+        out: dict[int, str] = {}
+        uniq = [i for i in dict.fromkeys(int(i) for i in item_ids) if _INT64_MIN <= i <= _INT64_MAX]
+        for start in range(0, len(uniq), 500):
+            chunk = uniq[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for r in self.con.execute(f"SELECT id, status FROM items WHERE id IN ({marks})", chunk).fetchall():
+                out[int(r[0])] = str(r[1])
+        return out
+
     # ------------------------------------------------------------------ the image root
     def image_root(self) -> ImageRoot:
         """Where the project's images are on this machine: the recorded root, or ``$ALWB_IMAGE_ROOT`` instead."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from alwb import leases
-from alwb.errors import EmptyPoolError
+from alwb.errors import AlwbError, EmptyPoolError, LabelError
 from alwb.loop import Project
 
 
@@ -195,3 +195,41 @@ def test_an_overlap_item_takes_a_second_answer_but_not_a_third(tmp_path: Path, s
         assert leases.submit(p, "ann", [(item, "b")]).written == 1  # her own answer, changed: no third person
     finally:
         p.close()
+
+
+# ------------------------------------------------------------------------------------------------ the front door
+
+
+def test_submit_saves_answers_drops_drafts_and_is_all_or_nothing(proj) -> None:  # noqa: ANN001
+    """Project.submit: the answers, the batch's drafts (answered and skipped items) in one transaction; a bad
+    answer (unknown class, a rejected item) writes nothing and keeps every draft."""
+    ids = proj.store.item_ids()[:6]
+    for i in ids:
+        proj.store.save_draft("ann", i, "circle")
+    bad = [(ids[0], "circle"), (ids[1], "hexagon")]
+    with pytest.raises(LabelError, match="hexagon"):
+        proj.submit(bad, skipped=[ids[5]], annotator="ann")
+    proj.store.reject_items([(ids[2], "blurred")])
+    with pytest.raises(LabelError, match="rejected"):
+        proj.submit([(ids[0], "circle"), (ids[2], "square")], annotator="ann")
+    assert proj.store.current_labels() == [] and len(proj.store.drafts("ann", ids)) == 6  # nothing written
+    done = proj.submit([(ids[0], "circle"), (ids[1], None)], skipped=[ids[3]], annotator="ann", accepted=[ids[0]])
+    assert done.written == 2 and not done.refused
+    rows = {int(r["item_id"]): r for r in proj.store.current_labels(include_none=True)}
+    assert rows[ids[0]]["class"] == "circle" and rows[ids[1]]["class"] is None
+    assert bool(rows[ids[0]]["accepted_guess"]) and not bool(rows[ids[1]]["accepted_guess"])
+    assert sorted(proj.store.drafts("ann", ids)) == [ids[2], ids[4], ids[5]]  # the others' drafts stay
+
+
+def test_a_team_submit_refuses_what_another_holds_and_gives_skipped_items_back(proj) -> None:  # noqa: ANN001
+    leases.set_overlap_share(proj.store, 0.0)
+    mine = [it.id for it in leases.team_batch(proj, "ann", 6).items]
+    theirs = [it.id for it in leases.team_batch(proj, "bob", 6).items]
+    done = proj.submit([(mine[0], "circle"), (theirs[0], "square")], skipped=mine[1:3], annotator="ann", team=True)
+    assert done.written == 1 and set(done.refused) == {theirs[0]}
+    assert {int(r["item_id"]) for r in proj.store.current_labels()} == {mine[0]}
+    held = set(leases.held(proj.store, "ann"))
+    assert not held & set(mine[:3]) and set(mine[3:]) <= held  # the skipped ones went back, the rest are still hers
+    assert theirs[0] in leases.held(proj.store, "bob")
+    with pytest.raises(AlwbError, match="annotator"):
+        proj.submit([(mine[3], "circle")], team=True)

@@ -98,19 +98,15 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
         proj.close()
         return
     try:
-        team = state.signin() is not None
-        if answers and team:  # each answer checked against the leases, in the same transaction
-            from alwb.leases import submit
-
-            refused = submit(proj, annotator, answers, batch_id=uuid.uuid4().hex, accepted=accepted).refused
-        elif answers:  # also drops their drafts
-            proj.label(answers, annotator=annotator, batch_id=uuid.uuid4().hex, accepted=accepted)
+        done = proj.submit(
+            answers,
+            skipped=[i for i in item_ids if i in state.skipped()],
+            annotator=annotator,
+            accepted=accepted,
+            team=state.signin() is not None,  # a team member's answers are checked against the leases
+        )
+        refused = done.refused
         saved = True
-        proj.store.clear_drafts(annotator, item_ids)
-        if team:  # answered items' leases ended with their labels; skipped ones go back
-            from alwb.leases import release
-
-            release(proj.store, annotator, [i for i in item_ids if i in state.skipped()])
         n_saved = len(answers) - len(refused)
         n_guess = len([i for i in accepted if i not in refused])
         if n_saved == 0 and skipped:
