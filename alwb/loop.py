@@ -487,6 +487,26 @@ class Project:
             return now >= min(every, self.config.batch_size)
         return now - len(self.store.labels_at(done[-1]["started_at"])) >= every
 
+    def training_progress(self) -> dict[str, Any]:
+        """Where training stands, in one dict for pages and scripts: the background round of this machine (its job
+        file: ``running``, ``phase``, ``done``, ``total`` …), a training worker's round (``queue``: running, queued,
+        the last one, workers alive; :func:`alwb.worker.round_activity`) and ``last_error``, the error of the last
+        failed round when it is newer than the last round that succeeded and nothing runs now."""
+        from .jobs import read_progress
+        from .worker import round_activity
+
+        prog = read_progress(self.root)
+        rounds = self.store.rounds()
+        failed = [r for r in rounds if r["status"] == "failed"]
+        done = [r for r in rounds if r["status"] == "done"]
+        if failed and (not done or failed[-1]["started_at"] > done[-1]["started_at"]) and not prog.get("running"):
+            prog["last_error"] = failed[-1]["error"]
+        queue = prog["queue"] = round_activity(self.store)  # a training worker's round, on whatever machine it runs
+        last = queue["last"]
+        if last is not None and done and (last["finished_at"] or 0) < (done[-1]["finished_at"] or 0):
+            queue["last"] = None  # a round trained since (here, or by a request without a worker) is the news
+        return prog
+
     def label_file(self, csv_path: str | Path, *, annotator: str | None = None) -> tuple[str, int]:
         """Apply an answers CSV (``id`` or ``path``, and ``label``) as one transaction.
 

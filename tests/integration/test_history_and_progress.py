@@ -110,3 +110,19 @@ def test_the_worker_writes_its_rounds_progress_to_the_store(project: Path, monke
     with Project.open(project) as proj:
         act = round_activity(proj.store)
         assert act["last"]["status"] == "failed" and "no real training" in act["last"]["error"]
+
+
+def test_training_progress_reports_a_failed_round_until_one_succeeds(project: Path) -> None:
+    """Project.training_progress: one dict for pages (the job file here, a worker's round in the store)."""
+    with Project.open(project) as proj:
+        prog = proj.training_progress()
+        assert not prog.get("running") and "last_error" not in prog and prog["queue"]["running"] is None
+        n = proj.store.start_round("margin")
+        proj.store.fail_round(n, "RuntimeError: out of memory")
+        assert proj.training_progress()["last_error"] == "RuntimeError: out of memory"
+        time.sleep(0.01)
+        m = proj.store.start_round("margin")
+        proj.store.finish_round(
+            m, model_path="m.pt", arch="cnn6", config={}, metrics={}, timings={}, n_labeled=0, n_pseudo=0, n_val=0
+        )
+        assert "last_error" not in proj.training_progress()  # a round that succeeded since is the news

@@ -7,9 +7,7 @@ import time
 import streamlit as st
 
 from alwb.errors import AlwbError
-from alwb.jobs import read_progress
 from alwb.loop import Project
-from alwb.worker import round_activity
 from ui import state
 from ui.text import md_escape
 
@@ -34,21 +32,6 @@ def need_project(proj: Project | None) -> Project:
         st.info("No project is open. Open or create one on the Start page.")
         st.stop()
     return proj
-
-
-def training_status(proj: Project) -> dict:
-    """Progress of the background round plus the last failed round's error (if newer than the last success)."""
-    prog = read_progress(proj.root)
-    rounds = proj.store.rounds()
-    failed = [r for r in rounds if r["status"] == "failed"]
-    done = [r for r in rounds if r["status"] == "done"]
-    if failed and (not done or failed[-1]["started_at"] > done[-1]["started_at"]) and not prog.get("running"):
-        prog["last_error"] = failed[-1]["error"]
-    queue = prog["queue"] = round_activity(proj.store)  # a training worker's round, on whatever machine it runs
-    last = queue["last"]
-    if last is not None and done and (last["finished_at"] or 0) < (done[-1]["finished_at"] or 0):
-        queue["last"] = None  # a round trained since (here, or by a request without a worker) is the news
-    return prog
 
 
 PHASES = {"train": "training", "score": "scoring the pool", "preparing": "preparing data", "starting": "starting"}

@@ -15,7 +15,7 @@ from alwb.worker import start_or_queue
 from ui import keyboard, leasewatch, state
 from ui.text import md_escape
 from ui.views import signin, unavailable
-from ui.views.common import need_project, plan_sentence, show_flash, show_training, training_status
+from ui.views.common import need_project, plan_sentence, show_flash, show_training
 
 COLUMNS = 4
 #: After a finished round replaced an untouched batch, keys are ignored this long (ms): a key meant for the old
@@ -315,7 +315,7 @@ def _training_panel(root: str, batch_round: int) -> None:
         return
     try:
         _keep_leases(proj)
-        prog = training_status(proj)
+        prog = proj.training_progress()
         show_training(prog, root, proj.train_config.device)
         current = proj.store.current_round()
     except StoreUnavailable as exc:

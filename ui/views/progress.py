@@ -13,7 +13,7 @@ from alwb.report import round_decisions
 from ui import state
 from ui.text import md_escape
 from ui.views import disagreements, insight, signin
-from ui.views.common import need_project, show_training, training_status
+from ui.views.common import need_project, show_training
 
 #: Axes of counts: whole numbers only (Vega-Lite would otherwise print ticks such as 0.5 or 18.000000).
 INT_AXIS = alt.Axis(format="d", tickMinStep=1)
@@ -88,7 +88,7 @@ def _training_panel(root: str) -> None:
         return
 
     with Project.open(root) as proj:
-        show_training(training_status(proj), root, proj.train_config.device)
+        show_training(proj.training_progress(), root, proj.train_config.device)
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
