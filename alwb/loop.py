@@ -26,12 +26,12 @@ from .errors import AlwbError, EmptyPoolError, LabelError, ProjectError
 from .ingest import IngestReport, ingest
 from .models import BACKBONE_PREFIX, choose_arch
 from .plan import AUTO_BACKBONE, TrainingPlan, choose_backbone
-from .query import FEATURE_STRATEGIES, list_strategies, select, select_diverse
+from .query import Candidates, list_strategies
+from .query import strategy as get_strategy
 from .round import RoundSummary, run_round
 from .scores import Scores, read_scores
 from .store import LabelRow, Store
 from .store.location import ENV_URL, POINTER_FILE, STORE_FILE, is_project, store_location, write_pointer
-from .typicality import select_typical
 
 if TYPE_CHECKING:  # pragma: no cover
     from .leases import Submitted
@@ -292,32 +292,30 @@ class Project:
         scores: Scores | None,
         rng: np.random.Generator,
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64] | None, str, str | None]:
-        """``k`` pool items by ``strategy``: ``(ids, scores, the strategy used, a note when it fell back)``."""
-        use, note = strategy, None
-        if strategy == "auto":
-            use = self.auto_strategy()
-        if use in FEATURE_STRATEGIES:
+        """``k`` pool items by ``strategy``: ``(ids, scores, the strategy used, a note when it fell back)``.
+
+        The strategy says what it needs (:class:`alwb.query.Strategy`); when that is not there yet (no features, no
+        model, nothing scored left) the items are picked at random and the note says why."""
+        use = self.auto_strategy() if strategy == "auto" else strategy
+        strat = get_strategy(use)
+        if strat.needs == "nothing":
+            return *strat.pick(Candidates(pool, rng), k), use, None
+        if strat.needs == "features":
             feats = self.features(pool, scores)
-            if feats is not None:
-                kept, emb_pool, emb_labeled = feats
-                ids, sc = select_typical(emb_pool, kept, k, labeled_emb=emb_labeled, seed=int(rng.integers(2**31)))
-                return ids, sc, use, None
-            use, note = (
-                "random",
-                (
-                    f"no features yet: {k} image(s) picked at random; {strategy} picks them once the images' features "
-                    "are computed"
-                ),
-            )
-            return rng.choice(all_pool, size=k, replace=False), None, use, note
-        if use == "random":
-            return *select(None, pool, k, "random", rng=rng), use, None
+            if feats is None:
+                note = (
+                    f"no features yet: {k} image(s) picked at random; {strategy} picks them once the images' "
+                    "features are computed"
+                )
+                return rng.choice(all_pool, size=k, replace=False), None, "random", note
+            return *strat.pick(Candidates(pool, rng, features=feats, auto_use=use), k), use, None
         if scores is None:
             note = (
                 f"no model yet: {k} image(s) picked at random; once the first round has trained, the model picks "
                 f"them ({strategy})"
             )
-            return *select(None, pool, k, "random", rng=rng), "random", note
+            return *get_strategy("random").pick(Candidates(pool, rng), k), "random", note
+        note = None
         rows = scores.rows(pool)
         if np.any(rows < 0):
             pool, rows = pool[rows >= 0], rows[rows >= 0]
@@ -325,13 +323,9 @@ class Project:
                 note = "some new items are not scored yet (train again to score them)"
             if pool.size == 0:  # nothing of the scored sample is left: fall back to random
                 note = "the scored items are all answered: random until the next round"
-                return *select(None, all_pool, k, "random", rng=rng), "random", note
-        probs = scores.probs_at(rows)
-        if use == "diverse":
-            ids, sc = select_diverse(probs, scores.emb_at(rows), pool, k, seed=int(rng.integers(2**31)))
-        else:
-            ids, sc = select(probs, pool, k, use, rng=rng)
-        return ids, sc, use, note
+                return *get_strategy("random").pick(Candidates(all_pool, rng), k), "random", note
+        cands = Candidates(pool, rng, proba=scores.probs_at(rows), embed=lambda: scores.emb_at(rows))
+        return *strat.pick(cands, k), use, note
 
     def auto_strategy(self) -> str:
         """What ``auto`` uses now: ``typiclust`` until a round's validation probe said margin sampling pays at least

@@ -38,49 +38,126 @@ class StoredProba(BaseEstimator):
         return np.asarray(self.proba[rows], dtype=np.float64)
 
 
+Picked = tuple[npt.NDArray[np.int64], npt.NDArray[np.float64] | None]
+
+
+@dataclass
+class Candidates:
+    """What a strategy chooses from: the unlabeled pool items and what is known of them (rows aligned with ``ids``).
+
+    ``proba``: the model's class probabilities (strategies that need a model); ``embed``: the scores' embeddings of
+    the same rows, computed only when asked (``diverse``); ``features``: ``(ids kept, their embeddings, the labeled
+    items' embeddings)`` of :meth:`alwb.loop.Project.features` (strategies that choose by features);
+    ``auto_use``: what ``auto`` uses now (the project's handover, :meth:`alwb.loop.Project.auto_strategy`).
+    """
+
+    ids: npt.NDArray[np.int64]
+    rng: np.random.Generator
+    proba: np.ndarray | None = None
+    embed: Callable[[], np.ndarray] | None = None
+    features: tuple[npt.NDArray[np.int64], np.ndarray, np.ndarray | None] | None = None
+    auto_use: str = "typiclust"
+
+
 @dataclass(frozen=True)
 class Strategy:
-    """A named query strategy: modAL's selection function and its measure (larger = more informative)."""
+    """A named query strategy: ``pick(candidates, n)`` returns ``(ids, scores)``, most informative first.
+
+    ``needs``: ``model`` (class probabilities), ``features`` (embeddings of the pool, possible before any model)
+    or ``nothing``. ``modal`` / ``measure``: modAL's selection function and its measure (larger = more
+    informative) for the uncertainty strategies, used by :func:`select` and :func:`uncertainty_scores`.
+    """
 
     name: str
-    select: Callable[..., tuple[np.ndarray, np.ndarray]] | None
-    measure: Callable[[BaseEstimator, np.ndarray], np.ndarray] | None
+    needs: str
+    pick: Callable[[Candidates, int], Picked]
     description: str
+    modal: Callable[..., tuple[np.ndarray, np.ndarray]] | None = None
+    measure: Callable[[BaseEstimator, np.ndarray], np.ndarray] | None = None
 
 
 def _neg_margin(clf: BaseEstimator, x: np.ndarray) -> np.ndarray:
     return -classifier_margin(clf, x)
 
 
+def _uncertainty(name: str) -> Callable[[Candidates, int], Picked]:
+    def pick(c: Candidates, n: int) -> Picked:
+        return select(c.proba, c.ids, n, name, rng=c.rng)
+
+    return pick
+
+
+def _diverse(c: Candidates, n: int) -> Picked:
+    assert c.proba is not None and c.embed is not None, "diverse needs the model's probabilities and embeddings"
+    return select_diverse(c.proba, c.embed(), c.ids, n, seed=int(c.rng.integers(2**31)))
+
+
+def _typiclust(c: Candidates, n: int) -> Picked:
+    from .typicality import select_typical
+
+    assert c.features is not None, "typiclust needs the pool's features"
+    kept, emb_pool, emb_labeled = c.features
+    return select_typical(emb_pool, kept, n, labeled_emb=emb_labeled, seed=int(c.rng.integers(2**31)))
+
+
+def _auto(c: Candidates, n: int) -> Picked:
+    return STRATEGIES[c.auto_use].pick(c, n)
+
+
+def _random(c: Candidates, n: int) -> Picked:
+    return select(None, c.ids, n, "random", rng=c.rng)
+
+
 STRATEGIES: dict[str, Strategy] = {
-    "entropy": Strategy("entropy", entropy_sampling, classifier_entropy, "highest predictive entropy"),
-    "margin": Strategy("margin", margin_sampling, _neg_margin, "smallest gap between the two top classes"),
+    "entropy": Strategy(
+        "entropy", "model", _uncertainty("entropy"), "highest predictive entropy", entropy_sampling, classifier_entropy
+    ),
+    "margin": Strategy(
+        "margin",
+        "model",
+        _uncertainty("margin"),
+        "smallest gap between the two top classes",
+        margin_sampling,
+        _neg_margin,
+    ),
     "least-confidence": Strategy(
-        "least-confidence", uncertainty_sampling, classifier_uncertainty, "lowest top-class probability"
+        "least-confidence",
+        "model",
+        _uncertainty("least-confidence"),
+        "lowest top-class probability",
+        uncertainty_sampling,
+        classifier_uncertainty,
     ),
     "diverse": Strategy(
         "diverse",
+        "model",
+        _diverse,
+        "margin sampling spread over k-means clusters of the embeddings (no near-duplicates in a batch)",
         margin_sampling,
         _neg_margin,
-        "margin sampling spread over k-means clusters of the embeddings (no near-duplicates in a batch)",
     ),
     "typiclust": Strategy(
         "typiclust",
-        None,
-        None,
+        "features",
+        _typiclust,
         "the most typical item of each dense region of the features without a label (TypiClust, cold start)",
     ),
     "auto": Strategy(
         "auto",
-        None,
-        None,
+        "features",
+        _auto,
         "typical items first, margin sampling once a probe on the validation sample says it pays more",
     ),
-    "random": Strategy("random", None, None, "uniform random baseline"),
+    "random": Strategy("random", "nothing", _random, "uniform random baseline"),
 }
 
 #: Strategies that choose by the features alone (no model needed when the features exist before the first round).
-FEATURE_STRATEGIES = frozenset({"typiclust", "auto"})
+FEATURE_STRATEGIES = frozenset(name for name, st in STRATEGIES.items() if st.needs == "features")
+
+
+def strategy(name: str) -> Strategy:
+    """The registered strategy ``name``; :class:`AlwbError` naming the choices for an unknown one."""
+    return _get(name)
 
 
 def list_strategies() -> list[str]:
@@ -122,15 +199,15 @@ def select(
         return np.zeros(0, dtype=np.int64), None
     if strategy in FEATURE_STRATEGIES:
         raise AlwbError(f"strategy {strategy!r} chooses by features: use alwb.typicality.select_typical")
-    if strat.select is None or proba is None:
-        if strat.select is not None:
+    if strat.modal is None or proba is None:
+        if strat.modal is not None:
             raise AlwbError(f"strategy {strategy!r} needs a trained model")
         rng = rng or np.random.default_rng(0)
         return rng.choice(ids, size=n, replace=False), None
     if len(proba) != ids.size:
         raise ValueError(f"proba has {len(proba)} rows for {ids.size} items")
     rows = np.arange(ids.size).reshape(-1, 1)
-    picked, _ = strat.select(StoredProba(proba), rows, n_instances=n)
+    picked, _ = strat.modal(StoredProba(proba), rows, n_instances=n)
     picked = np.asarray(picked, dtype=np.int64).reshape(-1)
     scores = uncertainty_scores(np.asarray(proba[picked]), strategy)
     order = np.lexsort((ids[picked], -scores))  # most informative first, ties by id

@@ -214,3 +214,27 @@ def test_the_cli_knows_every_strategy_without_importing_modal() -> None:
     from alwb.config import STRATEGY_NAMES
 
     assert tuple(list_strategies()) == STRATEGY_NAMES
+
+
+def test_every_strategy_is_one_table_entry_with_a_pick() -> None:
+    """One interface: each registered strategy says what it needs and picks from Candidates (ids, scores)."""
+    from alwb.query import STRATEGIES, Candidates, strategy
+
+    rng = np.random.default_rng(0)
+    ids = np.arange(100, 140, dtype=np.int64)
+    proba = rng.dirichlet(np.ones(3), size=ids.size)
+    emb = rng.normal(size=(ids.size, 4))
+    feats = (ids, emb, None)
+    for name, strat in STRATEGIES.items():
+        assert strat.needs in ("model", "features", "nothing") and callable(strat.pick), name
+        c = Candidates(ids, np.random.default_rng(1), proba=proba, embed=lambda: emb, features=feats)
+        got, scores = strat.pick(c, 5)
+        assert len(got) == 5 and len(set(got.tolist())) == 5 and set(got.tolist()) <= set(ids.tolist()), name
+        assert (scores is None) == (name == "random"), name
+    # margin picks what select() picks; auto follows the project's handover
+    c = Candidates(ids, np.random.default_rng(1), proba=proba)
+    assert strategy("margin").pick(c, 5)[0].tolist() == select(proba, ids, 5, "margin")[0].tolist()
+    handed = Candidates(ids, np.random.default_rng(1), proba=proba, auto_use="margin")
+    assert strategy("auto").pick(handed, 5)[0].tolist() == select(proba, ids, 5, "margin")[0].tolist()
+    with pytest.raises(AlwbError, match="unknown strategy"):
+        strategy("oracle")
