@@ -357,6 +357,246 @@ def _geometry(project: Any, settings: PretrainSettings) -> int:
     return min(size, MAX_SIZE)
 
 
+@dataclass
+class _Job:
+    """One pretraining run: the images, the networks, the optimiser, the step counter and the schedule."""
+
+    root: Path
+    s: PretrainSettings
+    size: int
+    dev: Any  # torch.device
+    base_status: dict[str, Any]
+    ids: Any  # int64 item ids of the images trained on
+    pixels: Any  # uint8 tensor (N, 3, S, S)
+    mean3: list[float]
+    std3: list[float]
+    batch: int
+    trunk: Any = None
+    head: Any = None
+    opt: Any = None
+    gen: Any = None
+    step: int = 0
+    total: int = 0
+    trained_s: float = 0.0
+    losses: list[float] = field(default_factory=list)
+    planned: bool = False  # a time budget's step count is final once measured over REPLAN_AFTER_S seconds
+    pace_t0: float = 0.0  # trained_s at step PACE_FROM_STEP
+
+    @property
+    def ckpt_path(self) -> Path:
+        return backbone_dir(self.root) / CHECKPOINT_FILE
+
+    def build(self) -> None:
+        """The trunk, SimCLR's projection head, AdamW and the augmentations' generator, seeded."""
+        import torch
+        from torch import nn
+
+        from .train import seed_everything
+
+        seed_everything(self.s.seed)
+        self.trunk = build_trunk(self.s.width)
+        d = 4 * self.s.width
+        self.head = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(inplace=True), nn.Linear(2 * d, d))
+        self.trunk.to(self.dev)
+        self.head.to(self.dev)
+        params = list(self.trunk.backbone.parameters()) + list(self.head.parameters())
+        self.opt = torch.optim.AdamW(params, lr=self.s.lr, weight_decay=self.s.weight_decay)
+        self.gen = torch.Generator().manual_seed(self.s.seed)
+        self.total = int(self.s.steps)
+        self.planned = self.total > 0
+
+    def resume(self, restart: bool) -> None:
+        """Continue from the checkpoint (made with the same settings), or with ``restart`` throw it away."""
+        import torch
+
+        if restart:
+            self.ckpt_path.unlink(missing_ok=True)
+            return
+        if not self.ckpt_path.is_file():
+            return
+        ck = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+        if ck.get("settings") != asdict(self.s) or ck.get("image_size") != self.size:
+            raise AlwbError(
+                f"{self.ckpt_path} was made with other settings ({ck.get('settings')}, {ck.get('image_size')} px);"
+                " run with the same settings to resume, or with --restart to start again"
+            )
+        self.trunk.load_state_dict(ck["trunk"])
+        self.head.load_state_dict(ck["head"])
+        self.opt.load_state_dict(ck["opt"])
+        self.gen.set_state(ck["gen"])
+        torch.set_rng_state(ck["torch_rng"])
+        self.step, self.total, self.trained_s, self.losses = ck["step"], ck["total"], ck["seconds"], list(ck["losses"])
+        self.planned, self.pace_t0 = ck.get("planned", True), ck.get("pace_t0", 0.0)
+
+    def save_checkpoint(self) -> None:
+        import torch
+
+        _atomic_save(
+            {
+                "trunk": self.trunk.state_dict(),
+                "head": self.head.state_dict(),
+                "opt": self.opt.state_dict(),
+                "gen": self.gen.get_state(),
+                "torch_rng": torch.get_rng_state(),  # dropout draws from it
+                "step": self.step,
+                "total": self.total,
+                "seconds": self.trained_s,
+                "losses": self.losses,
+                "planned": self.planned,
+                "pace_t0": self.pace_t0,
+                "settings": asdict(self.s),
+                "image_size": self.size,
+            },
+            self.ckpt_path,
+        )
+
+    def status(self, state: str) -> None:
+        import numpy as np
+
+        _write_status(
+            self.root,
+            state=state,
+            step=self.step,
+            total_steps=self.total,
+            seconds=round(self.trained_s, 1),
+            loss=round(float(np.mean(self.losses[-50:])), 4) if self.losses else None,
+            images=int(self.ids.size),
+            **self.base_status,
+        )
+
+    def train(self, stop: Callable[[], bool] | None, progress: ProgressFn | None) -> None:
+        """SimCLR steps until the planned total (or ``stop()``), a checkpoint every :data:`CHECKPOINT_S` s."""
+        import torch
+
+        s, batch, dev = self.s, self.batch, self.dev
+        m = torch.tensor(self.mean3, device=dev).view(1, 3, 1, 1) * 255.0
+        sd = torch.tensor(self.std3, device=dev).view(1, 3, 1, 1) * 255.0
+        amp = dev.type == "cuda"
+        self.trunk.train()
+        self.head.train()
+        last_ckpt = t_step = time.perf_counter()
+        while self.total == 0 or self.step < self.total:
+            if stop is not None and stop():
+                return
+            idx = torch.randint(0, len(self.pixels), (batch,), generator=self.gen)
+            xb = self.pixels[idx].to(dev, non_blocking=True).float()
+            v = torch.cat([simclr_views(xb, self.gen), simclr_views(xb, self.gen)])
+            v = (v - m) / sd
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+                z = self.head(self.trunk.backbone(v))
+            loss = nt_xent(z[:batch], z[batch:], s.temperature)
+            lr = _lr_at(self.step, self.total, s.lr) if self.total else s.lr * (self.step + 1) / 20
+            for g in self.opt.param_groups:
+                g["lr"] = lr
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            self.losses.append(float(loss.detach()))
+            self.step += 1
+            now = time.perf_counter()
+            self.trained_s += now - t_step
+            t_step = now
+            if not self.planned:  # a time budget: the schedule's length from the pace, then fixed
+                if self.step == PACE_FROM_STEP:
+                    self.pace_t0 = self.trained_s
+                elif self.step > PACE_FROM_STEP and (self.step == PLAN_AT_STEP or self.trained_s >= REPLAN_AFTER_S):
+                    self.total = plan_steps(
+                        s.minutes,
+                        self.trained_s,
+                        self.step,
+                        self.trained_s - self.pace_t0,
+                        self.step - PACE_FROM_STEP,
+                    )
+                    self.planned = self.trained_s >= REPLAN_AFTER_S
+            if progress is not None:
+                progress(self.step, self.total, self.losses[-1])
+            if now - last_ckpt >= CHECKPOINT_S:
+                self.save_checkpoint()
+                self.status("running")
+                last_ckpt = now
+
+    def report(self, run_seconds: float, resumed_from: int) -> PretrainReport:
+        import numpy as np
+
+        return PretrainReport(
+            finished=self.total > 0 and self.step >= self.total,
+            steps=self.step,
+            total_steps=self.total,
+            seconds=self.trained_s,
+            run_seconds=run_seconds,
+            images=int(self.ids.size),
+            epochs=self.step * self.batch / self.ids.size,
+            loss_first=float(np.mean(self.losses[:20])) if self.losses else None,
+            loss_last=float(np.mean(self.losses[-50:])) if self.losses else None,
+            device=str(self.dev),
+            resumed_from=resumed_from,
+            losses=self.losses,
+        )
+
+
+def _images(project: Any, s: PretrainSettings, size: int, decode_progress: bool) -> dict[str, Any]:
+    """The project's readable images at ``size`` px (pixel cache), their normalisation and the batch size."""
+    import numpy as np
+    import torch
+
+    from .data import PixelCache
+
+    cache = PixelCache(Path(project.root), size, 3)
+    cache.sync(project.store, progress=decode_progress)
+    ids = np.asarray(project.store.item_ids(), dtype=np.int64)
+    ids = ids[np.isin(ids, cache.ids)]
+    if ids.size < 2 * 8:
+        raise AlwbError(f"pretraining needs at least 16 readable images (the project has {ids.size})")
+    mean, std = cache.stats()
+    return {
+        "ids": ids,
+        "pixels": torch.from_numpy(np.ascontiguousarray(cache.rows(ids))),
+        "mean3": [float(v) for v in (mean * 3 if len(mean) == 1 else mean)][:3],
+        "std3": [max(float(v), 1e-3) for v in (std * 3 if len(std) == 1 else std)][:3],
+        "batch": min(s.batch_size, int(ids.size) // 2 * 2),
+    }
+
+
+def _publish(project: Any, job: _Job, report: PretrainReport) -> None:
+    """The finished trunk saved, recorded in the store and registered as the project's backbone, then the pool
+    embedded with it."""
+    from safetensors.torch import save_file
+
+    from .backbones import sha256_file
+
+    job.trunk.cpu()
+    state = {k: v.detach().clone().contiguous() for k, v in job.trunk.state_dict().items() if k.startswith("backbone.")}
+    weights = backbone_dir(job.root) / WEIGHTS_FILE
+    tmp = weights.with_name(f"{weights.name}.{os.getpid()}.tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, weights)
+    digest = sha256_file(weights)
+    project.store.set_meta(
+        META_KEY,
+        {
+            "file": f"{DIR}/{WEIGHTS_FILE}",
+            "sha256": digest,
+            "width": job.s.width,
+            "image_size": job.size,
+            "mean": job.mean3,
+            "std": job.std3,
+            "images": int(job.ids.size),
+            "steps": job.step,
+            "epochs": round(report.epochs, 2),
+            "seconds": round(job.trained_s, 1),
+            "loss_first": report.loss_first,
+            "loss_last": report.loss_last,
+            "device": str(job.dev),
+            "settings": asdict(job.s),
+            "trained_at": time.time(),
+        },
+    )
+    register_project_backbone(job.root, project.store)
+    report.file, report.sha256 = str(weights), digest
+    job.status("embedding")
+    embed_pool(project, device=str(job.dev))
+
+
 def pretrain(
     project: Any,
     settings: PretrainSettings | None = None,
@@ -373,20 +613,11 @@ def pretrain(
     again to resume). ``restart`` throws an earlier checkpoint away. A job that already finished with these
     settings returns its report at once.
     """
-    import numpy as np
-    import torch
-    from safetensors.torch import save_file
-    from torch import nn
-
-    from .backbones import sha256_file
-    from .data import PixelCache
-    from .train import resolve_device, seed_everything
+    from .train import resolve_device
 
     s = settings or PretrainSettings()
     root = Path(project.root)
-    bdir = backbone_dir(root)
-    bdir.mkdir(parents=True, exist_ok=True)
-    ckpt_path = bdir / CHECKPOINT_FILE
+    backbone_dir(root).mkdir(parents=True, exist_ok=True)
     t_run = time.perf_counter()
     dev = resolve_device(device)
     size = _geometry(project, s)
@@ -394,178 +625,20 @@ def pretrain(
     base_status = {"host": host, "device": str(dev), "settings": asdict(s), "image_size": size}
     _write_status(root, state="decoding", step=0, total_steps=0, **base_status)
     try:
-        cache = PixelCache(root, size, 3)
-        cache.sync(project.store, progress=decode_progress)
-        ids = np.asarray(project.store.item_ids(), dtype=np.int64)
-        ids = ids[np.isin(ids, cache.ids)]
-        if ids.size < 2 * 8:
-            raise AlwbError(f"pretraining needs at least 16 readable images (the project has {ids.size})")
-        pixels = torch.from_numpy(np.ascontiguousarray(cache.rows(ids)))
-        mean, std = cache.stats()
-        mean3 = [float(v) for v in (mean * 3 if len(mean) == 1 else mean)][:3]
-        std3 = [max(float(v), 1e-3) for v in (std * 3 if len(std) == 1 else std)][:3]
-        batch = min(s.batch_size, int(ids.size) // 2 * 2)
-
-        seed_everything(s.seed)
-        trunk = build_trunk(s.width)
-        d = 4 * s.width
-        head = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(inplace=True), nn.Linear(2 * d, d))
-        trunk.to(dev)
-        head.to(dev)
-        params = list(trunk.backbone.parameters()) + list(head.parameters())
-        opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-        gen = torch.Generator().manual_seed(s.seed)
-        step, total, trained_s, losses = 0, int(s.steps), 0.0, []
-        planned = total > 0  # a time budget's step count is final once measured over REPLAN_AFTER_S seconds
-        pace_t0 = 0.0  # trained_s at step PACE_FROM_STEP
-        if restart:
-            ckpt_path.unlink(missing_ok=True)
-        elif ckpt_path.is_file():
-            ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-            if ck.get("settings") != asdict(s) or ck.get("image_size") != size:
-                raise AlwbError(
-                    f"{ckpt_path} was made with other settings ({ck.get('settings')}, {ck.get('image_size')} px);"
-                    " run with the same settings to resume, or with --restart to start again"
-                )
-            trunk.load_state_dict(ck["trunk"])
-            head.load_state_dict(ck["head"])
-            opt.load_state_dict(ck["opt"])
-            gen.set_state(ck["gen"])
-            torch.set_rng_state(ck["torch_rng"])
-            step, total, trained_s, losses = ck["step"], ck["total"], ck["seconds"], list(ck["losses"])
-            planned, pace_t0 = ck.get("planned", True), ck.get("pace_t0", 0.0)
-        resumed_from = step
-        m = torch.tensor(mean3, device=dev).view(1, 3, 1, 1) * 255.0
-        sd = torch.tensor(std3, device=dev).view(1, 3, 1, 1) * 255.0
-        amp = dev.type == "cuda"
-
-        def save_checkpoint() -> None:
-            _atomic_save(
-                {
-                    "trunk": trunk.state_dict(),
-                    "head": head.state_dict(),
-                    "opt": opt.state_dict(),
-                    "gen": gen.get_state(),
-                    "torch_rng": torch.get_rng_state(),  # dropout draws from it
-                    "step": step,
-                    "total": total,
-                    "seconds": trained_s,
-                    "losses": losses,
-                    "planned": planned,
-                    "pace_t0": pace_t0,
-                    "settings": asdict(s),
-                    "image_size": size,
-                },
-                ckpt_path,
-            )
-
-        def status(state: str) -> None:
-            _write_status(
-                root,
-                state=state,
-                step=step,
-                total_steps=total,
-                seconds=round(trained_s, 1),
-                loss=round(float(np.mean(losses[-50:])), 4) if losses else None,
-                images=int(ids.size),
-                **base_status,
-            )
-
-        trunk.train()
-        head.train()
-        last_ckpt = time.perf_counter()
-        t_step = time.perf_counter()
-
-        def _loop() -> None:
-            nonlocal step, total, trained_s, last_ckpt, t_step, planned, pace_t0
-            while total == 0 or step < total:
-                if stop is not None and stop():
-                    return
-                idx = torch.randint(0, len(pixels), (batch,), generator=gen)
-                xb = pixels[idx].to(dev, non_blocking=True).float()
-                v = torch.cat([simclr_views(xb, gen), simclr_views(xb, gen)])
-                v = (v - m) / sd
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    z = head(trunk.backbone(v))
-                loss = nt_xent(z[:batch], z[batch:], s.temperature)
-                lr = _lr_at(step, total, s.lr) if total else s.lr * (step + 1) / 20
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                losses.append(float(loss.detach()))
-                step += 1
-                now = time.perf_counter()
-                trained_s += now - t_step
-                t_step = now
-                if not planned:  # a time budget: the schedule's length from the pace, then fixed
-                    if step == PACE_FROM_STEP:
-                        pace_t0 = trained_s
-                    elif step > PACE_FROM_STEP and (step == PLAN_AT_STEP or trained_s >= REPLAN_AFTER_S):
-                        total = plan_steps(s.minutes, trained_s, step, trained_s - pace_t0, step - PACE_FROM_STEP)
-                        planned = trained_s >= REPLAN_AFTER_S
-                if progress is not None:
-                    progress(step, total, losses[-1])
-                if now - last_ckpt >= CHECKPOINT_S:
-                    save_checkpoint()
-                    status("running")
-                    last_ckpt = now
-
-        status("running")
+        job = _Job(root, s, size, dev, base_status, **_images(project, s, size, decode_progress))
+        job.build()
+        job.resume(restart)
+        resumed_from = job.step
+        job.status("running")
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C: keep what was trained, resume later
-            _loop()
-        finished = total > 0 and step >= total
-        save_checkpoint()
-        report = PretrainReport(
-            finished=finished,
-            steps=step,
-            total_steps=total,
-            seconds=trained_s,
-            run_seconds=time.perf_counter() - t_run,
-            images=int(ids.size),
-            epochs=step * batch / ids.size,
-            loss_first=float(np.mean(losses[:20])) if losses else None,
-            loss_last=float(np.mean(losses[-50:])) if losses else None,
-            device=str(dev),
-            resumed_from=resumed_from,
-            losses=losses,
-        )
-        if not finished:
-            status("stopped")
+            job.train(stop, progress)
+        job.save_checkpoint()
+        report = job.report(time.perf_counter() - t_run, resumed_from)
+        if not report.finished:
+            job.status("stopped")
             return report
-        trunk.cpu()
-        state = {k: v.detach().clone().contiguous() for k, v in trunk.state_dict().items() if k.startswith("backbone.")}
-        weights = bdir / WEIGHTS_FILE
-        tmp = weights.with_name(f"{weights.name}.{os.getpid()}.tmp")
-        save_file(state, str(tmp))
-        os.replace(tmp, weights)
-        digest = sha256_file(weights)
-        project.store.set_meta(
-            META_KEY,
-            {
-                "file": f"{DIR}/{WEIGHTS_FILE}",
-                "sha256": digest,
-                "width": s.width,
-                "image_size": size,
-                "mean": mean3,
-                "std": std3,
-                "images": int(ids.size),
-                "steps": step,
-                "epochs": round(report.epochs, 2),
-                "seconds": round(trained_s, 1),
-                "loss_first": report.loss_first,
-                "loss_last": report.loss_last,
-                "device": str(dev),
-                "settings": asdict(s),
-                "trained_at": time.time(),
-            },
-        )
-        register_project_backbone(root, project.store)
-        report.file, report.sha256 = str(weights), digest
-        status("embedding")
-        embed_pool(project, device=str(dev))
-        status("finished")
+        _publish(project, job, report)
+        job.status("finished")
         return report
     except BaseException as exc:
         state = "stopped" if isinstance(exc, KeyboardInterrupt) else "failed"
