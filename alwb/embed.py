@@ -377,44 +377,14 @@ def embed_items(
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=False, num_workers=n_workers, collate_fn=_collate
         )
-        out = cache._writable()
-        done = 0
-        use_amp = dev.startswith("cuda")
         old_threads = torch.get_num_threads()
         if threads:
             torch.set_num_threads(int(threads))
-        onnx = _onnx_embedder(cache, backbone, runtime, dev, total, threads or old_threads)
         try:
-            for batch in loader:
-                good = [(p, a) for p, a, e in batch if e is None]
-                for p, _, e in batch:
-                    if e is not None:
-                        cache.state[p] = UNREADABLE
-                        cache.errors[int(cache.ids[p])] = e
-                if good:
-                    pixels = np.stack([a for _, a in good])
-                    if onnx is not None and report.parity is None:
-                        onnx = _checked(onnx, backbone, pixels, report)
-                    if onnx is not None:
-                        rows_emb = onnx(pixels)
-                    else:
-                        x = torch.from_numpy(pixels).to(dev, non_blocking=True)
-                        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                            emb = model(backbone.preprocess.normalise(x))
-                        rows_emb = emb.float().cpu().numpy().reshape(len(good), -1)
-                    rows = np.asarray([p for p, _ in good], dtype=np.int64)
-                    out[rows] = rows_emb
-                    out.flush()
-                    cache.state[rows] = DONE
-                cache._save_state()
-                done += len(batch)
-                report.embedded += len(good)
-                if progress is not None:
-                    progress("embedding", done, total)
+            onnx = _onnx_embedder(cache, backbone, runtime, dev, total, threads or old_threads)
+            _embed_batches(cache, loader, backbone, dev, onnx, report, progress, total)
         finally:
             torch.set_num_threads(old_threads)
-            del out
-            cache.emb = np.load(cache.path, mmap_mode="r")
     report.unreadable = {
         int(cache.ids[p]): cache.errors.get(int(cache.ids[p]), "unreadable")
         for p in pos
@@ -424,6 +394,55 @@ def embed_items(
     if report.unreadable:
         log.warning("%d image(s) could not be read for %s embeddings", len(report.unreadable), backbone.spec.name)
     return report
+
+
+def _embed_batches(
+    cache: EmbeddingCache,
+    loader: Iterable[list[tuple[int, np.ndarray | None, str | None]]],
+    backbone: LoadedBackbone,
+    dev: str,
+    onnx: OnnxEmbedder | None,
+    report: EmbedReport,
+    progress: ProgressFn | None,
+    total: int,
+) -> None:
+    """Embed the loader's batches into ``cache`` (each batch written and flushed before the state says so);
+    unreadable images are marked with their reason. ONNX Runtime embeds once it matched PyTorch (:func:`_checked`)."""
+    import torch
+
+    out = cache._writable()
+    done = 0
+    use_amp = dev.startswith("cuda")
+    try:
+        for batch in loader:
+            good = [(p, a) for p, a, e in batch if e is None]
+            for p, _, e in batch:
+                if e is not None:
+                    cache.state[p] = UNREADABLE
+                    cache.errors[int(cache.ids[p])] = e
+            if good:
+                pixels = np.stack([a for _, a in good])
+                if onnx is not None and report.parity is None:
+                    onnx = _checked(onnx, backbone, pixels, report)
+                if onnx is not None:
+                    rows_emb = onnx(pixels)
+                else:
+                    x = torch.from_numpy(pixels).to(dev, non_blocking=True)
+                    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                        emb = backbone.model(backbone.preprocess.normalise(x))
+                    rows_emb = emb.float().cpu().numpy().reshape(len(good), -1)
+                rows = np.asarray([p for p, _ in good], dtype=np.int64)
+                out[rows] = rows_emb
+                out.flush()
+                cache.state[rows] = DONE
+            cache._save_state()
+            done += len(batch)
+            report.embedded += len(good)
+            if progress is not None:
+                progress("embedding", done, total)
+    finally:
+        del out
+        cache.emb = np.load(cache.path, mmap_mode="r")
 
 
 def _onnx_embedder(
