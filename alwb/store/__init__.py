@@ -188,17 +188,6 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
                     self.con.execute("DELETE FROM alwb_schema")
                     self.con.execute("INSERT INTO alwb_schema(version) VALUES(?)", (target,))
 
-    def integrity_ok(self) -> bool:
-        """SQLite: ``PRAGMA integrity_check`` returns ``ok``. PostgreSQL (which checks its constraints on every
-        write): the server answers and no item has two current labels."""
-        if self.backend == "sqlite":
-            return self.con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        row = self.con.execute(
-            "SELECT COUNT(*) FROM (SELECT item_id FROM labels WHERE superseded_at IS NULL"
-            " GROUP BY item_id HAVING COUNT(*) > 1) d"
-        ).fetchone()
-        return int(row[0]) == 0
-
     # ------------------------------------------------------------------ meta / settings
     def get_meta(self, key: str, default: Any = None) -> Any:
         """A JSON value from the meta table."""
@@ -578,14 +567,6 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
             sql += " AND i.split=?"
             args.append(split)
         return self.con.execute(sql + " ORDER BY l.item_id", args).fetchall()
-
-    def label_history(self, item_id: int) -> list[Any]:
-        """Every label an item ever had, oldest first."""
-        return self.con.execute(
-            "SELECT l.*, c.name AS class FROM labels l LEFT JOIN classes c ON c.id=l.class_id"
-            " WHERE item_id=? ORDER BY l.id",
-            (item_id,),
-        ).fetchall()
 
     def labeled_item_ids(self) -> set[int]:
         """Items with a current answer (including "none of these")."""

@@ -29,9 +29,6 @@ class LeaseTables:
         )
         return [int(r[0]) for r in rows]
 
-    def lease_rows(self) -> list[Any]:
-        return self.con.execute("SELECT * FROM leases ORDER BY item_id, slot").fetchall()
-
     def renew_leases(self, annotator: str, item_ids: Sequence[int], now: float, expires_at: float) -> int:
         """Extend ``annotator``'s live leases on ``item_ids``; returns how many were extended."""
         with self.transaction(serialise=False):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 from conftest import make_shapes
+from store_checks import label_history
 
 from alwb.export import MANIFEST_COLUMNS, export_dataset
 from alwb.loop import Project
@@ -28,10 +29,10 @@ def test_store_keeps_accepted_guess_and_a_confirmation_replaces_it(store_locatio
         # the same answer chosen later by the person replaces the accepted guess (kept in the history)
         s.add_labels([LabelRow(ids[0], "a")], annotator="ana")
         assert {r["item_id"]: bool(r["accepted_guess"]) for r in s.current_labels()}[ids[0]] is False
-        assert [bool(h["accepted_guess"]) for h in s.label_history(ids[0])] == [True, False]
+        assert [bool(h["accepted_guess"]) for h in label_history(s, ids[0])] == [True, False]
         # accepting a guess equal to what the person chose keeps the person's answer
         s.add_labels([LabelRow(ids[1], "b", True)], annotator="ana")
-        assert len(s.label_history(ids[1])) == 1
+        assert len(label_history(s, ids[1])) == 1
 
 
 def test_a_v9_store_gets_the_column_with_chosen_for_old_labels(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from store_checks import label_history
 
 from alwb.errors import AlwbError, EmptyPoolError, LabelError
 from alwb.loop import NONE_LABEL, Project, draw_validation
@@ -178,7 +179,7 @@ def test_label_file_by_id(project: Project, tmp_path: Path) -> None:
     f2 = write_csv(tmp_path / "b.csv", ["id", "label"], [[ids[0], "dog"], [ids[1], "dog"]])
     _, n2 = project.label_file(f2)
     assert n2 == 1
-    assert [h["class"] for h in project.store.label_history(ids[0])] == ["cat", "dog"]
+    assert [h["class"] for h in label_history(project.store, ids[0])] == ["cat", "dog"]
 
 
 def test_label_file_with_utf8_bom(project: Project, tmp_path: Path) -> None:
@@ -324,7 +325,7 @@ def test_none_of_these_is_an_answer_but_not_a_class_label(project: Project, tmp_
     # "none of these" then a class is a change, kept in the history
     f2 = write_csv(tmp_path / "b.csv", ["id", "label"], [[ids[0], "dog"]])
     assert project.label_file(f2)[1] == 1
-    assert [h["class"] for h in project.store.label_history(ids[0])] == [None, "dog"]
+    assert [h["class"] for h in label_history(project.store, ids[0])] == [None, "dog"]
 
 
 def test_label_api_refuses_unknown_items_and_classes(project: Project) -> None:

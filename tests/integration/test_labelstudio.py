@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import make_shapes
+from store_checks import label_history
 
 from alwb.agreement import review_queue
 from alwb.cli import main
@@ -183,7 +184,7 @@ def test_labelstudio_out_and_back_in_gives_the_same_labels(tmp_path: Path) -> No
         a.label([(i, "circle") for i in ids[3:8]], annotator="ben")  # disagrees on some
         a.label([(ids[8], None)], annotator="ana")  # "none of these classes"
         a.store.record_review(ids[1], "rita", None, now=time.time() + 1)  # a reviewer decides "none" over ana
-        later = max(float(r["created_at"]) for r in a.store.label_history(ids[4])) + 5
+        later = max(float(r["created_at"]) for r in label_history(a.store, ids[4])) + 5
         a.store.record_review(ids[4], "rita", truth[path_of[ids[4]]], now=later)
         a.train(epochs=2, device="cpu")
         rep = export_project(a, tmp_path / "out", onnx=False)

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from store_checks import label_history
 
 from alwb.cli import main
 from alwb.errors import ProjectError
@@ -62,7 +63,7 @@ def test_store_copy_moves_every_row_and_the_project_uses_postgres(
     _busy_sqlite_project(root, folder)
     with Store(root / "alwb.sqlite") as s:
         before = _snapshot(s)
-        history = {i: [dict(r) for r in s.label_history(i)] for i in s.item_ids()}
+        history = {i: [dict(r) for r in label_history(s, i)] for i in s.item_ids()}
         rounds, model = s.rounds(), s.current_model()
     assert len(before["labels"]) > len(before["items"]) // 4 and any(r[-1] is not None for r in before["labels"])
 
@@ -77,15 +78,15 @@ def test_store_copy_moves_every_row_and_the_project_uses_postgres(
         s = proj.store
         assert s.backend == "postgresql"
         assert _snapshot(s) == before
-        assert {i: [dict(r) for r in s.label_history(i)] for i in s.item_ids()} == history
+        assert {i: [dict(r) for r in label_history(s, i)] for i in s.item_ids()} == history
         assert s.rounds() == rounds and s.current_model() == model
         assert s.drafts("ann", s.item_ids()) == {s.item_ids()[30]: "square"}
         # new rows continue after the copied ids (the identity sequences moved past them)
         last_label = max(r[0] for r in before["labels"])
         item = s.item_ids()[50]
-        other = next(c for c in proj.classes if c != s.label_history(item)[-1]["class"])
+        other = next(c for c in proj.classes if c != label_history(s, item)[-1]["class"])
         assert s.add_labels([LabelRow(item, other)], annotator="ann") == 1
-        assert s.label_history(item)[-1]["id"] == last_label + 1
+        assert label_history(s, item)[-1]["id"] == last_label + 1
         assert s.start_round("margin") == 2
         new_item = s.record_item("/x/new.png", "f" * 64, 1, width=20, height=20, mode="L", format="PNG", grey=True)
         assert new_item == max(r[0] for r in before["items"]) + 1

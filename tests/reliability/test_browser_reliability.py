@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, SHAPES, make_shapes
 from reliability_figures import report_figures
+from store_checks import integrity_ok, label_history
 
 from alwb.errors import AlwbError
 from alwb.uilaunch import ServedUI, spawn_ui
@@ -442,7 +443,7 @@ def _check_store_after_kill(
     """The store after a kill: intact, this repetition's batch all there or not at all (and there when the page
     said so), every batch whole, every earlier batch unchanged. Adds this batch to ``saved`` when it is there."""
     with open_store(root) as store:
-        assert store.integrity_ok(), f"repetition {rep}: integrity_check failed"
+        assert integrity_ok(store), f"repetition {rep}: integrity_check failed"
         con = store.con
         assert con.execute("PRAGMA foreign_key_check").fetchall() == []
         assert duplicate_current(con) == [], f"repetition {rep}: items with two current labels"
@@ -502,14 +503,14 @@ def test_two_tabs_later_answer_wins(browser, tmp_path: Path) -> None:
             after_b = shown_items(tab_b, pixels)
 
             with open_store(root) as store:
-                assert store.integrity_ok()
+                assert integrity_ok(store)
                 con = store.con
                 assert duplicate_current(con) == []
                 current = current_human(con)
                 assert {i: c for i, (c, _) in current.items()} == dict(zip(ids, y, strict=True)), "later answer wins"
                 assert len({b for _, b in current.values()}) == 1
                 for item, cx, cy in zip(ids, x, y, strict=True):
-                    hist = store.label_history(item)
+                    hist = label_history(store, item)
                     assert [(h["class"], h["annotator"]) for h in hist] == [(cx, "tabA"), (cy, "tabB")]
                     assert hist[0]["superseded_at"] is not None and hist[1]["superseded_at"] is None
                 assert sorted(batch_sizes(con).values()) == [BATCH, BATCH]

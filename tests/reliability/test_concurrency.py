@@ -15,6 +15,7 @@ from pathlib import Path
 
 from conftest import make_label_store
 from reliability_figures import report_figures
+from store_checks import integrity_ok, label_history
 
 from alwb.store import LabelRow, Store
 
@@ -116,7 +117,7 @@ def test_eight_writers_and_a_reader(tmp_path: Path) -> None:
     assert scans > 0
 
     with Store(db) as s:
-        assert s.integrity_ok()
+        assert integrity_ok(s)
         assert s.con.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == WRITERS * PER_WRITER
         assert len(s.current_labels()) == WRITERS * PER_WRITER
         per_batch = s.con.execute(
@@ -169,11 +170,11 @@ def test_two_tabs_labeling_the_same_items_alternately(tmp_path: Path) -> None:
         assert _current(tab_a) == expect == _current(tab_b)
         assert _max_current_per_item(tab_a) == 1
         # the earlier answers stay in the history, in order
-        assert [r["class"] for r in tab_a.label_history(1)] == ["cat", "dog", "bird"]
-        assert [r["class"] for r in tab_b.label_history(7)] == ["cat", "dog", "bird", None]
-        assert [r["batch_id"] for r in tab_b.label_history(20)] == ["a1", "b1"]
+        assert [r["class"] for r in label_history(tab_a, 1)] == ["cat", "dog", "bird"]
+        assert [r["class"] for r in label_history(tab_b, 7)] == ["cat", "dog", "bird", None]
+        assert [r["batch_id"] for r in label_history(tab_b, 20)] == ["a1", "b1"]
         assert tab_a.con.execute("SELECT COUNT(*) FROM labels").fetchone()[0] == 20 + 20 + 10 + 10
-        assert tab_a.integrity_ok()
+        assert integrity_ok(tab_a)
 
 
 def test_two_tabs_racing_on_the_same_items(tmp_path: Path) -> None:
@@ -201,11 +202,11 @@ def test_two_tabs_racing_on_the_same_items(tmp_path: Path) -> None:
         assert not t.is_alive()
     assert errors.empty(), errors.get()
     with Store(db) as s:
-        assert s.integrity_ok()
+        assert integrity_ok(s)
         assert _max_current_per_item(s) == 1 and len(_current(s)) == 20
         # the current label of each item is its newest row, every older row is superseded
         for i in items:
-            hist = s.label_history(i)
+            hist = label_history(s, i)
             assert hist[-1]["superseded_at"] is None
             assert all(h["superseded_at"] is not None for h in hist[:-1])
             assert _current(s)[i] == hist[-1]["class"]

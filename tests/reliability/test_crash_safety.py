@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from conftest import make_label_store
 from reliability_figures import REPO, report_figures
+from store_checks import integrity_ok
 
 from alwb.store import Store
 
@@ -79,7 +80,7 @@ def _wait_for_acks(proc: subprocess.Popen[bytes], n: int, deadline: float) -> by
 def _check(db: Path, acked: set[int]) -> tuple[int, int]:
     """Re-open the store after a kill and check it; returns (batches committed, label rows checked)."""
     with Store(db) as s:
-        assert s.integrity_ok(), s.con.execute("PRAGMA integrity_check").fetchall()
+        assert integrity_ok(s), s.con.execute("PRAGMA integrity_check").fetchall()
         per_batch = dict(s.con.execute("SELECT batch_id, COUNT(*) FROM labels GROUP BY batch_id").fetchall())
         half = {b: n for b, n in per_batch.items() if n != BATCH}
         assert not half, f"half-written batches: {half}"

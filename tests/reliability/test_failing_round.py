@@ -16,6 +16,7 @@ import torch
 from conftest import make_shapes
 from reliability_figures import report_figures
 from safetensors.torch import load_file
+from store_checks import integrity_ok
 
 import alwb.store
 import alwb.train
@@ -165,7 +166,7 @@ def test_a_failed_round_keeps_the_previous_model(
     assert rounds[base]["status"] == "done"
     # nothing of the failed round is left on disk
     assert _leftovers(p.root, failed) == []
-    assert p.store.integrity_ok()
+    assert integrity_ok(p.store)
     if how == "model_rename_fails":
         ((src, dst, complete),) = MODEL_RENAMES
         assert src.endswith(".tmp") and Path(dst).name == f"round_{failed:04d}.safetensors" and complete

@@ -26,6 +26,7 @@ import pytest
 from _postgres import Cluster, find_bindir
 from conftest import CHROMIUM, CHROMIUM_ARGS, SHAPES, free_port, make_shapes
 from reliability_figures import report_figures
+from store_checks import integrity_ok, lease_rows
 
 from alwb import leases
 from alwb.errors import StoreUnavailable
@@ -173,7 +174,7 @@ def test_eight_annotators_while_a_worker_trains(tmp_path: Path, pg_url: str) -> 
             stored = Counter(_human_rows(store))
             assert sum(acked.values()) == ANNOTATORS * LABELS
             assert stored == acked  # none lost, none extra, none twice
-            assert store.integrity_ok()
+            assert integrity_ok(store)
             share = leases.overlap_share(store)
             batches, overlap_twice = _check_leases(records, share)
             # the label history says the same: an ordinary item has one answer, an overlap item two, by two people
@@ -182,7 +183,7 @@ def test_eight_annotators_while_a_worker_trains(tmp_path: Path, pg_url: str) -> 
                 per_item.setdefault(item, []).append(who)
             assert all(len(w) == 1 for i, w in per_item.items() if not leases.is_overlap(i, share))
             assert all(len(w) == len(set(w)) <= 2 for w in per_item.values())
-            assert store.lease_rows() == []  # every lease ended with its answer
+            assert lease_rows(store) == []  # every lease ended with its answer
     finally:
         _stop(procs)
         if worker.poll() is None:
@@ -402,7 +403,7 @@ def test_server_restarted_while_annotators_label(tmp_path: Path, own_cluster: Cl
         )
         stored = Counter(row for row in _human_rows(mine.store) if row[2] != "test")
         assert stored == acked  # nothing shown as saved is lost, and a repeated call wrote nothing twice
-        assert mine.store.integrity_ok()
+        assert integrity_ok(mine.store)
         batches, overlap_twice = _check_leases(records, leases.overlap_share(mine.store))
         # the worker lived through both outages and takes the next request
         assert worker.poll() is None, (tmp_path / "worker.log").read_text(errors="replace")

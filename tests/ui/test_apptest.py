@@ -28,6 +28,7 @@ from conftest import make_shapes
 
 pytest.importorskip("streamlit")
 import streamlit as st  # noqa: E402
+from store_checks import label_history
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from alwb.cli import main as cli_main  # noqa: E402
@@ -239,7 +240,7 @@ def test_label_page_submits_the_chosen_answers(project) -> None:
     assert {r["source"] for r in stored.values()} == {"human"}
     assert {r["annotator"] for r in stored.values()} == {"alice"}
     with Project.open(root) as proj:
-        batches = {proj.store.label_history(i)[-1]["batch_id"] for i in stored}
+        batches = {label_history(proj.store, i)[-1]["batch_id"] for i in stored}
     assert len(batches) == 1 and None not in batches
     says(at.success, "Saved 4 label(s)")
 
@@ -484,7 +485,7 @@ def test_review_page_corrects_a_label_and_keeps_history(trained) -> None:
     ok(at.button[0].click().run())  # Save corrections (the form's submit button)
 
     with Project.open(root) as proj:
-        history = proj.store.label_history(item_id)
+        history = label_history(proj.store, item_id)
         current = {r["item_id"]: r["class"] for r in proj.store.current_labels()}
     assert current[item_id] == new
     assert [h["class"] for h in history] == [old, new]  # oldest first: the fixture's label is kept

@@ -9,6 +9,7 @@ from conftest import make_shapes
 
 pytest.importorskip("streamlit")
 import streamlit as st  # noqa: E402
+from store_checks import label_history
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from alwb import users  # noqa: E402
@@ -155,8 +156,8 @@ def test_a_reviewer_decides_a_disagreement_on_the_review_page(project: Path) -> 
     submit = [btn for btn in at.button if btn.label == "Save decisions"]
     ok(submit[0].click().run())
     with Project.open(project) as proj:
-        assert proj.store.label_history(a)[-1]["class"] == "triangle"
-        assert proj.store.label_history(a)[-1]["annotator"] == "rev"
+        assert label_history(proj.store, a)[-1]["class"] == "triangle"
+        assert label_history(proj.store, a)[-1]["annotator"] == "rev"
         assert agreement.review_queue(proj.store) == []
 
 

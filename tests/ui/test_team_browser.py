@@ -24,6 +24,7 @@ import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, SHAPES, make_shapes
 
 pytest.importorskip("playwright", reason="playwright is not installed (pip install -e '.[test]')")
+from store_checks import label_history
 from test_browser import TIMEOUT_MS, open_page, serve, settle, wait_for_answer  # noqa: E402
 
 BATCH = 6
@@ -208,7 +209,7 @@ def test_a_team_on_two_servers_with_a_worker(team_project: Path, tmp_path: Path)
             rev.get_by_role("button", name="Save decisions").click()
             expect(rev.get_by_text("Saved 1 decision(s)")).to_be_visible()
             with _store(root) as proj:
-                last = proj.store.label_history(decided)[-1]
+                last = label_history(proj.store, decided)[-1]
                 assert (last["class"], last["annotator"]) == (SHAPES[2], "rev")
             lap("reviewer decided a disagreement")
 

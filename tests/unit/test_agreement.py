@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from store_checks import label_history
 
 from alwb import agreement, users
 from alwb.errors import AlwbError
@@ -110,7 +111,7 @@ def test_disagreements_go_to_review_and_the_decision_becomes_the_label(store: St
     assert [d.item_id for d in agreement.review_queue(store)] == []
     current = {r["item_id"]: r for r in store.current_labels(include_none=True)}
     assert current[ids[0]]["class"] == "z" and current[ids[0]]["annotator"] == "rev"
-    hist = [(h["annotator"], h["class"]) for h in store.label_history(ids[0])]
+    hist = [(h["annotator"], h["class"]) for h in label_history(store, ids[0])]
     assert hist == [("ann", "x"), ("bob", "y"), ("rev", "z")]  # history kept
     assert agreement.pairwise_kappa(store) == before  # a decision is not an annotator's answer
     assert agreement.agreement_with_reviews(store) == {"ann": (1, 2), "bob": (0, 2)}
@@ -119,7 +120,7 @@ def test_disagreements_go_to_review_and_the_decision_becomes_the_label(store: St
     assert [d.item_id for d in agreement.review_queue(store)] == [ids[0]]
     # deciding for bob's answer: the decision is the label now, bob's answer stays his in the history
     agreement.decide(store, ids[0], "rev", "y")
-    assert [(h["annotator"], h["class"]) for h in store.label_history(ids[0])][-2:] == [("bob", "y"), ("rev", "y")]
+    assert [(h["annotator"], h["class"]) for h in label_history(store, ids[0])][-2:] == [("bob", "y"), ("rev", "y")]
     assert agreement.review_queue(store) == []
     assert agreement.agreement_with_reviews(store) == {"ann": (1, 2), "bob": (1, 2)}
 
@@ -135,7 +136,7 @@ def test_only_reviewers_decide_in_a_project_with_accounts(store: Store, monkeypa
     with pytest.raises(AlwbError, match="may not review"):
         agreement.decide(store, ids[0], "nobody", "y")
     agreement.decide(store, ids[0], "rev", "y")
-    assert store.label_history(ids[0])[-1]["class"] == "y"
+    assert label_history(store, ids[0])[-1]["class"] == "y"
 
 
 def test_labels_per_hour_per_annotator(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from store_checks import integrity_ok, label_history
 
 import alwb.store as store_mod
 from alwb.errors import LabelError, ProjectError
@@ -126,7 +127,7 @@ def test_new_postgres_store_has_the_tables_and_schema_version(pg_url: str) -> No
             ).fetchall()
         )
         assert types["id"] == "bigint" and types["created_at"] == "double precision"
-        assert s.integrity_ok()
+        assert integrity_ok(s)
     with Store(":memory:", create=True) as lite:
         for t in TABLES:
             assert [r[1] for r in lite.con.execute(f"PRAGMA table_info({t})")] == cols[t], t
@@ -166,7 +167,7 @@ def test_new_store_has_wal_foreign_keys_and_schema_version(tmp_path: Path) -> No
         assert s.con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         names = {r[0] for r in s.con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
         assert set(TABLES) <= names
-        assert s.integrity_ok()
+        assert integrity_ok(s)
     # WAL is persistent in the file: a plain connection sees it too
     con = sqlite3.connect(tmp_path / "s.sqlite")
     try:
@@ -397,7 +398,7 @@ def test_add_labels_writes_and_counts(store: Store) -> None:
     assert [r["item_id"] for r in store.current_labels()] == [a, b]  # "none of these" is not a class label
     assert store.labeled_item_ids() == {a, b, c}
     assert store.label_counts() == {"cat": {"human": 1}, "dog": {"human": 1}, "bird": {}}
-    row = store.label_history(a)[0]
+    row = label_history(store, a)[0]
     assert (row["source"], row["annotator"], row["batch_id"], row["round"]) == ("human", "ann", "b1", 0)
 
 
@@ -440,7 +441,7 @@ def test_relabel_keeps_history(store: Store) -> None:
     (a,) = add_items(store, 1)
     store.add_labels([LabelRow(a, "cat")], batch_id="b1")
     assert store.add_labels([LabelRow(a, "dog")], batch_id="b2") == 1
-    hist = store.label_history(a)
+    hist = label_history(store, a)
     assert [h["class"] for h in hist] == ["cat", "dog"]
     assert hist[0]["superseded_at"] is not None
     assert hist[0]["superseded_at"] == hist[1]["created_at"]
@@ -454,7 +455,7 @@ def test_the_same_class_from_another_annotator_is_recorded(store: Store) -> None
     assert store.add_labels([LabelRow(a, "cat")], annotator="ann") == 1
     assert store.add_labels([LabelRow(a, "cat")], annotator="ann") == 0  # ann again: nothing new
     assert store.add_labels([LabelRow(a, "cat")], annotator="bob") == 1  # bob agrees: his answer counts
-    assert [(h["annotator"], h["class"]) for h in store.label_history(a)] == [("ann", "cat"), ("bob", "cat")]
+    assert [(h["annotator"], h["class"]) for h in label_history(store, a)] == [("ann", "cat"), ("bob", "cat")]
     assert current(store) == {a: "cat"} and max_current_per_item(store) == 1
 
 
@@ -483,8 +484,8 @@ def test_undo_batch_restores_previous_label(store: Store) -> None:
     assert current(store) == {a: "bird", b: "dog", c: None}
     assert store.undo_batch("b2") == 2  # b's answer did not change, so b2 wrote nothing for it
     assert current(store) == {a: "cat", b: "dog"}
-    assert [h["class"] for h in store.label_history(a)] == ["cat"]
-    assert store.label_history(c) == []
+    assert [h["class"] for h in label_history(store, a)] == ["cat"]
+    assert label_history(store, c) == []
     assert store.undo_batch("b2") == 0
     assert store.undo_batch("b1") == 2
     assert current(store) == {}
@@ -498,7 +499,7 @@ def test_undo_batch_with_an_item_answered_twice(store: Store) -> None:
     assert current(store) == {a: "bird"}  # the last answer wins
     store.undo_batch("b2")
     assert current(store) == {a: "cat"}
-    assert [h["class"] for h in store.label_history(a)] == ["cat"]
+    assert [h["class"] for h in label_history(store, a)] == ["cat"]
     assert max_current_per_item(store) == 1
 
 
@@ -573,7 +574,7 @@ def test_label_batches_match_a_reference_model_and_undo_restores(make_store, bat
         s.add_labels([LabelRow(i, c) for i, c in rows], batch_id="last")
         s.undo_batch("last")
         assert current(s) == before
-        assert s.integrity_ok()
+        assert integrity_ok(s)
     finally:
         s.close()
 
@@ -629,7 +630,7 @@ def test_round_lifecycle(store: Store) -> None:
     done = store.rounds()[-1]
     assert done["metrics"] == {"acc": 0.75} and done["timings"] == {"train_seconds": 1.5}
     assert (done["n_labeled"], done["n_pseudo"], done["n_val"], done["model_id"]) == (10, 0, 5, m2)
-    assert store.integrity_ok()
+    assert integrity_ok(store)
 
 
 def test_labels_record_the_current_round(store: Store) -> None:
@@ -637,15 +638,15 @@ def test_labels_record_the_current_round(store: Store) -> None:
     _finish(store, store.start_round("margin"), 0.5)
     store.add_labels([LabelRow(a, "cat")])
     store.add_labels([LabelRow(b, "dog")], source="import", round_number=0)
-    assert store.label_history(a)[0]["round"] == 1
-    assert store.label_history(b)[0]["round"] == 0
-    assert store.label_history(b)[0]["source"] == "import"
+    assert label_history(store, a)[0]["round"] == 1
+    assert label_history(store, b)[0]["round"] == 0
+    assert label_history(store, b)[0]["source"] == "import"
 
 
 def test_integrity_ok_on_a_used_store(store: Store) -> None:
     ids = add_items(store, 5)
     store.add_labels([LabelRow(i, "cat") for i in ids])
-    assert store.integrity_ok()
+    assert integrity_ok(store)
     if store.backend == "sqlite":
         assert store.con.execute("PRAGMA foreign_key_check").fetchall() == []
 
