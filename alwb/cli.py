@@ -167,7 +167,8 @@ def _mode_options(defaults: str) -> argparse.ArgumentParser:
         choices=MODES,
         help="head: a classifier on a pretrained backbone's cached embeddings; finetune: the whole backbone; "
         "scratch: the small CNN from random weights; auto: head (CPU) or finetune (GPU) for photos larger than "
-        f"64 px with the backbone's weights on this machine, else scratch ({_default_text(defaults, 'mode')})",
+        "64 px with the backbone's weights on this machine, head for small colour images, else scratch "
+        f"({_default_text(defaults, 'mode')})",
     )
     p.add_argument(
         "--backbone",

@@ -558,9 +558,10 @@ class Project:
             except backbones.WeightsError as exc:
                 return str(exc)
 
-        sides = [side for side, _ in self.store.image_geometry()]
-        median = int(np.median(sides)) if sides else None
-        return decide_plan(cfg.mode, cfg.backbone, median, cfg.device, fetch=get if fetch else None)
+        geometry = self.store.image_geometry()
+        median = int(np.median([side for side, _ in geometry])) if geometry else None
+        grey = sum(g for _, g in geometry) * 2 > len(geometry)  # most images greyscale
+        return decide_plan(cfg.mode, cfg.backbone, median, cfg.device, fetch=get if fetch else None, grey=grey)
 
     def _geometry_holds(self, geo: dict[str, Any], cfg: TrainConfig, weights_available: Callable[[str], bool]) -> bool:
         mode = geo.get("mode", "scratch")

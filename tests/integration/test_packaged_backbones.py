@@ -265,3 +265,36 @@ def test_a_photo_project_learns_from_the_packaged_backbone(tmp_path: Path) -> No
         # ImageNet features on 22 labelled photos: most of the 24 are right (random features would be ~50%)
         right = sum(truth[Path(p).name] == g["predicted"] for p, g in zip(paths, got, strict=True))
         assert right / len(paths) >= 0.75, right
+
+
+def test_small_colour_images_train_a_head_and_small_greyscale_ones_from_scratch(tmp_path: Path) -> None:
+    """The plan for 32 px images by their colour (docs/experiments.md E37, E40): colour -> a head on the packaged
+    backbone's features of the enlarged images, from the first round; greyscale -> the from-scratch CNN."""
+    rng = np.random.default_rng(0)
+    for kind in ("colour", "grey"):
+        folder = tmp_path / kind
+        folder.mkdir()
+        for i in range(24):
+            warm = i % 2 == 0
+            rgb = np.zeros((32, 32, 3), np.uint8)
+            rgb[..., 0 if warm else 2] = 200
+            rgb[8:24, 8:24] = rng.integers(0, 255, size=(16, 16, 3))
+            img = Image.fromarray(rgb)
+            (img if kind == "colour" else img.convert("L")).save(folder / f"{'warm' if warm else 'cold'}_{i:02d}.png")
+    with Project.create(tmp_path / "p_grey", classes=["warm", "cold"]) as proj:
+        proj.add_images(tmp_path / "grey")
+        plan, _ = proj.plan()
+        assert plan.mode == "scratch" and "small greyscale images (32 px)" in plan.why
+    with Project.create(tmp_path / "p_colour", classes=["warm", "cold"]) as proj:
+        proj.add_images(tmp_path / "colour")
+        proj.set_config(val_size=4)
+        proj.set_train_config(device="cpu")
+        plan, _ = proj.plan()
+        assert (plan.mode, plan.backbone, plan.input_size) == ("head", LITE0, 224)
+        assert "small colour images (32 px)" in plan.why
+        q = proj.query(12)
+        proj.label([(it.id, Path(proj.store.item(it.id)["path"]).name.split("_")[0]) for it in q.items])
+        summary = proj.train()
+        assert proj.geometry()["mode"] == "head" and summary.round == 1
+        scores = proj.scores()
+        assert scores is not None and scores.ids.size == 24

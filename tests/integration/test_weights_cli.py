@@ -204,10 +204,10 @@ def test_status_shows_the_mode_auto_would_choose_and_the_recorded_one(
     code, out, _ = run_cli(capsys, "status", tmp_path / "small")
     assert code == 0
     line = next(ln for ln in out.splitlines() if ln.startswith("training:"))
-    assert line.startswith("training: next round: scratch (small images (20 px)")
+    assert line.startswith("training: next round: scratch (small greyscale images (20 px)")
     st = json.loads(run_cli(capsys, "status", tmp_path / "small", "--json")[1])
     assert st["training"]["mode"] == "scratch" and st["training"]["backbone"] is None
-    assert "small images" in st["training"]["mode_reason"] and st["training"]["decided"] is False
+    assert "small greyscale images" in st["training"]["mode_reason"] and st["training"]["decided"] is False
 
     # photos without weights, then with them: scratch for want of weights, then head on a CPU
     photos = tmp_path / "p"

@@ -450,7 +450,7 @@ def test_settings_page_offers_mode_and_backbone_and_says_why(project, monkeypatc
     isolate_hub(monkeypatch, tmp_path)
     backbones.add("resnet18", save_state_dict(tmp_path / "made" / "r18.pth", seed=2))  # a custom file
     at = page("settings", root)
-    says(at.info, "These images are small (20 px), so each round trains a small network from scratch")
+    says(at.info, "These images are small and greyscale (20 px), so each round trains a small network from scratch")
     assert all("`" not in i.value and "http" not in i.value for i in at.info)
     mode = next(s for s in at.selectbox if s.label == "Training mode")
     backbone = next(s for s in at.selectbox if s.label == "Pretrained backbone")

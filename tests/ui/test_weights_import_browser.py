@@ -45,7 +45,7 @@ def test_settings_imports_a_weights_file_and_shows_its_hash(tmp_path: Path, monk
             page.goto(f"{url}/settings")
             page.get_by_role("heading", name="Settings", exact=True).wait_for()
             info = page.locator('[data-testid="stAlert"]').first
-            expect(info).to_contain_text("These images are small (20 px)")
+            expect(info).to_contain_text("These images are small and greyscale (20 px)")
             assert not re.search(r"`|https?://|\[Errno|NAME\b", info.inner_text())
             # small images: the import is folded away with the reason
             page.get_by_text("Pretrained features (not used: these images are small, 20 px)").click()

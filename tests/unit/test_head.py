@@ -91,19 +91,27 @@ def test_save_load_and_torch_module(tmp_path: Path) -> None:
     [
         ("auto", 224, "cpu", True, "head", "cached embeddings"),
         ("auto", 224, "cuda", True, "finetune", "GPU"),
-        ("auto", 28, "cuda", True, "scratch", "small images (28 px)"),
+        ("auto", 28, "cuda", True, "head", "small colour images (28 px)"),
+        ("auto", 32, "cpu", False, "scratch", "small colour images (32 px), but no ImageNet"),
         ("auto", 500, "cpu", False, "scratch", "alwb weights fetch"),
         ("head", 28, "cpu", True, "head", "as asked"),
         ("finetune", 224, "cpu", True, "finetune", "minutes"),
         ("head", 224, "cpu", False, "scratch", "not on this machine"),
         ("scratch", 224, "cuda", True, "scratch", "as asked"),
         ("auto", 65, "cuda:1", True, "finetune", "GPU"),
-        ("auto", 64, "cpu", True, "scratch", "small images"),
+        ("auto", 64, "cpu", True, "head", "small colour images"),
     ],
 )
 def test_choose_mode(requested: str, size: int, device: str, weights: bool, mode: str, words: str) -> None:
     got, reason = choose_mode(requested, size, device, weights)
     assert got == mode and words in reason and "\n" not in reason
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_small_greyscale_images_train_from_scratch_under_auto(device: str) -> None:
+    got, reason = choose_mode("auto", 28, device, True, grey=True)
+    assert got == "scratch" and "small greyscale images (28 px)" in reason
+    assert choose_mode("head", 28, device, True, grey=True)[0] == "head"  # asked for: as asked
 
 
 def test_a_small_backbone_fine_tunes_on_the_cpu_without_the_minutes_warning() -> None:

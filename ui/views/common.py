@@ -179,15 +179,16 @@ def plan_sentence(proj: Project) -> tuple[str, str | None]:
     if plan.mode == "finetune":
         return f"Each round fine-tunes the pretrained {bb} on your labels ({plan.input_size} px).", None
     if plan.weights_missing:
+        what = "small colour images" if side <= SMALL_IMAGE_PX else "photos"
         return (
-            f"These are photos ({side} px), but no pretrained model is on this machine, so each round trains a "
+            f"These are {what} ({side} px), but no pretrained model is on this machine, so each round trains a "
             "small network from scratch: it needs many more labels to become good.",
             "An administrator can import a weights file on the Settings page.",
         )
     if side <= SMALL_IMAGE_PX:
         return (
-            f"These images are small ({side} px), so each round trains a small network from scratch on your labels; "
-            "pretrained photo models do not help with images this small.",
+            f"These images are small and greyscale ({side} px), so each round trains a small network from scratch "
+            "on your labels: it learns them better than pretrained photo models do.",
             None,
         )
     return f"Each round trains a small network from scratch on your labels ({side} px images).", None

@@ -31,8 +31,13 @@ def render() -> None:
         sentence, todo = plan_sentence(proj)  # what trains and why, in plain words (the training plan)
         st.info(md_escape(sentence + (" " + todo if todo else "")))
         side = median_side(proj)
-        # small images train from scratch unless a pretrained mode is asked for: backbones do not apply
-        small = side is not None and side <= SMALL_IMAGE_PX and tcfg.mode in ("auto", "scratch")
+        # small greyscale images train from scratch unless a pretrained mode is asked for: backbones do not apply
+        try:
+            plan = proj.plan()[0]
+            scratch = plan.mode == "scratch" and not plan.weights_missing
+        except AlwbError:
+            scratch = tcfg.mode in ("auto", "scratch")
+        small = side is not None and side <= SMALL_IMAGE_PX and scratch
         names = [AUTO_BACKBONE, *backbones.backbone_names()]
         here = {r.name: r.kind for r in backbones.list_backbones() if r.cached}
         best = choose_backbone(AUTO_BACKBONE, lambda n: n in here)
@@ -99,7 +104,7 @@ def _training_fields(tcfg: Any, names: list[str], here: dict[str, str], best: st
         help="head: a classifier on the backbone's cached embeddings (seconds per round on a CPU); "
         "finetune: the whole backbone (for a GPU); scratch: the small CNN from random weights; auto: head "
         "on a CPU, finetune on a GPU, for photos larger than 64 px with the backbone's weights on this "
-        "machine, else scratch",
+        "machine; head for small colour images; scratch for small greyscale images or without weights",
     )
     backbone = st.selectbox(
         "Pretrained backbone",
