@@ -137,7 +137,9 @@ def cmd_forecast(args: argparse.Namespace) -> None:
     if args.sim:  # new runs: the clean held-out set of E32's amendment
         cases = forecast_cases(sim_runs(args.sim))
         cases["set"] = "new runs"
-        table = pd.DataFrame({"new runs": summary(cases)}).T
+        groups = {f: cases[cases["file"] == f] for f in dict.fromkeys(cases["file"])} if len(args.sim) > 1 else {}
+        table = pd.DataFrame({**{k: summary(v) for k, v in groups.items() if len(v)}, "new runs": summary(cases)}).T
+        pd.set_option("display.width", 200)
         print(table.to_string())
         if args.csv:
             cases.to_csv(args.csv, index=False)
