@@ -370,7 +370,7 @@ def _cmd_label(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .jobs import TrainingBusy, give_way, training_lock, write_progress
+    from .jobs import GIVE_WAY_SHARE, TrainingBusy, give_way, training_lock, write_progress
 
     root = args.project
     if args.background:
@@ -420,7 +420,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     device=args.device,
                     verbose=progress and not args.background,
                     progress=prog,
-                    pause=give_way(root) if args.background else None,
+                    # the first round gives way only after submits: the person waits for its ranked batch
+                    pause=give_way(root, share=0.0 if args.first else GIVE_WAY_SHARE) if args.background else None,
                 )
             except BaseException as exc:
                 write_progress(root, phase="failed", error=f"{type(exc).__name__}: {exc}", done=0, total=0)
@@ -928,6 +929,7 @@ def _add_training_commands(sub: Any, project: argparse.ArgumentParser, as_json: 
     )
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--first", action="store_true", help=argparse.SUPPRESS)  # the project's first round (jobs.py)
     p.add_argument(
         "--queue", action="store_true", help="do not train here: queue the round for 'alwb worker' (any machine)"
     )

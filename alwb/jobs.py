@@ -195,23 +195,28 @@ def give_way(root: str | Path, window: float = GIVE_WAY_S, *, share: float = GIV
     return pause
 
 
-def _lower_priority(nice: int) -> None:
+def _lower_priority(nice: int, *, idle: bool = True) -> None:
     """In the child before it starts: Linux's idle scheduling class (it runs only on CPU time nobody else wants,
-    so the workbench answers as if no round were running), else plain ``nice``."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        os.nice(nice)
+    so the workbench answers as if no round were running), else (or with ``idle`` False) plain ``nice``."""
+    if idle:
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return
+        except (AttributeError, OSError):
+            pass
+    os.nice(nice)
 
 
-def start_training(root: str | Path, *, device: str | None = None, nice: int = 10) -> bool:
+def start_training(root: str | Path, *, device: str | None = None, nice: int = 10, first: bool = False) -> bool:
     """Start ``alwb train ROOT`` in a detached child process; False when a round is already running.
 
     The lock is taken here, before the child starts, and handed to it (an inherited descriptor: the lock lives as
     long as the child does), so two submits a moment apart cannot start two rounds while the first child is still
     importing PyTorch. The child gets its own store connection, lowers its priority by ``nice``, leaves one CPU
     core to the workbench and runs in the idle scheduling class (the person labeling comes first), and logs to
-    ``PROJECT/train.log``.
+    ``PROJECT/train.log``. ``first``: the project has no model yet; the round runs at plain ``nice`` instead of
+    the idle class and gives way only after submits (``alwb train --first``), so that the first model-ranked batch
+    comes early (docs/speed.md).
     """
     root = Path(root)
     try:
@@ -220,6 +225,8 @@ def start_training(root: str | Path, *, device: str | None = None, nice: int = 1
         return False
     try:
         cmd = [sys.executable, "-m", "alwb", "-q", "train", str(root), "--background"]
+        if first:
+            cmd.append("--first")
         if device:
             cmd += ["--device", device]
         write_progress(root, phase="starting", done=0, total=0)
@@ -234,7 +241,7 @@ def start_training(root: str | Path, *, device: str | None = None, nice: int = 1
                 start_new_session=True,
                 env=env,
                 pass_fds=(fd,),
-                preexec_fn=(lambda: _lower_priority(nice)) if nice else None,
+                preexec_fn=(lambda: _lower_priority(nice, idle=not first)) if nice else None,
             )
     finally:
         os.close(fd)  # the child's copy keeps the lock (released when it exits, however it exits)

@@ -304,4 +304,5 @@ def start_or_queue(
     if live:
         request_round(store, requested_by=requested_by, device=device)
         return "queued"
-    return "started" if start_training(root, device=device) else "busy"
+    first = not any(r["status"] == "done" for r in store.rounds())  # no model yet: the first round hurries
+    return "started" if start_training(root, device=device, first=first) else "busy"

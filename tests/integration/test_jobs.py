@@ -82,6 +82,38 @@ def test_the_lock_goes_with_a_killed_child(labeled: Path) -> None:
         assert proj.store.rounds()[-1]["status"] == "done"
 
 
+def test_the_first_round_runs_at_plain_nice_and_the_others_in_the_idle_class(labeled: Path) -> None:
+    """A project without a model gets its first round sooner (docs/speed.md): ``start_or_queue`` asks for it with
+    ``first``, the child runs at ``nice`` rather than in the idle class and gives way only after submits."""
+    from alwb.worker import start_or_queue
+
+    def child_pid() -> int:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # the child writes its pid once it holds the lock itself
+            text = (labeled / LOCK_FILE).read_text().strip()
+            if text:
+                return int(text)
+            time.sleep(0.05)
+        raise AssertionError("the child never took the lock")
+
+    with Project.open(labeled) as proj:
+        assert start_or_queue(labeled, proj.store) == "started"
+    pid = child_pid()
+    if hasattr(os, "SCHED_IDLE"):
+        assert os.sched_getscheduler(pid) != os.SCHED_IDLE
+    assert "--first" in (Path("/proc") / str(pid) / "cmdline").read_bytes().decode().split("\0")
+    _wait_idle(labeled)
+    (labeled / LOCK_FILE).write_text("")
+    with Project.open(labeled) as proj:
+        assert [r["status"] for r in proj.store.rounds()] == ["done"]
+        assert start_or_queue(labeled, proj.store) == "started"  # a model exists now: an ordinary round
+    pid = child_pid()
+    if hasattr(os, "SCHED_IDLE"):
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE
+    assert "--first" not in (Path("/proc") / str(pid) / "cmdline").read_bytes().decode().split("\0")
+    _wait_idle(labeled)
+
+
 def test_training_lock_in_one_process_at_a_time(tmp_path: Path) -> None:
     root = tmp_path
     with training_lock(root):
