@@ -100,6 +100,44 @@ def test_head_round_trip_embeds_once_and_predicts_what_the_project_scored(resnet
         predictions_match_the_project(proj, tmp_path / "out", sorted(proj.scores().ids.tolist())[:8])
 
 
+def test_a_large_folder_is_embedded_a_share_a_round_and_the_first_round_comes_early(
+    resnet18_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With more images to embed than a round's share (``EMBED_PER_ROUND``, 10 here for 40 photos), the first head
+    round embeds the labeled ones, the stop set and a random share, fits and scores those; the model ranks them
+    at once, and the next rounds embed the rest."""
+    from alwb import advice
+    from alwb import round as round_mod
+    from alwb.embed import EmbeddingCache
+
+    monkeypatch.setattr(round_mod, "EMBED_PER_ROUND", 10)
+    monkeypatch.setattr(advice, "STOP_SET_SIZE", 6)
+    truth = photos(tmp_path / "photos", 20)
+    with Project.create(tmp_path / "p", classes=["ants", "bees"]) as proj:
+        proj.set_config(val_size=4)
+        proj.set_train_config(mode="head", backbone="resnet18", device="cpu")
+        proj.add_images(tmp_path / "photos")
+        labeled = label_batch(proj, truth, 8)
+        first = proj.train()
+        bb = backbones.load("resnet18", download=False, quiet=True)
+        done = set(EmbeddingCache.for_backbone(proj.root, bb).embedded_ids().tolist())
+        stop = set(round_mod._stop_items(proj, proj.train_config).tolist())
+        assert set(labeled) | stop <= done and len(done) < 40  # the labeled ones and the stop set first, not all
+        assert len(done) <= len(set(labeled) | stop) + 10
+        assert any("the next rounds embed the other" in n for n in first.notes)
+        scored = set(proj.scores().ids.tolist())
+        assert scored <= done and scored  # scores only what is embedded
+        q = proj.query(4)
+        pool = [it for it in q.items if it.reason != "validation"]
+        assert pool and all(it.id in done and it.predicted in ("ants", "bees") for it in pool)  # ranked at once
+        for _ in range(4):  # later rounds embed the rest, a share each
+            label_batch(proj, truth, 2)
+            proj.train()
+        done = set(EmbeddingCache.for_backbone(proj.root, bb).embedded_ids().tolist())
+        assert done == set(proj.store.item_ids())
+        assert set(proj.scores().ids.tolist()) == done
+
+
 def test_finetune_round_trip_warm_starts_and_predicts_what_the_project_scored(
     resnet18_file: Path, tmp_path: Path
 ) -> None:
