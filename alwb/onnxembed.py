@@ -14,7 +14,6 @@ On two quiet cores EfficientNet-Lite0 embedded 291 images/s with ONNX Runtime ag
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -60,14 +59,6 @@ def _versions() -> dict[str, str]:
     import torch
 
     return {"torch": torch.__version__, "onnxruntime": ort.__version__}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _module(backbone: LoadedBackbone) -> Any:
@@ -124,6 +115,8 @@ def onnx_file(cache_dir: Path, key: str) -> Path:
 def load_or_export(cache_dir: Path, key: str, backbone: LoadedBackbone, *, threads: int) -> OnnxEmbedder | None:
     """An ONNX Runtime embedder for ``backbone``: the cached export when its hash and versions check, else a new
     export. None (with a log line) when ONNX Runtime is not installed or the export fails: PyTorch embeds then."""
+    from .backbones import sha256_file as _sha256
+
     path = onnx_file(cache_dir, key)
     meta_path = path.with_name(path.name + ".json")
     try:

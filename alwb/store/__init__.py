@@ -273,24 +273,20 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
 
     def digests(self, paths: Sequence[str]) -> dict[str, str]:
         """The SHA-256 imported for each stored path of ``paths`` that is an item (others are left out)."""
-        out: dict[str, str] = {}
-        uniq = list(dict.fromkeys(str(p) for p in paths))
-        for start in range(0, len(uniq), 500):
-            chunk = uniq[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.con.execute(f"SELECT path, sha256 FROM items WHERE path IN ({marks})", chunk).fetchall():
-                out[str(r[0])] = str(r[1])
-        return out
+        rows = self._rows_in("SELECT path, sha256 FROM items WHERE path", list(dict.fromkeys(str(p) for p in paths)))
+        return {str(r[0]): str(r[1]) for r in rows}
 
     def item_statuses(self, item_ids: Sequence[int]) -> dict[int, str]:
         """The status (``ok`` / ``rejected``) of each of ``item_ids`` that is an item (others are left out)."""
-        out: dict[int, str] = {}
         uniq = [i for i in dict.fromkeys(int(i) for i in item_ids) if _INT64_MIN <= i <= _INT64_MAX]
-        for start in range(0, len(uniq), 500):
-            chunk = uniq[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for r in self.con.execute(f"SELECT id, status FROM items WHERE id IN ({marks})", chunk).fetchall():
-                out[int(r[0])] = str(r[1])
+        return {int(r[0]): str(r[1]) for r in self._rows_in("SELECT id, status FROM items WHERE id", uniq)}
+
+    def _rows_in(self, sql: str, values: Sequence[Any]) -> list[Any]:
+        """``sql`` (ending in the column to match) ``IN`` ``values``, 500 values a query."""
+        out: list[Any] = []
+        for start in range(0, len(values), 500):
+            chunk = list(values[start : start + 500])
+            out += self.con.execute(f"{sql} IN ({','.join('?' * len(chunk))})", chunk).fetchall()
         return out
 
     # ------------------------------------------------------------------ the image root
