@@ -481,6 +481,30 @@ class Project:
             return now >= min(every, self.config.batch_size)
         return now - len(self.store.labels_at(done[-1]["started_at"])) >= every
 
+    def request_training(
+        self, *, device: str | None = None, requested_by: str | None = None, take_queued: bool = False
+    ) -> str:
+        """Ask for a round from a web server: queued for a live training worker, else started in this machine's
+        background (:func:`alwb.worker.start_or_queue`); returns ``"queued"``, ``"started"`` or ``"busy"``."""
+        from .worker import start_or_queue
+
+        return start_or_queue(
+            self.root,
+            self.store,
+            device=self.train_config.device if device is None else device,
+            requested_by=requested_by,
+            take_queued=take_queued,
+        )
+
+    def retrain_if_due(self) -> str | None:
+        """After a submit: request a round when :meth:`round_due` says one is due and none runs here; returns what
+        :meth:`request_training` said, or None when no round was due (or one already runs)."""
+        from .jobs import is_training
+
+        if self.config.retrain_every <= 0 or is_training(self.root) or not self.round_due():
+            return None
+        return self.request_training()
+
     def training_progress(self) -> dict[str, Any]:
         """Where training stands, in one dict for pages and scripts: the background round of this machine (its job
         file: ``running``, ``phase``, ``done``, ``total`` …), a training worker's round (``queue``: running, queued,

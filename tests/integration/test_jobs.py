@@ -114,6 +114,20 @@ def test_the_first_round_runs_at_plain_nice_and_the_others_in_the_idle_class(lab
     _wait_idle(labeled)
 
 
+def test_retrain_if_due_requests_a_round_only_when_one_is_due_and_none_runs(labeled: Path) -> None:
+    """Project.retrain_if_due holds the retrain policy the Label page applies after each submit."""
+    with Project.open(labeled) as proj:
+        proj.set_config(retrain_every=0)
+        assert proj.retrain_if_due() is None  # only on request
+        proj.set_config(retrain_every=5)
+        assert proj.round_due() and proj.retrain_if_due() == "started"
+        assert proj.retrain_if_due() is None  # one runs already
+    _wait_idle(labeled)
+    with Project.open(labeled) as proj:
+        assert [r["status"] for r in proj.store.rounds()] == ["done"]
+        assert not proj.round_due() and proj.retrain_if_due() is None  # no answer since that round
+
+
 def test_training_lock_in_one_process_at_a_time(tmp_path: Path) -> None:
     root = tmp_path
     with training_lock(root):

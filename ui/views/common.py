@@ -97,11 +97,10 @@ def _offer_here(root: str, device: str | None) -> None:
 def _train_here(root: str, device: str | None) -> None:
     """Button callback: the round (a queued one, withdrawn from the queue) trains in this server's background."""
     from alwb.errors import AlwbError
-    from alwb.worker import start_or_queue
 
     try:
         with Project.open(root) as proj:
-            started = start_or_queue(root, proj.store, device=device, requested_by=state.annotator(), take_queued=True)
+            started = proj.request_training(device=device, requested_by=state.annotator(), take_queued=True)
     except AlwbError as exc:  # the store is unavailable
         state.flash(f"No round was started: {exc}", "error")
         return

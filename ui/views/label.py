@@ -11,7 +11,6 @@ import streamlit as st
 from alwb.errors import AlwbError, EmptyPoolError, StoreUnavailable
 from alwb.jobs import is_training, mark_active
 from alwb.loop import Project
-from alwb.worker import start_or_queue
 from ui import keyboard, leasewatch, state
 from ui.text import md_escape
 from ui.views import signin, unavailable
@@ -125,7 +124,7 @@ def _submit(root: str, item_ids: list[int], annotator: str) -> None:
                 + "; ".join(reasons)
                 + ". Their answer counts; yours on the other items is saved."
             )
-        if _maybe_retrain(proj):
+        if proj.retrain_if_due() in ("started", "queued"):  # every answer counts, validation ones too
             msg += " Retraining started in the background."
         state.flash(msg, "info" if refused else "success")
     except AlwbError as exc:
@@ -174,16 +173,6 @@ def _not_saved(exc: AlwbError) -> None:
     b = state.batch()
     if b is not None:
         b["token"] = _token()  # the browser's key list of this batch was closed by Enter: open a new one
-
-
-def _maybe_retrain(proj: Project) -> bool:
-    every = proj.config.retrain_every
-    if every <= 0 or is_training(proj.root):
-        return False
-    if proj.round_due():  # every answer counts, validation ones too; the first round after the first batch
-        # a registered training worker takes the round; else it trains here in the background
-        return start_or_queue(proj.root, proj.store, device=proj.train_config.device) != "busy"
-    return False
 
 
 def _save_drafts(root: str, item_ids: set[int]) -> None:
@@ -272,7 +261,7 @@ def _undo(root: str) -> None:
 def _retrain(root: str, device: str) -> None:
     try:
         with Project.open(root) as proj:
-            started = start_or_queue(root, proj.store, device=device, requested_by=state.annotator())
+            started = proj.request_training(device=device, requested_by=state.annotator())
     except AlwbError as exc:  # the store is unavailable
         state.flash(f"No round was started: {exc}", "error")
         return
