@@ -429,6 +429,11 @@ def gather_embeddings(r: RoundState) -> None:
     if report.unreadable:
         r.project.store.reject_items(sorted(report.unreadable.items()))
         r.notes.append(f"{len(report.unreadable)} unreadable image(s) rejected while embedding")
+    if report.embedded and report.runtime == "onnxruntime":
+        r.notes.append(
+            f"embedded {report.embedded} image(s) with ONNX Runtime at {report.images_per_second:.0f} images/s "
+            f"(largest difference from PyTorch on this run's check: {report.parity:.1e})"
+        )
     r.timings["embedded"] = float(report.embedded)
     r.cache = EmbeddingCache.for_backbone(r.project.root, r.backbone)
     _read_labeled(r, t0)

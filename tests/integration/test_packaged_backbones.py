@@ -298,3 +298,37 @@ def test_small_colour_images_train_a_head_and_small_greyscale_ones_from_scratch(
         assert proj.geometry()["mode"] == "head" and summary.round == 1
         scores = proj.scores()
         assert scores is not None and scores.ids.size == 24
+
+
+@needs_photos
+def test_a_round_on_enough_photos_embeds_with_onnx_runtime_and_exports_what_it_scored(tmp_path: Path) -> None:
+    """A head round on 130 photos embeds them with ONNX Runtime (the export cached beside the embeddings); the
+    exported PyTorch model gives the probabilities the project scored from those embeddings."""
+    from alwb import onnxembed
+    from alwb.embed import EmbeddingCache
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    truth = {}
+    for cls in ("ants", "bees"):
+        for f in sorted((HYMENOPTERA / "train" / cls).glob("*.jpg"))[:65]:
+            shutil.copy2(f, photos / f"{cls}_{f.name}")
+            truth[f"{cls}_{f.name}"] = cls
+    with Project.create(tmp_path / "p", classes=["ants", "bees"]) as proj:
+        proj.add_images(photos)
+        proj.set_train_config(device="cpu", backbone=LITE0)
+        q = proj.query(16)
+        proj.label([(it.id, truth[Path(proj.store.item(it.id)["path"]).name]) for it in q.items])
+        summary = proj.train()
+        assert any(n.startswith("embedded 130 image(s) with ONNX Runtime") for n in summary.notes), summary.notes
+        bb = backbones.load(LITE0, download=False)
+        cache = EmbeddingCache.for_backbone(proj.root, bb)
+        assert onnxembed.onnx_file(cache.dir, cache.key).is_file()  # embedded by ONNX Runtime, export kept
+        assert len(cache.embedded_ids()) == len(proj.store.item_ids()) >= onnxembed.MIN_IMAGES
+        rep = export_project(proj, tmp_path / "out")
+        ids = sorted(proj.scores().ids.tolist())[:10]
+        got = Predictor(rep.model_dir).predict_paths([str(photos / Path(proj.store.item(i)["path"]).name) for i in ids])
+        scores = proj.scores()
+        mine = scores.probs_at(scores.rows(np.asarray(ids)))
+        theirs = np.asarray([[g["probabilities"][c] for c in proj.classes] for g in got])
+        np.testing.assert_allclose(theirs, mine, atol=2e-3)
