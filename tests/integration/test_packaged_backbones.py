@@ -221,16 +221,22 @@ def test_pytorch_embeds_when_onnx_runtime_disagrees_or_the_run_is_small(
 # ------------------------------------------------------------------------------------------------ round trip
 
 
+def _train_photos(dest: Path, per_class: int) -> tuple[Path, dict[str, str]]:
+    """``per_class`` hymenoptera training photos of each class copied flat into ``dest``; file name -> class (by
+    file name: the store keeps paths relative to the image root)."""
+    dest.mkdir()
+    truth = {}
+    for cls in ("ants", "bees"):
+        for f in sorted((HYMENOPTERA / "train" / cls).glob("*.jpg"))[:per_class]:
+            shutil.copy2(f, dest / f"{cls}_{f.name}")
+            truth[f"{cls}_{f.name}"] = cls
+    return dest, truth
+
+
 @needs_photos
 def test_a_photo_project_learns_from_the_packaged_backbone(tmp_path: Path) -> None:
     """init -> head round -> query -> label -> head round -> export -> predict, on real photos and real weights."""
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    truth = {}
-    for cls in ("ants", "bees"):
-        for f in sorted((HYMENOPTERA / "train" / cls).glob("*.jpg"))[:12]:
-            shutil.copy2(f, photos / f"{cls}_{f.name}")
-            truth[f"{cls}_{f.name}"] = cls  # by file name: the store keeps paths relative to the image root
+    photos, truth = _train_photos(tmp_path / "photos", 12)
     assert main(["init", str(tmp_path / "p"), "--images", str(photos), "--classes", "ants,bees"]) == 0
     with Project.open(tmp_path / "p") as proj:
         proj.set_config(val_size=4)
@@ -307,13 +313,7 @@ def test_a_round_on_enough_photos_embeds_with_onnx_runtime_and_exports_what_it_s
     from alwb import onnxembed
     from alwb.embed import EmbeddingCache
 
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    truth = {}
-    for cls in ("ants", "bees"):
-        for f in sorted((HYMENOPTERA / "train" / cls).glob("*.jpg"))[:65]:
-            shutil.copy2(f, photos / f"{cls}_{f.name}")
-            truth[f"{cls}_{f.name}"] = cls
+    photos, truth = _train_photos(tmp_path / "photos", 65)
     with Project.create(tmp_path / "p", classes=["ants", "bees"]) as proj:
         proj.add_images(photos)
         proj.set_train_config(device="cpu", backbone=LITE0)
