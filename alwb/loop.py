@@ -582,10 +582,16 @@ class Project:
             except backbones.WeightsError as exc:
                 return str(exc)
 
-        geometry = self.store.image_geometry()
-        median = int(np.median([side for side, _ in geometry])) if geometry else None
-        grey = sum(g for _, g in geometry) * 2 > len(geometry)  # most images greyscale
+        median, grey = self.image_shape()
         return decide_plan(cfg.mode, cfg.backbone, median, cfg.device, fetch=get if fetch else None, grey=grey)
+
+    def image_shape(self) -> tuple[int | None, bool]:
+        """What the training plan is decided from: the accepted images' median shorter side in pixels (None
+        without images) and whether most of them are greyscale."""
+        geometry = self.store.image_geometry()
+        if not geometry:
+            return None, False
+        return int(np.median([side for side, _ in geometry])), sum(g for _, g in geometry) * 2 > len(geometry)
 
     def _geometry_holds(self, geo: dict[str, Any], cfg: TrainConfig, weights_available: Callable[[str], bool]) -> bool:
         mode = geo.get("mode", "scratch")

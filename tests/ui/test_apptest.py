@@ -472,6 +472,27 @@ def test_settings_page_offers_mode_and_backbone_and_says_why(project, monkeypatc
     assert "Import a weights file" in [h.value for h in at.subheader], "local mode: the one person may import"
 
 
+def test_the_plan_sentence_says_greyscale_only_of_greyscale_images(tmp_path: Path) -> None:
+    """Small colour images trained from scratch because the person asked for it are not called greyscale."""
+    from PIL import Image
+
+    from ui.views.common import plan_sentence
+
+    folder = tmp_path / "colour"
+    folder.mkdir()
+    for i in range(12):
+        Image.new("RGB", (24, 24), (20 * i, 200, 40)).save(folder / f"c{i}.png")
+    with Project.create(tmp_path / "p", classes=["a", "b"]) as proj:
+        proj.add_images(folder)
+        assert proj.image_shape() == (24, False)
+        proj.set_train_config(mode="scratch")
+        sentence, todo = plan_sentence(proj)
+        assert todo is None
+        assert sentence == "Each round trains a small network from scratch on your labels (24 px images)."
+        proj.set_train_config(mode="auto")
+        assert plan_sentence(proj)[0].startswith("Each round fits a classifier on the features of the pretrained")
+
+
 def test_review_page_corrects_a_label_and_keeps_history(trained) -> None:
     root, _ = trained
     at = page("review", root)

@@ -151,9 +151,8 @@ _BACKBONE_NAMES = {
 
 
 def median_side(proj: Project) -> int | None:
-    """The images' median shorter side in pixels (None without images)."""
-    sides = sorted(side for side, _ in proj.store.image_geometry())
-    return sides[len(sides) // 2] if sides else None
+    """The images' median shorter side in pixels (None without images), as the training plan reads it."""
+    return proj.image_shape()[0]
 
 
 def plan_sentence(proj: Project) -> tuple[str, str | None]:
@@ -165,7 +164,7 @@ def plan_sentence(proj: Project) -> tuple[str, str | None]:
         plan, _ = proj.plan()
     except AlwbError:
         return "How the model trains is decided at the first round.", None
-    side = median_side(proj)
+    side, grey = proj.image_shape()
     if plan.mode is None or side is None:
         return "How the model trains is decided once the project has images.", None
     bb = _BACKBONE_NAMES.get(plan.backbone or "", plan.backbone or "")
@@ -184,7 +183,7 @@ def plan_sentence(proj: Project) -> tuple[str, str | None]:
             "small network from scratch: it needs many more labels to become good.",
             "An administrator can import a weights file on the Settings page.",
         )
-    if side <= SMALL_IMAGE_PX:
+    if side <= SMALL_IMAGE_PX and grey and plan.requested_mode == "auto":
         return (
             f"These images are small and greyscale ({side} px), so each round trains a small network from scratch "
             "on your labels: it learns them better than pretrained photo models do.",
