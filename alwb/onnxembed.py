@@ -82,26 +82,14 @@ def _module(backbone: LoadedBackbone) -> Any:
 def _export(backbone: LoadedBackbone, dest: Path) -> None:
     import torch
 
-    from .onnxexport import OPSET, _quiet
+    from .onnxexport import write_onnx
 
     size = int(backbone.preprocess.crop)
     example = torch.zeros((2, 3, size, size), dtype=torch.float32)
     tmp = dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
-    batch = torch.export.Dim("batch", min=1, max=4096)
     try:
-        with _quiet(), torch.inference_mode(False):
-            program = torch.onnx.export(
-                _module(backbone),
-                (example,),
-                dynamo=True,
-                dynamic_shapes=({0: batch},),
-                input_names=[INPUT],
-                output_names=[OUTPUT],
-                opset_version=OPSET,
-                external_data=False,
-                verbose=False,
-            )
-            program.save(str(tmp))
+        with torch.inference_mode(False):
+            write_onnx(_module(backbone), example, tmp, INPUT, OUTPUT)
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)

@@ -113,21 +113,8 @@ def export_onnx(
     c, s = int(pixels.shape[1]), int(pixels.shape[-1])
     example = torch.from_numpy(np.ascontiguousarray(np.resize(pixels, (2, c, s, s)), dtype=np.float32))
     tmp = dest.with_name(dest.name + ".tmp")
-    batch = torch.export.Dim("batch", min=1, max=4096)
     try:
-        with _quiet():
-            program = torch.onnx.export(
-                wrapped,
-                (example,),
-                dynamo=True,
-                dynamic_shapes=({0: batch},),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                opset_version=OPSET,
-                external_data=False,
-                verbose=False,
-            )
-            program.save(str(tmp))
+        write_onnx(wrapped, example, tmp, INPUT_NAME, OUTPUT_NAME)
     except Exception as exc:  # the exporter raises many types; the user needs one line and a way on
         tmp.unlink(missing_ok=True)
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()  # the exporter colours its messages
@@ -163,6 +150,27 @@ def export_onnx(
         "opset": OPSET,
         "parity": {**parity.to_dict(), "atol": atol},
     }
+
+
+def write_onnx(module: Any, example: Any, path: str | Path, input_name: str, output_name: str) -> None:
+    """``torch.onnx.export(dynamo=True)`` of ``module`` with a dynamic batch (1 to 4,096) from ``example``, one input
+    and one output, opset :data:`OPSET`, the weights inside the file, saved to ``path``; the exporter kept quiet."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    with _quiet():
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            dynamic_shapes=({0: batch},),
+            input_names=[input_name],
+            output_names=[output_name],
+            opset_version=OPSET,
+            external_data=False,
+            verbose=False,
+        )
+        program.save(str(path))
 
 
 @contextlib.contextmanager
