@@ -105,9 +105,12 @@ def sign_in(page, url: str, name: str) -> None:
 
 
 def shown_cards(page) -> int:
-    """How many image cards the Label page shows."""
+    """How many image cards the Label page shows, once it shows its batch (under load a run can end, and the page
+    look settled, a moment before the run that draws the batch)."""
+    cards = page.locator('[class*="st-key-cell_"]')
+    cards.first.wait_for()
     settle(page)
-    return page.locator('[class*="st-key-cell_"]').count()
+    return cards.count()
 
 
 def answer_batch(page, n: int, key: str, cls: str) -> None:
