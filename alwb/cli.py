@@ -369,11 +369,31 @@ def _cmd_label(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wait_until_due(root: str, idle_exit: float) -> bool:
+    """A first round started early (``alwb train --when-due``): import what a round needs now, then wait for the
+    submit that makes it due (:func:`alwb.jobs.wait_for_round`); False when nobody labeled meanwhile."""
+    from .jobs import wait_for_round
+    from .loop import Project  # PyTorch, scikit-learn and modAL: the seconds the first round no longer waits for
+
+    def due() -> bool:
+        try:
+            with Project.open(root) as proj:
+                return proj.round_due()
+        except AlwbError:
+            return False
+
+    return wait_for_round(root, due, idle_exit=idle_exit)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .jobs import GIVE_WAY_SHARE, TrainingBusy, give_way, training_lock, write_progress
+    from .jobs import GIVE_WAY_SHARE, TrainingBusy, give_way, training_lock, wake_waiting, write_progress
 
     root = args.project
-    if args.background:
+    if args.background and args.when_due:
+        if not _wait_until_due(root, args.idle_exit):
+            write_progress(root, phase="idle", done=0, total=0)
+            return 0
+    elif args.background:
         give_way(root)()  # started by a submit: let the page draw the next batch before importing PyTorch
     from .loop import Project
 
@@ -406,6 +426,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             lock = training_lock(root)
             lock.__enter__()
         except TrainingBusy as exc:
+            if wake_waiting(root):  # the workbench's first round, started early, was waiting: it trains now
+                print(f"the first round waiting in the background for {root} trains now ('alwb status' follows it)")
+                return 0
             raise AlwbError(str(exc)) from None
         try:
 
@@ -930,6 +953,8 @@ def _add_training_commands(sub: Any, project: argparse.ArgumentParser, as_json: 
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--background", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--first", action="store_true", help=argparse.SUPPRESS)  # the project's first round (jobs.py)
+    p.add_argument("--when-due", action="store_true", help=argparse.SUPPRESS)  # started early: wait (jobs.py)
+    p.add_argument("--idle-exit", type=float, default=300.0, help=argparse.SUPPRESS)
     p.add_argument(
         "--queue", action="store_true", help="do not train here: queue the round for 'alwb worker' (any machine)"
     )

@@ -33,6 +33,12 @@ GIVE_WAY_S = 1.5
 #: The most a round gives way: paused at most this share of its time (plus one window), so that steady labeling, a
 #: key every second, cannot starve it (measured: docs/speed.md, "Giving way").
 GIVE_WAY_SHARE = 0.5
+#: Touched to wake a first round that waits for its labels (:func:`wake_waiting`).
+WAKE_FILE = "train_now"
+#: The progress phase of a first round started early, imports done, waiting for its labels (:func:`wait_for_round`).
+READY_PHASE = "ready"
+#: A waiting first round gives up when nobody has used the workbench for this many seconds (the next page starts one).
+WAIT_IDLE_S = 300.0
 
 
 class TrainingBusy(RuntimeError):
@@ -207,7 +213,15 @@ def _lower_priority(nice: int, *, idle: bool = True) -> None:
     os.nice(nice)
 
 
-def start_training(root: str | Path, *, device: str | None = None, nice: int = 10, first: bool = False) -> bool:
+def start_training(
+    root: str | Path,
+    *,
+    device: str | None = None,
+    nice: int = 10,
+    first: bool = False,
+    when_due: bool = False,
+    idle_exit: float = WAIT_IDLE_S,
+) -> bool:
     """Start ``alwb train ROOT`` in a detached child process; False when a round is already running.
 
     The lock is taken here, before the child starts, and handed to it (an inherited descriptor: the lock lives as
@@ -216,7 +230,10 @@ def start_training(root: str | Path, *, device: str | None = None, nice: int = 1
     core to the workbench and runs in the idle scheduling class (the person labeling comes first), and logs to
     ``PROJECT/train.log``. ``first``: the project has no model yet; the round runs at plain ``nice`` instead of
     the idle class and gives way only after submits (``alwb train --first``), so that the first model-ranked batch
-    comes early (docs/speed.md).
+    comes early (docs/speed.md). ``when_due``: the child imports and opens the project now, then waits (progress
+    phase ``ready``) until a round is due or it is woken (:func:`wait_for_round`), so that the first round starts
+    the moment the first batch is submitted instead of a few seconds of imports later; it gives up after
+    ``idle_exit`` seconds without anyone using the workbench.
     """
     root = Path(root)
     try:
@@ -227,13 +244,17 @@ def start_training(root: str | Path, *, device: str | None = None, nice: int = 1
         cmd = [sys.executable, "-m", "alwb", "-q", "train", str(root), "--background"]
         if first:
             cmd.append("--first")
+        if when_due:
+            cmd += ["--when-due", "--idle-exit", str(float(idle_exit))]
+            with contextlib.suppress(OSError):
+                (root / WAKE_FILE).unlink()  # a wake meant for an earlier process
         if device:
             cmd += ["--device", device]
-        write_progress(root, phase="starting", done=0, total=0)
+        write_progress(root, phase=READY_PHASE if when_due else "starting", done=0, total=0)
         threads = str(max(1, (os.cpu_count() or 1) - 1))
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, LOCK_FD_ENV: str(fd)}
         with open(root / LOG_FILE, "ab") as log:
-            subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            child = subprocess.Popen(  # noqa: S603 - our own interpreter and module
                 cmd,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -243,6 +264,60 @@ def start_training(root: str | Path, *, device: str | None = None, nice: int = 1
                 pass_fds=(fd,),
                 preexec_fn=(lambda: _lower_priority(nice, idle=not first)) if nice else None,
             )
+        os.ftruncate(fd, 0)  # its pid at once (stop_training), not an earlier round's while the child imports
+        os.pwrite(fd, str(child.pid).encode(), 0)
     finally:
         os.close(fd)  # the child's copy keeps the lock (released when it exits, however it exits)
     return True
+
+
+def is_waiting(root: str | Path) -> bool:
+    """True while a first round started early waits for its labels (:func:`start_training` with ``when_due``)."""
+    prog = read_progress(root)
+    return bool(prog["running"]) and prog.get("phase") == READY_PHASE
+
+
+def wake_waiting(root: str | Path) -> bool:
+    """Tell a waiting first round to train now; False (and nothing done) when no round waits."""
+    if not is_waiting(root):
+        return False
+    try:
+        (Path(root) / WAKE_FILE).touch()
+    except OSError:
+        return False
+    return True
+
+
+def wait_for_round(
+    root: str | Path,
+    due: Callable[[], bool],
+    *,
+    idle_exit: float = WAIT_IDLE_S,
+    poll: float = 0.1,
+    check_every: float = 2.0,
+) -> bool:
+    """In a first round started early: wait until it is woken (:func:`wake_waiting`, by the submit that makes a
+    round due or by "Retrain now") or ``due()`` says so (labels that came another way; asked every
+    ``check_every`` seconds); True then. False when nobody has used the workbench (:func:`mark_active`) for
+    ``idle_exit`` seconds: the process ends and frees its memory, and the next Label page starts another."""
+    root = Path(root)
+    wake, active = root / WAKE_FILE, root / ACTIVE_FILE
+    start = time.time()
+    checked = 0.0
+    while True:
+        if wake.exists():
+            with contextlib.suppress(OSError):
+                wake.unlink()
+            return True
+        now = time.time()
+        if now - checked >= check_every:
+            checked = now
+            if due():
+                return True
+            try:
+                seen = max(start, active.stat().st_mtime)
+            except OSError:
+                seen = start
+            if now - seen > idle_exit:
+                return False
+        time.sleep(poll)

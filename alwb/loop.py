@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import uuid
 from collections import Counter
@@ -499,11 +500,32 @@ class Project:
     def retrain_if_due(self) -> str | None:
         """After a submit: request a round when :meth:`round_due` says one is due and none runs here; returns what
         :meth:`request_training` said, or None when no round was due (or one already runs)."""
-        from .jobs import is_training
+        from .jobs import is_training, wake_waiting
 
-        if self.config.retrain_every <= 0 or is_training(self.root) or not self.round_due():
+        if self.config.retrain_every <= 0:
+            return None
+        if is_training(self.root):  # a first round started early waits for exactly this submit
+            return "started" if self.round_due() and wake_waiting(self.root) else None
+        if not self.round_due():
             return None
         return self.request_training()
+
+    def prepare_first_round(self) -> bool:
+        """While the first batch is being answered (no model yet): start the first round's process now, so that
+        its imports (PyTorch, scikit-learn: seconds) are done and it trains the moment the submit makes a round due
+        (:func:`alwb.jobs.start_training` with ``when_due``). True when it was started; False when there is a
+        model, automatic rounds are off, a round runs or is queued, training workers serve the project, or the
+        environment says ``ALWB_PRESTART=0`` (the test suite, which opens many Label pages)."""
+        from .jobs import is_training, start_training
+        from .worker import live_workers
+
+        if os.environ.get("ALWB_PRESTART", "1") == "0" or self.config.retrain_every <= 0 or is_training(self.root):
+            return False
+        if any(r["status"] == "done" for r in self.store.rounds()):
+            return False
+        if self.store.round_requests("queued") or self.store.round_requests("running") or live_workers(self.store):
+            return False
+        return start_training(self.root, device=self.train_config.device, first=True, when_due=True)
 
     def training_progress(self) -> dict[str, Any]:
         """Where training stands, in one dict for pages and scripts: the background round of this machine (its job

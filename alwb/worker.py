@@ -286,11 +286,13 @@ def start_or_queue(
     A request whose worker has been silent for ``stale_after`` seconds is failed first (:func:`reap_stale`): a dead
     worker does not keep the project busy. With ``take_queued`` and no live worker, requests waiting in the queue
     are withdrawn (failed, with the reason) and the round trains here instead (the page's "Train here now")."""
-    from .jobs import is_training, start_training
+    from .jobs import is_training, start_training, wake_waiting
 
     now = time.time()
     reap_stale(store, now=now, stale_after=stale_after)
     live = live_workers(store, now=now, stale_after=STALE_S if stale_after is None else float(stale_after))
+    if wake_waiting(root):  # a first round started early, waiting for its labels: it trains now
+        return "started"
     if store.round_requests("running") or is_training(root):
         return "busy"
     if store.round_requests("queued"):

@@ -54,6 +54,7 @@ def _no_weights_from_outside(tmp_path_factory: pytest.TempPathFactory) -> None:
 
     os.environ["TORCH_HOME"] = str(tmp_path_factory.mktemp("torch_home"))
     os.environ["ALWB_OFFLINE"] = "1"
+    os.environ["ALWB_PRESTART"] = "0"  # Label pages start no waiting first round (test_jobs.py tests that)
 
 
 @pytest.fixture(autouse=True)

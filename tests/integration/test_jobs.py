@@ -240,3 +240,90 @@ def test_a_submit_is_given_its_window_whatever_the_share(tmp_path: Path, monkeyp
     mark_active(tmp_path, submit=True)
     pause()
     assert len(slept) == n + 1 and 1.0 < slept[n] <= 1.5, "a submit: its window whatever the share"
+
+
+@pytest.fixture
+def unlabeled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, str]]:
+    """A project with no labels yet, and the Label page's early start of the first round allowed."""
+    monkeypatch.setenv("ALWB_PRESTART", "1")
+    truth = make_shapes(tmp_path / "shapes", 12, layout="flat")
+    root = tmp_path / "proj"
+    with Project.create(root, classes=sorted(set(truth.values()))) as proj:
+        proj.add_images(tmp_path / "shapes")
+        proj.set_train_config(epochs=2, device="cpu")
+        proj.set_config(batch_size=8, retrain_every=50)
+    return root, truth
+
+
+def _mixed(proj: Project, truth: dict[str, str], n: int) -> list[tuple[int, str]]:
+    """``n`` answers, the classes in turn (a round needs two classes among the pool's labels)."""
+    by_class: dict[str, list[int]] = {}
+    for r in proj.store.items():
+        by_class.setdefault(truth[r["path"]], []).append(r["id"])
+    turns = [(ids[i], c) for i in range(n) for c, ids in sorted(by_class.items())]
+    return turns[:n]
+
+
+def test_a_first_round_started_early_waits_for_the_first_batch_and_trains_on_its_submit(unlabeled) -> None:
+    """The Label page starts the first round's process while the first batch is answered; it waits (phase ``ready``,
+    the lock held, nothing trained) and the submit that makes a round due wakes it; it trains on those labels."""
+    root, truth = unlabeled
+    with Project.open(root) as proj:
+        assert proj.prepare_first_round()
+        assert is_training(root) and jobs.is_waiting(root)
+        assert not proj.prepare_first_round()  # one at a time
+        assert proj.retrain_if_due() is None  # nothing answered yet: it keeps waiting
+        time.sleep(2.5)  # longer than its own check of round_due: still waiting, no round recorded
+        assert jobs.is_waiting(root) and proj.store.rounds() == []
+        proj.submit(_mixed(proj, truth, 8), annotator="ann")  # the first batch (batch_size 8 < retrain_every)
+        assert proj.round_due()
+        assert proj.retrain_if_due() == "started"  # the page says so, and the waiting process trains
+    _wait_idle(root)
+    with Project.open(root) as proj:
+        rounds = proj.store.rounds()
+        assert [r["status"] for r in rounds] == ["done"]
+        assert rounds[0]["n_labeled"] + len(proj.store.current_labels(split="val")) == 8
+        assert not proj.prepare_first_round()  # a model exists: rounds start on submits as before
+    assert read_progress(root)["phase"] == "done"
+    assert "round 1:" in (root / "train.log").read_text()
+
+
+def test_retrain_now_and_alwb_train_wake_a_waiting_first_round(unlabeled) -> None:
+    """"Retrain now" (request_training) and ``alwb train`` on the command line do not meet "already running" from
+    a round that only waits: they wake it."""
+    from alwb.cli import main
+
+    root, truth = unlabeled
+    with Project.open(root) as proj:
+        proj.submit(_mixed(proj, truth, 4), annotator="ann")  # not due yet (4 < 8)
+        assert not proj.round_due()
+        assert proj.prepare_first_round()
+        assert proj.request_training() == "started"
+    _wait_idle(root)
+    with Project.open(root) as proj:
+        assert [r["status"] for r in proj.store.rounds()] == ["done"]
+    root2 = root.parent / "proj2"
+    with Project.create(root2, classes=sorted(set(truth.values()))) as proj:
+        proj.add_images(root.parent / "shapes")
+        proj.set_train_config(epochs=2, device="cpu")
+        proj.set_config(batch_size=8)
+        proj.submit(_mixed(proj, truth, 4), annotator="ann")
+        assert proj.prepare_first_round()
+    assert main(["train", str(root2)]) == 0
+    _wait_idle(root2)
+    with Project.open(root2) as proj:
+        assert [r["status"] for r in proj.store.rounds()] == ["done"]
+
+
+def test_a_waiting_first_round_ends_when_nobody_labels(unlabeled) -> None:
+    """Nobody at the workbench for ``idle_exit`` seconds: the waiting process ends (its memory freed), trains
+    nothing, and the next Label page may start another."""
+    root, _ = unlabeled
+    assert start_training(root, first=True, when_due=True, idle_exit=1.0)
+    _wait_idle(root, timeout=60)
+    assert read_progress(root)["phase"] == "idle"
+    with Project.open(root) as proj:
+        assert proj.store.rounds() == []
+        assert proj.prepare_first_round()  # another one, as the Label page would start
+    jobs.stop_training(root)
+    assert not is_training(root)

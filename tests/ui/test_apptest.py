@@ -338,6 +338,37 @@ def test_undo_last_batch(project) -> None:
 
 
 # ---------------------------------------------------------------------- 6. background retraining
+def test_the_label_page_readies_the_first_round_and_its_submit_starts_it(project, monkeypatch) -> None:
+    """No model yet: drawing the first batch starts the first round's process, which waits (the page says the
+    model trains as soon as the batch is submitted); the submit wakes it and the page says training started."""
+    monkeypatch.setenv("ALWB_PRESTART", "1")
+    root, truth = project
+    with Project.open(root) as proj:
+        proj.set_train_config(epochs=2, device="cpu")
+    try:
+        at = app(root)
+        assert is_training(root)  # the process is there, imports under way, nothing trained
+        deadline = time.monotonic() + 60
+        while "ready and waiting" not in " ".join(c.value for c in at.caption):
+            assert time.monotonic() < deadline, [c.value for c in at.caption]
+            time.sleep(0.5)
+            ok(at.run())
+        for i in item_ids(at):
+            answer_box(at, i).select(truth[path_of(root, i)])
+        ok(at.button(key="submit").click().run())
+        says(at.success, "Retraining started in the background")
+        deadline = time.monotonic() + 120
+        while is_training(root):
+            assert time.monotonic() < deadline, (root / "train.log").read_text()
+            time.sleep(0.3)
+        with Project.open(root) as proj:
+            assert [r["status"] for r in proj.store.rounds()] == ["done"]
+    finally:
+        from alwb.jobs import stop_training
+
+        stop_training(root)
+
+
 def test_submit_starts_background_training_then_progress_shows_it(project) -> None:
     root, truth = project
     with Project.open(root) as proj:

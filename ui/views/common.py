@@ -7,6 +7,7 @@ import time
 import streamlit as st
 
 from alwb.errors import AlwbError
+from alwb.jobs import READY_PHASE
 from alwb.loop import Project
 from ui import state
 from ui.text import md_escape
@@ -46,6 +47,8 @@ def show_training(prog: dict, root: str | None = None, device: str | None = None
         st.warning(md_escape(f"Round request {r['id']} failed: {r['error']}"), icon="⚠️")
     if remote:
         _show_remote(remote)
+    elif prog.get("running") and prog.get("phase") == READY_PHASE:  # a first round, started early, waits
+        st.caption("The first model trains as soon as this batch is submitted (it is ready and waiting).")
     elif prog.get("running"):
         phase = prog.get("phase", "training")
         done, total = int(prog.get("done") or 0), int(prog.get("total") or 0)

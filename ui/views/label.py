@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from alwb.errors import AlwbError, EmptyPoolError, StoreUnavailable
-from alwb.jobs import is_training, mark_active
+from alwb.jobs import is_training, is_waiting, mark_active
 from alwb.loop import Project
 from ui import keyboard, leasewatch, state
 from ui.text import md_escape
@@ -360,6 +360,8 @@ def render() -> None:
         if b is None or not b["items"]:
             b = _new_batch(proj, classes)
             st.session_state["touched"] = False
+            if b is not None and b["items"]:
+                proj.prepare_first_round()  # no model yet: the first round's imports happen while this is answered
         else:  # every run of the open page keeps the batch's leases alive
             _keep_leases(proj, force=True)
         if state.signin() is not None:  # a closed tab gives its items back (ui.leasewatch)
@@ -373,7 +375,7 @@ def render() -> None:
         images = proj.store.image_root()
         digests = proj.store.digests([it.path for it in b["items"]] if b else [])
         plan_text, plan_todo = plan_sentence(proj)
-        running = is_training(root)
+        running = is_training(root) and not is_waiting(root)
     top = st.columns([3, 1, 1])
     every = (
         f"a new model every {cfg.retrain_every} answers (the first after the first batch)"
