@@ -29,6 +29,7 @@ from .models import BACKBONE_PREFIX, choose_arch
 from .plan import AUTO_BACKBONE, TrainingPlan, choose_backbone
 from .query import Candidates, list_strategies
 from .query import strategy as get_strategy
+from .reads import ProjectReads
 from .round import RoundSummary, run_round
 from .scores import Scores, read_scores
 from .store import LabelRow, Store
@@ -190,6 +191,41 @@ class Project:
     def classes(self) -> list[str]:
         """Class names in model order."""
         return self.store.classes()
+
+    @property
+    def reads(self) -> ProjectReads:
+        """What pages read (counts, labels, items, rounds, drafts …): :class:`alwb.reads.ProjectReads`."""
+        return ProjectReads(self.store)
+
+    @staticmethod
+    def exists(root: str | Path) -> bool:
+        """True when ``root`` holds an alwb project (its store file or a pointer to a server)."""
+        return is_project(root)
+
+    def edit_classes(self, add: Sequence[str] = (), rename: tuple[str, str] | None = None) -> list[str]:
+        """Add classes (those not yet known, in order) and rename one (``(old, new)``; labels follow), in one
+        transaction; returns the classes added. Raises :class:`LabelError` on a bad or clashing name."""
+        with self.store.transaction():
+            added = self.store.add_classes(add) if add else []
+            if rename is not None:
+                self.store.rename_class(*rename)
+        return added
+
+    def set_image_root(self, root: str | Path | None) -> None:
+        """Resolve the images' relative paths under ``root`` from now on (stored paths rewritten in one
+        transaction: :meth:`alwb.store.Store.set_image_root`)."""
+        self.store.set_image_root(root)
+
+    def save_drafts(self, annotator: str, answers: dict[int, str | None]) -> None:
+        """Keep answers chosen but not submitted (``None`` forgets one), in one transaction, so a reload or a lost
+        connection keeps them."""
+        with self.store.transaction():
+            for item_id, answer in sorted(answers.items()):
+                self.store.save_draft(annotator, int(item_id), answer)
+
+    def reject_pseudo_labels(self, item_ids: Sequence[int]) -> int:
+        """Drop these pseudo-labels (rejected in review); returns how many were dropped."""
+        return self.store.remove_pseudo_labels(item_ids)
 
     # ------------------------------------------------------------------ ingest
     def add_images(

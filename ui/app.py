@@ -12,7 +12,7 @@ import streamlit as st
 
 from alwb.errors import StoreUnavailable
 from alwb.jobs import mark_active
-from alwb.store.location import is_project
+from alwb.loop import Project
 from ui import state
 from ui.views import datamap, export, history, label, progress, review, settings, signin, start, unavailable
 
@@ -23,7 +23,7 @@ st.set_page_config(page_title="alwb workbench", page_icon="🏷️", layout="wid
 root = state.project_root()
 # The gate, before any page, failing closed: the server's project must be there; a project with accounts shows nothing
 # but the sign-in form until the person signs in (None: a project that never had accounts).
-if root is not None and not is_project(root):
+if root is not None and not Project.exists(root):
     if state.served_project() is not None:
         log.error("the workbench's project %s holds no alwb project (no alwb.sqlite or store.json)", root)
         st.error("This workbench's project cannot be opened. The server's log says why.")

@@ -21,7 +21,6 @@ import streamlit as st
 
 from alwb.images import ImageRoot
 from alwb.loop import Project
-from alwb.store.location import is_project
 
 SKIP = "(skip)"
 NONE = "(none of these)"
@@ -85,7 +84,7 @@ def project_root() -> Path | None:
     if not raw:
         return None
     root = Path(raw)
-    if not is_project(root):
+    if not Project.exists(root):
         return None
     st.session_state["project"] = raw
     if st.query_params.get("project") != raw:
@@ -339,7 +338,7 @@ def thumbnail(path: str, mtime: float, size: int, sha256: str, channels: int = 3
 
 def image_bytes(images: ImageRoot, stored: str, size: int, digest: str | None) -> tuple[bytes, str] | None:
     """Display bytes of the item stored as ``stored`` (read through the project's image root on this machine,
-    ``proj.store.image_root()``) and their format (``PNG``/``JPEG``: give it to ``st.image(output_format=...)`` so
+    ``proj.reads.image_root()``) and their format (``PNG``/``JPEG``: give it to ``st.image(output_format=...)`` so
     Streamlit sends them as they are). ``digest`` is the SHA-256 the store recorded for it
     (``store.digests(paths)``): None when the file cannot be read, is not an item (no digest), or no longer holds
     the content imported (:func:`image_problem` says why)."""

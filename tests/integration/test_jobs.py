@@ -289,7 +289,7 @@ def test_a_first_round_started_early_waits_for_the_first_batch_and_trains_on_its
 
 
 def test_retrain_now_and_alwb_train_wake_a_waiting_first_round(unlabeled) -> None:
-    """"Retrain now" (request_training) and ``alwb train`` on the command line do not meet "already running" from
+    """ "Retrain now" (request_training) and ``alwb train`` on the command line do not meet "already running" from
     a round that only waits: they wake it."""
     from alwb.cli import main
 

@@ -154,6 +154,21 @@ def test_library_does_not_import_streamlit() -> None:
     assert res.returncode == 0, res.stderr
 
 
+def test_pages_read_and_write_through_project_never_the_store() -> None:
+    """The UI is a thin shell over ``Project``: no store method is called from ``ui/`` (reads go through
+    ``Project.reads``, writes through ``Project``'s methods) and no page imports ``alwb.store`` except the sign-in
+    gate, which hands the store to ``alwb.users``."""
+    import ast
+
+    for f in UI.rglob("*.py"):
+        tree = ast.parse(f.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "store":
+                raise AssertionError(f"{f.relative_to(REPO)}:{node.lineno} calls the store: .store.{node.attr}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("alwb.store"):
+                assert f.name == "signin.py", f"{f.relative_to(REPO)}:{node.lineno} imports {node.module}"
+
+
 def test_ui_is_a_package_imported_without_path_tricks(tmp_path: Path) -> None:
     """``ui`` is installed with alwb: its modules import as ``ui.…`` from any folder; none of them edits sys.path."""
     for f in UI.rglob("*.py"):

@@ -55,7 +55,7 @@ def map_frame(proj: Project, m: dict[str, Any], found: insight.Findings | None) 
     """One row per point: ``item_id``, ``x``, ``y``, ``label``, ``model guess``, ``uncertainty`` (1 − the top
     probability of the latest round; NaN where it did not score the item) and ``issue``."""
     ids = m["ids"]
-    labels = {int(r["item_id"]): r["class"] or state.NONE for r in proj.store.current_labels(include_none=True)}
+    labels = {i: c or state.NONE for i, c in proj.reads.label_map(include_none=True).items()}
     df = pd.DataFrame({"item_id": ids, "x": m["xy"][:, 0], "y": m["xy"][:, 1]})
     df["label"] = [labels.get(int(i), "unlabeled") for i in ids]
     guess = np.full(len(ids), "not scored", dtype=object)
@@ -153,9 +153,9 @@ def _selection(proj: Project) -> None:
         return
     root = str(proj.root)
     with Project.open(root) as p:
-        images = p.store.image_root()
+        images = p.reads.image_root()
         if len(ids) == 1:
-            row = p.store.item(ids[0])
+            row = p.reads.item(int(ids[0]))
             cols = st.columns([1, 2])
             with cols[0]:
                 views._thumb(p.store, row["path"], 320)
@@ -164,7 +164,7 @@ def _selection(proj: Project) -> None:
                 st.caption("Nearest images")
                 views.similar_strip(p, ids[0])
         st.subheader(f"{len(ids)} selected")
-        rows = [p.store.item(i) for i in ids[:SHOWN]]
+        rows = p.reads.items(ids[:SHOWN])
         for start in range(0, len(rows), 6):
             for col, r in zip(st.columns(6), rows[start : start + 6], strict=False):
                 with col:

@@ -28,8 +28,8 @@ def render() -> None:
         proj = need_project(proj)
         me = state.annotator()
         entries = own_labels(proj.store, me)
-        images = proj.store.image_root()
-        digests = proj.store.digests([e.path for e in entries])
+        images = proj.reads.image_root()
+        digests = proj.reads.digests([e.path for e in entries])
     st.title("History")
     s = summarise(entries)
     parts = [

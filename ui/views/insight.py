@@ -111,7 +111,7 @@ def likely_wrong_tab(proj: Project) -> None:
     if found is None:
         return
     decided = insight.decided_items(proj, "label")
-    current = {int(r["item_id"]): r["class"] for r in proj.store.current_labels()}
+    current = proj.reads.label_map()
     todo = [f for f in found.label_issues if f["item_id"] not in decided and current.get(f["item_id"]) == f["label"]]
     st.caption(
         f"{found.flagged_total} label(s) look wrong to cleanlab on out-of-sample probabilities of {found.labeled} "
@@ -198,7 +198,7 @@ def duplicates_tab(proj: Project) -> None:
         return
     pages = max(1, -(-len(groups) // GROUPS_PER_PAGE))
     page = st.number_input("Page", 1, pages, 1, key="dup_page") if pages > 1 else 1
-    current = {int(r["item_id"]): r["class"] for r in proj.store.current_labels()}
+    current = proj.reads.label_map()
     options = [*proj.classes, state.NONE]
     root, who = str(proj.root), state.annotator()
     for g_no, group in enumerate(groups[(page - 1) * GROUPS_PER_PAGE : page * GROUPS_PER_PAGE]):
@@ -233,7 +233,7 @@ def _outlier_answer(root: str, rows: list[dict], action: str, reviewer: str) -> 
             state.flash("Only an admin removes images from the project.", "error")
             return
         try:
-            current = {int(r["item_id"]): r["class"] for r in proj.store.current_labels(include_none=True)}
+            current = proj.reads.label_map(include_none=True)
             verdicts = [
                 insight.Verdict(
                     int(r["item_id"]),
@@ -307,7 +307,7 @@ def similar_tab(proj: Project) -> None:
     ref = st.text_input("Image (a path as 'alwb query' prints it, or an item id)", key="sim_ref")
     if not ref:
         return
-    row = proj.store.item(int(ref)) if ref.strip().isdigit() else proj.store.item_by_path(ref.strip())
+    row = proj.reads.item(ref)
     if row is None:
         st.warning("No such image in the project.")
         return

@@ -179,9 +179,8 @@ def _save_drafts(root: str, item_ids: set[int]) -> None:
     """Keep answers chosen but not yet submitted in the store (one transaction), so a reload or a lost connection
     keeps them."""
     try:
-        with Project.open(root) as proj, proj.store.transaction():
-            for item_id in sorted(item_ids):
-                proj.store.save_draft(state.annotator(), item_id, state.answer(item_id))
+        with Project.open(root) as proj:
+            proj.save_drafts(state.annotator(), {i: state.answer(i) for i in item_ids})
     except AlwbError:  # the project went away: the page says so on its next run
         pass
 
@@ -247,7 +246,7 @@ def _undo(root: str) -> None:
         return
     try:
         # in a team, the signed-in person's own last batch
-        batch_id = proj.store.last_batch_id(state.annotator() if state.signin() is not None else None)
+        batch_id = proj.reads.last_batch_id(state.annotator() if state.signin() is not None else None)
         if batch_id is None:
             state.flash("There is no saved batch to undo.", "info")
             return
@@ -306,7 +305,7 @@ def _training_panel(root: str, batch_round: int) -> None:
         _keep_leases(proj)
         prog = proj.training_progress()
         show_training(prog, root, proj.train_config.device)
-        current = proj.store.current_round()
+        current = proj.reads.current_round()
     except StoreUnavailable as exc:
         st.warning(md_escape(unavailable.message(exc, 2)), icon="🔌")
         return
@@ -328,7 +327,7 @@ def round_news(root: str, number: int) -> str:
     """One sentence on a finished round: its validation accuracy and 95% interval."""
     try:
         with Project.open(root) as proj:
-            rnd = next((r for r in proj.store.rounds() if r["number"] == number and r["status"] == "done"), None)
+            rnd = proj.reads.finished_round(number)
     except AlwbError:
         rnd = None
     val = (rnd or {}).get("metrics", {}).get("val") or {}
@@ -367,13 +366,12 @@ def render() -> None:
         if state.signin() is not None:  # a closed tab gives its items back (ui.leasewatch)
             token = state.signin()[0]  # type: ignore[index]
             leasewatch.remember(root, state.annotator(), [it.id for it in b["items"]] if b else [], token)
-        n_labeled = len(proj.store.labeled_item_ids())
-        total = proj.store.item_count()
-        n_left = len(proj.store.unlabeled_item_ids(split=None))
+        tally = proj.reads.counts()
+        n_labeled, total, n_left = tally.answered, tally.items, tally.unanswered
         cfg = proj.config
         device = proj.train_config.device
-        images = proj.store.image_root()
-        digests = proj.store.digests([it.path for it in b["items"]] if b else [])
+        images = proj.reads.image_root()
+        digests = proj.reads.digests([it.path for it in b["items"]] if b else [])
         plan_text, plan_todo = plan_sentence(proj)
         running = is_training(root) and not is_waiting(root)
     top = st.columns([3, 1, 1])
@@ -436,7 +434,7 @@ def _new_batch(proj: Project, classes: list[str]) -> dict | None:
                 state.set_guess(it.id, it.predicted)  # a guess until the person answers the card
         # answers chosen before a reload or a lost connection come back from the store
         options = {*classes, state.SKIP, state.NONE}
-        for item_id, ans in proj.store.drafts(state.annotator(), [it.id for it in b["items"]]).items():
+        for item_id, ans in proj.reads.drafts(state.annotator(), [it.id for it in b["items"]]).items():
             if ans in options:
                 state.set_answer(item_id, ans)
         # a reload resumes at the first card the person has not answered

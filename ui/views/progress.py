@@ -152,12 +152,11 @@ def render() -> None:
         proj = need_project(proj)
         st.title("Progress")
         _training_panel(str(proj.root))
-        rounds = proj.store.rounds()
-        counts = proj.store.label_counts()
+        rounds = proj.reads.rounds()
+        tally = proj.reads.counts()
+        counts = tally.per_class
         classes = proj.classes
-        n_pseudo_now = len(proj.store.pseudo_labels())
-        val_size = len(proj.store.val_item_ids())
-        val_done = len(proj.store.current_labels(split="val", include_none=True))
+        n_pseudo_now, val_size, val_done = tally.pseudo, tally.val_size, tally.val_answered
         settings = advice_settings(proj)
     df = rounds_frame(rounds)
     st.caption(

@@ -40,7 +40,7 @@ def _pseudo(root: str, item_ids: list[int], classes: list[str], accept: bool, an
             _, n = proj.label(list(zip(item_ids, classes, strict=True)), annotator=annotator, batch_id=uuid.uuid4().hex)
             state.flash(f"Accepted {n} pseudo-label(s) as human labels.")
         else:
-            n = proj.store.remove_pseudo_labels(item_ids)
+            n = proj.reject_pseudo_labels(item_ids)
             state.flash(f"Rejected {n} pseudo-label(s).")
     finally:
         proj.close()
@@ -65,7 +65,7 @@ def render() -> None:
     with state.open_project() as proj:
         proj = need_project(proj)
         root = str(proj.root)
-        images = proj.store.image_root()
+        images = proj.reads.image_root()
         st.title("Review")
         show_flash()
         classes = proj.classes
@@ -87,7 +87,7 @@ def render() -> None:
             cls = f[0].selectbox("Class", ["all", *classes])
             source = f[1].selectbox("Source", ["all", "human", "import"])
             disagree = f[2].toggle("Only where the model disagrees")
-            rows = proj.store.current_labels()
+            rows = proj.reads.labels()
             if cls != "all":
                 rows = [r for r in rows if r["class"] == cls]
             if source != "all":
@@ -133,7 +133,7 @@ def render() -> None:
                     state.flash("No label was changed.", "info")
                 st.rerun()
         with tab_pseudo:
-            pl = proj.store.pseudo_labels()
+            pl = proj.reads.pseudo_labels()
             if not pl:
                 st.info("No pseudo-labels in use. They are chosen anew each round when pseudo-labelling is on.")
             else:

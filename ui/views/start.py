@@ -11,7 +11,6 @@ import streamlit as st
 from alwb.errors import AlwbError
 from alwb.ingest import check_source, default_image_root, parse_class_list
 from alwb.loop import Project
-from alwb.store.location import is_project
 from alwb.ziputil import content_root, extract_upload, move_into_uploads, safe_extract
 from ui import state
 from ui.text import md_escape
@@ -27,7 +26,7 @@ def _create(root: Path, source: Path | None, classes: list[str], staged: Path | 
             source = content_root(move_into_uploads(staged, root))
         image_root = default_image_root(source) if source is not None else None
         if image_root is not None:  # as 'alwb init': paths under the folder imported are stored relative to it
-            proj.store.set_image_root(image_root)
+            proj.set_image_root(image_root)
         if source is not None:
             try:
                 rep = proj.add_images(source, classes=classes or None)
@@ -64,7 +63,7 @@ def render() -> None:
             st.text(str(proj.root))
             s = proj.status()["items"]
             st.caption(f"{s['total']} images · {s['labeled']} answered · {s['rejected']} rejected")
-            st.caption(md_escape(proj.store.image_root().describe()))
+            st.caption(md_escape(proj.reads.image_root().describe()))
             _rejected(proj)
             _classes(proj)
             _add_images(proj)
@@ -79,7 +78,7 @@ def render() -> None:
     with tab_open:
         path = st.text_input("Project folder", placeholder="/path/to/project")
         if st.button("Open", type="primary", disabled=not path):
-            if is_project(Path(path).expanduser()):
+            if Project.exists(Path(path).expanduser()):
                 state.set_project(Path(path).expanduser())
                 st.rerun()
             else:
@@ -106,7 +105,7 @@ def render() -> None:
             staged: Path | None = None
             try:  # everything is checked before anything is written
                 classes = parse_class_list(classes_raw)
-                if is_project(root):
+                if Project.exists(root):
                     raise AlwbError("That folder already holds an alwb project: open it on the other tab.")
                 source: Path | None = None
                 if upload is not None:  # checked and extracted outside the project, moved in once it exists
@@ -143,9 +142,7 @@ def _classes(proj: Project) -> None:
                 known = sorted(set(names) & set(classes))
                 if known:
                     raise AlwbError(f"Already a class: {', '.join(known)}.")
-                added = proj.store.add_classes(names) if names else []
-                if old != "—" and renamed.strip():
-                    proj.store.rename_class(old, renamed)
+                added = proj.edit_classes(names, (old, renamed) if old != "—" and renamed.strip() else None)
                 state.reset_batch()
                 state.flash(f"Classes saved ({len(added)} added).")
             except AlwbError as exc:
@@ -155,7 +152,7 @@ def _classes(proj: Project) -> None:
 
 def _rejected(proj: Project) -> None:
     """The files not imported, each with the reason."""
-    rows = proj.store.rejected()
+    rows = proj.reads.rejected()
     if not rows:
         return
     with st.expander(f"{len(rows)} file(s) not imported, and why"):
