@@ -14,7 +14,7 @@ import os
 import shutil
 import warnings
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,6 +26,7 @@ from .errors import AlwbError, ImageRejected, UnsafeModelFileError
 from .images import check_present, load_array, read_verified
 from .loop import Project
 from .models import Classifier
+from .plan import Geometry
 
 FORMAT_VERSION = 1
 log = logging.getLogger(__name__)
@@ -208,15 +209,15 @@ def export_model(project: Project, out: str | Path, *, onnx: bool = True) -> Pat
     cur = project.current_model()
     if cur is None:
         raise AlwbError("no trained model yet: run 'alwb train' first")
-    geo = cur["config"]["geometry"]
+    geo = Geometry.from_dict(cur["config"]["geometry"])
     classes = project.classes
-    mode = geo.get("mode", "scratch")
+    mode = geo.mode
     backbone_card: dict[str, Any] | None = None
     if mode == "head":  # the backbone's verified weights and the round's head, as one module
         from . import backbones
         from .head import LinearHead, compose
 
-        bb = backbones.load(geo["backbone"], download=False, quiet=True)
+        bb = backbones.load(str(geo.backbone), download=False, quiet=True)
         model = compose(bb.model, LinearHead.load(cur["path"]))
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         backbone_card = bb.card()
@@ -229,15 +230,15 @@ def export_model(project: Project, out: str | Path, *, onnx: bool = True) -> Pat
         if mode == "finetune":
             from . import backbones
 
-            origin = backbones.resolve_weights(geo["backbone"], download=False, quiet=True)
-            backbone_card = {"backbone": geo["backbone"], "weights": origin.to_dict()}
+            origin = backbones.resolve_weights(str(geo.backbone), download=False, quiet=True)
+            backbone_card = {"backbone": geo.backbone, "weights": origin.to_dict()}
     model.eval()
     mdir = Path(out) / "model"
     tmp = mdir.with_name("model.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    save_file(state, str(tmp / "weights.safetensors"), metadata={"arch": geo["arch"]})
-    example = torch.zeros(1, geo["channels"], geo["image_size"], geo["image_size"])
+    save_file(state, str(tmp / "weights.safetensors"), metadata={"arch": geo.arch})
+    example = torch.zeros(1, geo.channels, geo.image_size, geo.image_size)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # TorchScript is deprecated upstream but still loads
         traced = torch.jit.trace(model, example)
@@ -245,14 +246,14 @@ def export_model(project: Project, out: str | Path, *, onnx: bool = True) -> Pat
     (tmp / "labels.json").write_text(json.dumps(classes, indent=1))
     pre = {
         "format_version": FORMAT_VERSION,
-        "arch": geo["arch"],
-        "image_size": geo["image_size"],
-        "channels": geo["channels"],
-        "mean": geo["mean"],
-        "std": geo["std"],
+        "arch": geo.arch,
+        "image_size": geo.image_size,
+        "channels": geo.channels,
+        "mean": None if geo.mean is None else list(geo.mean),
+        "std": None if geo.std is None else list(geo.std),
         "resize": "shorter side to image_size, then centre crop",
         "scale": "pixels / 255, then (x - mean) / std",
-        "color": "L" if geo["channels"] == 1 else "RGB",
+        "color": "L" if geo.channels == 1 else "RGB",
         "num_classes": len(classes),
         "emb_dim": emb_dim,
         "mode": mode,
@@ -260,11 +261,11 @@ def export_model(project: Project, out: str | Path, *, onnx: bool = True) -> Pat
         "tta_flip": uses_tta(TrainConfig.from_dict(cur["config"])),
     }
     if mode != "scratch":
-        pre["backbone"] = geo["backbone"]
+        pre["backbone"] = geo.backbone
     if mode == "head":  # images are prepared as the backbone's embeddings were: its own resize and crop
         from . import backbones
 
-        pre["backbone_preprocess"] = backbones.get_spec(geo["backbone"]).preprocess().to_dict()
+        pre["backbone_preprocess"] = backbones.get_spec(str(geo.backbone)).preprocess().to_dict()
         pre["resize"] = "shorter side to backbone_preprocess.resize, then centre crop of backbone_preprocess.crop"
     if backbone_card is not None:
         pre["backbone_weights"] = backbone_card["weights"]
@@ -402,14 +403,17 @@ def export_project(
     return ExportReport(ds, mdir, n, n_pseudo, dict(counts), changed, tasks)
 
 
-def build_classifier(geo: dict[str, Any], num_classes: int) -> Classifier:
-    """An untrained classifier of the architecture a model's geometry names (``arch``, ``channels``,
-    ``image_size``), without pretrained weights: load a saved state_dict into it (:func:`load_state_dict_file`)."""
+def build_classifier(geo: Geometry | Mapping[str, Any], num_classes: int) -> Classifier:
+    """An untrained classifier of the architecture a model's geometry (or an exported model's preprocessing,
+    which names the same ``arch``, ``channels`` and ``image_size``) names, without pretrained weights: load a saved
+    state_dict into it (:func:`load_state_dict_file`)."""
     from .models import get_model
 
-    return get_model(
-        geo["arch"], channels=geo["channels"], num_classes=num_classes, image_size=geo["image_size"], pretrained="none"
-    )
+    if not isinstance(geo, Geometry):
+        arch, channels, size = str(geo["arch"]), int(geo["channels"]), int(geo["image_size"])
+    else:
+        arch, channels, size = geo.arch, geo.channels, geo.image_size
+    return get_model(arch, channels=channels, num_classes=num_classes, image_size=size, pretrained="none")
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, Any]:

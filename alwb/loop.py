@@ -26,7 +26,7 @@ from .data import PixelCache, choose_geometry
 from .errors import AlwbError, EmptyPoolError, LabelError, ProjectError
 from .ingest import IngestReport, ingest
 from .models import BACKBONE_PREFIX, choose_arch
-from .plan import AUTO_BACKBONE, TrainingPlan, choose_backbone
+from .plan import AUTO_BACKBONE, Geometry, TrainingPlan, choose_backbone
 from .query import Candidates, list_strategies
 from .query import strategy as get_strategy
 from .reads import ProjectReads
@@ -402,10 +402,10 @@ class Project:
         from . import backbones
         from .embed import EmbeddingCache
 
-        geo = self.store.get_meta("geometry") or {}
-        name = geo.get("backbone")
-        if geo.get("mode") not in ("head", "finetune") or not name:
+        geo = self.stored_geometry()
+        if geo is None or not geo.uses_backbone:
             return None
+        name = str(geo.backbone)
         try:
             origin = backbones.resolve_weights(name, download=False, quiet=True)
             dim = backbones.get_spec(name).embedding_dim
@@ -597,7 +597,12 @@ class Project:
         return self.store.undo_batch(batch_id)
 
     # ------------------------------------------------------------------ training
-    def geometry(self, cfg: TrainConfig | None = None, *, fetch: bool = False) -> dict[str, Any]:
+    def stored_geometry(self) -> Geometry | None:
+        """The geometry the last round recorded (None before the first round)."""
+        raw = self.store.get_meta("geometry")
+        return Geometry.from_dict(raw) if raw else None
+
+    def geometry(self, cfg: TrainConfig | None = None, *, fetch: bool = False) -> Geometry:
         """How the model trains and sees the images: ``mode`` (``head``, ``finetune`` or ``scratch``) and why
         (``mode_reason``), ``backbone``, input geometry and architecture. Decided at the first round and kept
         unless the settings change, or until a photo project that trained from scratch for want of weights has
@@ -606,8 +611,8 @@ class Project:
         from . import backbones
 
         cfg = cfg or self.train_config
-        geo = self.store.get_meta("geometry")
-        if geo and self._geometry_holds(geo, cfg, backbones.weights_available):
+        geo = self.stored_geometry()
+        if geo is not None and self._geometry_holds(geo, cfg, backbones.weights_available):
             return geo
         return self._decide_geometry(cfg, fetch=fetch)
 
@@ -619,14 +624,13 @@ class Project:
         from .report import OLDER_PROJECT_REASON
 
         cfg = cfg or self.train_config
-        geo = self.store.get_meta("geometry")
-        if geo and self._geometry_holds(geo, cfg, backbones.weights_available):
-            mode = geo.get("mode") or "scratch"
-            bb = geo.get("backbone") if mode != "scratch" else None
-            why = geo.get("mode_reason") or OLDER_PROJECT_REASON
-            size = int(geo["image_size"]) if bb else None
-            missing = bool(geo.get("weights_missing"))
-            return TrainingPlan(mode, bb, size, why, cfg.mode, cfg.backbone, weights_missing=missing), True
+        geo = self.stored_geometry()
+        if geo is not None and self._geometry_holds(geo, cfg, backbones.weights_available):
+            bb = geo.backbone if geo.mode != "scratch" else None
+            why = geo.mode_reason or OLDER_PROJECT_REASON
+            size = geo.image_size if bb else None
+            plan = TrainingPlan(geo.mode, bb, size, why, cfg.mode, cfg.backbone, weights_missing=geo.weights_missing)
+            return plan, True
         return self._plan(cfg, fetch=False), False
 
     def _plan(self, cfg: TrainConfig, *, fetch: bool) -> TrainingPlan:
@@ -651,24 +655,23 @@ class Project:
             return None, False
         return int(np.median([side for side, _ in geometry])), sum(g for _, g in geometry) * 2 > len(geometry)
 
-    def _geometry_holds(self, geo: dict[str, Any], cfg: TrainConfig, weights_available: Callable[[str], bool]) -> bool:
-        mode = geo.get("mode", "scratch")
-        if cfg.mode not in ("auto", mode):
+    def _geometry_holds(self, geo: Geometry, cfg: TrainConfig, weights_available: Callable[[str], bool]) -> bool:
+        if cfg.mode not in ("auto", geo.mode):
             return False
-        if mode != "scratch":
+        if geo.mode != "scratch":
             if cfg.backbone == AUTO_BACKBONE:  # the backbone chosen at the first round, while it is here
-                return bool(geo.get("backbone")) and weights_available(geo["backbone"])
-            return geo.get("backbone") == cfg.backbone
-        if cfg.mode == "auto" and geo.get("weights_missing") and choose_backbone(cfg.backbone, weights_available):
+                return bool(geo.backbone) and weights_available(str(geo.backbone))
+            return geo.backbone == cfg.backbone
+        if cfg.mode == "auto" and geo.weights_missing and choose_backbone(cfg.backbone, weights_available):
             return False  # weights arrived: the photos move to the backbone
         size, channels = choose_geometry(self.store, cfg.image_size, cfg.channels, cfg.model)
         return (
-            (not cfg.image_size or geo["image_size"] == size)
-            and (not cfg.channels or geo["channels"] == channels)
-            and (cfg.model in ("auto", geo["arch"]))
+            (not cfg.image_size or geo.image_size == size)
+            and (not cfg.channels or geo.channels == channels)
+            and (cfg.model in ("auto", geo.arch))
         )
 
-    def _decide_geometry(self, cfg: TrainConfig, *, fetch: bool) -> dict[str, Any]:
+    def _decide_geometry(self, cfg: TrainConfig, *, fetch: bool) -> Geometry:
         from . import backbones
 
         plan = self._plan(cfg, fetch=fetch)
@@ -678,32 +681,30 @@ class Project:
             assert plan.backbone is not None
             spec = backbones.get_spec(plan.backbone)
             prefix = "head:" if plan.mode == "head" else BACKBONE_PREFIX
-            return {
-                "image_size": spec.input_size,
-                "channels": 3,
-                "arch": prefix + spec.name,
-                "mean": list(spec.mean),
-                "std": list(spec.std),
-                "mode": plan.mode,
-                "backbone": spec.name,
-                "mode_reason": plan.why,
-            }
+            return Geometry(
+                mode=plan.mode,
+                arch=prefix + spec.name,
+                image_size=spec.input_size,
+                channels=3,
+                mean=tuple(spec.mean),
+                std=tuple(spec.std),
+                backbone=spec.name,
+                mode_reason=plan.why,
+            )
         size, channels = choose_geometry(self.store, cfg.image_size, cfg.channels, cfg.model)
-        return {
-            "image_size": size,
-            "channels": channels,
-            "arch": choose_arch(cfg.model, size),
-            "mean": None,
-            "std": None,
-            "mode": "scratch",
-            "mode_reason": plan.why,
-            "weights_missing": plan.weights_missing,
-        }
+        return Geometry(
+            mode="scratch",
+            arch=choose_arch(cfg.model, size),
+            image_size=size,
+            channels=channels,
+            mode_reason=plan.why,
+            weights_missing=plan.weights_missing,
+        )
 
-    def pixel_cache(self, geo: dict[str, Any] | None = None, *, progress: bool = False) -> PixelCache:
+    def pixel_cache(self, geo: Geometry | None = None, *, progress: bool = False) -> PixelCache:
         """The pixel cache at the model's geometry, synced with the store."""
         geo = geo or self.geometry()
-        cache = PixelCache(self.root, geo["image_size"], geo["channels"])
+        cache = PixelCache(self.root, geo.image_size, geo.channels)
         cache.sync(self.store, progress=progress)
         return cache
 

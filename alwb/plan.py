@@ -51,6 +51,71 @@ class TrainingPlan:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """How a project's model sees its images, decided from the plan at a round and kept with every model.
+
+    Stored as a plain dict (:meth:`to_dict`: the project's ``geometry`` meta and each round's model config), read
+    back with :meth:`from_dict`, which accepts what older projects stored (``mode`` missing means ``scratch``).
+
+    Attributes
+    ----------
+    mode : ``head``, ``finetune`` or ``scratch`` (:class:`TrainingPlan`).
+    arch : the model's architecture (``cnn6``, ``resnet18``, ``backbone:NAME``, ``head:NAME``).
+    image_size, channels : the input the model takes (pixels a side; 1 or 3).
+    mean, std : per-channel normalisation; None for ``scratch`` until the first round measures it on the pool.
+    backbone : the pretrained backbone (None for ``scratch``).
+    mode_reason : the plan's sentence for the person.
+    weights_missing : photos trained from scratch for want of a backbone's weights.
+    """
+
+    mode: str
+    arch: str
+    image_size: int
+    channels: int
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    backbone: str | None = None
+    mode_reason: str | None = None
+    weights_missing: bool = False
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Geometry:
+        """Read a stored geometry (unknown keys ignored)."""
+
+        def floats(v: Any) -> tuple[float, ...] | None:
+            return None if v is None else tuple(float(x) for x in v)
+
+        return cls(
+            mode=str(d.get("mode") or "scratch"),
+            arch=str(d["arch"]),
+            image_size=int(d["image_size"]),
+            channels=int(d["channels"]),
+            mean=floats(d.get("mean")),
+            std=floats(d.get("std")),
+            backbone=d.get("backbone"),
+            mode_reason=d.get("mode_reason"),
+            weights_missing=bool(d.get("weights_missing")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for JSON (lists, not tuples)."""
+        out = asdict(self)
+        out["mean"] = None if self.mean is None else list(self.mean)
+        out["std"] = None if self.std is None else list(self.std)
+        return out
+
+    @property
+    def is_head(self) -> bool:
+        """Rounds fit a classifier on the backbone's cached embeddings."""
+        return self.mode == "head"
+
+    @property
+    def uses_backbone(self) -> bool:
+        """Rounds use a pretrained backbone (``head`` or ``finetune``)."""
+        return self.mode in ("head", "finetune") and bool(self.backbone)
+
+
 def choose_backbone(requested: str, available: Callable[[str], bool]) -> str | None:
     """The backbone a round would use: ``requested`` itself, or for ``auto`` the first of
     :data:`alwb.backbones.AUTO_ORDER` whose weights are on this machine (None: none is)."""

@@ -19,7 +19,7 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +30,7 @@ from .config import TrainConfig
 from .data import PixelCache
 from .errors import NoLabelsError
 from .evaluate import classification_metrics
+from .plan import Geometry
 from .scores import Scores, ScoreWriter, discard_round_scores, prune_scores
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class RoundState:
     project: Project
     cfg: TrainConfig
     number: int
-    geo: dict[str, Any]
+    geo: Geometry
     classes: list[str]
     from_scratch: bool = False
     progress: Progress | None = None
@@ -136,8 +137,9 @@ def gather_training_data(r: RoundState) -> None:
     items' pixels and classes. Items rejected while decoding leave the store here, so labels are read after."""
     t0 = time.perf_counter()
     r.cache = r.project.pixel_cache(r.geo, progress=r.verbose)
-    if r.geo.get("mean") is None:
-        r.geo["mean"], r.geo["std"] = r.cache.stats(seed=r.cfg.seed)
+    if r.geo.mean is None:
+        mean, std = r.cache.stats(seed=r.cfg.seed)
+        r.geo = replace(r.geo, mean=tuple(mean), std=tuple(std))
     _read_labeled(r, t0)
 
 
@@ -161,8 +163,8 @@ def warm_start_state(r: RoundState) -> None:
         return
     from safetensors.torch import load_file
 
-    pgeo = prev["config"].get("geometry", {})
-    same = all(pgeo.get(k) == r.geo[k] for k in ("arch", "image_size", "channels"))
+    pgeo = prev["config"].get("geometry") or {}
+    same = all(pgeo.get(k) == getattr(r.geo, k) for k in ("arch", "image_size", "channels"))
     if same and Path(prev["path"]).is_file():
         r.init_state = load_file(prev["path"])
     else:
@@ -220,7 +222,7 @@ def _with_estimate(
             seconds = training_estimate(t0, ends, total)
             if seconds > SLOW_ROUND_S:
                 msg = (
-                    f"fine-tuning {r.geo['backbone']} on the CPU: about {seconds / 60:.1f} min for this round's "
+                    f"fine-tuning {r.geo.backbone} on the CPU: about {seconds / 60:.1f} min for this round's "
                     f"{total} epochs"
                 )
                 r.notes.append(msg)
@@ -242,15 +244,15 @@ def fit(r: RoundState) -> None:
 
         class_weights = cw(r.y_train, len(r.classes))
     progress = r.tick("train")
-    if r.geo.get("mode") == "finetune" and str(resolve_device(r.cfg.device)) == "cpu":
+    if r.geo.mode == "finetune" and str(resolve_device(r.cfg.device)) == "cpu":
         progress = _with_estimate(r, progress)
     r.result = train_model(
         r.x_train,
         r.y_train,
-        arch=r.geo["arch"],
+        arch=r.geo.arch,
         num_classes=len(r.classes),
-        mean=r.geo["mean"],
-        std=r.geo["std"],
+        mean=r.geo.mean,
+        std=r.geo.std,
         cfg=r.cfg,
         init_state=r.init_state,
         class_weights=class_weights,
@@ -258,9 +260,9 @@ def fit(r: RoundState) -> None:
         progress=progress,
         pause=r.pause,
     )
-    if r.geo.get("mode") == "finetune" and r.result.device == "cpu":
+    if r.geo.mode == "finetune" and r.result.device == "cpu":
         r.notes.append(
-            f"fine-tuning {r.geo['backbone']} on the CPU took {r.result.seconds:.0f} s for {r.result.epochs} epoch(s) "
+            f"fine-tuning {r.geo.backbone} on the CPU took {r.result.seconds:.0f} s for {r.result.epochs} epoch(s) "
             f"over {len(r.y_train)} images; a round with as many labels will take about as long (mode head is faster)"
         )
 
@@ -276,7 +278,7 @@ def balance_head(r: RoundState) -> None:
 
         assert r.result is not None and r.x is not None
         model = r.result.model
-        _, emb = predict_batches(model, r.x, mean=r.geo["mean"], std=r.geo["std"], device=resolve_device(r.cfg.device))
+        _, emb = predict_batches(model, r.x, mean=r.geo.mean, std=r.geo.std, device=resolve_device(r.cfg.device))
         xr, yr = resample_embeddings(emb, r.y, method=r.cfg.balance, seed=r.cfg.seed)
         w, b = fit_linear_head(xr, yr, len(r.classes), seed=r.cfg.seed)
         with torch.no_grad():
@@ -295,7 +297,7 @@ def save_model(r: RoundState) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     state = {k: v.detach().cpu().contiguous() for k, v in r.result.model.state_dict().items()}
-    save_file(state, str(tmp), metadata={"arch": r.geo["arch"], "classes": json.dumps(r.classes)})
+    save_file(state, str(tmp), metadata={"arch": r.geo.arch, "classes": json.dumps(r.classes)})
     os.replace(tmp, path)
     r.model_path = path
 
@@ -315,8 +317,8 @@ def score(r: RoundState) -> None:
         predict_batches(
             r.result.model,
             _CacheRows(r.cache, score_ids) if sampled else r.cache.pixels,
-            mean=r.geo["mean"],
-            std=r.geo["std"],
+            mean=r.geo.mean,
+            std=r.geo.std,
             device=resolve_device(r.cfg.device),
             out_probs=r.writer.probs,
             out_emb=r.writer.emb,
@@ -346,16 +348,16 @@ def metrics(r: RoundState) -> None:
 def commit(r: RoundState) -> None:
     """Publish the scores, then record the round, its model and its pseudo-labels in one transaction."""
     assert r.writer is not None and r.model_path is not None
-    config = {**r.cfg.to_dict(), "geometry": r.geo, **r.fit_info()}
+    config = {**r.cfg.to_dict(), "geometry": r.geo.to_dict(), **r.fit_info()}
     r.writer.publish()
     store = r.project.store
-    store.set_meta("geometry", r.geo)
+    store.set_meta("geometry", r.geo.to_dict())
     with store.transaction():  # pseudo-labels and the round's result land together or not at all
         store.replace_pseudo_labels(r.pseudo_rows, r.number)
         store.finish_round(
             r.number,
             model_path=r.model_path.relative_to(r.project.root).as_posix(),
-            arch=r.geo["arch"],
+            arch=r.geo.arch,
             config=config,
             metrics=r.metrics,
             timings=r.timings,
@@ -413,7 +415,7 @@ def gather_embeddings(r: RoundState) -> None:
 
     t0 = time.perf_counter()
     device = str(resolve_device(r.cfg.device))
-    r.backbone = backbones.load(r.geo["backbone"], device=device, download=False, quiet=True)
+    r.backbone = backbones.load(str(r.geo.backbone), device=device, download=False, quiet=True)
     items = items_from_store(r.project.store, located=False)
     todo = _embed_this_round(r, items, EmbeddingCache.for_backbone(r.project.root, r.backbone).embedded_ids())
     report = embed_items(
@@ -534,7 +536,7 @@ def run_round(
     if len({row["class"] for row in labels}) < 2:
         raise NoLabelsError("training needs labels of at least two classes")
     classes = project.classes
-    before = project.store.get_meta("geometry")
+    before = project.stored_geometry()
     geo = project.geometry(cfg, fetch=True)
     number = project.store.start_round(strategy or project.config.strategy)
     r = RoundState(
@@ -549,10 +551,10 @@ def run_round(
         verbose=verbose,
         t_start=t_start,
     )
-    if geo != before and geo.get("mode_reason"):
-        r.notes.append(f"training: {geo['mode']} ({geo['mode_reason']})")
+    if geo != before and geo.mode_reason:
+        r.notes.append(f"training: {geo.mode} ({geo.mode_reason})")
     try:
-        for step in HEAD_STEPS if geo.get("mode") == "head" else STEPS:
+        for step in HEAD_STEPS if geo.is_head else STEPS:
             step(r)
     except BaseException as exc:
         rollback(r, exc)
@@ -594,7 +596,7 @@ class _CacheRows:
 
 
 def epochs_with_extra(
-    n_human: int, n_all: int, cfg: TrainConfig, geo: dict[str, Any], init_state: dict[str, Any] | None
+    n_human: int, n_all: int, cfg: TrainConfig, geo: Geometry, init_state: dict[str, Any] | None
 ) -> int:
     """Epochs over ``n_all`` samples that give the ``n_human`` human labels as many passes as without the extra
     (pseudo-labelled) samples, up to ``cfg.pseudo_steps`` times the steps of a round without them."""
@@ -602,7 +604,7 @@ def epochs_with_extra(
 
     per_epoch = max(1, math.ceil(n_human / cfg.batch_size))
     human_epochs = auto_epochs(
-        n_human, cfg.batch_size, warm=init_state is not None, cfg=cfg, arch=geo["arch"], image_size=geo["image_size"]
+        n_human, cfg.batch_size, warm=init_state is not None, cfg=cfg, arch=geo.arch, image_size=geo.image_size
     )
     steps = human_epochs * per_epoch * min(cfg.pseudo_steps, n_all / max(1, n_human))
     return max(1, math.ceil(steps / max(1, math.ceil(n_all / cfg.batch_size))))

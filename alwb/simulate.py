@@ -28,6 +28,7 @@ from .evaluate import classification_metrics
 from .images import is_image_path, load_array
 from .ingest import scan
 from .loop import Project
+from .plan import Geometry
 from .pretrain import POOL_BACKBONE, PretrainSettings, pretrain
 from .query import FEATURE_STRATEGIES, list_strategies
 from .typicality import select_typical
@@ -149,15 +150,15 @@ def _template(dataset: Path, out: Path, train_manifest: Path | None, s: SimSetti
             )
         proj.set_train_config(augment=t.augment, model=t.model, mode=t.mode, backbone=t.backbone, device=t.device)
         geo = proj.geometry(fetch=True)
-        if geo["mode"] != "head":  # head rounds read embeddings, not pixels
+        if not geo.is_head:  # head rounds read embeddings, not pixels
             proj.pixel_cache(geo, progress=sys.stderr.isatty())
-        if geo["mode"] in ("head", "finetune"):  # embedded once for every run: typicality picks the first labels
+        if geo.uses_backbone:  # embedded once for every run: typicality picks the first labels
             from . import backbones
             from .embed import embed_items, items_from_store
 
-            bb = backbones.load(geo["backbone"], download=False, quiet=True)
+            bb = backbones.load(str(geo.backbone), download=False, quiet=True)
             embed_items(tdir, items_from_store(proj.store), bb, threads=1)
-        proj.store.set_meta("geometry", geo)
+        proj.store.set_meta("geometry", geo.to_dict())
         pos = {c: i for i, c in enumerate(classes)}
         oracle = {int(r["id"]): pos[truth[r["path"]]] for r in proj.store.items() if r["path"] in truth}
     oracle_file.write_text(json.dumps(oracle))
@@ -199,8 +200,8 @@ def _evaluate_head(proj: Project, cur: dict[str, Any], dataset: Path, out: Path)
     from .embed import EmbeddingCache, embed_items
     from .head import LinearHead
 
-    geo = cur["config"]["geometry"]
-    bb = backbones.load(geo["backbone"], download=False, quiet=True)
+    geo = Geometry.from_dict(cur["config"]["geometry"])
+    bb = backbones.load(str(geo.backbone), download=False, quiet=True)
     files = _test_files(dataset, proj.classes)
     where = out / "test_embeddings"
     rep = embed_items(where, [(i, str(f)) for i, (f, _) in enumerate(files, 1)], bb, threads=1)
@@ -240,16 +241,16 @@ def _evaluate(
 
     cur = proj.current_model()
     assert cur is not None
-    geo = cur["config"]["geometry"]
-    if geo.get("mode") == "head":
+    geo = Geometry.from_dict(cur["config"]["geometry"])
+    if geo.is_head:
         return _evaluate_head(proj, cur, dataset, out)
     model = build_classifier(geo, len(proj.classes))
     model.load_state_dict(load_state_dict_file(cur["path"]))
     probs, _ = predict_batches(
         model,
         x_test,
-        mean=geo["mean"],
-        std=geo["std"],
+        mean=geo.mean,
+        std=geo.std,
         device=resolve_device(device),
         tta_flip=uses_tta(TrainConfig.from_dict(cur["config"])),
     )
@@ -300,11 +301,12 @@ def simulate(
     settings_file.write_text(json.dumps(recorded, indent=1))
     tdir, oracle = _template(dataset, out, Path(train_manifest) if train_manifest else None, settings)
     with Project.open(tdir) as t:
-        classes, geo = t.classes, t.store.get_meta("geometry")
-    if geo.get("mode") == "head":  # measured on embeddings of the test images (_evaluate_head)
+        classes, geo = t.classes, t.stored_geometry()
+    assert geo is not None  # the template recorded it
+    if geo.is_head:  # measured on embeddings of the test images (_evaluate_head)
         x_test, y_test = np.zeros((0,), np.uint8), np.zeros((0,), np.int64)
     else:
-        x_test, y_test = _test_pixels(dataset, out, classes, geo["image_size"], geo["channels"])
+        x_test, y_test = _test_pixels(dataset, out, classes, geo.image_size, geo.channels)
     curve = out / "curve.csv"
     for strategy in strategies:
         for seed in seeds:

@@ -56,11 +56,11 @@ def insight_backbone(proj: Project) -> tuple[str | None, bool]:
     from .. import backbones
     from ..plan import choose_backbone
 
-    geo = proj.store.get_meta("geometry") or {}
-    name = geo.get("backbone")
-    if geo.get("mode") == "head" and name:
+    geo = proj.stored_geometry()
+    name = geo.backbone if geo is not None else None
+    if geo is not None and geo.is_head and name:
         return str(name), True
-    if geo.get("mode") == "finetune" and name and backbones.weights_available(str(name)):
+    if geo is not None and geo.mode == "finetune" and name and backbones.weights_available(str(name)):
         return str(name), False
     requested = proj.train_config.backbone
     try:

@@ -16,6 +16,7 @@ from alwb.config import TrainConfig
 from alwb.data import PixelCache
 from alwb.loop import Project, Scores
 from alwb.models import Classifier
+from alwb.plan import Geometry
 from alwb.train import TrainResult, build_model, predict_batches, train_model
 
 
@@ -23,7 +24,7 @@ from alwb.train import TrainResult, build_model, predict_batches, train_model
 class RunLabels:
     """A run's human labels: the model geometry, the pixel cache, item ids, classes and pixels."""
 
-    geo: dict[str, Any]
+    geo: Geometry
     cache: PixelCache
     ids: npt.NDArray[np.int64]
     y: npt.NDArray[np.int64]
@@ -36,7 +37,7 @@ def human_labels(proj: Project) -> RunLabels:
     model = proj.current_model()
     if model is None:
         raise SystemExit(f"{proj.root} has no finished round")
-    geo = model["config"]["geometry"]
+    geo = Geometry.from_dict(model["config"]["geometry"])
     labels = proj.store.current_labels(split="pool")
     cache = proj.pixel_cache(geo)
     ids = np.asarray([r["item_id"] for r in labels], dtype=np.int64)
@@ -51,16 +52,16 @@ def scored_unlabeled(proj: Project, scores: Scores) -> tuple[npt.NDArray[np.int6
     return pool[rows >= 0], rows[rows >= 0]
 
 
-def load_model(path: str | Path, geo: dict[str, Any], num_classes: int) -> Classifier:
+def load_model(path: str | Path, geo: Geometry, num_classes: int) -> Classifier:
     """A saved round's model, in eval mode."""
-    model = build_model(geo["arch"], channels=geo["channels"], num_classes=num_classes, image_size=geo["image_size"])
+    model = build_model(geo.arch, channels=geo.channels, num_classes=num_classes, image_size=geo.image_size)
     model.load_state_dict(load_file(str(path)))
     return model.eval()
 
 
-def test_accuracy(model: Classifier, test: Any, geo: dict[str, Any], *, tta: bool = True) -> float:
+def test_accuracy(model: Classifier, test: Any, geo: Geometry, *, tta: bool = True) -> float:
     """Accuracy on the simulator's test split (``test_*.npz``: ``x``, ``y``)."""
-    p, _ = predict_batches(model, test["x"], mean=geo["mean"], std=geo["std"], tta_flip=tta)
+    p, _ = predict_batches(model, test["x"], mean=geo.mean, std=geo.std, tta_flip=tta)
     return float((p.argmax(1) == test["y"]).mean())
 
 
@@ -71,7 +72,5 @@ def train_and_test(
     result, its test accuracy with flip test-time augmentation and the seconds both took."""
     t0 = time.perf_counter()
     geo = run.geo
-    res = train_model(
-        x, y, arch=geo["arch"], num_classes=run.num_classes, mean=geo["mean"], std=geo["std"], cfg=cfg, **kwargs
-    )
+    res = train_model(x, y, arch=geo.arch, num_classes=run.num_classes, mean=geo.mean, std=geo.std, cfg=cfg, **kwargs)
     return res, test_accuracy(res.model, test, geo), time.perf_counter() - t0

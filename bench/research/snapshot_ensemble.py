@@ -35,7 +35,7 @@ def main() -> None:
             probs = []
             for path in paths:
                 model = load_model(path, geo, labels.num_classes)
-                p, _ = predict_batches(model, test["x"], mean=geo["mean"], std=geo["std"], tta_flip=True)
+                p, _ = predict_batches(model, test["x"], mean=geo.mean, std=geo.std, tta_flip=True)
                 probs.append(p)
         figures = ", ".join(
             f"last {n}: {(np.mean(probs[:n], axis=0).argmax(1) == test['y']).mean():.4f}" for n in sizes

@@ -28,6 +28,7 @@ from torch import nn
 from alwb.config import TrainConfig
 from alwb.data import normalise
 from alwb.loop import Project
+from alwb.plan import Geometry
 from alwb.pretrain import nt_xent, simclr_views
 from alwb.pseudo import choose_pseudo_labels
 from alwb.round import epochs_with_extra
@@ -35,11 +36,11 @@ from alwb.train import build_model, seed_everything
 
 
 def pretrain(
-    pixels: np.ndarray, geo: dict, *, minutes: float, batch: int, temperature: float, lr: float, seed: int
+    pixels: np.ndarray, geo: Geometry, *, minutes: float, batch: int, temperature: float, lr: float, seed: int
 ) -> dict[str, torch.Tensor]:
     """SimCLR on uint8 ``pixels`` for ``minutes``; returns the backbone's state (keys ``backbone.*``)."""
     seed_everything(seed)
-    model = build_model(geo["arch"], channels=geo["channels"], num_classes=2, image_size=geo["image_size"])
+    model = build_model(geo.arch, channels=geo.channels, num_classes=2, image_size=geo.image_size)
     d = model.emb_dim
     proj = nn.Sequential(nn.Linear(d, 2 * d), nn.ReLU(inplace=True), nn.Linear(2 * d, d))
     params = list(model.backbone.parameters()) + list(proj.parameters())
@@ -48,8 +49,8 @@ def pretrain(
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(seed)
     data = torch.from_numpy(pixels)
-    m = torch.tensor(geo["mean"])
-    s = torch.tensor(geo["std"])
+    m = torch.tensor(geo.mean)
+    s = torch.tensor(geo.std)
     model.train()
     proj.train()
     t0 = time.perf_counter()

@@ -39,6 +39,7 @@ from alwb.config import TrainConfig
 from alwb.evaluate import wilson_interval
 from alwb.export import build_classifier, load_state_dict_file
 from alwb.loop import Project, draw_validation
+from alwb.plan import Geometry
 from alwb.train import predict_batches, resolve_device, uses_tta
 
 
@@ -53,11 +54,11 @@ def read_oracle(sim: Path) -> dict[int, int]:
     return {int(k): int(v) for k, v in json.loads((sim / "template" / "oracle.json").read_text()).items()}
 
 
-def score(model_path: Path, geo: dict, n_classes: int, x: np.ndarray, *, tta: bool) -> np.ndarray:
+def score(model_path: Path, geo: Geometry, n_classes: int, x: np.ndarray, *, tta: bool) -> np.ndarray:
     """Class probabilities of pixels ``x`` under the model stored at ``model_path`` (on the CPU)."""
     model = build_classifier(geo, n_classes)
     model.load_state_dict(load_state_dict_file(model_path))
-    probs, _ = predict_batches(model, x, mean=geo["mean"], std=geo["std"], device=resolve_device("cpu"), tta_flip=tta)
+    probs, _ = predict_batches(model, x, mean=geo.mean, std=geo.std, device=resolve_device("cpu"), tta_flip=tta)
     return probs
 
 
@@ -78,7 +79,7 @@ def run_coverage(
         y = np.asarray([oracle[int(i)] for i in ids], dtype=np.int64)
         cur = proj.current_model()
         assert cur is not None, f"{run_dir} has no model"
-        geo = cur["config"]["geometry"]
+        geo = Geometry.from_dict(cur["config"]["geometry"])
         tta = uses_tta(TrainConfig.from_dict(cur["config"]))
         x = proj.pixel_cache(geo).rows(ids)
         n_classes = len(proj.classes)
@@ -120,7 +121,7 @@ def draw_spread(sim: Path, run: str, *, draws: int, first_seed: int) -> dict[str
             raise SystemExit(f"{run}: its validation sample is not the simulator's draw from the whole pool")
         cur = proj.current_model()
         assert cur is not None, f"{run} has no model"
-        geo = cur["config"]["geometry"]
+        geo = Geometry.from_dict(cur["config"]["geometry"])
         x = proj.pixel_cache(geo).rows(ids)
         probs = score(Path(cur["path"]), geo, len(proj.classes), x, tta=uses_tta(TrainConfig.from_dict(cur["config"])))
     correct = probs.argmax(1) == np.asarray([oracle[int(i)] for i in ids])

@@ -80,7 +80,7 @@ def test_head_round_trip_embeds_once_and_predicts_what_the_project_scored(resnet
         label_batch(proj, truth, 10)
         first = proj.train()
         geo = proj.geometry()
-        assert (geo["mode"], geo["backbone"], geo["image_size"], geo["arch"]) == (
+        assert (geo.mode, geo.backbone, geo.image_size, geo.arch) == (
             "head",
             "resnet18",
             224,
@@ -149,7 +149,7 @@ def test_finetune_round_trip_warm_starts_and_predicts_what_the_project_scored(
         label_batch(proj, truth, 6)
         first = proj.train()
         geo = proj.geometry()
-        assert (geo["mode"], geo["arch"], geo["image_size"]) == ("finetune", "bb:resnet18", 224)
+        assert (geo.mode, geo.arch, geo.image_size) == ("finetune", "bb:resnet18", 224)
         assert not first.warm
         assert not any("min for this round's" in n for n in first.notes)  # seconds of training: no warning
         label_batch(proj, truth, 4)
@@ -173,14 +173,14 @@ def test_offline_without_weights_trains_from_scratch_and_says_how_to_get_them(
         t0 = time.perf_counter()
         geo = proj.geometry(fetch=True)
         assert time.perf_counter() - t0 < 5  # one clear line, no hang
-        assert geo["mode"] == "scratch" and geo["weights_missing"]
-        assert "alwb weights fetch" in geo["mode_reason"] and "dinov2_vits14" in geo["mode_reason"]
+        assert geo.mode == "scratch" and geo.weights_missing
+        assert "alwb weights fetch" in geo.mode_reason and "dinov2_vits14" in geo.mode_reason
         summary = proj.train()
-        assert proj.geometry()["arch"] == "cnn6" and summary.round == 1
+        assert proj.geometry().arch == "cnn6" and summary.round == 1
         # weights arrive (imported here): the next round moves the photos to the backbone
         backbones.add("resnet18", save_state_dict(tmp_path / "made" / "r18.pth"))
         proj.set_train_config(backbone="resnet18")
-        assert proj.geometry()["mode"] == "head"  # auto on a CPU, weights on this machine now
+        assert proj.geometry().mode == "head"  # auto on a CPU, weights on this machine now
         assert proj.train().round == 2 and proj.store.get_meta("geometry")["mode"] == "head"
 
 
@@ -205,4 +205,4 @@ def test_the_simulator_measures_head_rounds_on_embedded_test_images(resnet18_fil
     assert all(0.0 <= float(r["test_accuracy"]) <= 1.0 for r in rows)
     assert list((tmp_path / "out" / "test_embeddings" / "cache").glob("emb_resnet18_*.npy"))
     with Project.open(tmp_path / "out" / "runs" / "margin-plain-seed0") as proj:
-        assert proj.geometry()["mode"] == "head"
+        assert proj.geometry().mode == "head"

@@ -250,7 +250,7 @@ def test_a_photo_project_learns_from_the_packaged_backbone(tmp_path: Path) -> No
 
         label(10)
         first = proj.train()
-        assert proj.geometry()["mode"] == "head" and first.round == 1
+        assert proj.geometry().mode == "head" and first.round == 1
         q = proj.query(6)
         assert q.items and all(it.predicted in ("ants", "bees") for it in q.items)  # model-ranked now
         proj.label([(it.id, truth[Path(proj.store.item(it.id)["path"]).name]) for it in q.items])
@@ -301,7 +301,7 @@ def test_small_colour_images_train_a_head_and_small_greyscale_ones_from_scratch(
         q = proj.query(12)
         proj.label([(it.id, Path(proj.store.item(it.id)["path"]).name.split("_")[0]) for it in q.items])
         summary = proj.train()
-        assert proj.geometry()["mode"] == "head" and summary.round == 1
+        assert proj.geometry().mode == "head" and summary.round == 1
         scores = proj.scores()
         assert scores is not None and scores.ids.size == 24
 

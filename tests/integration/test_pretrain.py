@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from alwb import backbones
 from alwb.errors import ConfigError
 from alwb.loop import Project
+from alwb.plan import Geometry
 from alwb.pretrain import (
     META_KEY,
     POOL_BACKBONE,
@@ -54,7 +55,7 @@ def test_pretrain_records_a_backbone_every_process_that_opens_the_project_can_lo
         assert POOL_BACKBONE in backbones.backbone_names()
         bb = backbones.load(POOL_BACKBONE, download=False, quiet=True)
         assert bb.origin.kind == "project" and bb.embedding_dim == 16
-        x = torch.from_numpy(again.pixel_cache({"image_size": 20, "channels": 3}).rows([1, 2]))
+        x = torch.from_numpy(again.pixel_cache(Geometry("scratch", "cnn6", 20, 3)).rows([1, 2]))
         with torch.no_grad():
             assert bb.model(bb.preprocess.normalise(x)).shape == (2, 16)
 
@@ -113,9 +114,9 @@ def test_rounds_train_on_the_project_backbone(project: tuple[Project, dict[str, 
     proj.label([(it.id, truth[proj.store.item(it.id)["path"]]) for it in q.items])
     res = proj.train()
     geo = proj.geometry()
-    assert geo["mode"] == mode and geo["backbone"] == POOL_BACKBONE and geo["image_size"] == 20
+    assert geo.mode == mode and geo.backbone == POOL_BACKBONE and geo.image_size == 20
     if mode == "finetune":  # the pool's small CNN: no "takes minutes" warning meant for ImageNet backbones
-        assert "small CNN" in geo["mode_reason"] and "minutes" not in geo["mode_reason"]
+        assert "small CNN" in geo.mode_reason and "minutes" not in geo.mode_reason
     assert res.round == 1 and proj.scores() is not None
     assert len(proj.query(5).items) == 5
 

@@ -437,7 +437,7 @@ def test_pretrain_learns_features_on_the_pool_before_the_runs(dataset: Path, tmp
     for strategy in ("typiclust", "random"):
         with Project.open(out / "runs" / f"{strategy}-{name}-seed0") as proj:
             geo = proj.geometry()
-            assert (geo["mode"], geo["backbone"]) == (s.train.mode, POOL_BACKBONE)
+            assert (geo.mode, geo.backbone) == (s.train.mode, POOL_BACKBONE)
         sql = "SELECT item_id FROM labels WHERE round = 0 AND annotator = 'oracle'"
         (ids,) = zip(*store_rows(proj.root / "alwb.sqlite", sql), strict=True)
         firsts.append(set(ids))

@@ -133,10 +133,10 @@ def test_geometry_follows_the_images(tmp_path: Path) -> None:
         assert choose_geometry(p.store) == (64, 3)  # photos from scratch: the small CNN at 64 px
         assert choose_geometry(p.store, model="resnet18") == (160, 3)
         p.set_train_config(mode="scratch")
-        assert p.geometry()["arch"] == "cnn6"
+        assert p.geometry().arch == "cnn6"
         p.set_train_config(mode="auto")  # the packaged EfficientNet-Lite0 (a dependency) is here: photos use it
         geo = p.geometry()
-        assert geo["mode"] in ("head", "finetune") and geo["backbone"].startswith("efficientnet_lite")
+        assert geo.mode in ("head", "finetune") and geo.backbone.startswith("efficientnet_lite")
 
 
 def test_a_project_keeps_the_model_it_started_with(tmp_path: Path) -> None:
@@ -153,11 +153,11 @@ def test_a_project_keeps_the_model_it_started_with(tmp_path: Path) -> None:
     with Project.create(tmp_path / "old") as p:
         p.add_images(folder)
         geo = p.geometry()
-        assert geo["arch"] == "cnn6"
-        p.store.set_meta("geometry", {**geo, "arch": "smallcnn", "mean": [0.5], "std": [0.25]})
-        assert p.geometry()["arch"] == "smallcnn"
+        assert geo.arch == "cnn6"
+        p.store.set_meta("geometry", {**geo.to_dict(), "arch": "smallcnn", "mean": [0.5], "std": [0.25]})
+        assert p.geometry().arch == "smallcnn"
         p.set_train_config(model="cnn6")  # asked for explicitly: the next round switches
-        assert p.geometry()["arch"] == "cnn6"
+        assert p.geometry().arch == "cnn6"
 
 
 def test_exported_torchscript_matches_the_weights(tmp_path: Path, shapes_flat) -> None:

@@ -92,3 +92,21 @@ def test_on_this_machine_photos_never_train_from_scratch() -> None:
     """EfficientNet-Lite0's package is a dependency of alwb: whatever else is here, photos get a backbone."""
     plan = decide_plan("auto", AUTO_BACKBONE, 300, "cpu")
     assert plan.mode == "head" and plan.backbone in backbones.AUTO_ORDER
+
+
+def test_geometry_reads_what_older_projects_stored_and_writes_plain_json() -> None:
+    """The stored geometry stays a plain dict (meta and each model's config); older projects' dicts (no ``mode``,
+    no ``backbone``) read as scratch, and a round trip changes nothing."""
+    import json
+
+    from alwb.plan import Geometry
+
+    old = {"image_size": 20, "channels": 1, "arch": "cnn6", "mean": None, "std": None}
+    g = Geometry.from_dict(old)
+    assert (g.mode, g.arch, g.image_size, g.channels, g.mean, g.backbone) == ("scratch", "cnn6", 20, 1, None, None)
+    assert not g.is_head and not g.uses_backbone
+    head = Geometry("head", "head:efficientnet_lite0", 224, 3, (0.5,) * 3, (0.5,) * 3, "efficientnet_lite0", "why")
+    d = json.loads(json.dumps(head.to_dict()))
+    assert d["mean"] == [0.5, 0.5, 0.5] and d["mode"] == "head" and d["backbone"] == "efficientnet_lite0"
+    assert Geometry.from_dict(d) == head and head.is_head and head.uses_backbone
+    assert not Geometry("finetune", "bb:x", 224, 3).uses_backbone  # no backbone named: nothing to load

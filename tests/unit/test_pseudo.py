@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alwb.experimental.semi import flat_counts
+from alwb.plan import Geometry
 from alwb.pseudo import choose_pseudo_labels
 
 PROPS = settings(deadline=None, max_examples=40, derandomize=True, database=None)
@@ -214,7 +215,7 @@ def test_pseudo_labels_add_steps_instead_of_taking_them_from_the_human_labels() 
     from alwb.train import auto_epochs
 
     cfg = TrainConfig(batch_size=64, pseudo_steps=2.0)
-    geo = {"arch": "smallcnn", "image_size": 28}
+    geo = Geometry("scratch", "smallcnn", 28, 1)
     human = auto_epochs(1000, 64, warm=True, cfg=cfg)  # 25 epochs of 16 steps
     assert human * 16 == 400
     assert _epochs_with_extra(1000, 1000, cfg, geo, init_state={}) == human
