@@ -30,10 +30,11 @@ from .plan import AUTO_BACKBONE, Geometry, TrainingPlan, choose_backbone
 from .query import Candidates, list_strategies
 from .query import strategy as get_strategy
 from .reads import ProjectReads
-from .round import RoundSummary, run_round
+from .round import RoundSummary, check_trainable, run_round
 from .scores import Scores, read_scores
 from .store import LabelRow, Store
 from .store.location import ENV_URL, POINTER_FILE, STORE_FILE, is_project, store_location, write_pointer
+from .trainers import RoundInputs
 
 if TYPE_CHECKING:  # pragma: no cover
     from .leases import Submitted
@@ -727,15 +728,36 @@ class Project:
         On any failure the round is recorded as failed with its error, the previous model and scores stay current,
         and the exception is raised again.
         """
+        if pause is not None:
+            pause()
+        t_start = time.perf_counter()
+        check_trainable(self.store)
+        inp = self.round_inputs(self.train_config.with_(epochs=epochs, device=device), fetch=True)
         return run_round(
-            self,
+            inp,
             from_scratch=from_scratch,
-            epochs=epochs,
-            device=device,
             strategy=strategy,
             progress=progress,
             verbose=verbose,
             pause=pause,
+            t_start=t_start,
+        )
+
+    def round_inputs(self, cfg: TrainConfig | None = None, *, fetch: bool = False) -> RoundInputs:
+        """What a round takes from this project (:class:`alwb.trainers.RoundInputs`): its settings, the plan's
+        geometry (``fetch`` lets the decision download the backbone's weights), and the last model and scores."""
+        cfg = cfg or self.train_config
+        previous = self.stored_geometry()
+        return RoundInputs(
+            root=self.root,
+            store=self.store,
+            classes=self.classes,
+            config=self.config,
+            cfg=cfg,
+            geometry=self.geometry(cfg, fetch=fetch),
+            previous_geometry=previous,
+            previous_model=self.current_model(),
+            previous_scores=self.scores(),
         )
 
     # ------------------------------------------------------------------ status

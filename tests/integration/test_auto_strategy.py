@@ -102,7 +102,7 @@ def test_handover_to_margin_is_measured_once_then_kept(tmp_path: Path) -> None:
         assert sc is not None
         ids = np.asarray(sorted(r["item_id"] for r in proj.store.current_labels(split="pool")), np.int64)
         y = np.asarray([proj.classes.index(by_id[int(i)]) for i in ids], np.int64)
-        kept = handover(proj, sc, ids, y, 3, number + 1)
+        kept = handover(proj.round_inputs(), sc, ids, y, 3, number + 1)
         assert kept["use"] == "margin" and kept["since"] == number and f"since round {number}" in kept["reason"]
 
 
@@ -116,7 +116,7 @@ def test_pseudo_labels_are_off_until_the_validation_sample_trusts_the_model(
         assert first.metrics["pseudo_check"] == {"use": False, "reason": "no previous model to take them from"}
         assert any("pseudo-labels off this round: no previous model" in n for n in first.notes)
         # the check counts the previous model's confident guesses on the validation items and how many are right
-        check = check_pseudo(proj, proj.train_config)
+        check = check_pseudo(proj.round_inputs(), proj.train_config)
         sc = proj.scores()
         assert sc is not None
         val = proj.store.current_labels(split="val")

@@ -106,11 +106,10 @@ def test_a_large_folder_is_embedded_a_share_a_round_and_the_first_round_comes_ea
     """With more images to embed than a round's share (``EMBED_PER_ROUND``, 10 here for 40 photos), the first head
     round embeds the labeled ones, the stop set and a random share, fits and scores those; the model ranks them
     at once, and the next rounds embed the rest."""
-    from alwb import advice
-    from alwb import round as round_mod
+    from alwb import advice, trainers
     from alwb.embed import EmbeddingCache
 
-    monkeypatch.setattr(round_mod, "EMBED_PER_ROUND", 10)
+    monkeypatch.setattr(trainers, "EMBED_PER_ROUND", 10)
     monkeypatch.setattr(advice, "STOP_SET_SIZE", 6)
     truth = photos(tmp_path / "photos", 20)
     with Project.create(tmp_path / "p", classes=["ants", "bees"]) as proj:
@@ -121,7 +120,7 @@ def test_a_large_folder_is_embedded_a_share_a_round_and_the_first_round_comes_ea
         first = proj.train()
         bb = backbones.load("resnet18", download=False, quiet=True)
         done = set(EmbeddingCache.for_backbone(proj.root, bb).embedded_ids().tolist())
-        stop = set(round_mod._stop_items(proj, proj.train_config).tolist())
+        stop = set(trainers.stop_items(proj.round_inputs(), proj.train_config).tolist())
         assert set(labeled) | stop <= done and len(done) < 40  # the labeled ones and the stop set first, not all
         assert len(done) <= len(set(labeled) | stop) + 10
         assert any("the next rounds embed the other" in n for n in first.notes)

@@ -1,10 +1,10 @@
-"""alwb.round.training_estimate: how long a CPU fine-tuning round will train, said after its first epochs."""
+"""alwb.trainers.training_estimate: how long a CPU fine-tuning round will train, said after its first epochs."""
 
 from __future__ import annotations
 
 import pytest
 
-from alwb.round import training_estimate
+from alwb.trainers import training_estimate
 
 
 def test_the_estimate_follows_the_latest_epoch_not_the_slow_first_one() -> None:
@@ -20,22 +20,30 @@ def test_an_estimate_needs_an_epoch() -> None:
 
 
 def test_a_slow_round_is_announced_once_after_its_second_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fine-tuning trainer's progress callback on a CPU (``FinetuneTrainer._progress``)."""
     from types import SimpleNamespace
 
-    from alwb import round as rnd
+    from alwb import trainers
+    from alwb.config import TrainConfig
+    from alwb.plan import Geometry
 
-    r = SimpleNamespace(notes=[], geo={"backbone": "resnet18"})
+    geo = Geometry("finetune", "bb:resnet18", 224, 3, backbone="resnet18")
     seen: list[int] = []
-    monkeypatch.setattr(rnd, "SLOW_ROUND_S", 0.0)  # every round counts as slow here
-    tick = rnd._with_estimate(r, lambda done, total, loss: seen.append(done))
+
+    def state(progress):  # noqa: ANN001, ANN202
+        return SimpleNamespace(notes=[], geo=geo, cfg=TrainConfig(device="cpu"), tick=lambda phase: progress)
+
+    r = state(lambda done, total, loss: seen.append(done))
+    monkeypatch.setattr(trainers, "SLOW_ROUND_S", 0.0)  # every round counts as slow here
+    tick = trainers.FinetuneTrainer()._progress(r)
     for done in range(1, 6):
         tick(done, 5, 0.1)
     assert seen == [1, 2, 3, 4, 5]  # the person's own progress callback still sees every epoch
     assert len(r.notes) == 1 and r.notes[0].startswith("fine-tuning resnet18 on the CPU: about")
     assert "this round's 5 epochs" in r.notes[0]
-    monkeypatch.setattr(rnd, "SLOW_ROUND_S", 3600.0)
-    quiet = SimpleNamespace(notes=[], geo={"backbone": "resnet18"})
-    tick = rnd._with_estimate(quiet, None)
+    monkeypatch.setattr(trainers, "SLOW_ROUND_S", 3600.0)
+    quiet = state(None)
+    tick = trainers.FinetuneTrainer()._progress(quiet)
     for done in range(1, 6):
         tick(done, 5, 0.1)
     assert quiet.notes == []
