@@ -1,4 +1,4 @@
-"""Command line: a table of subcommands over :mod:`alwb.loop`, :mod:`alwb.simulate`, :mod:`alwb.export` and the
+"""Command line: a table of subcommands over :mod:`alwb.project`, :mod:`alwb.simulate`, :mod:`alwb.io.export` and the
 team modules; each parses, calls the library and prints (the library decides, the command only words it).
 
 Each subcommand is one ``_cmd_*`` function registered in :func:`build_parser` with ``set_defaults(func=...)``;
@@ -32,11 +32,11 @@ from .config import (
     TrainConfig,
 )
 from .errors import AlwbError
+from .io.report import format_round, format_status, training_status
 from .redaction import redact, redact_logging
-from .report import format_round, format_status, training_status
 from .uilaunch import DEFAULT_HOST, DEFAULT_PORT
 
-#: alwb.users.ROLES, written again so that ``alwb --help`` does not load argon2 (a test keeps them equal)
+#: alwb.team.users.ROLES, written again so that ``alwb --help`` does not load argon2 (a test keeps them equal)
 ROLES = ("annotator", "reviewer", "admin")
 
 
@@ -56,12 +56,13 @@ MODELS = _Choices(MODEL_NAMES, also=LEGACY_MODELS)
 
 
 class _BackboneChoices:
-    """:func:`alwb.backbones.backbone_names`, read only when argparse checks or lists a value (that module loads
+    """:func:`alwb.learning.backbones.backbone_names`, read only when argparse checks or lists a value (that module
+    loads
     NumPy, which ``alwb --help`` and ``alwb ui`` need not wait for); options using it name a ``metavar``."""
 
     @staticmethod
     def _names() -> list[str]:
-        from .backbones import backbone_names
+        from .learning.backbones import backbone_names
 
         return backbone_names()
 
@@ -72,7 +73,7 @@ class _BackboneChoices:
         return iter([*self.extra, *self._names()])
 
     def __contains__(self, value: object) -> bool:
-        from .pretrain import POOL_BACKBONE  # a project's own backbone, registered when its project is opened
+        from .learning.pretrain import POOL_BACKBONE  # a project's own backbone, registered when its project is opened
 
         return value == POOL_BACKBONE or value in self.extra or value in self._names()
 
@@ -81,7 +82,7 @@ class _BackboneChoices:
 
 
 BACKBONES = _BackboneChoices()
-#: the backbone setting: a name, or ``auto`` (the best one on this machine, :func:`alwb.plan.choose_backbone`)
+#: the backbone setting: a name, or ``auto`` (the best one on this machine, :func:`alwb.learning.plan.choose_backbone`)
 BACKBONE_SETTINGS = _BackboneChoices("auto")
 
 
@@ -222,8 +223,8 @@ def _progress(args: argparse.Namespace) -> bool:
 
 # ---------------------------------------------------------------------- the commands
 def _cmd_init(args: argparse.Namespace) -> int:
-    from .ingest import parse_class_list
-    from .loop import Project
+    from .intake.ingest import parse_class_list
+    from .project import Project
 
     classes = parse_class_list(args.classes or "")  # an empty or repeated name is refused, not dropped
     root: Path | None = args.image_root
@@ -232,7 +233,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         if not root.is_dir():
             raise AlwbError(f"image root {root} is not a folder")
     else:  # the folder imported (a manifest's folder): its files are stored relative to it
-        from .ingest import default_image_root
+        from .intake.ingest import default_image_root
 
         root = default_image_root(args.images)
     with Project.create(args.project, classes=classes or None, store_url=args.store) as proj:
@@ -255,11 +256,11 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
-    from .loop import Project
+    from .project import Project
 
     with Project.open(args.project) as proj:
         if args.labelstudio is not None:  # a Label Studio export: its images are looked up under --images
-            from .labelstudio import import_labelstudio
+            from .io.labelstudio import import_labelstudio
 
             rep = import_labelstudio(
                 proj,
@@ -276,8 +277,8 @@ def _cmd_add(args: argparse.Namespace) -> int:
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    from .advice import project_advice
-    from .loop import Project
+    from .learning.advice import project_advice
+    from .project import Project
 
     with Project.open(args.project) as proj:
         st = proj.status()
@@ -288,7 +289,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_query(args: argparse.Namespace) -> int:
-    from .loop import Project
+    from .project import Project
 
     with Project.open(args.project) as proj:
         res = proj.query(args.n, args.strategy)
@@ -314,7 +315,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
 
 def _cmd_issues(args: argparse.Namespace) -> int:
     from .insight.report import current_findings, format_issues, issues_json
-    from .loop import Project
+    from .project import Project
 
     if args.background:  # the workbench's background job (alwb.insight.jobs)
         from .insight.jobs import run_job
@@ -332,7 +333,7 @@ def _cmd_issues(args: argparse.Namespace) -> int:
 def _cmd_similar(args: argparse.Namespace) -> int:
     from .insight import similar
     from .insight.report import current_findings
-    from .loop import Project
+    from .project import Project
 
     with Project.open(args.project) as proj:
         row = proj.store.item_by_path(str(args.path))
@@ -361,7 +362,7 @@ def _cmd_similar(args: argparse.Namespace) -> int:
 
 
 def _cmd_label(args: argparse.Namespace) -> int:
-    from .loop import Project
+    from .project import Project
 
     with Project.open(args.project) as proj:
         batch, n = proj.label_file(args.answers, annotator=args.annotator)
@@ -373,7 +374,7 @@ def _wait_until_due(root: str, idle_exit: float) -> bool:
     """A first round started early (``alwb train --when-due``): import what a round needs now, then wait for the
     submit that makes it due (:func:`alwb.jobs.wait_for_round`); False when nobody labeled meanwhile."""
     from .jobs import wait_for_round
-    from .loop import Project  # PyTorch, scikit-learn and modAL: the seconds the first round no longer waits for
+    from .project import Project  # PyTorch, scikit-learn and modAL: the seconds the first round no longer waits for
 
     def due() -> bool:
         try:
@@ -395,7 +396,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             return 0
     elif args.background:
         give_way(root)()  # started by a submit: let the page draw the next batch before importing PyTorch
-    from .loop import Project
+    from .project import Project
 
     progress = _progress(args)
     with Project.open(root) as proj:
@@ -411,7 +412,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if any(v is not None for v in changes.values()):
             proj.set_train_config(**changes)
         if args.queue:
-            from .worker import live_workers, request_round
+            from .team.worker import live_workers, request_round
 
             rid = request_round(
                 proj.store, from_scratch=bool(args.from_scratch) or None, epochs=args.epochs, device=args.device
@@ -467,7 +468,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from .worker import run_worker
+    from .team.worker import run_worker
 
     def show(kind: str, req: dict) -> None:
         if kind == "claimed":
@@ -483,7 +484,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             print("the store is back", flush=True)
 
     from .errors import StoreUnavailable
-    from .loop import Project
+    from .project import Project
 
     with contextlib.suppress(StoreUnavailable), Project.open(args.project) as proj:  # run_worker waits for a store
         # where this machine reads the images (ALWB_IMAGE_ROOT maps them)
@@ -509,8 +510,8 @@ def _serving(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_project
-    from .loop import Project
+    from .io.export import export_project
+    from .project import Project
 
     with Project.open(args.project) as proj:
         rep = export_project(
@@ -526,17 +527,17 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from .onnxpredict import has_onnx, onnxruntime_available
+    from .io.onnxpredict import has_onnx, onnxruntime_available
 
     runtime = args.runtime
     if runtime == "auto":
         runtime = "onnx" if has_onnx(args.model_dir) and onnxruntime_available() else "torch"
     if runtime == "onnx":  # onnxruntime alone: PyTorch is never imported
-        from .onnxpredict import OnnxPredictor
+        from .io.onnxpredict import OnnxPredictor
 
         results = OnnxPredictor(args.model_dir).predict_paths(args.paths)
     else:
-        from .export import Predictor
+        from .io.export import Predictor
 
         results = Predictor(args.model_dir).predict_paths(args.paths)
     if args.json:
@@ -603,8 +604,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from .loop import Project
-    from .pretrain import POOL_BACKBONE, PretrainSettings, pretrain
+    from .learning.pretrain import POOL_BACKBONE, PretrainSettings, pretrain
+    from .project import Project
 
     settings = PretrainSettings(
         minutes=args.minutes, steps=args.steps, batch_size=args.batch_size, width=args.width, seed=args.seed
@@ -642,8 +643,8 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _cmd_root(args: argparse.Namespace) -> int:
-    from .imageroot import in_project
-    from .loop import Project
+    from .intake.imageroot import in_project
+    from .project import Project
 
     with Project.open(args.project) as proj:
         if args.action == "set":
@@ -698,8 +699,8 @@ def _read_password(args: argparse.Namespace) -> str:
 
 
 def _cmd_users(args: argparse.Namespace) -> int:
-    from . import users
-    from .loop import Project
+    from .project import Project
+    from .team import users
 
     with Project.open(args.project) as proj:
         store = proj.store
@@ -742,7 +743,7 @@ def _cmd_users(args: argparse.Namespace) -> int:
 
 
 def _cmd_weights(args: argparse.Namespace) -> int:
-    from . import backbones
+    from .learning import backbones
 
     action = args.weights_command
     if action == "list":
@@ -799,7 +800,7 @@ def _cmd_weights(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import build_demo, run_demo
-    from .loop import Project
+    from .project import Project
 
     progress = _progress(args)
     if args.terminal:

@@ -10,16 +10,16 @@ from .errors import ConfigError
 AUGMENTATIONS = ("none", "crop", "crop+flip")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BALANCE = ("none", "weights", "smote", "adasyn")
-#: Query strategies (alwb.query.STRATEGIES implements them; listed here so the CLI starts without modAL).
+#: Query strategies (alwb.learning.query.STRATEGIES implements them; listed here so the CLI starts without modAL).
 STRATEGY_NAMES = ("entropy", "margin", "least-confidence", "diverse", "typiclust", "auto", "random")
-#: Models a project can train (alwb.models builds them); ``auto`` chooses from the image size.
+#: Models a project can train (alwb.learning.models builds them); ``auto`` chooses from the image size.
 MODEL_NAMES = ("auto", "cnn6", "resnet18")
 #: How a round trains: ``head`` (a classifier on a pretrained backbone's cached embeddings), ``finetune`` (the whole
 #: pretrained backbone), ``scratch`` (the small CNN or ResNet-18 from random weights); ``auto`` chooses
-#: (:func:`alwb.head.choose_mode`).
+#: (:func:`alwb.learning.head.choose_mode`).
 MODES = ("auto", "head", "finetune", "scratch")
 #: The backbone photo projects use unless told otherwise: ``auto``, the best one on this machine by a published order
-#: (:func:`alwb.plan.choose_backbone`; :mod:`alwb.backbones` lists them all).
+#: (:func:`alwb.learning.plan.choose_backbone`; :mod:`alwb.learning.backbones` lists them all).
 DEFAULT_BACKBONE = "auto"
 #: Models older projects were created with: they keep training and loading, but are not offered.
 LEGACY_MODELS = ("smallcnn",)
@@ -30,21 +30,22 @@ class TrainConfig:
     """How one round trains.
 
     ``image_size``/``channels`` of 0 mean "choose from the images"; ``model`` ``auto`` picks ``cnn6`` for
-    from-scratch rounds (photos train from scratch only without any pretrained backbone: :mod:`alwb.plan`).
+    from-scratch rounds (photos train from scratch only without any pretrained backbone: :mod:`alwb.learning.plan`).
     ``epochs`` 0 means "choose from the number of labels".
     """
 
     model: str = "auto"
     #: ``auto``, ``head``, ``finetune`` or ``scratch`` (:data:`MODES`)
     mode: str = "auto"
-    #: the pretrained backbone of ``head`` and ``finetune`` rounds (a name in :mod:`alwb.backbones`, or ``auto``)
+    #: the pretrained backbone of ``head`` and ``finetune`` rounds (a name in :mod:`alwb.learning.backbones`, or
+    # ``auto``)
     backbone: str = DEFAULT_BACKBONE
     image_size: int = 0
     channels: int = 0
     epochs: int = 0
     warm_epochs_ratio: float = 0.5
     batch_size: int = 64
-    #: peak learning rate of the one-cycle schedule; 0 chooses one for the model (:func:`alwb.train.auto_lr`)
+    #: peak learning rate of the one-cycle schedule; 0 chooses one for the model (:func:`alwb.learning.train.auto_lr`)
     lr: float = 0.0
     weight_decay: float = 5e-4
     label_smoothing: float = 0.05

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .loop import Project
-from .report import format_round
+from .io.report import format_round
+from .project import Project
 
 
 def write_digits(folder: str | Path) -> tuple[Path, Path]:

@@ -1,6 +1,6 @@
 """What the workbench's pages read from a project: a small, read-only API (``Project.reads``).
 
-The UI is a thin shell over :class:`alwb.loop.Project`: it writes through ``Project``'s methods (``submit``,
+The UI is a thin shell over :class:`alwb.project.Project`: it writes through ``Project``'s methods (``submit``,
 ``save_drafts``, ``edit_classes`` …) and reads through this class, never through the store. Everything here is one
 query (or a few) against the store; nothing is cached, so a page always shows what the store holds.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .imageroot import ImageRoot
+    from .intake.imageroot import ImageRoot
     from .store import LabelRow, Store
 
 
@@ -88,7 +88,7 @@ class ProjectReads:
         return self._store.current_round()
 
     def image_root(self) -> ImageRoot:
-        """Where the images' relative paths resolve (:class:`alwb.imageroot.ImageRoot`)."""
+        """Where the images' relative paths resolve (:class:`alwb.intake.imageroot.ImageRoot`)."""
         return self._store.image_root()
 
     def digests(self, paths: Sequence[str]) -> dict[str, str]:

@@ -21,17 +21,17 @@ from typing import Any
 
 import numpy as np
 
-from .advice import advise
 from .config import TrainConfig
 from .errors import AlwbError, ConfigError
-from .evaluate import classification_metrics
-from .images import is_image_path, load_array
-from .ingest import scan
-from .loop import Project
-from .plan import Geometry
-from .pretrain import POOL_BACKBONE, PretrainSettings, pretrain
-from .query import FEATURE_STRATEGIES, list_strategies
-from .typicality import select_typical
+from .intake.images import is_image_path, load_array
+from .intake.ingest import scan
+from .learning.advice import advise
+from .learning.evaluate import classification_metrics
+from .learning.plan import Geometry
+from .learning.pretrain import POOL_BACKBONE, PretrainSettings, pretrain
+from .learning.query import FEATURE_STRATEGIES, list_strategies
+from .learning.typicality import select_typical
+from .project import Project
 
 #: the mode of a simulation's rounds on the pool's own backbone when ``--mode`` is left at ``auto``: ``finetune``
 #: (trained like ``cnn6``), 26 points over ``head`` on CIFAR-10 at 1,000 labels (docs/experiments.md E26, E30)
@@ -57,7 +57,7 @@ CURVE_COLUMNS = [
     "round_seconds",
     "epochs",
     "warm",
-    # the stop advice after the round (alwb.advice): kappa and changed share against the previous round's
+    # the stop advice after the round (alwb.learning.advice): kappa and changed share against the previous round's
     # predictions on the stop set, and the recommendation
     "kappa",
     "changed",
@@ -75,7 +75,7 @@ class SimSettings:
     batch: int = 100
     budget: int = 1000
     val_size: int = 500
-    #: minutes of self-supervised pretraining on the pool before the runs (:mod:`alwb.pretrain`; 0: none). The
+    #: minutes of self-supervised pretraining on the pool before the runs (:mod:`alwb.learning.pretrain`; 0: none). The
     #: runs then train on backbone ``pool-simclr`` (``mode`` ``auto`` means :data:`PRETRAINED_MODE`).
     pretrain_minutes: float = 0.0
     train: TrainConfig = TrainConfig()
@@ -153,8 +153,8 @@ def _template(dataset: Path, out: Path, train_manifest: Path | None, s: SimSetti
         if not geo.is_head:  # head rounds read embeddings, not pixels
             proj.pixel_cache(geo, progress=sys.stderr.isatty())
         if geo.uses_backbone:  # embedded once for every run: typicality picks the first labels
-            from . import backbones
-            from .embed import embed_items, items_from_store
+            from .learning import backbones
+            from .learning.embed import embed_items, items_from_store
 
             bb = backbones.load(str(geo.backbone), download=False, quiet=True)
             embed_items(tdir, items_from_store(proj.store), bb, threads=1)
@@ -196,9 +196,9 @@ def _test_pixels(
 def _evaluate_head(proj: Project, cur: dict[str, Any], dataset: Path, out: Path) -> dict[str, Any]:
     """Test metrics of a head round: the test split embedded once per backbone (``OUT/test_embeddings/``, the
     backbone's own preprocessing, as the pool was), then the round's head on those embeddings."""
-    from . import backbones
-    from .embed import EmbeddingCache, embed_items
-    from .head import LinearHead
+    from .learning import backbones
+    from .learning.embed import EmbeddingCache, embed_items
+    from .learning.head import LinearHead
 
     geo = Geometry.from_dict(cur["config"]["geometry"])
     bb = backbones.load(str(geo.backbone), download=False, quiet=True)
@@ -236,8 +236,8 @@ def _append(curve: Path, row: dict[str, Any]) -> None:
 def _evaluate(
     proj: Project, x_test: np.ndarray, y_test: np.ndarray, device: str, *, dataset: Path, out: Path
 ) -> dict[str, Any]:
-    from .export import build_classifier, load_state_dict_file
-    from .train import predict_batches, resolve_device, uses_tta
+    from .io.export import build_classifier, load_state_dict_file
+    from .learning.train import predict_batches, resolve_device, uses_tta
 
     cur = proj.current_model()
     assert cur is not None

@@ -102,7 +102,7 @@ def address_line(project: Path | None, *, port: int, host: str) -> str:
 
 def check_exposure(project: Path | None, host: str, *, no_auth: bool = False) -> None:
     """Refuse a non-local ``host`` for a project without users (or no project) unless ``no_auth``."""
-    from .users import LOCAL_HOSTS, exposure_error
+    from .team.users import LOCAL_HOSTS, exposure_error
 
     if host in LOCAL_HOSTS or no_auth:
         return

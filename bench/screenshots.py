@@ -3,7 +3,8 @@
     python bench/screenshots.py [--out docs/img] [--rounds 2] [--batches 3] [--keep DIR]
 
 Builds the demo project (:func:`alwb.demo.build_demo`) in a temporary folder, labels ``--batches`` batches a round
-with the digits' own labels and trains ``--rounds`` rounds on the CPU through the library (:class:`alwb.loop.Project`:
+with the digits' own labels and trains ``--rounds`` rounds on the CPU through the library
+(:class:`alwb.project.Project`:
 query, label, train), starts the workbench on it (``alwb ui PROJECT`` on a free port, as ``tests/ui/test_browser.py``
 does), and drives Debian's Chromium through Playwright to save ``OUT/label.png`` and ``OUT/progress.png``. The server
 is always stopped (its whole process group). Needs ``/usr/bin/chromium`` (``apt-get install -y chromium``).
@@ -32,7 +33,7 @@ SETTLED = """() => !document.querySelector('[data-testid="stStatusWidget"]')
 def build_project(folder: Path, *, rounds: int, batches: int) -> Path:
     """The demo project with ``rounds`` trained rounds of ``batches`` oracle-labeled batches each."""
     from alwb.demo import build_demo, read_oracle
-    from alwb.loop import Project
+    from alwb.project import Project
 
     project = build_demo(folder, device="cpu")
     oracle = read_oracle(folder / "oracle.csv")

@@ -62,8 +62,8 @@ def _forget_project_backbones():
     """Opening a project with its own backbone (alwb pretrain) registers it for the process: forget it after each
     test, so that the registry other tests see is the built-in one."""
     yield
-    from alwb import backbones
-    from alwb.pretrain import POOL_BACKBONE
+    from alwb.learning import backbones
+    from alwb.learning.pretrain import POOL_BACKBONE
 
     backbones.unregister(POOL_BACKBONE)
 

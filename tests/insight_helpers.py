@@ -10,7 +10,7 @@ import numpy as np
 from conftest import make_shapes
 from PIL import Image
 
-from alwb.loop import Project
+from alwb.project import Project
 
 #: items whose labels the fixture flips (by file name) and the pairs of near-copies (original, copy)
 FLIPS = {"circle_001.png": "square", "square_002.png": "triangle", "triangle_003.png": "circle"}

@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from alwb import backbones
+from alwb.learning import backbones
 
 
 def isolate_hub(monkeypatch: pytest.MonkeyPatch, root: Path) -> Path:
-    """Point torch.hub (and so :func:`alwb.backbones.weights_dir`) at ``root/hub``; clear the network settings."""
+    """Point torch.hub (and so :func:`alwb.learning.backbones.weights_dir`) at ``root/hub``; clear the network
+    settings."""
     monkeypatch.setattr(torch.hub, "_hub_dir", str(root / "hub"))  # what torch.hub.set_dir sets; undone after
     for var in (backbones.MIRROR_ENV, backbones.OFFLINE_ENV, "HF_HUB_OFFLINE", "https_proxy", "HTTPS_PROXY"):
         monkeypatch.delenv(var, raising=False)

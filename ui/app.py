@@ -12,7 +12,7 @@ import streamlit as st
 
 from alwb.errors import StoreUnavailable
 from alwb.jobs import mark_active
-from alwb.loop import Project
+from alwb.project import Project
 from ui import state
 from ui.views import datamap, export, history, label, progress, review, settings, signin, start, unavailable
 
@@ -70,7 +70,7 @@ pages = [
     st.Page(settings.render, title="Settings", icon=":material/settings:", url_path="settings"),
     st.Page(export.render, title="Export", icon=":material/download:", url_path="export"),
 ]
-if user:  # only the pages the role may open (alwb.users.PAGES)
+if user:  # only the pages the role may open (alwb.team.users.PAGES)
     pages = [p for p in pages if p.url_path in ("", "home") or user.may_open(p.url_path)]
 page = st.navigation(pages)
 if root is not None:

@@ -4,7 +4,7 @@ Streamlit tells no page that its tab closed, but the server knows which sessions
 (``Runtime.is_active_session``). The Label page records, per browser session, the team batch it shows
 (:func:`remember`); a thread of this server process looks every :data:`LOOK_S` seconds, and once a session has been
 gone for ``$ALWB_CLOSED_TAB_S`` seconds (default :data:`GRACE_S`: a reload or a dropped connection comes back as
-soon as that), releases its items with their drafts (:func:`alwb.leases.release`), except those another live
+soon as that), releases its items with their drafts (:func:`alwb.team.leases.release`), except those another live
 session of the same person shows (a second tab). A session still connected whose sign-in ended (signed out,
 expired, disabled) gives its items back the same way, within :data:`CHECK_S` seconds. Without a Streamlit runtime
 (tests, bare mode) nothing is recorded.
@@ -102,8 +102,8 @@ def _watch() -> None:
 def signed_in(root: str, token: str) -> bool:
     """True while ``token`` is a live sign-in of the project at ``root`` (False once signed out, expired or
     disabled); True when the store cannot tell (unreachable): nothing is released on a doubt."""
-    from alwb import users
-    from alwb.loop import Project
+    from alwb.project import Project
+    from alwb.team import users
 
     try:
         with Project.open(root) as proj:
@@ -147,8 +147,8 @@ def release_closed(
         items = [i for i in shown.items if (shown.root, shown.annotator, i) not in kept]
         if not items:
             continue
-        from alwb import leases
-        from alwb.loop import Project
+        from alwb.project import Project
+        from alwb.team import leases
 
         try:
             with Project.open(shown.root) as proj:

@@ -18,7 +18,7 @@ from typing import Any
 
 #: What the pages import, the heaviest first; imported once here, shared by every session's script run.
 WARM_MODULES = (
-    "alwb.loop",
+    "alwb.project",
     "ui.state",
     "ui.keyboard",
     "ui.views.common",

@@ -19,8 +19,8 @@ from typing import Any
 
 import streamlit as st
 
-from alwb.images import ImageRoot
-from alwb.loop import Project
+from alwb.intake.images import ImageRoot
+from alwb.project import Project
 
 SKIP = "(skip)"
 NONE = "(none of these)"
@@ -313,14 +313,15 @@ def remember(key: str, value: Any = None) -> Any:
 @st.cache_data(max_entries=2000, show_spinner=False)
 def thumbnail(path: str, mtime: float, size: int, sha256: str, channels: int = 3) -> tuple[bytes, str]:
     """Encoded image scaled for display, and its format; only when the file still holds the content imported as
-    ``sha256`` (raises :class:`alwb.images.ImageChanged` otherwise: a replaced file is never shown under its label).
+    ``sha256`` (raises :class:`alwb.intake.images.ImageChanged` otherwise: a replaced file is never shown under its
+    label).
 
     Small images are enlarged by a whole factor without blur (nearest neighbour) and sent as PNG, so no pixel is
     invented; larger ones are shrunk with Lanczos and sent as JPEG (a tenth of the bytes of a PNG photo).
     """
     from PIL import Image
 
-    from alwb.images import load_image
+    from alwb.intake.images import load_image
 
     img = load_image(path, channels, sha256=sha256)
     w, h = img.size
@@ -355,7 +356,7 @@ def image_problem(images: ImageRoot, stored: str, digest: str | None) -> str:
     """Why an image cannot be shown: not on this machine (with the stored path, the root in use and the
     ``ALWB_IMAGE_ROOT`` hint), not an item of the project, changed since it was imported, or no longer readable."""
     from alwb.errors import ImageRejected
-    from alwb.images import read_verified
+    from alwb.intake.images import read_verified
 
     if not images.locate(stored).exists():
         return images.missing_message(stored)

@@ -1,4 +1,5 @@
-"""Semi-supervised research losses on unlabeled pool images, for :func:`alwb.train.train_model`'s ``extra_loss``.
+"""Semi-supervised research losses on unlabeled pool images, for :func:`alwb.learning.train.train_model`'s
+``extra_loss``.
 
 - :class:`ConsistencyLoss` (FixMatch, Sohn et al. 2020): where the model's prediction on a lightly augmented view
   of an unlabeled image reaches a threshold, that class is the target for a strongly augmented view.
@@ -6,7 +7,7 @@
   very view the model sees (``teacher_view`` ``strong`` or ``weak``; "consistent teaching", Beyer et al. 2022) are
   the soft target of every unlabeled image, no threshold.
 
-Both work on small images (up to :data:`alwb.train.BATCH_AUGMENT_MAX_PX`), augmented a whole batch at a time.
+Both work on small images (up to :data:`alwb.learning.train.BATCH_AUGMENT_MAX_PX`), augmented a whole batch at a time.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from ..data import normalise, random_shift_flip
+from ..learning.data import normalise, random_shift_flip
 
 
 class ConsistencyLoss:
@@ -92,7 +93,8 @@ class ConsistencyLoss:
 
 
 def flat_counts(human_counts: npt.ArrayLike) -> npt.NDArray[np.float64]:
-    """Per-class counts for :func:`alwb.pseudo.choose_pseudo_labels` that give every class with a human label the
+    """Per-class counts for :func:`alwb.learning.pseudo.choose_pseudo_labels` that give every class with a human label
+    the
     same pseudo-label cap, the mean of those classes' labels (the same total): uncertainty sampling gives the
     hardest classes the most human labels, and per-class caps copy that skew into the pseudo-labels."""
     counts = np.asarray(human_counts, dtype=np.float64)

@@ -29,7 +29,7 @@ from . import duplicates, label_issues, neighbours, outliers
 from .source import NO_BACKBONE, Embeddings, ensure_embeddings, insight_backbone, load_embeddings
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..loop import Project
+    from ..project import Project
 
 __all__ = [
     "NO_BACKBONE",

@@ -128,7 +128,7 @@ def leakage(
 ) -> Leakage:
     """The leakage figure: ``val_ids`` the labeled validation items, ``leaked_ids`` those with a near-copy in
     training (→ the copy), ``truth`` / ``predicted`` their labels and the current model's guesses."""
-    from ..evaluate import wilson_interval
+    from ..learning.evaluate import wilson_interval
 
     val = [int(i) for i in val_ids]
     leaked = sorted(i for i in leaked_ids if i in set(val))

@@ -94,7 +94,7 @@ def start_background(root: str | Path, *, nice: int = 10) -> bool:
 
 def run_job(root: str | Path) -> int:
     """The job itself (in the child): lock, refresh, record the state; 0 on success, 1 on failure, 2 when busy."""
-    from ..loop import Project
+    from ..project import Project
     from . import refresh
 
     try:

@@ -1,6 +1,7 @@
 """Likely label errors: out-of-sample probabilities from K-fold heads on the cached embeddings, ranked by cleanlab.
 
-Every labeled item gets class probabilities from a classifier head (:func:`alwb.head.fit_head`, the project's own
+Every labeled item gets class probabilities from a classifier head (:func:`alwb.learning.head.fit_head`, the project's
+own
 logistic regression) that did not see it: the labeled items are split into :data:`FOLDS` stratified folds and each
 fold is scored by a head fitted on the others, so no CNN is retrained. ``cleanlab.filter.find_label_issues``
 (confident learning, ``prune_by_noise_rate``) says which labels are likely wrong and
@@ -63,7 +64,7 @@ def out_of_sample_probs(
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 
-    from ..head import fit_head
+    from ..learning.head import fit_head
 
     x = np.asarray(emb, dtype=np.float32)
     yy = np.asarray(y, dtype=np.int64)

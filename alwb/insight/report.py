@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..loop import Project
+    from ..project import Project
     from . import Findings
 
 
@@ -44,7 +44,7 @@ def current_findings(proj: Project, *, refresh: bool = False, quiet: bool = Fals
 
         raise AlwbError(_why_none(proj)) from exc
     except Exception as exc:
-        from ..backbones import WeightsError
+        from ..learning.backbones import WeightsError
 
         if isinstance(exc, WeightsError):
             raise AlwbError(str(exc)) from exc

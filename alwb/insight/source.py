@@ -2,8 +2,9 @@
 
 A ``head`` project reads its backbone's cache, which its rounds fill (new images are embedded at the next round).
 Any other project (``scratch``: small images, a ``cnn6`` from scratch; ``finetune``) reads the cache of its pretrained
-backbone when it has one, else of the best backbone on this machine (:func:`alwb.plan.choose_backbone`, the packaged
-EfficientNet-Lite0 at least), and :func:`ensure_embeddings` fills it through :func:`alwb.embed.embed_items` (a
+backbone when it has one, else of the best backbone on this machine (:func:`alwb.learning.plan.choose_backbone`, the
+packaged
+EfficientNet-Lite0 at least), and :func:`ensure_embeddings` fills it through :func:`alwb.learning.embed.embed_items` (a
 background job in the workbench, :mod:`alwb.insight.jobs`).
 """
 
@@ -18,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..embed import EmbeddingCache, EmbedReport
-    from ..loop import Project
+    from ..learning.embed import EmbeddingCache, EmbedReport
+    from ..project import Project
 
 #: what the features say when no backbone is on this machine
 NO_BACKBONE = (
@@ -53,8 +54,8 @@ class Embeddings:
 def insight_backbone(proj: Project) -> tuple[str | None, bool]:
     """``(backbone, by_rounds)``: the backbone whose embeddings the insight features read (None: no backbone is on
     this machine), and whether the project's rounds embed with it (``head`` mode)."""
-    from .. import backbones
-    from ..plan import choose_backbone
+    from ..learning import backbones
+    from ..learning.plan import choose_backbone
 
     geo = proj.stored_geometry()
     name = geo.backbone if geo is not None else None
@@ -77,8 +78,8 @@ _VERIFIED: dict[str, tuple[tuple[str, int, int], str]] = {}
 def open_cache(proj: Project, name: str) -> EmbeddingCache:
     """The embedding cache of backbone ``name`` in the project (weights checked once per file state, nothing
     downloaded)."""
-    from .. import backbones
-    from ..embed import EmbeddingCache
+    from ..learning import backbones
+    from ..learning.embed import EmbeddingCache
 
     sha = None
     known = _VERIFIED.get(name)
@@ -119,8 +120,8 @@ def load_embeddings(proj: Project) -> Embeddings | None:
 def ensure_embeddings(proj: Project, *, progress: Any = None) -> EmbedReport | None:
     """Embed the accepted items that have no embedding yet with the insight backbone, unless the project's rounds
     do that (``head`` mode) or no backbone is here (None then). One CPU thread: it runs beside labeling."""
-    from .. import backbones
-    from ..embed import digests_from_store, embed_items, items_from_store
+    from ..learning import backbones
+    from ..learning.embed import digests_from_store, embed_items, items_from_store
 
     name, by_rounds = insight_backbone(proj)
     if name is None or by_rounds:

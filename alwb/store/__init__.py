@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LabelError, ProjectError
-from ..imageroot import ENV_IMAGE_ROOT, IMAGE_ROOT_KEY, ImageRoot, in_project
+from ..intake.imageroot import ENV_IMAGE_ROOT, IMAGE_ROOT_KEY, ImageRoot, in_project
 from . import schema
 from .accounts import AccountTables
 from .flags import FlagTables
@@ -81,7 +81,8 @@ class Store(AccountTables, LeaseTables, ReviewTables, QueueTables, FlagTables):
     """A connection to a project's store (a SQLite file or a PostgreSQL URL). Not shared between threads."""
 
     def __init__(self, path: str | Path, *, create: bool = False, timeout: float = 60.0) -> None:
-        #: The project folder on this machine (set by :class:`~alwb.loop.Project`): uploads are stored relative to it.
+        #: The project folder on this machine (set by :class:`~alwb.project.Project`): uploads are stored relative to
+        # it.
         self.project_dir: Path | None = None
         self.backend = "postgresql" if is_url(path) else "sqlite"
         if self.backend == "postgresql":

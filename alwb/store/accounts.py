@@ -1,4 +1,4 @@
-"""The store's SQL for accounts and sessions (the rules live in :mod:`alwb.users`)."""
+"""The store's SQL for accounts and sessions (the rules live in :mod:`alwb.team.users`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The store's SQL for leases (the rules and defaults live in :mod:`alwb.leases`).
+"""The store's SQL for leases (the rules and defaults live in :mod:`alwb.team.leases`).
 
 A claim runs in one transaction. On PostgreSQL it locks the candidate ``items`` rows with ``FOR UPDATE SKIP
 LOCKED`` (another annotator claiming at the same moment skips them and takes the next ones), then reads the leases

@@ -1,4 +1,4 @@
-"""The store's SQL for queued training rounds and the workers that run them (the loop lives in :mod:`alwb.worker`).
+"""The store's SQL for queued training rounds and the workers that run them (the loop lives in :mod:`alwb.team.worker`).
 
 A claim runs in one transaction: on PostgreSQL the oldest queued request is locked ``FOR UPDATE SKIP LOCKED`` (two
 workers claiming at once get two different requests, or one gets none); on SQLite claims take turns.

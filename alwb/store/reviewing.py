@@ -1,4 +1,4 @@
-"""The store's SQL for annotators' answers and reviewers' decisions (the rules live in :mod:`alwb.agreement`)."""
+"""The store's SQL for annotators' answers and reviewers' decisions (the rules live in :mod:`alwb.team.agreement`)."""
 
 from __future__ import annotations
 

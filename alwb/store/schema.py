@@ -179,7 +179,8 @@ ALTER TABLE round_requests ADD COLUMN progress TEXT;
 """
 
 #: v8: failed sign-ins counted per key (a name, an address, a name at an address, everyone), so that the check
-#: and the count are one step in one transaction (alwb.users.sign_in); ``users.failed_signins`` is no longer written.
+#: and the count are one step in one transaction (alwb.team.users.sign_in); ``users.failed_signins`` is no longer
+# written.
 SCHEMA_V8 = """
 CREATE TABLE signin_throttle (
     key TEXT PRIMARY KEY,

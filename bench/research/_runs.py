@@ -13,11 +13,11 @@ import numpy.typing as npt
 from safetensors.torch import load_file
 
 from alwb.config import TrainConfig
-from alwb.data import PixelCache
-from alwb.loop import Project, Scores
-from alwb.models import Classifier
-from alwb.plan import Geometry
-from alwb.train import TrainResult, build_model, predict_batches, train_model
+from alwb.learning.data import PixelCache
+from alwb.learning.models import Classifier
+from alwb.learning.plan import Geometry
+from alwb.learning.train import TrainResult, build_model, predict_batches, train_model
+from alwb.project import Project, Scores
 
 
 @dataclass
@@ -68,7 +68,8 @@ def test_accuracy(model: Classifier, test: Any, geo: Geometry, *, tta: bool = Tr
 def train_and_test(
     x: np.ndarray, y: npt.NDArray[np.int64], run: RunLabels, cfg: TrainConfig, test: Any, **kwargs: Any
 ) -> tuple[TrainResult, float, float]:
-    """Train on ``x``, ``y`` with the run's geometry (``kwargs`` go to :func:`alwb.train.train_model`); returns the
+    """Train on ``x``, ``y`` with the run's geometry (``kwargs`` go to :func:`alwb.learning.train.train_model`);
+    returns the
     result, its test accuracy with flip test-time augmentation and the seconds both took."""
     t0 = time.perf_counter()
     geo = run.geo

@@ -10,7 +10,8 @@ Run from the repository root:
     .venv/bin/python bench/research/insight.py bulk --n 200
     .venv/bin/python bench/research/insight.py project --template PROJECT   # an embedded ImageFolder project
 
-Embeddings are EfficientNet-Lite0's (the backbone that comes with alwb), computed through alwb.embed.embed_items
+Embeddings are EfficientNet-Lite0's (the backbone that comes with alwb), computed through
+alwb.learning.embed.embed_items
 (one CPU thread) and kept under bench/out/insight/. ``scale`` and ``map`` need more rows than were embedded: they
 draw them from the real embeddings (a random real row plus Gaussian noise of 0.3 of each dimension's spread, so the
 rows keep the real marginal scale and cluster structure) and say so.
@@ -34,8 +35,8 @@ BACKBONE = "efficientnet_lite0"
 
 
 def _embed(paths: list[str], cache_dir: Path) -> np.ndarray:
-    from alwb import backbones
-    from alwb.embed import EmbeddingCache, embed_items
+    from alwb.learning import backbones
+    from alwb.learning.embed import EmbeddingCache, embed_items
 
     loaded = backbones.load(BACKBONE, device="cpu", download=False, quiet=True)
     items = list(enumerate(paths, start=1))
@@ -235,7 +236,7 @@ def cmd_bulk(args: argparse.Namespace) -> None:
     import shutil
 
     from alwb import insight
-    from alwb.loop import Project
+    from alwb.project import Project
 
     root = OUT / "bulk_project"
     shutil.rmtree(root, ignore_errors=True)
@@ -268,7 +269,7 @@ def cmd_project(args: argparse.Namespace) -> None:
     import shutil
     import subprocess
 
-    from alwb.loop import Project
+    from alwb.project import Project
 
     root = OUT / "project"
     shutil.rmtree(root, ignore_errors=True)

@@ -6,10 +6,11 @@
 Reads what ``alwb simulate`` left in ``SIM``: the template's embeddings of the pool (``template/cache/emb_*.npy``),
 its validation sample (left out of the pool, as the simulator does), the oracle, and the test split's embeddings
 (``test_embeddings/``, in the order of :func:`alwb.simulate._test_files`). For each seed and head: 100 random labels,
-then batches of 100 chosen by that head's own margin (modAL's margin through alwb.query), to 1,000; test accuracy
+then batches of 100 chosen by that head's own margin (modAL's margin through alwb.learning.query), to 1,000; test
+accuracy
 at each count. Heads:
 
-- ``logreg``: the workbench's head (:func:`alwb.head.fit_head`, standardised on the pool, C = 0.1);
+- ``logreg``: the workbench's head (:func:`alwb.learning.head.fit_head`, standardised on the pool, C = 0.1);
 - ``c0.3``, ``c0.03``: the same with another C;
 - ``spread``: ``LabelSpreading`` (kNN graph, k = 10, alpha 0.2) over the standardised pool + labels; its pool
   predictions above 0.9 confidence join the logistic head's training as pseudo-labels.
@@ -29,8 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from alwb.head import LinearHead, fit_head, standardiser
-from alwb.loop import Project
+from alwb.learning.head import LinearHead, fit_head, standardiser
+from alwb.project import Project
 from alwb.simulate import _test_files
 
 HEADS = ("logreg", "c0.3", "c0.03", "spread")

@@ -9,7 +9,7 @@ learn's ``LabelSpreading`` over a k-nearest-neighbour graph of the L2-normalised
 prints the accuracy of each on the scored pool, the precision of each one's most confident items, and the chosen
 sets per class. With ``--train`` it trains from scratch on the human labels alone and with each set of pseudo-labels
 (``--train-seeds``, ``--sets`` to train only some; a pseudo-label set gets the loop's step budget,
-:func:`alwb.round.epochs_with_extra`) and prints the test accuracy with flip test-time augmentation.
+:func:`alwb.learning.round.epochs_with_extra`) and prints the test accuracy with flip test-time augmentation.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.semi_supervised import LabelSpreading
 
 from alwb.config import TrainConfig
-from alwb.loop import Project
-from alwb.pseudo import choose_pseudo_labels
-from alwb.round import epochs_with_extra
+from alwb.learning.pseudo import choose_pseudo_labels
+from alwb.learning.round import epochs_with_extra
+from alwb.project import Project
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from _runs import human_labels, train_and_test
 
-from alwb import models
 from alwb.config import TrainConfig
-from alwb.loop import Project
-from alwb.train import predict_batches
+from alwb.learning import models
+from alwb.learning.train import predict_batches
+from alwb.project import Project
 
 
 def use_width(width: int) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from _runs import human_labels, load_model
 
-from alwb.loop import Project
-from alwb.train import predict_batches
+from alwb.learning.train import predict_batches
+from alwb.project import Project
 
 
 def main() -> None:

@@ -9,7 +9,8 @@ a projection head, NT-Xent) on the run's pool images (never the validation or te
 the run's human labels from scratch and from the pretrained backbone (same epochs, head initialised at random) and
 prints the test accuracy with flip test-time augmentation. ``--load`` skips the pretraining. ``--pseudo`` adds the
 loop's pseudo-labels from the run's last scores (probability >= 0.95, one per human label of the class, drawn at
-random; :func:`alwb.pseudo.choose_pseudo_labels`) with the loop's step budget for them, as ``pseudo_sources.py``.
+random; :func:`alwb.learning.pseudo.choose_pseudo_labels`) with the loop's step budget for them, as
+``pseudo_sources.py``.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from alwb.config import TrainConfig
-from alwb.data import normalise
-from alwb.loop import Project
-from alwb.plan import Geometry
-from alwb.pretrain import nt_xent, simclr_views
-from alwb.pseudo import choose_pseudo_labels
-from alwb.round import epochs_with_extra
-from alwb.train import build_model, seed_everything
+from alwb.learning.data import normalise
+from alwb.learning.plan import Geometry
+from alwb.learning.pretrain import nt_xent, simclr_views
+from alwb.learning.pseudo import choose_pseudo_labels
+from alwb.learning.round import epochs_with_extra
+from alwb.learning.train import build_model, seed_everything
+from alwb.project import Project
 
 
 def pretrain(

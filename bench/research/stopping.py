@@ -5,13 +5,15 @@
 
 ``forecast``: every run (strategy, setting, seed) of every ``bench/results/*.csv`` with per-round validation accuracy
 (a run repeated in another file counted once, the longer kept); for every round r ≥ 4 whose round r + 5 was recorded,
-:func:`alwb.advice.forecast` from rounds 1..r's validation accuracies, at round r + 5's labels, against round r + 5's
+:func:`alwb.learning.advice.forecast` from rounds 1..r's validation accuracies, at round r + 5's labels, against round
+r + 5's
 *test* accuracy. Printed per set: the cases, how often the 80% interval held the test accuracy, and the median
 absolute error (points) of the forecast, of "no change" (round r's validation accuracy) and of a plain power law.
 
 ``stop``: runs of ``alwb simulate`` (whose ``curve.csv`` has the ``kappa`` column); for each rule, the round at
 which it first says stop, the labels saved (share of the run's labels not spent) and the test accuracy lost
-(points, the end's minus the stop's). Rules: alwb's recommendation (:func:`alwb.advice.recommend`), small-text's
+(points, the end's minus the stop's). Rules: alwb's recommendation (:func:`alwb.learning.advice.recommend`),
+small-text's
 ``KappaAverage`` at its defaults (window 3, kappa 0.99: the mean of the window's kappas ≥ 0.99, Bloodgood &
 Vijay-Shanker's reading; small-text ≥ 1.3.3), the rule small-text had before 1.3.3 (the mean change between the
 window's kappas under 0.01), and the forecast alone. Recorded 2,000-label curves (no kappa) get the forecast
@@ -29,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from alwb.advice import (
+from alwb.learning.advice import (
     DECISION_LABELS,
     MIN_GAIN_POINTS,
     forecast,

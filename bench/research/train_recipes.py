@@ -4,13 +4,14 @@
         --recipes '[{"lr": 0.002}, {"lr": 0.04}, {"lr": 0.04, "epochs": 100}]'
 
 Takes the human labels of one simulator run (``SIM/runs/RUN``: e.g. the 1,000 labels margin sampling chose) and the
-simulator's test split (``SIM/test_*.npz``), trains each recipe from scratch with :func:`alwb.train.train_model`
+simulator's test split (``SIM/test_*.npz``), trains each recipe from scratch with
+:func:`alwb.learning.train.train_model`
 (``TrainConfig`` fields as JSON; ``augment`` defaults to ``crop+flip`` as in the simulator) and prints seconds and
 test accuracy without and with flip test-time augmentation. With ``--teacher`` the run's last model is the teacher
 of recipes with ``consistency`` > 0: its probabilities on the unlabeled images are soft targets (distillation,
 ``teacher_view`` ``strong`` or ``weak`` in the recipe) instead of the model's own confident guesses. ``--speed``
 instead prints the training step time with and without channels-last memory layout (median of alternating runs).
-The figures this produced are in ``alwb.train.auto_lr`` and the README.
+The figures this produced are in ``alwb.learning.train.auto_lr`` and the README.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from _runs import human_labels, load_model, test_accuracy
 
 from alwb.config import TrainConfig
 from alwb.experimental.semi import ConsistencyLoss
-from alwb.loop import Project
-from alwb.train import inference_copy, train_model
+from alwb.learning.train import inference_copy, train_model
+from alwb.project import Project
 
 
 def step_times(repeats: int = 5, epochs: int = 8) -> dict[str, float]:
     """Median ms per step (batch 64, 28×28 greyscale) with and without channels-last."""
-    import alwb.train as T
+    import alwb.learning.train as T
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 255, (1024, 1, 28, 28), dtype=np.uint8)

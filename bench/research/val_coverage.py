@@ -17,7 +17,7 @@ test split shows there.
 
 *Draw spread* (``--draw-spread RUN``, a run folder under ``SIM/runs/``): whether the validation draws are fair. The
 run's last model scores every pool item; the script draws ``--draws`` samples of the run's validation size with the
-simulator's own rule (:func:`alwb.loop.draw_validation`, seeds from ``--first-seed``) and prints how far their
+simulator's own rule (:func:`alwb.project.draw_validation`, seeds from ``--first-seed``) and prints how far their
 accuracy falls from the model's accuracy on all the pool items it did not train on, next to the binomial standard
 error of such a sample, and where the run's own sample falls.
 
@@ -36,11 +36,11 @@ import numpy as np
 import pandas as pd
 
 from alwb.config import TrainConfig
-from alwb.evaluate import wilson_interval
-from alwb.export import build_classifier, load_state_dict_file
-from alwb.loop import Project, draw_validation
-from alwb.plan import Geometry
-from alwb.train import predict_batches, resolve_device, uses_tta
+from alwb.io.export import build_classifier, load_state_dict_file
+from alwb.learning.evaluate import wilson_interval
+from alwb.learning.plan import Geometry
+from alwb.learning.train import predict_batches, resolve_device, uses_tta
+from alwb.project import Project, draw_validation
 
 
 @functools.cache

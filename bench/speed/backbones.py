@@ -9,7 +9,7 @@ regression vs a small MLP).
 
 ``throughput``: images per second of each backbone's forward pass (normalisation included) at its own input size,
 on random uint8 images, with **random weights** (speed does not depend on them), after one warm-up batch. Decoding
-JPEGs is measured apart (``--decode DIR`` times alwb.images + the backbone's resize/crop on real photos).
+JPEGs is measured apart (``--decode DIR`` times alwb.intake.images + the backbone's resize/crop on real photos).
 
 ``head-round``: one ``head`` round as alwb runs it: standardise from the pool, fit the logistic-regression head on
 LABELS labelled embeddings, then score the whole pool (predict_proba) from a memory-mapped ``.npy`` on disk, for
@@ -22,7 +22,8 @@ with alwb's defaults (C = 0.03, one thread); MLP D-512-K, 60 epochs of minibatch
 are *not* pretrained features; the comparison only says which head to keep.
 
 ``cnn6``: the stand-in for pretrained features that the issue asks for. Round A trains a ``cnn6`` on 500 random
-Fashion-MNIST labels (alwb.train.train_model, default TrainConfig); round B adds 500 more random labels (1,000) and
+Fashion-MNIST labels (alwb.learning.train.train_model, default TrainConfig); round B adds 500 more random labels
+(1,000) and
 either fits the ``head`` on round A's cached embeddings (logistic regression; the MLP too) or trains a full ``cnn6``
 round warm-started from A, as alwb does today. Test accuracy on the 10,000 test images (no flip TTA for either),
 and the seconds of round B (head: fit + scoring the 60,000-item pool; cnn6: training + scoring the pool).
@@ -40,8 +41,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alwb import backbones
-from alwb.head import DEFAULT_C, fit_head
+from alwb.learning import backbones
+from alwb.learning.head import DEFAULT_C, fit_head
 
 
 def _threads() -> str:
@@ -74,7 +75,7 @@ def throughput(names: list[str], *, batch: int, seconds: float, device: str) -> 
 
 
 def decode(folder: Path, name: str, limit: int) -> None:
-    from alwb.images import load_image
+    from alwb.intake.images import load_image
 
     pre = backbones.get_spec(name).preprocess()
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:limit]
@@ -189,7 +190,9 @@ def heads(root: Path, labels: int, seeds: list[int]) -> None:
         print(f"{'logreg':<8} {seed:>4} {acc:>7.4f} {t1 - t0:>7.2f} {t2 - t1:>8.2f}", flush=True)
         mean, scale = head.mean, head.scale
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # the same single thread as the logistic regression's fit (alwb.head.HEAD_THREADS)
+        torch.set_num_threads(
+            1
+        )  # the same single thread as the logistic regression's fit (alwb.learning.head.HEAD_THREADS)
         t0 = time.perf_counter()
         net = _fit_mlp((ftr[lab] - mean) / scale, ytr[lab], 10, seed)
         t1 = time.perf_counter()
@@ -211,7 +214,7 @@ def heads(root: Path, labels: int, seeds: list[int]) -> None:
 
 def cnn6_standin(root: Path, seeds: list[int], first: int = 500, second: int = 500) -> None:
     from alwb.config import TrainConfig
-    from alwb.train import predict_batches, train_model
+    from alwb.learning.train import predict_batches, train_model
 
     xtr, ytr, xte, yte = _load_fmnist(root)
     pool = xtr.reshape(-1, 1, 28, 28)

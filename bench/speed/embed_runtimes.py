@@ -3,7 +3,8 @@
     python bench/speed/embed_runtimes.py --photos ../shared/datasets/hymenoptera/val [--backbone efficientnet_lite0]
         [--threads 2] [--batch 32] [--images 64] [--repeats 5] [--compile]
 
-The backbone with its real weights (alwb.backbones.load), the registry's preprocessing done once beforehand (decoding
+The backbone with its real weights (alwb.learning.backbones.load), the registry's preprocessing done once beforehand
+(decoding
 is not timed), normalisation inside every runtime. Methods are run in turns (one pass of each, REPEATS times) so that
 a machine shared with other jobs slows them alike; the median pass gives images per second. Each method's embeddings
 are compared with eager PyTorch's on the same images (largest absolute difference); issue 35 asks for 1e-4.
@@ -22,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alwb import backbones
-from alwb.images import load_image
+from alwb.intake.images import load_image
+from alwb.learning import backbones
 
 
 class Normalised(torch.nn.Module):

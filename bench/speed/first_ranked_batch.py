@@ -48,7 +48,7 @@ def main() -> None:
     print(f"{len(truth)} photos of {len(classes)} classes copied to {images}", flush=True)
 
     t_all = time.perf_counter()
-    from alwb.loop import Project
+    from alwb.project import Project
 
     steps: dict[str, float] = {}
     t = time.perf_counter()

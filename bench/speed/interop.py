@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 def _model(name: str):  # noqa: ANN202 - (torch module, channels, size, mean, std, tta)
     import torch
 
-    from alwb import backbones
-    from alwb.models import get_model
+    from alwb.learning import backbones
+    from alwb.learning.models import get_model
 
     if name == "cnn6":
         m = get_model("cnn6", channels=1, num_classes=10, image_size=28, pretrained="none")
@@ -62,7 +62,7 @@ def cmd_onnx(args: argparse.Namespace) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from alwb.onnxexport import export_onnx, probability_module
+    from alwb.io.onnxexport import export_onnx, probability_module
 
     torch.set_num_threads(args.threads)
     rng = np.random.default_rng(0)
@@ -134,7 +134,7 @@ def cmd_predict_env(args: argparse.Namespace) -> None:
         model, c, s, mean, std, tta = _model("cnn6")
         from PIL import Image
 
-        from alwb.onnxexport import export_onnx
+        from alwb.io.onnxexport import export_onnx
 
         rng = np.random.default_rng(0)
         pixels = rng.integers(0, 256, size=(8, c, s, s), dtype=np.uint8)
@@ -192,7 +192,7 @@ def cmd_labelstudio(args: argparse.Namespace) -> None:
         export.write_text(json.dumps(tasks))
         n_ann = sum(len(t["annotations"]) for t in tasks)
         print(f"made {args.tasks} images and an export of {n_ann} annotations in {time.perf_counter() - t0:.1f} s")
-        from alwb.loop import Project
+        from alwb.project import Project
 
         with Project.create(Path(tmp) / "proj", classes=classes):
             pass

@@ -5,7 +5,8 @@
 Every step is timed and printed:
 
 1. real embeddings: the photos of ``--photos`` (hymenoptera by default) embedded with EfficientNet-Lite0 (the backbone
-   that comes with alwb) through ``alwb.embed.embed_items``; kept under ``WORK/photos`` and reused by later runs;
+   that comes with alwb) through ``alwb.learning.embed.embed_items``; kept under ``WORK/photos`` and reused by later
+   runs;
 2. N tiny PNG files (16×16 random pixels, each one different) written under ``WORK/images``;
 3. a project ``WORK/project`` created and the files imported by the product's own import (``Project.add_images``);
 4. one embedding per item written into the project's embedding cache of EfficientNet-Lite0
@@ -118,9 +119,9 @@ def tree_mem(root: int, name_part: str = "") -> int:
 
 def real_embeddings(photos: Path, work: Path) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(embeddings, class index, class names)`` of the readable photos under ``photos`` (``<split>/<class>/``)."""
-    from alwb import backbones
-    from alwb.embed import EmbeddingCache, embed_items
-    from alwb.images import is_image_path
+    from alwb.intake.images import is_image_path
+    from alwb.learning import backbones
+    from alwb.learning.embed import EmbeddingCache, embed_items
 
     paths = sorted(p for p in photos.rglob("*") if p.is_file() and is_image_path(p))
     classes = sorted({p.parent.name for p in paths})
@@ -262,7 +263,7 @@ def main() -> None:
     args.work = args.work.resolve()
     n = args.points
     from alwb import insight
-    from alwb.loop import Project
+    from alwb.project import Project
 
     print(
         f"load average at start: {os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f} (1 / 5 min), {os.cpu_count()} CPUs"

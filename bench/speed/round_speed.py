@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alwb.loop import Project
+from alwb.project import Project
 
 
 def main() -> None:

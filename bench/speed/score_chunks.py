@@ -3,7 +3,7 @@
     python bench/speed/score_chunks.py [--images 8192] [--repeats 3] [--device auto]
 
 Prints images per second for the two small CNNs (``cnn6``, the default, and ``smallcnn``) on 28×28 grey images
-and ResNet-18 on 112×112 colour images, for several chunk sizes and for the size :func:`alwb.train.score_chunk`
+and ResNet-18 on 112×112 colour images, for several chunk sizes and for the size :func:`alwb.learning.train.score_chunk`
 chooses ("auto"). The sizes are timed in turn, ``--repeats`` times over, and each prints the median: one pass in
 a fixed order read later sizes faster on two shared cores.
 """
@@ -17,8 +17,8 @@ import time
 import numpy as np
 import torch
 
-from alwb.models import cnn6, resnet18, small_cnn
-from alwb.train import predict_batches, resolve_device, score_chunk
+from alwb.learning.models import cnn6, resnet18, small_cnn
+from alwb.learning.train import predict_batches, resolve_device, score_chunk
 
 
 def main() -> None:

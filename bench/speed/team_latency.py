@@ -33,9 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from alwb import leases
-from alwb.loop import Project
+from alwb.project import Project
 from alwb.store import LabelRow
+from alwb.team import leases
 
 CLASSES = ("a", "b", "c", "d")
 

@@ -42,7 +42,7 @@ CHROMIUM_ARGS = [
 
 def _rounds(project: Path) -> int:
     """Rounds finished so far (to tell which samples had a new model land in them)."""
-    from alwb.loop import Project
+    from alwb.project import Project
 
     with Project.open(project) as proj:
         return sum(r["status"] == "done" for r in proj.store.rounds())
@@ -179,7 +179,7 @@ def main() -> None:
     ap.add_argument("--skip-pages", action="store_true", help="do not measure opening the pages afterwards")
     args = ap.parse_args()
     from alwb.jobs import stop_training
-    from alwb.loop import Project
+    from alwb.project import Project
     from alwb.uilaunch import spawn_ui
 
     with Project.open(args.project) as proj:

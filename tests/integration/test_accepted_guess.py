@@ -11,8 +11,8 @@ import pandas as pd
 from conftest import make_shapes
 from store_checks import label_history
 
-from alwb.export import MANIFEST_COLUMNS, export_dataset
-from alwb.loop import Project
+from alwb.io.export import MANIFEST_COLUMNS, export_dataset
+from alwb.project import Project
 from alwb.store import LabelRow, Store
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from conftest import make_shapes
 
-import alwb.round
-import alwb.typicality
-from alwb.loop import Project
-from alwb.round import check_pseudo, handover
+import alwb.learning.round
+import alwb.learning.typicality
+from alwb.learning.round import check_pseudo, handover
+from alwb.project import Project
 
 
 def shapes_project(tmp_path: Path, n_per_class: int = 20, **train: object) -> tuple[Project, dict[int, str]]:
@@ -75,12 +75,12 @@ def test_handover_to_margin_is_measured_once_then_kept(tmp_path: Path) -> None:
     # 100 validation items (the probe's minimum) so that the probe runs on the round's own embeddings
     proj, by_id = shapes_project(tmp_path, n_per_class=50)
     with proj:
-        proj.set_config(strategy="auto", val_size=alwb.typicality.MIN_PROBE_VAL)
+        proj.set_config(strategy="auto", val_size=alwb.learning.typicality.MIN_PROBE_VAL)
         proj.ensure_validation()
         label_start(proj, by_id, n_pool=15)
         summary = proj.train()
         h = summary.metrics["handover"]
-        assert h["n_val"] == alwb.typicality.MIN_PROBE_VAL
+        assert h["n_val"] == alwb.learning.typicality.MIN_PROBE_VAL
         assert h["typical_gain"] is not None and h["margin_gain"] is not None
         assert (h["use"] == "margin") == (h["margin_gain"] >= h["typical_gain"])
         # a round that handed over: later rounds keep margin sampling without probing again
@@ -128,8 +128,8 @@ def test_pseudo_labels_are_off_until_the_validation_sample_trusts_the_model(
         second = proj.train()
         assert second.metrics["pseudo_check"]["use"] is False and proj.store.rounds()[-1]["n_pseudo"] == 0
         # the same project once the bar is low enough for this model: pseudo-labels join the round
-        monkeypatch.setattr(alwb.round, "PSEUDO_CHECK_MIN", 1)
-        monkeypatch.setattr(alwb.round, "PSEUDO_PRECISION", 0.0)
+        monkeypatch.setattr(alwb.learning.round, "PSEUDO_CHECK_MIN", 1)
+        monkeypatch.setattr(alwb.learning.round, "PSEUDO_PRECISION", 0.0)
         third = proj.train()
         assert third.metrics["pseudo_check"]["use"] is True
         assert proj.store.rounds()[-1]["n_pseudo"] == len(proj.store.pseudo_labels()) > 0

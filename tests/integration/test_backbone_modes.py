@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from weights_helpers import hide_packaged_weights, isolate_hub, save_state_dict
 
-from alwb import backbones
-from alwb.export import Predictor, export_project
-from alwb.loop import Project
-from alwb.onnxpredict import OnnxPredictor
+from alwb.io.export import Predictor, export_project
+from alwb.io.onnxpredict import OnnxPredictor
+from alwb.learning import backbones
+from alwb.project import Project
 
 PHOTOS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "hymenoptera" / "train"
 pytestmark = pytest.mark.skipif(not PHOTOS.is_dir(), reason=f"{PHOTOS} is missing (../shared beside the checkout)")
@@ -106,8 +106,8 @@ def test_a_large_folder_is_embedded_a_share_a_round_and_the_first_round_comes_ea
     """With more images to embed than a round's share (``EMBED_PER_ROUND``, 10 here for 40 photos), the first head
     round embeds the labeled ones, the stop set and a random share, fits and scores those; the model ranks them
     at once, and the next rounds embed the rest."""
-    from alwb import advice, trainers
-    from alwb.embed import EmbeddingCache
+    from alwb.learning import advice, trainers
+    from alwb.learning.embed import EmbeddingCache
 
     monkeypatch.setattr(trainers, "EMBED_PER_ROUND", 10)
     monkeypatch.setattr(advice, "STOP_SET_SIZE", 6)

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from alwb import backbones
 from alwb.cli import main
+from alwb.learning import backbones
 
 CHILD = """
 import json, sys
-from alwb import backbones
+from alwb.learning import backbones
 rows = {r.name: r for r in backbones.list_backbones()}
 bb = backbones.load("acme_lite0", download=False)
 x = bb.preprocess.normalise(__import__("torch").zeros(2, 3, 224, 224, dtype=__import__("torch").uint8))

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from alwb.cli import main
-from alwb.loop import Project
+from alwb.project import Project
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:

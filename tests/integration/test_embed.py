@@ -1,4 +1,4 @@
-"""alwb.embed: the per-backbone embedding cache is computed once, resumes after an interruption, grows with new
+"""alwb.learning.embed: the per-backbone embedding cache is computed once, resumes after an interruption, grows with new
 items, skips unreadable images with a reason; a head fits on the cached embeddings (plumbing: random weights)."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import torch
 from conftest import make_shapes
 from weights_helpers import isolate_hub, register_test_spec, save_state_dict
 
-from alwb import backbones
-from alwb.embed import EmbeddingCache, cache_key, embed_items
-from alwb.head import fit_head
-from alwb.images import load_image
+from alwb.intake.images import load_image
+from alwb.learning import backbones
+from alwb.learning.embed import EmbeddingCache, cache_key, embed_items
+from alwb.learning.head import fit_head
 
 HYMENOPTERA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "hymenoptera"
 

@@ -13,8 +13,8 @@ from conftest import make_shapes
 os.environ["HF_DATASETS_OFFLINE"] = "1"  # before datasets is imported: it reads these once
 os.environ["HF_HUB_OFFLINE"] = "1"
 
-from alwb.export import MANIFEST_COLUMNS, export_dataset  # noqa: E402
-from alwb.loop import Project  # noqa: E402
+from alwb.io.export import MANIFEST_COLUMNS, export_dataset  # noqa: E402
+from alwb.project import Project  # noqa: E402
 from alwb.store import LabelRow  # noqa: E402
 
 
@@ -75,7 +75,7 @@ def test_metadata_loads_when_a_column_is_empty_in_one_split(tmp_path: Path, monk
     monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
     from PIL import Image
 
-    from alwb.export import write_metadata
+    from alwb.io.export import write_metadata
 
     out = tmp_path / "out"
     ds = out / "dataset"

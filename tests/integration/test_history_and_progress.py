@@ -1,5 +1,5 @@
 """A person's own label history (alwb.history) and a training worker's progress in the store
-(alwb.worker.round_activity), on both backends."""
+(alwb.team.worker.round_activity), on both backends."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from alwb import agreement
 from alwb.history import own_labels, summarise
-from alwb.loop import Project
+from alwb.project import Project
 from alwb.store import LabelRow, Store
-from alwb.worker import request_round, round_activity, run_worker
+from alwb.team import agreement
+from alwb.team.worker import request_round, round_activity, run_worker
 
 
 @pytest.fixture

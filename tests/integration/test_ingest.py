@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import alwb.ingest as ingest_mod
+import alwb.intake.ingest as ingest_mod
 from alwb.errors import AlwbError, ManifestError
-from alwb.ingest import reject_reasons
-from alwb.loop import Project
+from alwb.intake.ingest import reject_reasons
+from alwb.project import Project
 
 # ----------------------------------------------------------------------------- helpers
 

@@ -14,7 +14,7 @@ from weights_helpers import hide_packaged_weights
 from alwb import insight
 from alwb.cli import main
 from alwb.insight import jobs
-from alwb.loop import Project
+from alwb.project import Project
 
 
 def _small_project(tmp_path: Path) -> Path:

@@ -22,7 +22,7 @@ from alwb.jobs import (
     start_training,
     training_lock,
 )
-from alwb.loop import Project
+from alwb.project import Project
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_the_lock_goes_with_a_killed_child(labeled: Path) -> None:
 def test_the_first_round_runs_at_plain_nice_and_the_others_in_the_idle_class(labeled: Path) -> None:
     """A project without a model gets its first round sooner (docs/speed.md): ``start_or_queue`` asks for it with
     ``first``, the child runs at ``nice`` rather than in the idle class and gives way only after submits."""
-    from alwb.worker import start_or_queue
+    from alwb.team.worker import start_or_queue
 
     def child_pid() -> int:
         deadline = time.monotonic() + 60

@@ -16,7 +16,7 @@ from PIL import Image
 from store_checks import label_history
 
 from alwb.errors import AlwbError, EmptyPoolError, LabelError
-from alwb.loop import NONE_LABEL, Project, draw_validation
+from alwb.project import NONE_LABEL, Project, draw_validation
 
 N_IMAGES = 20
 PROPS = settings(deadline=None, max_examples=30, derandomize=True, database=None)
@@ -421,12 +421,12 @@ def test_a_large_pool_is_scored_through_a_new_random_sample_each_round(
     items only, without a "not scored" note."""
     from conftest import make_shapes
 
-    import alwb.round
-    from alwb.advice import stop_set
+    import alwb.learning.round
+    from alwb.learning.advice import stop_set
 
     # every confident guess counts: the validation check lets the pseudo-labels through at this threshold
-    monkeypatch.setattr(alwb.round, "PSEUDO_CHECK_MIN", 1)
-    monkeypatch.setattr(alwb.round, "PSEUDO_PRECISION", 0.0)
+    monkeypatch.setattr(alwb.learning.round, "PSEUDO_CHECK_MIN", 1)
+    monkeypatch.setattr(alwb.learning.round, "PSEUDO_PRECISION", 0.0)
     truth = make_shapes(tmp_path / "shapes", 20, layout="flat")  # 60 images
     with Project.create(tmp_path / "p", classes=["circle", "square", "triangle"]) as proj:
         proj.add_images(tmp_path / "shapes")

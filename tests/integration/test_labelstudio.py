@@ -10,11 +10,11 @@ import pytest
 from conftest import make_shapes
 from store_checks import label_history
 
-from alwb.agreement import review_queue
 from alwb.cli import main
-from alwb.export import export_project
-from alwb.labelstudio import ImageIndex, import_labelstudio, parse_time, reference_parts
-from alwb.loop import Project
+from alwb.io.export import export_project
+from alwb.io.labelstudio import ImageIndex, import_labelstudio, parse_time, reference_parts
+from alwb.project import Project
+from alwb.team.agreement import review_queue
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from conftest import make_shapes
 
-from alwb.export import Predictor, export_model
-from alwb.loop import Project
-from alwb.onnxexport import OnnxParityError, compare
-from alwb.onnxpredict import OnnxPredictor
+from alwb.io.export import Predictor, export_model
+from alwb.io.onnxexport import OnnxParityError, compare
+from alwb.io.onnxpredict import OnnxPredictor
+from alwb.project import Project
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +118,8 @@ def test_alwb_predict_runs_the_onnx_model_without_pytorch(trained, tmp_path: Pat
 
 
 def test_a_model_that_fails_the_check_leaves_no_file(tmp_path: Path) -> None:
-    from alwb.models import get_model
-    from alwb.onnxexport import export_onnx
+    from alwb.io.onnxexport import export_onnx
+    from alwb.learning.models import get_model
 
     model = get_model("cnn6", channels=1, num_classes=3, image_size=20, pretrained="none")
     pixels = np.random.default_rng(0).integers(0, 256, size=(4, 1, 20, 20), dtype=np.uint8)
@@ -132,7 +132,8 @@ def test_a_model_that_fails_the_check_leaves_no_file(tmp_path: Path) -> None:
 
 
 def test_backbone_preprocessing_runs_without_pytorch(tmp_path: Path) -> None:
-    """A backbone model's images are resized and cropped by alwb.backbones.Preprocess, also where torch is absent."""
+    """A backbone model's images are resized and cropped by alwb.learning.backbones.Preprocess, also where torch is
+    absent."""
     from PIL import Image
 
     Image.new("RGB", (300, 200), (10, 200, 30)).save(tmp_path / "photo.png")
@@ -148,7 +149,7 @@ def test_backbone_preprocessing_runs_without_pytorch(tmp_path: Path) -> None:
     code = (
         "import sys, json\n"
         "sys.modules['torch'] = None\n"
-        "from alwb.onnxpredict import pixels_for\n"
+        "from alwb.io.onnxpredict import pixels_for\n"
         "a = pixels_for(sys.argv[1], json.loads(sys.argv[2]))\n"
         "assert not [m for m, v in sys.modules.items() if v is not None and m.startswith(('torch', 'timm'))]\n"
         "print(a.shape, a.dtype, int(a[1].mean()))\n"
@@ -169,7 +170,7 @@ def test_a_model_the_exporter_cannot_trace_fails_with_one_line(tmp_path: Path) -
     import torch
 
     from alwb.errors import AlwbError
-    from alwb.onnxexport import export_onnx
+    from alwb.io.onnxexport import export_onnx
 
     class Branches(torch.nn.Module):  # a branch on the input's values: torch.export cannot trace it
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -17,11 +17,11 @@ import torch
 from PIL import Image
 from weights_helpers import hide_packaged_weights, isolate_hub
 
-from alwb import backbones
 from alwb.cli import main
-from alwb.export import Predictor, export_project
-from alwb.loop import Project
-from alwb.report import training_status
+from alwb.io.export import Predictor, export_project
+from alwb.io.report import training_status
+from alwb.learning import backbones
+from alwb.project import Project
 
 HYMENOPTERA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "hymenoptera"
 needs_photos = pytest.mark.skipif(
@@ -168,8 +168,8 @@ def _val_photos(n: int) -> list[tuple[int, str]]:
 def test_onnx_runtime_embeds_real_photos_as_pytorch_does(tmp_path: Path) -> None:
     """The export is checked against PyTorch before it embeds, cached per backbone and weights file, reused while
     its hash holds and redone when the file changed."""
-    from alwb import onnxembed
-    from alwb.embed import EmbeddingCache, embed_items
+    from alwb.learning import onnxembed
+    from alwb.learning.embed import EmbeddingCache, embed_items
 
     bb = backbones.load(LITE0, download=False)
     items = _val_photos(40)
@@ -198,8 +198,8 @@ def test_onnx_runtime_embeds_real_photos_as_pytorch_does(tmp_path: Path) -> None
 def test_pytorch_embeds_when_onnx_runtime_disagrees_or_the_run_is_small(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from alwb import onnxembed
-    from alwb.embed import EmbeddingCache, embed_items
+    from alwb.learning import onnxembed
+    from alwb.learning.embed import EmbeddingCache, embed_items
 
     bb = backbones.load(LITE0, download=False)
     items = _val_photos(12)
@@ -310,8 +310,8 @@ def test_small_colour_images_train_a_head_and_small_greyscale_ones_from_scratch(
 def test_a_round_on_enough_photos_embeds_with_onnx_runtime_and_exports_what_it_scored(tmp_path: Path) -> None:
     """A head round on 130 photos embeds them with ONNX Runtime (the export cached beside the embeddings); the
     exported PyTorch model gives the probabilities the project scored from those embeddings."""
-    from alwb import onnxembed
-    from alwb.embed import EmbeddingCache
+    from alwb.learning import onnxembed
+    from alwb.learning.embed import EmbeddingCache
 
     photos, truth = _train_photos(tmp_path / "photos", 65)
     with Project.create(tmp_path / "p", classes=["ants", "bees"]) as proj:

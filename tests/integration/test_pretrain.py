@@ -1,4 +1,5 @@
-"""Features learned from the project's own images (alwb.pretrain): the job, its checkpoint and resume, the backbone
+"""Features learned from the project's own images (alwb.learning.pretrain): the job, its checkpoint and resume, the
+backbone
 it registers, and head / finetune rounds on it. Tiny shape images and a few steps: plumbing, never accuracy."""
 
 from __future__ import annotations
@@ -11,17 +12,17 @@ import torch
 from conftest import make_shapes
 from safetensors.torch import load_file
 
-from alwb import backbones
 from alwb.errors import ConfigError
-from alwb.loop import Project
-from alwb.plan import Geometry
-from alwb.pretrain import (
+from alwb.learning import backbones
+from alwb.learning.plan import Geometry
+from alwb.learning.pretrain import (
     META_KEY,
     POOL_BACKBONE,
     PretrainSettings,
     pretrain,
     read_status,
 )
+from alwb.project import Project
 
 SETTINGS = PretrainSettings(steps=6, batch_size=16, width=4, seed=1)
 
@@ -87,7 +88,7 @@ def test_a_time_budget_plans_its_steps_then_fixes_them(
 ) -> None:
     """A first plan at step 20, the final one after REPLAN_AFTER_S seconds (shortened here), kept in the checkpoint
     so that a resumed job keeps its schedule."""
-    from alwb import pretrain as pretrain_module
+    from alwb.learning import pretrain as pretrain_module
 
     proj, _ = project
     monkeypatch.setattr(pretrain_module, "REPLAN_AFTER_S", 0.3)
@@ -125,7 +126,7 @@ def test_the_project_backbone_fine_tunes_with_the_small_cnn_recipe(project: tupl
     """A small CNN from one pool's SimCLR fine-tunes like cnn6 from scratch (rate 0.04, its step budget): the
     pretrained-backbone rate 1e-4 left it collapsing (docs/experiments.md E27); downloaded backbones keep 1e-4."""
     from alwb.config import TrainConfig
-    from alwb.train import auto_epochs, auto_lr, recipe_arch
+    from alwb.learning.train import auto_epochs, auto_lr, recipe_arch
 
     proj, _ = project
     pretrain(proj, SETTINGS, device="cpu")

@@ -8,7 +8,7 @@ import pytest
 from conftest import make_shapes
 
 from alwb.errors import LabelError
-from alwb.loop import Project
+from alwb.project import Project
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from conftest import make_shapes
 
-from alwb.loop import Project
+from alwb.project import Project
 
 
 def test_first_round_after_the_first_batch_then_every_n_answers_validation_too(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ import pytest
 from conftest import make_shapes
 
 from alwb.cli import main
-from alwb.export import export_dataset
-from alwb.images import ENV_IMAGE_ROOT, ImageMissing, ImageRoot, load_image
-from alwb.loop import Project
+from alwb.intake.images import ENV_IMAGE_ROOT, ImageMissing, ImageRoot, load_image
+from alwb.io.export import export_dataset
+from alwb.project import Project
 from alwb.store import LabelRow
 
 
@@ -235,7 +235,7 @@ def small_backbone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # noqa: AN
     """The real ResNet-18 architecture with random weights at 64 px (as in test_embed.py)."""
     from weights_helpers import isolate_hub, register_test_spec, save_state_dict
 
-    from alwb import backbones
+    from alwb.learning import backbones
 
     path = save_state_dict(tmp_path / "r18.pth", "resnet18", seed=0)
     isolate_hub(monkeypatch, tmp_path)
@@ -250,7 +250,7 @@ def test_embeddings_read_the_images_through_the_mapped_root(
     small_backbone,
     monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
-    from alwb.embed import EmbeddingCache, embed_items, items_from_store
+    from alwb.learning.embed import EmbeddingCache, embed_items, items_from_store
 
     images = tmp_path / "images"
     make_shapes(images, 2, size=40, layout="flat")

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from conftest import make_shapes
 
-import alwb.pseudo
-import alwb.round
+import alwb.learning.pseudo
+import alwb.learning.round
 from alwb.cli import main
 from alwb.config import TrainConfig
-from alwb.loop import Project
+from alwb.project import Project
 from alwb.simulate import SimSettings, simulate
 
 REQUIRED = [
@@ -219,7 +219,7 @@ def test_budget_larger_than_pool_stops_when_pool_is_labeled(tmp_path: Path) -> N
 
 def test_pseudo_labels_with_smote(dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[tuple[np.ndarray, np.ndarray]] = []
-    real = alwb.pseudo.choose_pseudo_labels
+    real = alwb.learning.pseudo.choose_pseudo_labels
 
     def low_threshold(proba, item_ids, human_counts, **kw):  # noqa: ANN001, ANN202
         # a one-epoch model on 15 shapes is close to uniform, nowhere 95% sure: let every item qualify (the cap per
@@ -229,9 +229,11 @@ def test_pseudo_labels_with_smote(dataset: Path, tmp_path: Path, monkeypatch: py
         seen.append((np.asarray(item_ids), out[0]))
         return out
 
-    monkeypatch.setattr(alwb.pseudo, "choose_pseudo_labels", low_threshold)
+    monkeypatch.setattr(alwb.learning.pseudo, "choose_pseudo_labels", low_threshold)
     # and the validation check lets them through (the check is tested on its own in test_auto_strategy.py)
-    monkeypatch.setattr(alwb.round, "check_pseudo", lambda project, cfg: {"use": True, "reason": "plumbing test"})
+    monkeypatch.setattr(
+        alwb.learning.round, "check_pseudo", lambda project, cfg: {"use": True, "reason": "plumbing test"}
+    )
     s = sim(pseudo=True, balance="smote")
     assert s.name == "pseudo+smote"
     curve = simulate(dataset, tmp_path / "out", strategies=["margin"], seeds=[0], settings=s, log=False)
@@ -417,8 +419,8 @@ def test_invalid_simulator_settings_are_clear_errors() -> None:
 def test_pretrain_learns_features_on_the_pool_before_the_runs(dataset: Path, tmp_path: Path, mode: str) -> None:
     """--pretrain: the template pretrains on the pool (time recorded apart), every run trains on backbone
     pool-simclr (mode auto means finetune), and a typicality strategy picks its first batch from those features."""
-    from alwb import backbones
-    from alwb.pretrain import POOL_BACKBONE
+    from alwb.learning import backbones
+    from alwb.learning.pretrain import POOL_BACKBONE
     from alwb.simulate import PRETRAINED_MODE
 
     s = replace(QUICK, pretrain_minutes=0.01, train=replace(QUICK.train, mode=mode))

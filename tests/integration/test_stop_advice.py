@@ -10,7 +10,7 @@ import pytest
 from conftest import make_shapes
 
 from alwb.cli import main
-from alwb.loop import Project
+from alwb.project import Project
 
 
 def status(capsys: pytest.CaptureFixture[str], root: Path, *args: str) -> str:

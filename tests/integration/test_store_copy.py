@@ -11,7 +11,7 @@ from store_checks import label_history
 
 from alwb.cli import main
 from alwb.errors import ProjectError
-from alwb.loop import Project
+from alwb.project import Project
 from alwb.store import LabelRow, Store
 from alwb.store.copy import TABLES, copy_store
 

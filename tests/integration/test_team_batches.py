@@ -1,4 +1,4 @@
-"""Team batches (alwb.leases.team_batch) over a real project on both backends: the query's order, leased, disjoint
+"""Team batches (alwb.team.leases.team_batch) over a real project on both backends: the query's order, leased, disjoint
 except the overlap, overlap items answered once waiting for a second annotator."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from alwb import leases
 from alwb.errors import AlwbError, EmptyPoolError, LabelError
-from alwb.loop import Project
+from alwb.project import Project
+from alwb.team import leases
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from alwb import users
 from alwb.cli import ROLES, main
-from alwb.loop import Project
+from alwb.project import Project
+from alwb.team import users
 
 
 @pytest.fixture

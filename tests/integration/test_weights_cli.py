@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 from weights_helpers import isolate_hub, register_test_spec, save_state_dict, serve
 
-from alwb import backbones
 from alwb.cli import build_parser, main, sim_train_config
 from alwb.config import TrainConfig
-from alwb.loop import Project
+from alwb.learning import backbones
+from alwb.project import Project
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: object) -> tuple[int, str, str]:
@@ -272,7 +272,8 @@ def test_the_parser_reads_the_backbone_names_only_when_it_needs_them() -> None:
 
     code = (
         "import sys, alwb.cli; alwb.cli.build_parser(); assert 'numpy' not in sys.modules, 'numpy'; "
-        "print(sorted(alwb.cli.BACKBONES) == sorted(__import__('alwb.backbones').backbones.backbone_names()))"
+        "import importlib; names = importlib.import_module('alwb.learning.backbones').backbone_names(); "
+        "print(sorted(alwb.cli.BACKBONES) == sorted(names))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from alwb.cli import main
-from alwb.loop import Project
+from alwb.project import Project
 from alwb.store import LabelRow
-from alwb.worker import live_workers, request_round, run_worker
+from alwb.team.worker import live_workers, request_round, run_worker
 
 
 @pytest.fixture
@@ -106,7 +106,7 @@ def test_a_killed_worker_fails_its_round_and_the_next_worker_goes_on(project: Pa
 
 
 def test_a_web_server_queues_the_round_when_a_worker_is_registered(project: Path) -> None:
-    from alwb.worker import start_or_queue
+    from alwb.team.worker import start_or_queue
 
     with Project.open(project) as proj:
         proj.store.register_worker("gpu-box:1:abc", "gpu-box", 1, "cuda", time.time())
@@ -120,7 +120,7 @@ def test_a_web_server_queues_the_round_when_a_worker_is_registered(project: Path
 def test_alwb_status_fails_a_silent_workers_request(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """With no live worker left to notice (the only one was killed), ``alwb status`` notices: the request and its
     round are failed with the reason, and the status shows no round running."""
-    from alwb.worker import STALE_S
+    from alwb.team.worker import STALE_S
 
     old = time.time() - STALE_S - 5
     with Project.open(project) as proj:

@@ -1,8 +1,9 @@
 """One annotator of tests/reliability/test_team_postgres.py, run as its own process through the library:
 ``python team_annotator.py PROJECT NAME LABELS BATCH OUT [--retry]``.
 
-It takes a leased batch (:func:`alwb.leases.team_batch`), answers it with the class in each file's name, saves it in
-one transaction (:meth:`alwb.loop.Project.label`) and only after that call returned appends the acknowledged rows to
+It takes a leased batch (:func:`alwb.team.leases.team_batch`), answers it with the class in each file's name, saves it
+in
+one transaction (:meth:`alwb.project.Project.label`) and only after that call returned appends the acknowledged rows to
 ``OUT`` (JSON lines, flushed): ``{"kind": "lease", ...}`` before, ``{"kind": "ack", ...}`` after. With ``--retry`` a
 call that raises :class:`~alwb.errors.StoreUnavailable` is written as ``{"kind": "unavailable", ...}`` and tried
 again until the store is back; any other error ends the process with status 1. Stays light: no test imports.
@@ -20,8 +21,8 @@ from typing import Any
 
 def main(argv: list[str]) -> int:
     from alwb.errors import EmptyPoolError, StoreUnavailable
-    from alwb.leases import team_batch
-    from alwb.loop import Project
+    from alwb.project import Project
+    from alwb.team.leases import team_batch
 
     root, name, labels, batch, out = argv[0], argv[1], int(argv[2]), int(argv[3]), Path(argv[4])
     retry = "--retry" in argv

@@ -59,8 +59,8 @@ def _make_project(tmp_path: Path, per_class: int) -> tuple[Path, dict[int, str],
 
     Returns the root, {item id: true class} and {item id: RGB pixels as the workbench loads them}.
     """
-    from alwb.images import load_image
-    from alwb.loop import Project
+    from alwb.intake.images import load_image
+    from alwb.project import Project
 
     truth = make_shapes(tmp_path / "shapes", per_class, layout="flat")
     root = tmp_path / "project"
@@ -126,14 +126,14 @@ def server(root: Path, log_path: Path) -> Iterator[str]:
 
 def expected_batch(root: Path) -> list[int]:
     """The item ids of the batch a fresh Label page shows: the query is deterministic for a given store state."""
-    from alwb.loop import Project
+    from alwb.project import Project
 
     with Project.open(root) as proj:
         return [it.id for it in proj.query(BATCH).items]
 
 
 def open_store(root: Path):
-    from alwb.loop import STORE_FILE
+    from alwb.project import STORE_FILE
     from alwb.store import Store
 
     return Store(root / STORE_FILE)

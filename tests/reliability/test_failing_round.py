@@ -18,10 +18,10 @@ from reliability_figures import report_figures
 from safetensors.torch import load_file
 from store_checks import integrity_ok
 
+import alwb.learning.train
 import alwb.store
-import alwb.train
 from alwb.errors import AlwbError
-from alwb.loop import Project
+from alwb.project import Project
 
 
 def _digest(path: str | Path) -> str:
@@ -50,7 +50,7 @@ def _raise_in_training(mp: pytest.MonkeyPatch) -> None:
     def boom(*_a: object, **_k: object) -> None:
         raise RuntimeError("simulated failure inside training")
 
-    mp.setattr(alwb.train, "train_model", boom)
+    mp.setattr(alwb.learning.train, "train_model", boom)
 
 
 def _nan_loss(mp: pytest.MonkeyPatch) -> None:
@@ -79,7 +79,7 @@ def _memory_error_while_scoring(mp: pytest.MonkeyPatch) -> None:
             out_probs[: len(out_probs) // 2] = 0.5
         raise MemoryError("simulated: cannot allocate scoring buffer")
 
-    mp.setattr(alwb.train, "predict_batches", half_then_fail)
+    mp.setattr(alwb.learning.train, "predict_batches", half_then_fail)
 
 
 def _store_fails_at_the_end(mp: pytest.MonkeyPatch) -> None:

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from reliability_figures import report_figures
 
-from alwb.ingest import check_file
+from alwb.intake.ingest import check_file
 
 #: the import's own peak memory, above what the process held once its libraries (torch, ...) were loaded
 PEAK_RSS_GROWTH_LIMIT = 1024**3
@@ -172,9 +172,9 @@ EpsImagePlugin.EpsImageFile._open = _spy("EpsImageFile._open")
 PsdImagePlugin.PsdImageFile._open = _spy("PsdImageFile._open")
 """
 
-# alwb.loop (torch) is imported before the spies go in: importing torch may run ldconfig
+# alwb.project (torch) is imported before the spies go in: importing torch may run ldconfig
 CHILD = (
-    "from alwb.loop import Project\n"
+    "from alwb.project import Project\n"
     + SPIES
     + """
 import json, sys, time
@@ -273,7 +273,7 @@ def test_hostile_files_are_imported_or_rejected_with_a_reason(tmp_path: Path, mo
 
 
 def test_exif_orientations_are_applied_to_the_pixels(tmp_path: Path) -> None:
-    from alwb.images import load_image
+    from alwb.intake.images import load_image
 
     src = tmp_path / "hostile"
     build_hostile(src)
@@ -284,7 +284,7 @@ def test_exif_orientations_are_applied_to_the_pixels(tmp_path: Path) -> None:
 
 
 def test_every_accepted_file_converts_to_the_model_modes(tmp_path: Path) -> None:
-    from alwb.images import load_array
+    from alwb.intake.images import load_array
 
     src = tmp_path / "hostile"
     expect = build_hostile(src)

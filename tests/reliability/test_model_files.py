@@ -18,8 +18,8 @@ from conftest import make_shapes
 from reliability_figures import REPO, report_figures
 
 from alwb.errors import UnsafeModelFileError
-from alwb.export import Predictor, export_project, load_state_dict_file
-from alwb.loop import Project
+from alwb.io.export import Predictor, export_project, load_state_dict_file
+from alwb.project import Project
 
 
 class _CreatesAFile:
@@ -111,7 +111,7 @@ CHILD = """
 import json, sys
 import numpy as np, torch
 from safetensors.torch import load_file
-from alwb.export import Predictor, build_classifier
+from alwb.io.export import Predictor, build_classifier
 mdir, x_path, out = sys.argv[1], sys.argv[2], sys.argv[3]
 x = torch.from_numpy(np.load(x_path))
 pre = json.load(open(mdir + "/preprocess.json"))
@@ -132,7 +132,7 @@ json.dump({"preds": preds}, open(out + "/preds.json", "w"))
 def test_exported_model_reloads_in_a_fresh_process(tmp_path: Path, exported: tuple[Project, Path]) -> None:
     from safetensors.torch import load_file
 
-    from alwb.export import build_classifier
+    from alwb.io.export import build_classifier
 
     p, model_dir = exported
     pre = json.loads((model_dir / "preprocess.json").read_text())

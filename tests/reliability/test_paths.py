@@ -19,12 +19,12 @@ import pytest
 from PIL import Image
 from reliability_figures import report_figures
 
-import alwb.images
-import alwb.ingest
-import alwb.ziputil
+import alwb.intake.images
+import alwb.intake.ingest
+import alwb.intake.ziputil
 from alwb.errors import AlwbError
-from alwb.loop import Project
-from alwb.ziputil import content_root, safe_extract
+from alwb.intake.ziputil import content_root, safe_extract
+from alwb.project import Project
 
 # ---------------------------------------------------------------------------- every file the process opens or lists
 _AUDIT: list[tuple[str, str]] | None = None
@@ -54,7 +54,7 @@ class Recorder:
 
     def __enter__(self) -> Recorder:
         global _AUDIT
-        real_check, real_probe = alwb.ingest.check_file, alwb.images.probe
+        real_check, real_probe = alwb.intake.ingest.check_file, alwb.intake.images.probe
 
         def check_spy(path: str):  # noqa: ANN202
             self.checked.append(str(path))
@@ -71,9 +71,9 @@ class Recorder:
 
             return f
 
-        self.mp.setattr(alwb.ingest, "check_file", check_spy)
-        self.mp.setattr(alwb.ingest, "probe", probe_spy)
-        self.mp.setattr(alwb.images, "probe", probe_spy)
+        self.mp.setattr(alwb.intake.ingest, "check_file", check_spy)
+        self.mp.setattr(alwb.intake.ingest, "probe", probe_spy)
+        self.mp.setattr(alwb.intake.images, "probe", probe_spy)
         self.mp.setattr(socket.socket, "connect", no_net("socket.connect"))
         self.mp.setattr(socket.socket, "connect_ex", no_net("socket.connect_ex"))
         self.mp.setattr(socket, "create_connection", no_net("socket.create_connection"))
@@ -275,7 +275,7 @@ def test_zip_through_a_symlinked_folder_in_dest_is_refused(tmp_path: Path) -> No
 
 
 def test_too_many_entries_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(alwb.ziputil, "MAX_ENTRIES", 5)
+    monkeypatch.setattr(alwb.intake.ziputil, "MAX_ENTRIES", 5)
     data = _zip([(_entry(f"f{i}.txt"), b"x") for i in range(5)])
     with pytest.raises(AlwbError, match="entries"):
         safe_extract(io.BytesIO(data), tmp_path / "dest")

@@ -20,14 +20,14 @@ import pytest
 from conftest import make_shapes
 from PIL import Image
 
-from alwb import users
 from alwb.cli import main
 from alwb.errors import AlwbError, LabelError
-from alwb.export import export_project
-from alwb.loop import Project
+from alwb.intake.ziputil import extract_upload
+from alwb.io.export import export_project
+from alwb.project import Project
 from alwb.redaction import redact, without_password
 from alwb.store import Store, validate_class_name
-from alwb.ziputil import extract_upload
+from alwb.team import users
 
 CHEAP = users.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
 

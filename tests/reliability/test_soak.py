@@ -13,7 +13,7 @@ import numpy as np
 from conftest import make_shapes
 from reliability_figures import report_figures
 
-from alwb.loop import Project
+from alwb.project import Project
 
 N_PER_CLASS = 400  # 1,200 images
 BATCH = 20

@@ -16,7 +16,7 @@ from _postgres import Cluster, find_bindir
 from conftest import SHAPES, make_shapes
 from reliability_figures import report_figures
 
-from alwb.loop import Project
+from alwb.project import Project
 
 
 @pytest.fixture
@@ -87,7 +87,7 @@ def test_a_round_the_store_outlasts_fails_and_keeps_the_previous_model(tmp_path:
     and leaves nothing behind; the previous model stays current, and once the server is back the next round
     trains."""
     from alwb.errors import StoreUnavailable
-    from alwb.scores import read_scores
+    from alwb.learning.scores import read_scores
 
     proj = _project(tmp_path, _durable_database(own_cluster))
     try:
@@ -111,22 +111,22 @@ def test_a_round_the_store_outlasts_fails_and_keeps_the_previous_model(tmp_path:
         proj.close()
 
 
-STALE_S = 3.0  # instead of alwb.worker.STALE_S (30 s)
+STALE_S = 3.0  # instead of alwb.team.worker.STALE_S (30 s)
 
 
 def test_a_killed_only_worker_is_noticed_by_a_page_and_retrain_works(tmp_path: Path, pg_url: str) -> None:
     """The project's only worker is SIGKILLed in the middle of a round. Before, nothing failed its request but
     another worker's claim: the pages said "failed soon" for good and Retrain answered "already running". Now what
-    a page does every 2 s (:func:`alwb.worker.round_activity`) fails it once it has been silent ``STALE_S``
+    a page does every 2 s (:func:`alwb.team.worker.round_activity`) fails it once it has been silent ``STALE_S``
     seconds, the previous model stays current, and Retrain (no live worker left) trains in the web server's
     background process and its model becomes current."""
     from alwb.jobs import is_training, stop_training
-    from alwb.worker import request_round, round_activity, start_or_queue
+    from alwb.team.worker import request_round, round_activity, start_or_queue
 
     proj = _project(tmp_path, pg_url)
     root = proj.root
     code = (
-        "import sys; from alwb.worker import run_worker; "
+        "import sys; from alwb.team.worker import run_worker; "
         "run_worker(sys.argv[1], device='cpu', poll=0.2, heartbeat=0.5, stale_after=30.0)"
     )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

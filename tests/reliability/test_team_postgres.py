@@ -28,11 +28,11 @@ from conftest import CHROMIUM, CHROMIUM_ARGS, SHAPES, free_port, make_shapes
 from reliability_figures import report_figures
 from store_checks import integrity_ok, lease_rows
 
-from alwb import leases
 from alwb.errors import StoreUnavailable
-from alwb.loop import Project
+from alwb.project import Project
 from alwb.store import LabelRow, Store
-from alwb.worker import live_workers, request_round
+from alwb.team import leases
+from alwb.team.worker import live_workers, request_round
 
 HERE = Path(__file__).resolve().parent
 ANNOTATOR = HERE / "team_annotator.py"
@@ -73,9 +73,9 @@ def _records(out: Path) -> list[dict[str, Any]]:
 
 
 def _worker(root: Path, *, heartbeat: float = 1.0, stale_after: float = 30.0, once: bool = False) -> subprocess.Popen:
-    """A training worker process (alwb.worker.run_worker, as ``alwb worker`` runs it) with a short heartbeat."""
+    """A training worker process (alwb.team.worker.run_worker, as ``alwb worker`` runs it) with a short heartbeat."""
     code = (
-        "import sys; from alwb.worker import run_worker; "
+        "import sys; from alwb.team.worker import run_worker; "
         f"run_worker(sys.argv[1], device='cpu', poll=0.2, heartbeat={heartbeat}, stale_after={stale_after}, "
         f"once={once})"
     )

@@ -15,7 +15,7 @@ import pytest
 from reliability_figures import report_figures
 
 from alwb.cli import build_parser
-from alwb.loop import Project
+from alwb.project import Project
 from alwb.uilaunch import launch, spawn_ui, streamlit_command
 
 STARTUP_S = 60.0

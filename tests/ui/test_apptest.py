@@ -33,7 +33,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from alwb.cli import main as cli_main  # noqa: E402
 from alwb.jobs import is_training  # noqa: E402
-from alwb.loop import Project  # noqa: E402
+from alwb.project import Project  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 UI = REPO / "ui"
@@ -143,9 +143,10 @@ def path_of(root: Path, item_id: int) -> str:
 def test_library_does_not_import_streamlit() -> None:
     code = (
         "import importlib, pkgutil, sys, alwb\n"
-        "names = [m.name for m in pkgutil.iter_modules(alwb.__path__) if m.name != '__main__']\n"
-        "for n in names: importlib.import_module('alwb.' + n)\n"
-        "assert {'loop', 'cli', 'jobs', 'store', 'export'} <= set(names), names\n"
+        "mods = pkgutil.walk_packages(alwb.__path__, 'alwb.')\n"
+        "names = [m.name for m in mods if not m.name.endswith('__main__')]\n"
+        "for n in names: importlib.import_module(n)\n"
+        "assert {'alwb.project', 'alwb.cli', 'alwb.learning.round', 'alwb.team.worker', 'alwb.io.export'} <= set(names)\n"
         "bad = sorted(m for m in sys.modules if m in ('streamlit', 'ui') or m.startswith(('streamlit.', 'ui.')))\n"
         "assert not bad, bad\n"
     )
@@ -157,7 +158,7 @@ def test_library_does_not_import_streamlit() -> None:
 def test_pages_read_and_write_through_project_never_the_store() -> None:
     """The UI is a thin shell over ``Project``: no store method is called from ``ui/`` (reads go through
     ``Project.reads``, writes through ``Project``'s methods) and no page imports ``alwb.store`` except the sign-in
-    gate, which hands the store to ``alwb.users``."""
+    gate, which hands the store to ``alwb.team.users``."""
     import ast
 
     for f in UI.rglob("*.py"):
@@ -489,8 +490,8 @@ def test_settings_page_shows_values_set_outside_its_ranges(project) -> None:
 def test_settings_page_offers_mode_and_backbone_and_says_why(project, monkeypatch, tmp_path: Path) -> None:
     from weights_helpers import isolate_hub, save_state_dict
 
-    from alwb import backbones
-    from alwb.plan import choose_backbone
+    from alwb.learning import backbones
+    from alwb.learning.plan import choose_backbone
 
     root, _ = project
     isolate_hub(monkeypatch, tmp_path)
@@ -675,7 +676,7 @@ def test_thumbnails_enlarge_small_images_without_blur_and_shrink_photos(tmp_path
     import numpy as np
     from PIL import Image
 
-    from alwb.images import ImageRoot
+    from alwb.intake.images import ImageRoot
     from ui import state
 
     rng = np.random.default_rng(0)

@@ -43,7 +43,7 @@ pytestmark = [
 @pytest.fixture
 def project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A project of 60 shape images (3 classes), small batches, quick CPU rounds; and the true classes."""
-    from alwb.loop import Project
+    from alwb.project import Project
 
     truth = make_shapes(tmp_path / "shapes", 20, layout="flat")
     root = tmp_path / "project"
@@ -185,7 +185,7 @@ def choose_with_mouse(page, box, option: str) -> None:
 
 def expected_batch(root: Path) -> list[int]:
     """The item ids of the batch the Label page shows: the query is deterministic for a given store state."""
-    from alwb.loop import Project
+    from alwb.project import Project
 
     with Project.open(root) as proj:
         return [it.id for it in proj.query(BATCH).items]
@@ -193,7 +193,7 @@ def expected_batch(root: Path) -> list[int]:
 
 def human_labels(root: Path) -> list[tuple[int, str | None, str]]:
     """(item id, class, batch id) of every current human label."""
-    from alwb.loop import Project
+    from alwb.project import Project
 
     with Project.open(root) as proj:
         rows = proj.store.con.execute(
@@ -204,14 +204,14 @@ def human_labels(root: Path) -> list[tuple[int, str | None, str]]:
 
 
 def done_rounds(root: Path) -> list[dict]:
-    from alwb.loop import Project
+    from alwb.project import Project
 
     with Project.open(root) as proj:
         return [r for r in proj.store.rounds() if r["status"] == "done"]
 
 
 def item_paths(root: Path, ids: list[int]) -> list[str]:
-    from alwb.loop import Project
+    from alwb.project import Project
 
     with Project.open(root) as proj:
         return [str(Path(proj.store.item(i)["path"]).resolve()) for i in ids]
@@ -238,7 +238,7 @@ HYMENOPTERA = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
 def photo_project(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     """A project of the hymenoptera training photos (ants and bees, JPEGs of varied sizes, a GIF, a file name with
     a space), imported unlabeled from a flat copy of the folder, as a person's photos would be; the true classes."""
-    from alwb.loop import Project
+    from alwb.project import Project
 
     flat = tmp_path / "photos"
     flat.mkdir()
@@ -430,7 +430,7 @@ def _walk_through(page, server: str, project: tuple[Path, dict[str, str]], class
 
 
 def _all_rounds(root: Path) -> list[dict]:
-    from alwb.loop import Project
+    from alwb.project import Project
 
     with Project.open(root) as proj:
         return proj.store.rounds()
@@ -447,7 +447,7 @@ def test_a_project_from_uploaded_zips_in_a_browser(browser_page, tmp_path: Path)
     second zip of unlabeled images; the page stays on one connection throughout (no reload, nothing lost)."""
     from playwright.sync_api import expect
 
-    from alwb.loop import Project
+    from alwb.project import Project
 
     page = browser_page
     make_shapes(tmp_path / "first", 4, layout="imagefolder")

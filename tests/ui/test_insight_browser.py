@@ -22,7 +22,7 @@ def test_lasso_on_the_map_bulk_labels_the_selected_items(browser_page, tmp_path:
     from playwright.sync_api import expect
 
     from alwb import insight
-    from alwb.loop import Project
+    from alwb.project import Project
 
     root = copy_project(build(tmp_path / "template"), tmp_path / "proj")
     with Project.open(root) as proj:

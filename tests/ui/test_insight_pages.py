@@ -15,7 +15,7 @@ import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from alwb import insight  # noqa: E402
-from alwb.loop import Project  # noqa: E402
+from alwb.project import Project  # noqa: E402
 
 TIMEOUT = 90
 
@@ -222,7 +222,7 @@ def test_cli_issues_json_and_similar(root: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_map_is_for_reviewers_and_admins_only() -> None:
-    from alwb.users import PAGES
+    from alwb.team.users import PAGES
 
     assert "map" in PAGES["reviewer"] and "map" in PAGES["admin"] and "map" not in PAGES["annotator"]
 
@@ -246,7 +246,7 @@ def test_label_page_shows_images_similar_to_the_framed_card(root: Path, tmp_path
 
 
 def test_a_reviewer_answers_outliers_but_only_an_admin_removes(root: Path) -> None:
-    from alwb import users
+    from alwb.team import users
 
     with Project.open(root) as proj:
         users.add_user(proj.store, "rev", "reviewer password", "reviewer")

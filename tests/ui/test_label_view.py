@@ -29,7 +29,7 @@ import _uiserver  # noqa: E402
 @pytest.fixture
 def trained(tmp_path: Path) -> Path:
     """60 shape images, 3 classes, one finished round (so batches come with the model's guesses)."""
-    from alwb.loop import Project
+    from alwb.project import Project
 
     truth = make_shapes(tmp_path / "shapes", 20, layout="flat")
     root = tmp_path / "project"
@@ -111,7 +111,7 @@ def focused(page, j: int) -> None:  # noqa: ANN001
 
 
 def labels(root: Path) -> dict[int, tuple[str | None, bool]]:
-    from alwb.loop import Project
+    from alwb.project import Project
 
     with Project.open(root) as proj:
         return {
@@ -124,7 +124,7 @@ def labels(root: Path) -> dict[int, tuple[str | None, bool]]:
 def test_keyboard_labeling_a_new_user_can_follow(page, trained: Path) -> None:  # noqa: ANN001
     from playwright.sync_api import expect
 
-    from alwb.loop import Project
+    from alwb.project import Project
 
     with Project.open(trained) as proj:
         batch = proj.query(BATCH).items

@@ -12,9 +12,9 @@ pytest.importorskip("streamlit")
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from alwb import agreement  # noqa: E402
-from alwb.labelstudio import import_labelstudio  # noqa: E402
-from alwb.loop import Project  # noqa: E402
+from alwb.io.labelstudio import import_labelstudio  # noqa: E402
+from alwb.project import Project  # noqa: E402
+from alwb.team import agreement  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ def test_the_server_command_warms_up_through_ui_server() -> None:
 
     cmd = streamlit_command(None, port=8765, host="127.0.0.1")
     assert cmd[1:5] == ["-m", "ui.server", "run", cmd[4]] and cmd[4].endswith(os.path.join("ui", "app.py"))
-    assert "alwb.loop" in server.WARM_MODULES and "ui.views.label" in server.WARM_MODULES
+    assert "alwb.project" in server.WARM_MODULES and "ui.views.label" in server.WARM_MODULES
     assert server._option(["run", "a.py", "--server.port", "9"], "--server.port", "8501") == "9"
     assert server._option(["run", "a.py", "--server.port=7"], "--server.port", "8501") == "7"
     assert server._option(["run", "a.py", "--", "--server.port", "9"], "--server.port", "8501") == "8501"
@@ -46,14 +46,14 @@ def test_every_page_module_the_app_imports_is_warmed_before_serving() -> None:
 
 
 def test_importing_the_accounts_module_hashes_nothing() -> None:
-    code = "import alwb.users as u; print(u._dummy_hash.cache_info().currsize)"
+    code = "import alwb.team.users as u; print(u._dummy_hash.cache_info().currsize)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "0"  # the dummy hash (a sixth of a second) is made at the first unknown name
 
 
 @pytest.mark.slow
 def test_the_address_is_printed_when_the_server_answers_with_torch_loaded(tmp_path: Path) -> None:
-    from alwb.loop import Project
+    from alwb.project import Project
 
     make_shapes(tmp_path / "shapes", 3, layout="flat")
     root = tmp_path / "proj"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from test_apptest import _fresh_streamlit, _project, ok, page  # noqa: F401 (_fresh_streamlit: autouse)
 
-from alwb import backbones
-from alwb.loop import Project
-from alwb.pretrain import POOL_BACKBONE, job_status
+from alwb.learning import backbones
+from alwb.learning.pretrain import POOL_BACKBONE, job_status
+from alwb.project import Project
 
 
 @pytest.fixture(autouse=True)

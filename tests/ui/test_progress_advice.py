@@ -8,8 +8,8 @@ from pathlib import Path
 
 from test_apptest import _fresh_streamlit, _project, page, project, says, trained  # noqa: F401 (fixtures)
 
-from alwb.advice import advice_settings
-from alwb.loop import Project
+from alwb.learning.advice import advice_settings
+from alwb.project import Project
 
 
 def record_rounds(root: Path, accuracies: list[float], kappas: list[float]) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from test_apptest import _fresh_streamlit, _project, page  # noqa: F401 (_fresh_streamlit: autouse)
 
-from alwb.loop import Project
-from alwb.report import format_status, round_decisions
+from alwb.io.report import format_status, round_decisions
+from alwb.project import Project
 
 
 def test_round_decisions_read_the_recorded_metrics() -> None:

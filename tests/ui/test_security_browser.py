@@ -18,8 +18,9 @@ import pytest
 from conftest import CHROMIUM, CHROMIUM_ARGS, make_shapes
 from PIL import Image
 
-from alwb import pretrain, users
-from alwb.loop import Project
+from alwb.learning import pretrain
+from alwb.project import Project
+from alwb.team import users
 
 pytest.importorskip("playwright", reason="playwright is not installed (pip install -e '.[test]')")
 

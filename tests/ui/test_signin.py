@@ -12,9 +12,9 @@ import streamlit as st  # noqa: E402
 from store_checks import label_history
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from alwb import users  # noqa: E402
 from alwb.cli import main  # noqa: E402
-from alwb.loop import Project  # noqa: E402
+from alwb.project import Project  # noqa: E402
+from alwb.team import users  # noqa: E402
 
 APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
 CHEAP = users.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
@@ -89,7 +89,7 @@ def test_a_disabled_account_is_signed_out_at_the_next_click(project: Path) -> No
     _sign_in(at, "rev", "reviewer pw")
     assert [t.value for t in at.title] == ["Review"]  # a reviewer lands on Review: no labeling batch is leased
     with Project.open(project) as proj:
-        from alwb import leases
+        from alwb.team import leases
 
         assert leases.held(proj.store, "rev") == []
         users.set_disabled(proj.store, "rev")
@@ -114,7 +114,7 @@ def test_ui_refuses_a_network_address_without_users(tmp_path: Path, capsys: pyte
 
 
 def test_two_signed_in_annotators_get_disjoint_batches(project: Path) -> None:
-    from alwb import leases
+    from alwb.team import leases
 
     with Project.open(project) as proj:
         leases.set_overlap_share(proj.store, 0.0)
@@ -139,8 +139,8 @@ def _review_script() -> None:
 
 
 def test_a_reviewer_decides_a_disagreement_on_the_review_page(project: Path) -> None:
-    from alwb import agreement
     from alwb.store import LabelRow
+    from alwb.team import agreement
 
     with Project.open(project) as proj:
         a, b = proj.store.item_ids()[:2]
@@ -168,8 +168,8 @@ def _progress_script() -> None:
 
 
 def test_progress_shows_annotators_and_their_agreement_with_reviews(project: Path) -> None:
-    from alwb import agreement
     from alwb.store import LabelRow
+    from alwb.team import agreement
 
     with Project.open(project) as proj:
         a, b = proj.store.item_ids()[:2]
@@ -230,8 +230,8 @@ def _history_script() -> None:
 
 
 def test_the_history_page_lists_the_signed_in_persons_own_labels(project: Path) -> None:
-    from alwb import agreement
     from alwb.store import LabelRow
+    from alwb.team import agreement
 
     with Project.open(project) as proj:
         a, b, c = proj.store.item_ids()[:3]

@@ -70,7 +70,7 @@ def test_start_page_checks_the_source_first_and_lists_rejected_files(tmp_path: P
             assert "alwb add" not in body and "`" not in body
         finally:
             browser.close()
-    from alwb.loop import Project
+    from alwb.project import Project
 
     with Project.open(tmp_path / "p1") as proj:
         rejected = proj.store.rejected()

@@ -42,8 +42,8 @@ pytestmark = [
 @pytest.fixture
 def team_project(tmp_path: Path, pg_url: str) -> Path:
     """60 shapes on a PostgreSQL store; two annotators and a reviewer; rounds only when asked for."""
-    from alwb import leases, users
-    from alwb.loop import Project
+    from alwb.project import Project
+    from alwb.team import leases, users
 
     make_shapes(tmp_path / "shapes", 20, layout="flat")
     root = tmp_path / "team"
@@ -87,7 +87,7 @@ def worker(root: Path, log_path: Path) -> Iterator[subprocess.Popen]:
 
 
 def _store(root: Path):  # noqa: ANN202
-    from alwb.loop import Project
+    from alwb.project import Project
 
     return Project.open(root)
 
@@ -140,7 +140,7 @@ def labels_by(root: Path) -> dict[str, dict[int, str | None]]:
 
 
 def held(root: Path, name: str) -> set[int]:
-    from alwb import leases
+    from alwb.team import leases
 
     with _store(root) as proj:
         return set(leases.held(proj.store, name))
@@ -151,7 +151,7 @@ def test_a_team_on_two_servers_with_a_worker(team_project: Path, tmp_path: Path)
     from playwright import sync_api
     from playwright.sync_api import expect
 
-    from alwb.leases import is_overlap
+    from alwb.team.leases import is_overlap
 
     root = team_project
     t0 = time.monotonic()

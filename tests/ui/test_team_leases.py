@@ -14,8 +14,8 @@ pytest.importorskip("streamlit")
 import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from alwb import leases, users  # noqa: E402
-from alwb.loop import Project  # noqa: E402
+from alwb.project import Project  # noqa: E402
+from alwb.team import leases, users  # noqa: E402
 
 APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
 CHEAP = users.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)

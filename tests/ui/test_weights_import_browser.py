@@ -25,8 +25,8 @@ TIMEOUT_MS = 90_000
 def test_settings_imports_a_weights_file_and_shows_its_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from playwright.sync_api import expect, sync_playwright
 
-    from alwb import backbones
-    from alwb.loop import Project
+    from alwb.learning import backbones
+    from alwb.project import Project
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))  # this test's own weights folder (the server's too)
     make_shapes(tmp_path / "shapes", 3, layout="flat")

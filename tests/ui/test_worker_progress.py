@@ -14,8 +14,8 @@ import streamlit as st  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from alwb.jobs import is_training, stop_training  # noqa: E402
-from alwb.loop import Project  # noqa: E402
-from alwb.worker import request_round  # noqa: E402
+from alwb.project import Project  # noqa: E402
+from alwb.team.worker import request_round  # noqa: E402
 
 APP = Path(__file__).resolve().parents[2] / "ui" / "app.py"
 WORKER = "gpu-box:4242:1a2b3c"
@@ -70,7 +70,7 @@ def test_the_label_page_shows_the_workers_progress_and_its_silence(project: Path
     assert f"Round 1 in progress: training 3/12 (25%) · worker {WORKER}, heard from" in shown, shown
     assert "has not been heard from" not in shown
 
-    _heartbeat(project, time.time() - 20)  # silent for 20 s: failed at 30 s (alwb.worker.STALE_S)
+    _heartbeat(project, time.time() - 20)  # silent for 20 s: failed at 30 s (alwb.team.worker.STALE_S)
     at.run()
     shown = _texts(at)
     assert f"Worker {WORKER} has not been heard from for 20 s" in shown, shown

@@ -1,5 +1,5 @@
 """The stop advice: the learning-curve forecast on synthetic curves with known parameters, kappa, the stop set and
-the recommendation (alwb.advice)."""
+the recommendation (alwb.learning.advice)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score
 
-from alwb.advice import (
+from alwb.learning.advice import (
     MIN_ROUNDS,
     Costs,
     advise,

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from store_checks import label_history
 
-from alwb import agreement, users
 from alwb.errors import AlwbError
 from alwb.store import LabelRow, Store
+from alwb.team import agreement, users
 
 #: The worked example of Fleiss' kappa on Wikipedia ("Fleiss' kappa", Worked example): 10 subjects, 14 raters
 #: each, 5 categories; P_bar = 0.378, P_e = 0.213, kappa = 0.210.

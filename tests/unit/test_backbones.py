@@ -1,4 +1,5 @@
-"""alwb.backbones: registry facts, verified downloads from a local server, mirror, offline message, add, load."""
+"""alwb.learning.backbones: registry facts, verified downloads from a local server, mirror, offline message, add,
+load."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import pytest
 import torch
 from weights_helpers import isolate_hub, register_test_spec, save_state_dict, serve
 
-from alwb import backbones
-from alwb.backbones import WeightsRejected, WeightsUnavailable
 from alwb.errors import AlwbError, ConfigError
+from alwb.learning import backbones
+from alwb.learning.backbones import WeightsRejected, WeightsUnavailable
 
 TV_WEIGHTS = {
     "resnet18": "ResNet18_Weights",
@@ -322,6 +323,9 @@ def test_modules_import_neither_streamlit_nor_timm() -> None:
     import subprocess
     import sys
 
-    code = "import sys, alwb.backbones, alwb.embed, alwb.head; print('streamlit' in sys.modules, 'timm' in sys.modules)"
+    code = (
+        "import sys, alwb.learning.backbones, alwb.learning.embed, alwb.learning.head; "
+        "print('streamlit' in sys.modules, 'timm' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alwb.balance import class_weights, fit_linear_head, resample_embeddings
+from alwb.learning.balance import class_weights, fit_linear_head, resample_embeddings
 
 PROPS = settings(deadline=None, max_examples=40, derandomize=True, database=None)
 

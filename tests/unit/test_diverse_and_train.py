@@ -8,12 +8,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alwb import models
 from alwb.config import TrainConfig
-from alwb.data import random_shift_flip
 from alwb.errors import AlwbError, EmptyPoolError
-from alwb.query import select_diverse, uncertainty_scores
-from alwb.train import auto_epochs, inference_copy, predict_batches, resolve_device, shrink_perturb, train_model
+from alwb.learning import models
+from alwb.learning.data import random_shift_flip
+from alwb.learning.query import select_diverse, uncertainty_scores
+from alwb.learning.train import (
+    auto_epochs,
+    inference_copy,
+    predict_batches,
+    resolve_device,
+    shrink_perturb,
+    train_model,
+)
 
 PROPS = settings(deadline=None, max_examples=40, derandomize=True, database=None)
 
@@ -191,7 +198,7 @@ def test_random_shift_flip_identity() -> None:
 def test_batches_are_even_and_cover_every_sample_once(n: int, batch: int, seed: int) -> None:
     """An epoch uses every sample once, in ceil(n / batch) batches whose sizes differ by at most one: no trailing
     batch of a few images (900 labels in batches of 64 used to end each epoch on a batch of 4)."""
-    from alwb.train import _BatchIterator
+    from alwb.learning.train import _BatchIterator
 
     x = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) % 251
     y = np.arange(n, dtype=np.int64)
@@ -268,7 +275,7 @@ def test_inference_copy_matches_eval_model(arch: str, channels: int, size: int, 
 
 
 def test_predict_batches_matches_eval_model() -> None:
-    from alwb.data import normalise
+    from alwb.learning.data import normalise
 
     model, _ = _trained(models.get_model("smallcnn", channels=1, num_classes=3, image_size=12), 1, 12)
     pixels = np.random.default_rng(0).integers(0, 256, size=(37, 1, 12, 12), dtype=np.uint8)
@@ -386,7 +393,7 @@ def test_warm_start_is_reproducible() -> None:
 
 
 def test_predict_batches_flip_tta_averages_the_image_and_its_mirror() -> None:
-    from alwb.data import normalise
+    from alwb.learning.data import normalise
 
     model, _ = _trained(models.get_model("smallcnn", channels=1, num_classes=3, image_size=12), 1, 12)
     pixels = np.random.default_rng(2).integers(0, 256, size=(21, 1, 12, 12), dtype=np.uint8)
@@ -408,7 +415,7 @@ def test_predict_batches_flip_tta_averages_the_image_and_its_mirror() -> None:
 
 
 def test_tta_follows_flip_training_and_lr_follows_the_model() -> None:
-    from alwb.train import auto_lr, uses_tta
+    from alwb.learning.train import auto_lr, uses_tta
 
     assert uses_tta(TrainConfig(augment="crop+flip"))
     assert not uses_tta(TrainConfig(augment="crop")) and not uses_tta(TrainConfig(augment="none"))

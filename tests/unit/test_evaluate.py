@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from scipy.stats import norm
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, confusion_matrix, f1_score
 
-from alwb.evaluate import classification_metrics, wilson_interval
+from alwb.learning.evaluate import classification_metrics, wilson_interval
 
 PROPS = settings(deadline=None, max_examples=50, derandomize=True, database=None)
 pytestmark = [

@@ -8,7 +8,7 @@ import torch
 
 from alwb.config import TrainConfig
 from alwb.experimental.semi import ConsistencyLoss
-from alwb.train import predict_batches, train_model
+from alwb.learning.train import predict_batches, train_model
 
 
 def test_nothing_in_the_product_imports_the_experimental_package() -> None:
@@ -16,7 +16,7 @@ def test_nothing_in_the_product_imports_the_experimental_package() -> None:
     import sys
 
     code = (
-        "import sys, alwb.loop, alwb.cli, alwb.simulate, alwb.export, alwb.round\n"
+        "import sys, alwb.project, alwb.cli, alwb.simulate, alwb.io.export, alwb.learning.round\n"
         "print(any(m.startswith('alwb.experimental') for m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

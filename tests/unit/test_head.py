@@ -1,4 +1,5 @@
-"""alwb.head: the logistic-regression head on embeddings (fit, balance, predict_proba, safetensors, torch module)
+"""alwb.learning.head: the logistic-regression head on embeddings (fit, balance, predict_proba, safetensors, torch
+module)
 and choose_mode."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from alwb.errors import ConfigError, NoLabelsError
-from alwb.head import LinearHead, choose_mode, compose, fit_head
+from alwb.learning.head import LinearHead, choose_mode, compose, fit_head
 
 
 def blobs(n_per: list[int], dim: int = 32, seed: int = 0, spread: float = 1.0) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""alwb.images.ImageRoot: stored paths relative to a project's image root, mapped per machine."""
+"""alwb.intake.images.ImageRoot: stored paths relative to a project's image root, mapped per machine."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from alwb.images import ENV_IMAGE_ROOT, ImageMissing, ImageRoot, check_present
+from alwb.intake.images import ENV_IMAGE_ROOT, ImageMissing, ImageRoot, check_present
 
 
 def test_paths_under_the_root_are_stored_relative_and_located_back(tmp_path: Path) -> None:

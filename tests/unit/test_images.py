@@ -1,4 +1,4 @@
-"""alwb.images: probing, decoding, orientation, mode conversion and rejection of unsafe or broken files.
+"""alwb.intake.images: probing, decoding, orientation, mode conversion and rejection of unsafe or broken files.
 
 Every image is generated here with Pillow in ``tmp_path``; nothing is downloaded.
 """
@@ -19,9 +19,9 @@ import pytest
 from PIL import EpsImagePlugin, Image, ImageFile, PsdImagePlugin
 
 import alwb
-from alwb import images
 from alwb.errors import AlwbError, ImageRejected
-from alwb.images import load_array, load_image, probe, to_mode
+from alwb.intake import images
+from alwb.intake.images import load_array, load_image, probe, to_mode
 
 # ----------------------------------------------------------------------------- helpers
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)

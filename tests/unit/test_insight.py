@@ -11,8 +11,8 @@ import pytest
 from store_checks import label_history
 
 from alwb.errors import LabelError
-from alwb.evaluate import wilson_interval
 from alwb.insight import duplicates, label_issues, neighbours, outliers
+from alwb.learning.evaluate import wilson_interval
 from alwb.store import LabelRow, Store
 from alwb.store.flags import Verdict
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from store_checks import lease_rows
 
-from alwb import leases
 from alwb.store import LabelRow, Store
+from alwb.team import leases
 
 T0 = 1_800_000_000.0
 
@@ -112,7 +112,7 @@ def test_overlap_share_setting(store: Store) -> None:
 WORKER = textwrap.dedent(
     """
     import sys, time
-    from alwb import leases
+    from alwb.team import leases
     from alwb.store import LabelRow, Store
 
     location, me, share = sys.argv[1], sys.argv[2], float(sys.argv[3])

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from alwb.errors import AlwbError, UnsafeModelFileError
-from alwb.export import load_state_dict_file
-from alwb.models import choose_arch, get_model, list_models
+from alwb.io.export import load_state_dict_file
+from alwb.learning.models import choose_arch, get_model, list_models
 
 
 @pytest.mark.parametrize(
@@ -38,7 +38,8 @@ def test_models_give_logits_and_embeddings(arch: str, size: int, channels: int) 
 
 def test_registry_and_auto_choice() -> None:
     assert list_models() == ["cnn6", "resnet18", "smallcnn"]
-    # a from-scratch round is from scratch at every size: pretrained features are the training plan's (alwb.plan)
+    # a from-scratch round is from scratch at every size: pretrained features are the training plan's
+    # (alwb.learning.plan)
     assert choose_arch("auto", 28) == "cnn6" and choose_arch("auto", 160) == "cnn6"
     assert choose_arch("smallcnn", 28) == "smallcnn"  # the earlier default stays available (and older projects keep it)
     assert choose_arch("resnet18", 160) == "resnet18"
@@ -48,20 +49,21 @@ def test_registry_and_auto_choice() -> None:
 
 def test_pretrained_weights_missing_offline_warns_and_starts_random(tmp_path: Path, monkeypatch, caplog) -> None:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    with caplog.at_level(logging.WARNING, logger="alwb.models"):
+    with caplog.at_level(logging.WARNING, logger="alwb.learning.models"):
         m = get_model("resnet18", channels=3, num_classes=2, image_size=96, pretrained="auto")
     assert "not available offline" in caplog.text and "random initialisation" in caplog.text
     assert m(torch.randn(1, 3, 96, 96)).shape == (1, 2)
 
 
 def test_pretrained_resnet18_weights_are_hash_checked(tmp_path: Path, monkeypatch) -> None:
-    """``pretrained="auto"`` takes ResNet-18's weights only through alwb.backbones: a file under the published name
+    """``pretrained="auto"`` takes ResNet-18's weights only through alwb.learning.backbones: a file under the
+    published name
     whose SHA-256 is not the published one is not loaded (it was, unchecked, before); a file added with
     ``alwb weights add`` is, by its recorded hash; an explicit path is loaded as given."""
     from torchvision.models import resnet18
     from weights_helpers import isolate_hub
 
-    from alwb import backbones
+    from alwb.learning import backbones
 
     torch.manual_seed(1)
     ref = resnet18(weights=None)
@@ -115,8 +117,8 @@ def test_weights_only_false_appears_nowhere_in_the_code() -> None:
 def test_geometry_follows_the_images(tmp_path: Path) -> None:
     from PIL import Image
 
-    from alwb.data import choose_geometry
-    from alwb.loop import Project
+    from alwb.learning.data import choose_geometry
+    from alwb.project import Project
 
     grey, rgb = tmp_path / "grey", tmp_path / "rgb"
     grey.mkdir()
@@ -144,7 +146,7 @@ def test_a_project_keeps_the_model_it_started_with(tmp_path: Path) -> None:
     its stored weights warm-start the next round and load for scoring and export. New projects get ``cnn6``."""
     from PIL import Image
 
-    from alwb.loop import Project
+    from alwb.project import Project
 
     folder = tmp_path / "img"
     folder.mkdir()
@@ -164,8 +166,8 @@ def test_exported_torchscript_matches_the_weights(tmp_path: Path, shapes_flat) -
     import subprocess
     import sys
 
-    from alwb.export import Predictor, export_project
-    from alwb.loop import Project
+    from alwb.io.export import Predictor, export_project
+    from alwb.project import Project
 
     folder, truth = shapes_flat
     with Project.create(tmp_path / "p", classes=["circle", "square", "triangle"]) as p:

@@ -1,12 +1,13 @@
-"""The one training-plan decision (:func:`alwb.plan.decide_plan`) as a table: images × backbones here × device."""
+"""The one training-plan decision (:func:`alwb.learning.plan.decide_plan`) as a table: images × backbones here ×
+device."""
 
 from __future__ import annotations
 
 import pytest
 
-from alwb import backbones
 from alwb.errors import ConfigError
-from alwb.plan import AUTO_BACKBONE, choose_backbone, decide_plan
+from alwb.learning import backbones
+from alwb.learning.plan import AUTO_BACKBONE, choose_backbone, decide_plan
 
 PACKAGED = {"efficientnet_lite0"}  # what `pip install alwb` brings
 HUB_FILE = {"dinov2_vits14", "efficientnet_lite0"}  # a DINOv2 file downloaded too
@@ -99,7 +100,7 @@ def test_geometry_reads_what_older_projects_stored_and_writes_plain_json() -> No
     no ``backbone``) read as scratch, and a round trip changes nothing."""
     import json
 
-    from alwb.plan import Geometry
+    from alwb.learning.plan import Geometry
 
     old = {"image_size": 20, "channels": 1, "arch": "cnn6", "mean": None, "std": None}
     g = Geometry.from_dict(old)

@@ -1,9 +1,10 @@
-"""A time budget's step count (alwb.pretrain.plan_steps): the pace leaves the first steps out and fills what is left
+"""A time budget's step count (alwb.learning.pretrain.plan_steps): the pace leaves the first steps out and fills what
+is left
 of the budget, so `--minutes 45` trains about 45 minutes, not 35 (docs/experiments.md E31)."""
 
 from __future__ import annotations
 
-from alwb.pretrain import plan_steps
+from alwb.learning.pretrain import plan_steps
 
 
 def test_the_plan_fills_what_is_left_of_the_budget_at_the_measured_pace() -> None:

@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from alwb.experimental.semi import flat_counts
-from alwb.plan import Geometry
-from alwb.pseudo import choose_pseudo_labels
+from alwb.learning.plan import Geometry
+from alwb.learning.pseudo import choose_pseudo_labels
 
 PROPS = settings(deadline=None, max_examples=40, derandomize=True, database=None)
 
@@ -211,8 +211,8 @@ def test_random_choice_reaches_below_the_most_confident() -> None:
 
 def test_pseudo_labels_add_steps_instead_of_taking_them_from_the_human_labels() -> None:
     from alwb.config import TrainConfig
-    from alwb.round import epochs_with_extra as _epochs_with_extra
-    from alwb.train import auto_epochs
+    from alwb.learning.round import epochs_with_extra as _epochs_with_extra
+    from alwb.learning.train import auto_epochs
 
     cfg = TrainConfig(batch_size=64, pseudo_steps=2.0)
     geo = Geometry("scratch", "smallcnn", 28, 1)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from alwb.errors import AlwbError, EmptyPoolError
-from alwb.query import list_strategies, select, uncertainty_scores
+from alwb.learning.query import list_strategies, select, uncertainty_scores
 
 PROPS = settings(deadline=None, max_examples=50, derandomize=True, database=None)
 MEASURED = ("entropy", "margin", "least-confidence")
@@ -218,7 +218,7 @@ def test_the_cli_knows_every_strategy_without_importing_modal() -> None:
 
 def test_every_strategy_is_one_table_entry_with_a_pick() -> None:
     """One interface: each registered strategy says what it needs and picks from Candidates (ids, scores)."""
-    from alwb.query import STRATEGIES, Candidates, strategy
+    from alwb.learning.query import STRATEGIES, Candidates, strategy
 
     rng = np.random.default_rng(0)
     ids = np.arange(100, 140, dtype=np.int64)

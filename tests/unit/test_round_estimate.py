@@ -1,10 +1,11 @@
-"""alwb.trainers.training_estimate: how long a CPU fine-tuning round will train, said after its first epochs."""
+"""alwb.learning.trainers.training_estimate: how long a CPU fine-tuning round will train, said after its first
+epochs."""
 
 from __future__ import annotations
 
 import pytest
 
-from alwb.trainers import training_estimate
+from alwb.learning.trainers import training_estimate
 
 
 def test_the_estimate_follows_the_latest_epoch_not_the_slow_first_one() -> None:
@@ -23,9 +24,9 @@ def test_a_slow_round_is_announced_once_after_its_second_epoch(monkeypatch: pyte
     """The fine-tuning trainer's progress callback on a CPU (``FinetuneTrainer._progress``)."""
     from types import SimpleNamespace
 
-    from alwb import trainers
     from alwb.config import TrainConfig
-    from alwb.plan import Geometry
+    from alwb.learning import trainers
+    from alwb.learning.plan import Geometry
 
     geo = Geometry("finetune", "bb:resnet18", 224, 3, backbone="resnet18")
     seen: list[int] = []

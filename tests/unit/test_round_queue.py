@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from alwb.store import Store
-from alwb.worker import live_workers, request_round
+from alwb.team.worker import live_workers, request_round
 
 CLAIMER = textwrap.dedent(
     """

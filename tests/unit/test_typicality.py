@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from alwb.query import select
-from alwb.typicality import MIN_PROBE_VAL, probe_handover, select_typical, typicality
+from alwb.learning.query import select
+from alwb.learning.typicality import MIN_PROBE_VAL, probe_handover, select_typical, typicality
 
 CENTRES = np.array([[8.0, 0.0], [0.0, 8.0], [-8.0, -8.0]])
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from alwb import users
 from alwb.store import Store
-from alwb.users import SignInError, SignInThrottled, UserError
+from alwb.team import users
+from alwb.team.users import SignInError, SignInThrottled, UserError
 
 T0 = 1_800_000_000.0
 

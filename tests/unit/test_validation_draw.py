@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alwb.loop import draw_validation
+from alwb.project import draw_validation
 
 
 @settings(max_examples=60, deadline=None)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from alwb.errors import AlwbError
 from alwb.jobs import READY_PHASE
-from alwb.loop import Project
+from alwb.project import Project
 from ui import state
 from ui.text import md_escape
 
@@ -159,9 +159,9 @@ def median_side(proj: Project) -> int | None:
 
 
 def plan_sentence(proj: Project) -> tuple[str, str | None]:
-    """What trains and why, in one plain sentence from the training plan (:meth:`alwb.loop.Project.plan`), and what
+    """What trains and why, in one plain sentence from the training plan (:meth:`alwb.project.Project.plan`), and what
     the person can do about it (None: nothing to do). No file names, commands, URLs or raw errors."""
-    from alwb.plan import SMALL_IMAGE_PX
+    from alwb.learning.plan import SMALL_IMAGE_PX
 
     try:
         plan, _ = proj.plan()

@@ -18,7 +18,7 @@ import streamlit as st
 
 from alwb import insight
 from alwb.errors import AlwbError
-from alwb.loop import Project
+from alwb.project import Project
 from ui import state
 from ui.views import insight as views
 from ui.views.common import need_project, show_flash

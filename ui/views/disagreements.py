@@ -1,14 +1,14 @@
 """The Review page's Disagreements tab: agreement on the overlap items and the queue of items whose annotators
-disagree; a reviewer's decision becomes the label (:mod:`alwb.agreement`)."""
+disagree; a reviewer's decision becomes the label (:mod:`alwb.team.agreement`)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from alwb import agreement
 from alwb.errors import AlwbError
-from alwb.loop import Project
+from alwb.project import Project
+from alwb.team import agreement
 from ui import state
 from ui.text import md_escape
 

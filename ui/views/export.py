@@ -10,7 +10,7 @@ from pathlib import Path
 import streamlit as st
 
 from alwb.errors import AlwbError
-from alwb.export import export_project
+from alwb.io.export import export_project
 from ui import state
 from ui.text import md_escape
 from ui.views.common import ago, need_project

@@ -16,7 +16,7 @@ import streamlit as st
 from alwb import insight
 from alwb.errors import AlwbError
 from alwb.insight import jobs
-from alwb.loop import Project
+from alwb.project import Project
 from ui import state
 from ui.text import md_escape
 
@@ -27,7 +27,7 @@ GROUPS_PER_PAGE = 5
 # ----------------------------------------------------------------------------------------------- shared
 def role(proj: Project) -> str:
     """The signed-in person's role; ``admin`` in a project without accounts (one person, the owner)."""
-    from alwb import users
+    from alwb.team import users
 
     if state.signin() is None:
         return "admin"

@@ -10,7 +10,7 @@ import streamlit as st
 
 from alwb.errors import AlwbError, EmptyPoolError, StoreUnavailable
 from alwb.jobs import is_training, is_waiting, mark_active
-from alwb.loop import Project
+from alwb.project import Project
 from ui import keyboard, leasewatch, state
 from ui.text import md_escape
 from ui.views import signin, unavailable
@@ -29,8 +29,8 @@ _LABELING = "alwb_labeling"
 def _fetch_batch(proj: Project) -> dict | None:
     cfg = proj.config
     try:
-        if state.signin() is not None:  # a team: the batch is leased to this annotator (alwb.leases)
-            from alwb.leases import team_batch
+        if state.signin() is not None:  # a team: the batch is leased to this annotator (alwb.team.leases)
+            from alwb.team.leases import team_batch
 
             res = team_batch(proj, state.annotator(), cfg.batch_size, strategy=cfg.strategy, exclude=state.skipped())
             st.session_state[_RENEWED_AT] = time.time()  # leased (or renewed) just now
@@ -46,7 +46,7 @@ def _wants_to_label(proj: Project) -> bool:
     saying so, once per session, so that a sign-in to review holds no items from the others."""
     if state.signin() is None or st.session_state.get(_LABELING):
         return True
-    from alwb import users
+    from alwb.team import users
 
     try:
         role = users.get_user(proj.store, state.annotator()).role
@@ -279,7 +279,7 @@ def _keep_leases(proj: Project, *, force: bool = False) -> None:
     b = state.batch()
     if state.signin() is None or not b or not b.get("items"):
         return
-    from alwb import leases
+    from alwb.team import leases
 
     now = time.time()
     ttl = leases.lease_ttl(proj.store)

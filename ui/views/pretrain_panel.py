@@ -7,8 +7,8 @@ import time
 
 import streamlit as st
 
-from alwb import pretrain
 from alwb.errors import AlwbError
+from alwb.learning import pretrain
 from ui import state
 from ui.text import md_escape
 from ui.views import signin

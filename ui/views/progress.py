@@ -8,8 +8,8 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from alwb.advice import LEVEL, Costs, advice_settings, advise, set_advice_settings
-from alwb.report import round_decisions
+from alwb.io.report import round_decisions
+from alwb.learning.advice import LEVEL, Costs, advice_settings, advise, set_advice_settings
 from ui import state
 from ui.text import md_escape
 from ui.views import disagreements, insight, signin
@@ -82,7 +82,7 @@ def score_domain(df: pd.DataFrame, *, pad: float = 0.02) -> list[float]:
 @st.fragment(run_every=3)
 def _training_panel(root: str) -> None:
     """The round in progress (here or on a training worker), redrawn every few seconds."""
-    from alwb.loop import Project
+    from alwb.project import Project
 
     if not signin.still_allowed("progress"):  # a fragment's rerun skips app.py's gate
         return
@@ -93,7 +93,8 @@ def _training_panel(root: str) -> None:
 
 @st.cache_data(max_entries=16, show_spinner=False)
 def _advice(rounds_json: str, label_cost: float, point_value: float, target: float) -> dict:
-    """:func:`alwb.advice.advise` with the forecast's curve (cached: the bootstrap fit takes about a second)."""
+    """:func:`alwb.learning.advice.advise` with the forecast's curve (cached: the bootstrap fit takes about a
+    second)."""
     rounds = json.loads(rounds_json)
     return advise(rounds, costs=Costs(label_cost, point_value), target=target or None, band=True)
 
@@ -137,7 +138,7 @@ def _stop_advice(adv: dict, rounds_json: str, root: str, settings: dict, labeled
         help="how many labels the fitted curve needs to reach it (0: none)",
     )
     if round(target / 100, 4) != round(settings["target"], 4):  # kept for the next visit and 'alwb status'
-        from alwb.loop import Project
+        from alwb.project import Project
 
         with Project.open(root) as proj:
             set_advice_settings(proj, target=target / 100)

@@ -10,8 +10,8 @@ import numpy as np
 import streamlit as st
 
 from alwb.errors import AlwbError
-from alwb.images import ImageRoot
-from alwb.loop import Project
+from alwb.intake.images import ImageRoot
+from alwb.project import Project
 from ui import state
 from ui.text import md_escape
 from ui.views import disagreements, insight

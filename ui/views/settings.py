@@ -7,14 +7,14 @@ from typing import Any
 
 import streamlit as st
 
-from alwb import backbones
-from alwb.advice import advice_settings, set_advice_settings
 from alwb.config import AUGMENTATIONS, BALANCE, DEVICES, MODES
 from alwb.errors import AlwbError
-from alwb.loop import Project
-from alwb.models import list_models
-from alwb.plan import AUTO_BACKBONE, SMALL_IMAGE_PX, choose_backbone
-from alwb.query import list_strategies
+from alwb.learning import backbones
+from alwb.learning.advice import advice_settings, set_advice_settings
+from alwb.learning.models import list_models
+from alwb.learning.plan import AUTO_BACKBONE, SMALL_IMAGE_PX, choose_backbone
+from alwb.learning.query import list_strategies
+from alwb.project import Project
 from ui import state
 from ui.text import md_escape
 from ui.views import pretrain_panel
@@ -201,7 +201,7 @@ def _may_import_weights(proj: Project) -> bool:
     on this machine only, with accounts an admin."""
     if state.signin() is None:
         return state.on_loopback()
-    from alwb import users
+    from alwb.team import users
 
     try:
         return users.get_user(proj.store, state.annotator()).role == "admin"

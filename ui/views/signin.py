@@ -1,4 +1,4 @@
-"""Sign-in for a project with accounts (:mod:`alwb.users`); a project without users needs none.
+"""Sign-in for a project with accounts (:mod:`alwb.team.users`); a project without users needs none.
 
 The session keeps the token of its sign-in (``ui.state.signin``); every script run checks it against the store,
 so an expired session, a disabled account or a changed password signs the person out at their next click.
@@ -20,11 +20,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from alwb import users
 from alwb.errors import AlwbError, StoreUnavailable
-from alwb.loop import Project
+from alwb.project import Project
 from alwb.store import Store
 from alwb.store.location import store_location
+from alwb.team import users
 from ui import state
 from ui.text import md_escape
 

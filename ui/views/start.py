@@ -9,9 +9,9 @@ from pathlib import Path
 import streamlit as st
 
 from alwb.errors import AlwbError
-from alwb.ingest import check_source, default_image_root, parse_class_list
-from alwb.loop import Project
-from alwb.ziputil import content_root, extract_upload, move_into_uploads, safe_extract
+from alwb.intake.ingest import check_source, default_image_root, parse_class_list
+from alwb.intake.ziputil import content_root, extract_upload, move_into_uploads, safe_extract
+from alwb.project import Project
 from ui import state
 from ui.text import md_escape
 from ui.views.common import show_flash

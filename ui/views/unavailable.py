@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 from alwb.errors import StoreUnavailable
-from alwb.loop import Project
+from alwb.project import Project
 from ui.text import md_escape
 
 RETRY_S = 3

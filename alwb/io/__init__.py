@@ -1,0 +1,2 @@
+"""In and out: answers files, exports (dataset, model, ONNX), Label Studio, prediction with an exported model,
+and text reports."""
