@@ -167,7 +167,8 @@ def _mode_options(defaults: str) -> argparse.ArgumentParser:
         "--mode",
         choices=MODES,
         help="head: a classifier on a pretrained backbone's cached embeddings; finetune: the whole backbone; "
-        "scratch: the small CNN from random weights; auto: head (CPU) or finetune (GPU) for photos larger than "
+        "scratch: a model trained on the project's images alone (the small CNN; --model resnet18 starts from its "
+        "verified ImageNet weights when they are here); auto: head (CPU) or finetune (GPU) for photos larger than "
         "64 px with the backbone's weights on this machine, head for small colour images, else scratch "
         f"({_default_text(defaults, 'mode')})",
     )

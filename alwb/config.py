@@ -15,7 +15,8 @@ STRATEGY_NAMES = ("entropy", "margin", "least-confidence", "diverse", "typiclust
 #: Models a project can train (alwb.learning.models builds them); ``auto`` chooses from the image size.
 MODEL_NAMES = ("auto", "cnn6", "resnet18")
 #: How a round trains: ``head`` (a classifier on a pretrained backbone's cached embeddings), ``finetune`` (the whole
-#: pretrained backbone), ``scratch`` (the small CNN or ResNet-18 from random weights); ``auto`` chooses
+#: pretrained backbone), ``scratch`` (the small CNN from random weights, or ResNet-18, which starts from its verified
+#: ImageNet weights when they are on this machine: ``pretrained``); ``auto`` chooses
 #: (:func:`alwb.learning.head.choose_mode`).
 MODES = ("auto", "head", "finetune", "scratch")
 #: The backbone photo projects use unless told otherwise: ``auto``, the best one on this machine by a published order

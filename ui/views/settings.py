@@ -102,7 +102,8 @@ def _training_fields(tcfg: Any, names: list[str], here: dict[str, str], best: st
         modes,
         index=_index(modes, tcfg.mode),
         help="head: a classifier on the backbone's cached embeddings (seconds per round on a CPU); "
-        "finetune: the whole backbone (for a GPU); scratch: the small CNN from random weights; auto: head "
+        "finetune: the whole backbone (for a GPU); scratch: a model trained on these images alone (the small "
+        "CNN; ResNet-18 when chosen below starts from its verified ImageNet weights if they are here); auto: head "
         "on a CPU, finetune on a GPU, for photos larger than 64 px with the backbone's weights on this "
         "machine; head for small colour images; scratch for small greyscale images or without weights",
     )
