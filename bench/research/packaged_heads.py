@@ -13,7 +13,12 @@ at each count. Heads:
 - ``logreg``: the workbench's head (:func:`alwb.learning.head.fit_head`, standardised on the pool, C = 0.1);
 - ``c0.3``, ``c0.03``: the same with another C;
 - ``spread``: ``LabelSpreading`` (kNN graph, k = 10, alpha 0.2) over the standardised pool + labels; its pool
-  predictions above 0.9 confidence join the logistic head's training as pseudo-labels.
+  predictions above 0.9 confidence join the logistic head's training as pseudo-labels;
+- ``flip`` (E45): ``logreg`` on the mean of each image's embedding and its mirror image's, pool and test alike (the
+  mirror images embedded once into ``SIM/flip_pool/`` and ``SIM/flip_test/`` through
+  :func:`alwb.learning.embed.embed_items`, the backbone's own preprocessing followed by a left-right flip).
+
+``--heads`` picks some of them (default: all).
 
 The first 100 labels of a seed are the same for every head; a head's later batches are its own. Prints mean ± std
 and the gain over ``logreg`` paired by seed with a 95% t-interval, and the mean seconds a round (fit + score).
@@ -34,7 +39,7 @@ from alwb.learning.head import LinearHead, fit_head, standardiser
 from alwb.project import Project
 from alwb.simulate import _test_files
 
-HEADS = ("logreg", "c0.3", "c0.03", "spread")
+HEADS = ("logreg", "c0.3", "c0.03", "spread", "flip")
 
 
 def _cache(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -64,7 +69,52 @@ def fit(head: str, lab: np.ndarray, y_lab: np.ndarray, pool: np.ndarray, k: int,
     return fit_head(x_lab, y_lab, k, c=c, seed=seed, standardise_with=pool)
 
 
-def run(sim: Path, dataset: Path, seeds: list[int], initial: int, batch: int, budget: int) -> pd.DataFrame:
+def _mirror_embeddings(sim: Path, dataset: Path, classes: list[str]) -> tuple[Path, Path]:
+    """Embed the mirror images of the template's pool and of the test split (once; resumed like any cache)."""
+    import dataclasses
+
+    import torch
+
+    from alwb.learning import backbones
+    from alwb.learning.embed import embed_items, items_from_store
+
+    class Mirror(torch.nn.Module):
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.inner(torch.flip(x, dims=[3]))
+
+    settings = json.loads((sim / "settings.json").read_text())
+    name = (settings.get("train") or {}).get("backbone") or "efficientnet_lite0"
+    bb = backbones.load(name, download=False, quiet=True)
+    bb = dataclasses.replace(bb, model=Mirror(bb.model).eval())
+    pool_dir, test_dir = sim / "flip_pool", sim / "flip_test"
+    t0 = time.perf_counter()
+    with Project.open(sim / "template") as proj:
+        items = items_from_store(proj.store)
+    rep = embed_items(pool_dir, items, bb, threads=2)
+    files = _test_files(dataset, classes)
+    rep2 = embed_items(test_dir, [(i, str(f)) for i, (f, _) in enumerate(files, 1)], bb, threads=2)
+    print(
+        f"mirror images embedded: {rep.embedded} pool + {rep2.embedded} test in {time.perf_counter() - t0:.0f} s "
+        f"({rep.runtime}, {rep2.runtime})",
+        flush=True,
+    )
+    return pool_dir, test_dir
+
+
+def _aligned(ids: np.ndarray, emb: np.ndarray, other: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The mean of ``emb`` and the mirror embeddings ``other`` (ids, rows) of the same items, row for row."""
+    o_ids, o_emb = other
+    pos = {int(i): k for k, i in enumerate(o_ids)}
+    return (emb + o_emb[[pos[int(i)] for i in ids]]) / 2
+
+
+def run(
+    sim: Path, dataset: Path, seeds: list[int], initial: int, batch: int, budget: int, heads: tuple[str, ...] = HEADS
+) -> pd.DataFrame:
     tdir = sim / "template"
     oracle = {int(k): v for k, v in json.loads((tdir / "oracle.json").read_text()).items()}
     with Project.open(tdir) as proj:
@@ -78,18 +128,23 @@ def run(sim: Path, dataset: Path, seeds: list[int], initial: int, batch: int, bu
     t_ids, t_emb = _cache(sim / "test_embeddings")
     y_test = np.asarray([files[int(i) - 1][1] for i in t_ids])
     k = len(classes)
+    views = {"": (pool, t_emb)}
+    if "flip" in heads:
+        pool_dir, test_dir = _mirror_embeddings(sim, dataset, classes)
+        views["flip"] = (_aligned(ids, pool, _cache(pool_dir)), _aligned(t_ids, t_emb, _cache(test_dir)))
     rows = []
     for seed in seeds:
         first = np.random.default_rng(seed).choice(len(pool), initial, replace=False)
-        for head in HEADS:
+        for head in heads:
+            x_pool, x_test = views.get(head, views[""])
             labelled = list(first)
             while True:
                 t0 = time.perf_counter()
                 lab = np.asarray(labelled)
-                h = fit(head, lab, y_pool[lab], pool, k, seed)
-                probs = h.predict_proba(pool)
+                h = fit(head, lab, y_pool[lab], x_pool, k, seed)
+                probs = h.predict_proba(x_pool)
                 secs = time.perf_counter() - t0
-                acc = float((h.predict(t_emb) == y_test).mean())
+                acc = float((h.predict(x_test) == y_test).mean())
                 rows.append({"head": head, "seed": seed, "n_labeled": len(lab), "test_accuracy": acc, "seconds": secs})
                 print(f"{head} seed {seed} {len(lab)} labels: {acc:.4f} ({secs:.1f} s)", flush=True)
                 if len(lab) >= budget:
@@ -103,7 +158,7 @@ def run(sim: Path, dataset: Path, seeds: list[int], initial: int, batch: int, bu
 
 def report(df: pd.DataFrame, at: list[int]) -> None:
     base = df[df["head"] == "logreg"].set_index(["seed", "n_labeled"])["test_accuracy"]
-    for head in HEADS:
+    for head in dict.fromkeys(df["head"]):
         sub = df[df["head"] == head]
         for n in at:
             v = sub[sub["n_labeled"] == n].set_index("seed")["test_accuracy"]
@@ -124,9 +179,14 @@ def main() -> None:
     ap.add_argument("--initial", type=int, default=100)
     ap.add_argument("--batch", type=int, default=100)
     ap.add_argument("--budget", type=int, default=1000)
+    ap.add_argument("--heads", default=",".join(HEADS), help=f"some of {', '.join(HEADS)} (logreg first)")
     ap.add_argument("--csv", type=Path)
     args = ap.parse_args()
-    df = run(args.sim, args.dataset, [int(s) for s in args.seeds.split(",")], args.initial, args.batch, args.budget)
+    heads = tuple(h for h in args.heads.split(",") if h)
+    if not heads or heads[0] != "logreg" or not set(heads) <= set(HEADS):
+        ap.error(f"--heads: logreg first, then any of {', '.join(HEADS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    df = run(args.sim, args.dataset, seeds, args.initial, args.batch, args.budget, heads)
     if args.csv:
         df.to_csv(args.csv, index=False)
     report(df, [100, 200, 300, 500, 1000])
