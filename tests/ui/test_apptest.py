@@ -146,7 +146,8 @@ def test_library_does_not_import_streamlit() -> None:
         "mods = pkgutil.walk_packages(alwb.__path__, 'alwb.')\n"
         "names = [m.name for m in mods if not m.name.endswith('__main__')]\n"
         "for n in names: importlib.import_module(n)\n"
-        "assert {'alwb.project', 'alwb.cli', 'alwb.learning.round', 'alwb.team.worker', 'alwb.io.export'} <= set(names)\n"
+        "want = {'alwb.project', 'alwb.cli', 'alwb.learning.round', 'alwb.team.worker', 'alwb.io.export'}\n"
+        "assert want <= set(names), sorted(want - set(names))\n"
         "bad = sorted(m for m in sys.modules if m in ('streamlit', 'ui') or m.startswith(('streamlit.', 'ui.')))\n"
         "assert not bad, bad\n"
     )
