@@ -149,6 +149,8 @@ def _keyboard_person(page, args: argparse.Namespace) -> None:  # noqa: ANN001
         answers += len(heads)
     print(summary("Enter -> next batch (keyboard, rounds as for a person)", lat))
     print("round progress at each Enter: " + ", ".join(f"#{i + 1} {n}" for i, n in enumerate(notes)))
+    slow = sorted(range(len(lat)), key=lat.__getitem__, reverse=True)[:5]
+    print("slowest: " + ", ".join(f"#{i + 1} {lat[i]:.3f} s ({notes[i]})" for i in slow))
     print(
         f"rounds finished: {_rounds(args.project)}; answers given: {answers}; first model-ranked batch after "
         f"{first_ranked if first_ranked is not None else 'none within the run'} answers"
