@@ -23,7 +23,7 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..errors import AlwbError, ImageRejected, UnsafeModelFileError
-from ..intake.images import check_present, load_array, read_verified
+from ..intake.images import check_present, read_verified
 from ..learning.models import Classifier
 from ..learning.plan import Geometry
 from ..project import Project
@@ -492,33 +492,12 @@ class Predictor:
 
     def predict_paths(self, paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         """For each path: predicted class and probability, or the error reading it."""
-        from ..errors import ImageRejected
+        from .onnxpredict import prediction_rows
 
-        size, ch = self.pre["image_size"], self.pre["channels"]
         bpre = self.pre.get("backbone_preprocess")
         prep = None
         if bpre is not None:
-            from ..intake.images import load_image
             from ..learning.backbones import Preprocess
 
             prep = Preprocess(**{**bpre, "mean": tuple(bpre["mean"]), "std": tuple(bpre["std"])})
-        arrays, ok, out = [], [], []
-        for i, p in enumerate(paths):
-            try:
-                arrays.append(load_array(p, size, ch) if prep is None else prep.to_uint8(load_image(p, 3)))
-                ok.append(i)
-                out.append({"path": str(p)})
-            except ImageRejected as exc:
-                out.append({"path": str(p), "error": exc.reason})
-        if arrays:
-            probs = self._probs(np.stack(arrays), prep)
-            for j, i in enumerate(ok):
-                k = int(probs[j].argmax())
-                out[i].update(
-                    {
-                        "predicted": self.classes[k],
-                        "probability": float(probs[j, k]),
-                        "probabilities": {c: float(v) for c, v in zip(self.classes, probs[j], strict=True)},
-                    }
-                )
-        return out
+        return prediction_rows(paths, self.pre, lambda pixels: self._probs(pixels, prep), self.classes)

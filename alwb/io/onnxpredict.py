@@ -10,7 +10,7 @@ process where ``import torch`` fails.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,36 @@ def pixels_for(path: str | Path, pre: dict[str, Any]) -> np.ndarray:
 
     prep = Preprocess(**{**bpre, "mean": tuple(bpre["mean"]), "std": tuple(bpre["std"])})
     return prep.to_uint8(load_image(path, 3))
+
+
+def prediction_rows(
+    paths: Sequence[str | Path],
+    pre: dict[str, Any],
+    probs: Callable[[np.ndarray], np.ndarray],
+    classes: Sequence[str],
+) -> list[dict[str, Any]]:
+    """For each path, prepared by :func:`pixels_for`: ``predicted``, ``probability`` and ``probabilities`` from
+    ``probs`` (uint8 pixels → ``(N, K)``), or the ``error`` reading it. Both runtimes' ``predict_paths``."""
+    arrays, ok, out = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            arrays.append(pixels_for(p, pre))
+            ok.append(i)
+            out.append({"path": str(p)})
+        except ImageRejected as exc:
+            out.append({"path": str(p), "error": exc.reason})
+    if arrays:
+        pr = probs(np.stack(arrays))
+        for j, i in enumerate(ok):
+            k = int(pr[j].argmax())
+            out[i].update(
+                {
+                    "predicted": classes[k],
+                    "probability": float(pr[j, k]),
+                    "probabilities": {c: float(v) for c, v in zip(classes, pr[j], strict=True)},
+                }
+            )
+    return out
 
 
 class OnnxPredictor:
@@ -88,23 +118,4 @@ class OnnxPredictor:
 
     def predict_paths(self, paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         """For each path: predicted class and probability, or the error reading it (as ``Predictor``)."""
-        arrays, ok, out = [], [], []
-        for i, p in enumerate(paths):
-            try:
-                arrays.append(pixels_for(p, self.pre))
-                ok.append(i)
-                out.append({"path": str(p)})
-            except ImageRejected as exc:
-                out.append({"path": str(p), "error": exc.reason})
-        if arrays:
-            probs = self.probs(np.stack(arrays))
-            for j, i in enumerate(ok):
-                k = int(probs[j].argmax())
-                out[i].update(
-                    {
-                        "predicted": self.classes[k],
-                        "probability": float(probs[j, k]),
-                        "probabilities": {c: float(v) for c, v in zip(self.classes, probs[j], strict=True)},
-                    }
-                )
-        return out
+        return prediction_rows(paths, self.pre, self.probs, self.classes)
