@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +34,7 @@ from ..store import Store
 from .evaluate import classification_metrics
 from .plan import Geometry
 from .scores import Scores, discard_round_scores, prune_scores
-from .trainers import Progress, RoundInputs, RoundState, stop_items, trainer_for, write_beside
+from .trainers import Progress, RoundInputs, RoundState, stop_items, trainer_for
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +96,18 @@ def fit(r: RoundState) -> None:
     r.timings["train_seconds"] = time.perf_counter() - r.marks["data_done"]
 
 
+def _write_beside(path: Path, write: Callable[[Path], None]) -> None:
+    """Write a file beside ``path`` and rename it into place (a reader never sees it half-written)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def save_model(r: RoundState) -> None:
     """The model as safetensors, written beside the final name and renamed into place."""
     r.marks["save_start"] = time.perf_counter()
-    write_beside(r.model_file, lambda tmp: r.trainer.save(r, tmp))
+    _write_beside(r.model_file, lambda tmp: r.trainer.save(r, tmp))
     r.model_path = r.model_file
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -545,11 +544,3 @@ def stop_items(inp: RoundInputs, cfg: TrainConfig) -> npt.NDArray[np.int64]:
     pool = np.setdiff1d(np.asarray(inp.store.item_ids(), np.int64), inp.store.val_item_ids())
     size = min(STOP_SET_SIZE, cfg.score_limit) if cfg.score_limit else STOP_SET_SIZE
     return stop_set(pool, inp.config.seed, size=size)
-
-
-def write_beside(path: Path, write: Callable[[Path], None]) -> None:
-    """Write a file beside ``path`` and rename it into place (a reader never sees it half-written)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    write(tmp)
-    os.replace(tmp, path)
