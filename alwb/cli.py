@@ -388,15 +388,15 @@ def _wait_until_due(root: str, idle_exit: float) -> bool:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .jobs import GIVE_WAY_SHARE, TrainingBusy, give_way, training_lock, wake_waiting, write_progress
+    from .jobs import GIVE_WAY_SHARE, TrainingBusy, give_way, local_runner, training_lock, wake_waiting
 
     root = args.project
     if args.background and args.when_due:
         if not _wait_until_due(root, args.idle_exit):
-            write_progress(root, phase="idle", done=0, total=0)
-            return 0
+            return 0  # nobody labels: the lock goes with this process, and no page calls it waiting any more
     elif args.background:
         give_way(root)()  # started by a submit: let the page draw the next batch before importing PyTorch
+    from .progress import ProgressReporter
     from .project import Project
 
     progress = _progress(args)
@@ -428,31 +428,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
             lock = training_lock(root)
             lock.__enter__()
         except TrainingBusy as exc:
-            if wake_waiting(root):  # the workbench's first round, started early, was waiting: it trains now
+            if wake_waiting(root, proj.store):  # the workbench's first round, started early, was waiting: it trains now
                 print(f"the first round waiting in the background for {root} trains now ('alwb status' follows it)")
                 return 0
             raise AlwbError(str(exc)) from None
+        reporter = ProgressReporter(proj.store.url or proj.store.path, local_runner(root))
+        reporter.start()
         try:
-
-            def prog(phase: str, done: int, total: int) -> None:
-                write_progress(root, phase=phase, done=done, total=total, pid=os.getpid())
-
-            write_progress(root, phase="preparing", done=0, total=0, pid=os.getpid())
+            reporter.report("preparing", 0, 0)
             try:
                 summary = proj.train(
                     from_scratch=bool(args.from_scratch),
                     epochs=args.epochs,
                     device=args.device,
                     verbose=progress and not args.background,
-                    progress=prog,
+                    progress=reporter.report,
                     # the first round gives way only after submits: the person waits for its ranked batch
                     pause=give_way(root, share=0.0 if args.first else GIVE_WAY_SHARE) if args.background else None,
                 )
-            except BaseException as exc:
-                write_progress(root, phase="failed", error=f"{type(exc).__name__}: {exc}", done=0, total=0)
+            except BaseException:
+                reporter.report("failed", 0, 0)  # the round recorded itself failed, with its error
                 raise
-            write_progress(root, phase="done", round=summary.round, done=1, total=1)
+            reporter.report("done", 1, 1)
         finally:
+            reporter.stop()
+            reporter.join(timeout=10)
             lock.__exit__(None, None, None)
     print(
         format_round(

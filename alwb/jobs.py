@@ -2,27 +2,29 @@
 
 The child process takes an exclusive ``flock`` on ``PROJECT/train.lock`` for as long as it trains, so "is a round
 running?" is answered by the lock (released by the OS even if the process is killed), not by a PID file that can go
-stale. Progress goes to ``PROJECT/train_progress.json`` (written atomically); results go to the store like any
-round.
+stale. Progress goes to the store's one progress channel (:mod:`alwb.progress`, runner :func:`local_runner`);
+results go to the store like any round.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .store import Store
 
 LOCK_FILE = "train.lock"
 #: Environment variable through which :func:`start_training` hands its already-locked descriptor to the child.
 LOCK_FD_ENV = "ALWB_TRAIN_LOCK_FD"
-PROGRESS_FILE = "train_progress.json"
 LOG_FILE = "train.log"
 #: Touched by the workbench whenever the person acts; a background round pauses while it is fresh.
 ACTIVE_FILE = "ui_active"
@@ -109,23 +111,9 @@ def is_training(root: str | Path) -> bool:
         os.close(fd)
 
 
-def write_progress(root: str | Path, **fields: Any) -> None:
-    """Atomically replace the progress file with ``fields`` plus a timestamp."""
-    path = Path(root) / PROGRESS_FILE
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({**fields, "updated_at": time.time()}))
-    os.replace(tmp, path)
-
-
-def read_progress(root: str | Path) -> dict[str, Any]:
-    """The last progress written, with ``running`` from the lock; ``{}`` when nothing was ever written."""
-    path = Path(root) / PROGRESS_FILE
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        data = {}
-    data["running"] = is_training(root)
-    return data
+def local_runner(root: str | Path) -> str:
+    """The progress channel's name for this machine's round of the project in ``root`` (:mod:`alwb.progress`)."""
+    return f"local:{socket.gethostname()}:{Path(root).resolve()}"
 
 
 def stop_training(root: str | Path, timeout: float = 30.0) -> None:
@@ -221,6 +209,7 @@ def start_training(
     first: bool = False,
     when_due: bool = False,
     idle_exit: float = WAIT_IDLE_S,
+    store: Store | None = None,
 ) -> bool:
     """Start ``alwb train ROOT`` in a detached child process; False when a round is already running.
 
@@ -233,7 +222,8 @@ def start_training(
     comes early (docs/speed.md). ``when_due``: the child imports and opens the project now, then waits (progress
     phase ``ready``) until a round is due or it is woken (:func:`wait_for_round`), so that the first round starts
     the moment the first batch is submitted instead of a few seconds of imports later; it gives up after
-    ``idle_exit`` seconds without anyone using the workbench.
+    ``idle_exit`` seconds without anyone using the workbench. With ``store``, the round's first progress
+    (``starting``, or ``ready`` with ``when_due``) is reported before the child starts, so that a page sees it at once.
     """
     root = Path(root)
     try:
@@ -250,7 +240,8 @@ def start_training(
                 (root / WAKE_FILE).unlink()  # a wake meant for an earlier process
         if device:
             cmd += ["--device", device]
-        write_progress(root, phase=READY_PHASE if when_due else "starting", done=0, total=0)
+        if store is not None:
+            store.report_progress(local_runner(root), READY_PHASE if when_due else "starting", 0, 0, time.time())
         threads = str(max(1, (os.cpu_count() or 1) - 1))
         env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, LOCK_FD_ENV: str(fd)}
         with open(root / LOG_FILE, "ab") as log:
@@ -271,15 +262,17 @@ def start_training(
     return True
 
 
-def is_waiting(root: str | Path) -> bool:
+def is_waiting(root: str | Path, store: Store) -> bool:
     """True while a first round started early waits for its labels (:func:`start_training` with ``when_due``)."""
-    prog = read_progress(root)
-    return bool(prog["running"]) and prog.get("phase") == READY_PHASE
+    if not is_training(root):
+        return False
+    here = store.progress_of(local_runner(root))
+    return here is not None and here["phase"] == READY_PHASE
 
 
-def wake_waiting(root: str | Path) -> bool:
+def wake_waiting(root: str | Path, store: Store) -> bool:
     """Tell a waiting first round to train now; False (and nothing done) when no round waits."""
-    if not is_waiting(root):
+    if not is_waiting(root, store):
         return False
     try:
         (Path(root) / WAKE_FILE).touch()

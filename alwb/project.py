@@ -37,6 +37,7 @@ from .store import LabelRow, Store
 from .store.location import ENV_URL, POINTER_FILE, STORE_FILE, is_project, store_location, write_pointer
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .progress import TrainingStatus
     from .team.leases import Submitted
 
 __all__ = [
@@ -543,7 +544,7 @@ class Project:
         if self.config.retrain_every <= 0:
             return None
         if is_training(self.root):  # a first round started early waits for exactly this submit
-            return "started" if self.round_due() and wake_waiting(self.root) else None
+            return "started" if self.round_due() and wake_waiting(self.root, self.store) else None
         if not self.round_due():
             return None
         return self.request_training()
@@ -563,27 +564,15 @@ class Project:
             return False
         if self.store.round_requests("queued") or self.store.round_requests("running") or live_workers(self.store):
             return False
-        return start_training(self.root, device=self.train_config.device, first=True, when_due=True)
+        return start_training(self.root, device=self.train_config.device, first=True, when_due=True, store=self.store)
 
-    def training_progress(self) -> dict[str, Any]:
-        """Where training stands, in one dict for pages and scripts: the background round of this machine (its job
-        file: ``running``, ``phase``, ``done``, ``total`` …), a training worker's round (``queue``: running, queued,
-        the last one, workers alive; :func:`alwb.team.worker.round_activity`) and ``last_error``, the error of the last
-        failed round when it is newer than the last round that succeeded and nothing runs now."""
-        from .jobs import read_progress
-        from .team.worker import round_activity
+    def training_progress(self) -> TrainingStatus:
+        """Where training stands, wherever the round runs (this machine's background, a training worker), from the
+        store's one progress channel (:func:`alwb.progress.training_status`): the round that trains now and how far,
+        a first round waiting for its labels, the queue, and the error of the last failed round."""
+        from .progress import training_status
 
-        prog = read_progress(self.root)
-        rounds = self.store.rounds()
-        failed = [r for r in rounds if r["status"] == "failed"]
-        done = [r for r in rounds if r["status"] == "done"]
-        if failed and (not done or failed[-1]["started_at"] > done[-1]["started_at"]) and not prog.get("running"):
-            prog["last_error"] = failed[-1]["error"]
-        queue = prog["queue"] = round_activity(self.store)  # a training worker's round, on whatever machine it runs
-        last = queue["last"]
-        if last is not None and done and (last["finished_at"] or 0) < (done[-1]["finished_at"] or 0):
-            queue["last"] = None  # a round trained since (here, or by a request without a worker) is the news
-        return prog
+        return training_status(self.store, self.root)
 
     def label_file(self, csv_path: str | Path, *, annotator: str | None = None) -> tuple[str, int]:
         """Apply an answers CSV (``id`` or ``path``, and ``label``) as one transaction.

@@ -42,6 +42,7 @@ TABLES: dict[str, tuple[str, ...]] = {
     "workers": ("name",),
     "flag_verdicts": ("id",),
     "signin_throttle": ("key",),
+    "round_progress": ("runner",),
 }
 
 

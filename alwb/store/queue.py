@@ -51,11 +51,12 @@ class QueueTables:
             if row is None:
                 return None
             self.con.execute(
-                "UPDATE round_requests SET status='running', worker=?, claimed_at=?, heartbeat_at=?, round=?,"
-                " progress=? WHERE id=?",
-                (worker, now, now, expected_round, _progress("starting", 0, 0, now), int(row[0])),
+                "UPDATE round_requests SET status='running', worker=?, claimed_at=?, heartbeat_at=?, round=?"
+                " WHERE id=?",
+                (worker, now, now, expected_round, int(row[0])),
             )
             self.con.execute("UPDATE workers SET request_id=? WHERE name=?", (int(row[0]), worker))
+            self._upsert_progress(worker, int(row[0]), "starting", 0, 0, now)
         return self.round_request(int(row[0]))
 
     def finish_round_request(self, request_id: int, *, round_number: int | None, error: str | None, now: float) -> None:
@@ -66,6 +67,7 @@ class QueueTables:
                 ("failed" if error else "done", round_number, error, now, int(request_id)),
             )
             self.con.execute("UPDATE workers SET request_id=NULL WHERE request_id=?", (int(request_id),))
+            self.con.execute("DELETE FROM round_progress WHERE request_id=?", (int(request_id),))
 
     def withdraw_round_requests(self, reason: str, now: float) -> int:
         """Fail every queued request with ``reason`` (no worker will take them: the round trains elsewhere)."""
@@ -87,20 +89,35 @@ class QueueTables:
         with self.transaction(serialise=False):
             self.con.execute("DELETE FROM workers WHERE name=?", (name,))
 
-    def worker_heartbeat(self, name: str, now: float, progress: tuple[str, int, int] | None = None) -> None:
-        """The worker and the request it runs are alive; with ``progress`` (phase, done, total), how far the
-        request's round has come."""
+    def worker_heartbeat(self, name: str, now: float) -> None:
+        """The worker and the request it runs are alive (how far its round has come: :meth:`report_progress`)."""
         with self.transaction(serialise=False):
             self.con.execute("UPDATE workers SET heartbeat_at=? WHERE name=?", (now, name))
-            if progress is None:
-                self.con.execute(
-                    "UPDATE round_requests SET heartbeat_at=? WHERE worker=? AND status='running'", (now, name)
-                )
-            else:
-                self.con.execute(
-                    "UPDATE round_requests SET heartbeat_at=?, progress=? WHERE worker=? AND status='running'",
-                    (now, _progress(*progress, now), name),
-                )
+            self.con.execute(
+                "UPDATE round_requests SET heartbeat_at=? WHERE worker=? AND status='running'", (now, name)
+            )
+
+    def report_progress(
+        self, runner: str, phase: str, done: int, total: int, now: float, *, request_id: int | None = None
+    ) -> None:
+        """How far the round that ``runner`` trains has come (the one channel of :mod:`alwb.progress`)."""
+        with self.transaction(serialise=False):
+            self._upsert_progress(runner, request_id, phase, done, total, now)
+
+    def _upsert_progress(
+        self, runner: str, request_id: int | None, phase: str, done: int, total: int, now: float
+    ) -> None:
+        self.con.execute(
+            "INSERT INTO round_progress(runner, request_id, phase, done, total, updated_at) VALUES(?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT(runner) DO UPDATE SET request_id=excluded.request_id, phase=excluded.phase,"
+            " done=excluded.done, total=excluded.total, updated_at=excluded.updated_at",
+            (runner, request_id, str(phase), int(done), int(total), now),
+        )
+
+    def progress_of(self, runner: str) -> dict[str, Any] | None:
+        """The last progress ``runner`` reported (``phase``, ``done``, ``total``, ``request_id``, ``updated_at``)."""
+        r = self.con.execute("SELECT * FROM round_progress WHERE runner=?", (runner,)).fetchone()
+        return None if r is None else dict(r)
 
     def worker_rows(self) -> list[Any]:
         return self.con.execute("SELECT * FROM workers ORDER BY name").fetchall()
@@ -134,12 +151,7 @@ class QueueTables:
         return [d for d in (self.round_request(i) for i in failed) if d is not None]
 
 
-def _progress(phase: str, done: int, total: int, at: float) -> str:
-    return json.dumps({"phase": phase, "done": int(done), "total": int(total), "at": at})
-
-
 def _request(r: Any) -> dict[str, Any]:
     d = dict(r)
     d["options"] = json.loads(d["options"]) if d["options"] else {}
-    d["progress"] = json.loads(d["progress"]) if d.get("progress") else {}
     return d

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 SCHEMA_V1 = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -216,6 +216,21 @@ SCHEMA_V10 = """
 ALTER TABLE labels ADD COLUMN accepted_guess INTEGER NOT NULL DEFAULT 0;
 """
 
+#: v11: one channel for training progress, wherever the round runs: a row per runner (this machine's background
+#: round ``local:HOST:FOLDER``, or a training worker by its name) with the phase and step it last reported
+#: (:mod:`alwb.progress`); the v7 column ``round_requests.progress`` it replaces is dropped.
+SCHEMA_V11 = """
+CREATE TABLE round_progress (
+    runner TEXT PRIMARY KEY,
+    request_id INTEGER,
+    phase TEXT NOT NULL,
+    done INTEGER NOT NULL DEFAULT 0,
+    total INTEGER NOT NULL DEFAULT 0,
+    updated_at REAL NOT NULL
+);
+ALTER TABLE round_requests DROP COLUMN progress;
+"""
+
 #: Migrations from version N-1 to N, applied in order inside one transaction each.
 MIGRATIONS: dict[int, str] = {
     1: SCHEMA_V1,
@@ -228,6 +243,7 @@ MIGRATIONS: dict[int, str] = {
     8: SCHEMA_V8,
     9: SCHEMA_V9,
     10: SCHEMA_V10,
+    11: SCHEMA_V11,
 }
 
 

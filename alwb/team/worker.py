@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
 STALE_S = 30.0
-#: Seconds between two progress reports written to the store.
-PROGRESS_GAP_S = 1.0
 #: A page warns that a worker "has not been heard from" after this many seconds without a heartbeat.
 SILENT_S = 3 * HEARTBEAT_S
 #: Options a request may carry (those of Project.train).
@@ -55,47 +53,6 @@ def live_workers(store: Store, *, now: float | None = None, stale_after: float =
     return [dict(r) for r in store.worker_rows() if r["heartbeat_at"] >= now - stale_after]
 
 
-class _Heartbeat(threading.Thread):
-    """Beats every ``every`` seconds; a progress report (:meth:`report`) is written with the next beat, at most
-    one every ``gap`` seconds, so that a page on another machine sees how far the round is."""
-
-    def __init__(self, location: str | Path, name: str, every: float, gap: float = PROGRESS_GAP_S) -> None:
-        super().__init__(name=f"alwb-heartbeat-{name}", daemon=True)
-        self.location, self.worker, self.every, self.gap = location, name, every, min(gap, every)
-        self.stop_event = threading.Event()
-        self.wake = threading.Event()
-        self._lock = threading.Lock()
-        self._pending: tuple[str, int, int] | None = None
-
-    def report(self, phase: str, done: int, total: int) -> None:
-        """The round's latest progress (called from the training thread)."""
-        with self._lock:
-            self._pending = (str(phase), int(done), int(total))
-        self.wake.set()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.wake.set()
-
-    def run(self) -> None:
-        with Store(self.location) as store:  # a connection of its own: a store is not shared between threads
-            while True:
-                self.wake.wait(max(0.0, self.every - self.gap))
-                self.wake.clear()
-                if self.stop_event.is_set():
-                    return
-                with self._lock:
-                    progress, self._pending = self._pending, None
-                try:
-                    store.worker_heartbeat(self.worker, time.time(), progress)
-                except Exception as exc:  # a store that is briefly away: the next beat tries again
-                    log.warning("heartbeat failed: %s", exc)
-                    with self._lock:
-                        self._pending = self._pending or progress
-                if self.stop_event.wait(self.gap):
-                    return
-
-
 def run_worker(
     root: str | Path,
     *,
@@ -110,6 +67,7 @@ def run_worker(
     """Take requests until stopped (SIGTERM, Ctrl+C, ``stop()``), or after one request with ``once`` (or when the
     queue is empty then). Returns the number of requests run."""
     from ..jobs import TrainingBusy, training_lock
+    from ..progress import ProgressReporter
     from ..project import Project
 
     root = Path(root)
@@ -126,7 +84,7 @@ def run_worker(
         store = proj.store
         location = store.url or store.path
         store.register_worker(name, socket.gethostname(), os.getpid(), device, time.time())
-        beat = _Heartbeat(location, name, heartbeat)
+        beat = ProgressReporter(location, name, worker=name, every=heartbeat)
         beat.start()
         away = False  # the store was unreachable: the worker waits for it, then registers again
         try:
@@ -156,6 +114,7 @@ def run_worker(
                     opts["device"] = device
                 error: str | None = None
                 number = None
+                beat.request_id = int(req["id"])
                 beat.report("preparing", 0, 0)
                 try:
                     with training_lock(root):
@@ -245,7 +204,9 @@ def round_activity(
     for r in requests:
         if r["status"] == "running":
             beat = r["heartbeat_at"] or r["claimed_at"] or r["requested_at"]
-            prog = r["progress"] or {}
+            prog = (store.progress_of(r["worker"]) or {}) if r["worker"] else {}
+            if prog.get("request_id") != r["id"]:
+                prog = {}  # news of the worker's previous request
             age = max(0.0, now - float(beat))
             running = {
                 "request": r["id"],
@@ -291,14 +252,14 @@ def start_or_queue(
     now = time.time()
     reap_stale(store, now=now, stale_after=stale_after)
     live = live_workers(store, now=now, stale_after=STALE_S if stale_after is None else float(stale_after))
-    if wake_waiting(root):  # a first round started early, waiting for its labels: it trains now
+    if wake_waiting(root, store):  # a first round started early, waiting for its labels: it trains now
         return "started"
     if store.round_requests("running") or is_training(root):
         return "busy"
     if store.round_requests("queued"):
         if live or not take_queued:
             return "busy"
-        if not start_training(root, device=device):
+        if not start_training(root, device=device, store=store):
             return "busy"
         who = f" by {requested_by}" if requested_by else ""
         store.withdraw_round_requests(f"no training worker was running: trained in a web server's background{who}", now)
@@ -307,4 +268,4 @@ def start_or_queue(
         request_round(store, requested_by=requested_by, device=device)
         return "queued"
     first = not any(r["status"] == "done" for r in store.rounds())  # no model yet: the first round hurries
-    return "started" if start_training(root, device=device, first=first) else "busy"
+    return "started" if start_training(root, device=device, first=first, store=store) else "busy"

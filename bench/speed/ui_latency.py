@@ -105,10 +105,18 @@ PAGE_SHOWN = """title => {
 }"""
 
 
+def _phase(project: str) -> str:
+    """The training round's phase and step as the workbench sees it (alwb.progress), e.g. ``train 3/40``."""
+    from alwb.project import Project
+
+    with Project.open(project) as proj:
+        status = proj.training_progress()
+    run = status.running
+    return "ready" if status.waiting else "-" if run is None else f"{run.phase} {run.done}/{run.total}"
+
+
 def _keyboard_person(page, args: argparse.Namespace) -> None:  # noqa: ANN001
     """The ``--keys`` measurement (see the module's docstring)."""
-    from alwb.jobs import read_progress
-
     lat: list[float] = []
     answers = 0
     first_ranked: int | None = None
@@ -140,8 +148,7 @@ def _keyboard_person(page, args: argparse.Namespace) -> None:  # noqa: ANN001
         )
         time.sleep(args.think)
         old = image_srcs(page)
-        prog = read_progress(args.project)
-        notes.append(f"{prog.get('phase', '-')} {prog.get('done', '')}/{prog.get('total', '')}")
+        notes.append(_phase(args.project))
         t0 = time.perf_counter()
         page.keyboard.press("Enter")
         page.wait_for_function(NEXT_BATCH_SHOWN, arg=old, timeout=60_000)
@@ -209,7 +216,7 @@ def main() -> None:
             if args.first_page_only:
                 browser.close()
                 return
-            from alwb.jobs import is_training, read_progress, start_training
+            from alwb.jobs import is_training, start_training
 
             lat: list[float] = []
             landed: list[bool] = []
@@ -227,8 +234,7 @@ def main() -> None:
                 time.sleep(args.think)
                 old = image_srcs(page)
                 rounds_before = _rounds(args.project)
-                prog = read_progress(args.project)
-                phases.append(f"{prog.get('phase', '-')} {prog.get('done', '')}/{prog.get('total', '')}")
+                phases.append(_phase(args.project))
                 t0 = time.perf_counter()
                 page.get_by_role("button", name="Submit batch", exact=False).click()
                 try:

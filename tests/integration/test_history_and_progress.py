@@ -63,7 +63,8 @@ def test_round_activity_shows_progress_heartbeat_age_and_a_silent_worker(project
         assert round_activity(s)["queued"] == 1
         s.register_worker("box:1:abc", "box", 1, "cpu", 1000.0)
         s.claim_round_request("box:1:abc", 1000.0, 1)
-        s.worker_heartbeat("box:1:abc", 1002.0, ("train", 3, 12))
+        s.report_progress("box:1:abc", "train", 3, 12, 1002.0, request_id=1)
+        s.worker_heartbeat("box:1:abc", 1002.0)
         act = round_activity(s, now=1005.0)
         assert act["running"] == {
             "request": 1,
@@ -113,16 +114,50 @@ def test_the_worker_writes_its_rounds_progress_to_the_store(project: Path, monke
 
 
 def test_training_progress_reports_a_failed_round_until_one_succeeds(project: Path) -> None:
-    """Project.training_progress: one dict for pages (the job file here, a worker's round in the store)."""
+    """Project.training_progress: one TrainingStatus for pages, wherever the round runs."""
     with Project.open(project) as proj:
-        prog = proj.training_progress()
-        assert not prog.get("running") and "last_error" not in prog and prog["queue"]["running"] is None
+        status = proj.training_progress()
+        assert status.running is None and status.last_error is None and not status.waiting
         n = proj.store.start_round("margin")
         proj.store.fail_round(n, "RuntimeError: out of memory")
-        assert proj.training_progress()["last_error"] == "RuntimeError: out of memory"
+        assert proj.training_progress().last_error == "RuntimeError: out of memory"
         time.sleep(0.01)
         m = proj.store.start_round("margin")
         proj.store.finish_round(
             m, model_path="m.pt", arch="cnn6", config={}, metrics={}, timings={}, n_labeled=0, n_pseudo=0, n_val=0
         )
-        assert "last_error" not in proj.training_progress()  # a round that succeeded since is the news
+        assert proj.training_progress().last_error is None  # a round that succeeded since is the news
+
+
+def test_a_round_here_and_a_workers_round_come_through_the_same_channel(project: Path) -> None:
+    """This machine's round and a worker's both report into ``round_progress``; the status says where it runs. A
+    report of this machine's round counts only while its lock is held (a killed round leaves its last row)."""
+    from alwb.jobs import READY_PHASE, local_runner, training_lock
+    from alwb.progress import RunningRound
+
+    with Project.open(project) as proj:
+        s = proj.store
+        s.report_progress(local_runner(project), "train", 3, 12, time.time())
+        assert proj.training_progress().running is None  # no lock: a leftover of a round that ended
+        with training_lock(project):
+            assert proj.training_progress().running == RunningRound(where="here", phase="train", done=3, total=12)
+            s.report_progress(local_runner(project), READY_PHASE, 0, 0, time.time())
+            status = proj.training_progress()
+            assert status.running is None and status.waiting
+        request_round(s, epochs=1)
+        now = time.time()
+        s.register_worker("box:1:abc", "box", 1, "cpu", now)
+        s.claim_round_request("box:1:abc", now, 1)
+        s.report_progress("box:1:abc", "score", 2, 5, now, request_id=1)
+        run = proj.training_progress().running
+        assert run is not None and (run.where, run.worker, run.phase, run.done, run.total) == (
+            "worker",
+            "box:1:abc",
+            "score",
+            2,
+            5,
+        )
+        s.finish_round_request(1, round_number=None, error="RuntimeError: gone", now=time.time())
+        status = proj.training_progress()
+        assert status.running is None and status.last_error == "RuntimeError: gone"
+        assert s.progress_of("box:1:abc") is None  # a finished request's progress goes with it

@@ -17,8 +17,8 @@ from alwb.jobs import (
     TrainingBusy,
     give_way,
     is_training,
+    local_runner,
     mark_active,
-    read_progress,
     start_training,
     training_lock,
 )
@@ -56,8 +56,9 @@ def test_a_second_start_right_after_the_first_is_refused(labeled: Path) -> None:
         rounds = proj.store.rounds()
     assert [r["status"] for r in rounds] == ["done"]
     assert "already running" not in (labeled / "train.log").read_text()
-    assert read_progress(labeled)["phase"] == "done"
-    assert not read_progress(labeled)["running"]
+    with Project.open(labeled) as proj:  # the round's last report, in the store's one progress channel
+        assert proj.store.progress_of(local_runner(labeled))["phase"] == "done"
+        assert proj.training_progress().running is None
 
 
 def test_the_lock_goes_with_a_killed_child(labeled: Path) -> None:
@@ -270,11 +271,12 @@ def test_a_first_round_started_early_waits_for_the_first_batch_and_trains_on_its
     root, truth = unlabeled
     with Project.open(root) as proj:
         assert proj.prepare_first_round()
-        assert is_training(root) and jobs.is_waiting(root)
+        assert is_training(root) and jobs.is_waiting(root, proj.store)
         assert not proj.prepare_first_round()  # one at a time
         assert proj.retrain_if_due() is None  # nothing answered yet: it keeps waiting
         time.sleep(2.5)  # longer than its own check of round_due: still waiting, no round recorded
-        assert jobs.is_waiting(root) and proj.store.rounds() == []
+        assert jobs.is_waiting(root, proj.store) and proj.training_progress().waiting
+        assert proj.store.rounds() == []
         proj.submit(_mixed(proj, truth, 8), annotator="ann")  # the first batch (batch_size 8 < retrain_every)
         assert proj.round_due()
         assert proj.retrain_if_due() == "started"  # the page says so, and the waiting process trains
@@ -284,7 +286,7 @@ def test_a_first_round_started_early_waits_for_the_first_batch_and_trains_on_its
         assert [r["status"] for r in rounds] == ["done"]
         assert rounds[0]["n_labeled"] + len(proj.store.current_labels(split="val")) == 8
         assert not proj.prepare_first_round()  # a model exists: rounds start on submits as before
-    assert read_progress(root)["phase"] == "done"
+        assert proj.store.progress_of(local_runner(root))["phase"] == "done"
     assert "round 1:" in (root / "train.log").read_text()
 
 
@@ -319,10 +321,12 @@ def test_a_waiting_first_round_ends_when_nobody_labels(unlabeled) -> None:
     """Nobody at the workbench for ``idle_exit`` seconds: the waiting process ends (its memory freed), trains
     nothing, and the next Label page may start another."""
     root, _ = unlabeled
-    assert start_training(root, first=True, when_due=True, idle_exit=1.0)
-    _wait_idle(root, timeout=60)
-    assert read_progress(root)["phase"] == "idle"
     with Project.open(root) as proj:
+        assert start_training(root, first=True, when_due=True, idle_exit=1.0, store=proj.store)
+        assert proj.training_progress().waiting
+    _wait_idle(root, timeout=60)
+    with Project.open(root) as proj:
+        assert not proj.training_progress().waiting and proj.training_progress().running is None
         assert proj.store.rounds() == []
         assert proj.prepare_first_round()  # another one, as the Label page would start
     jobs.stop_training(root)

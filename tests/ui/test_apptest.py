@@ -32,7 +32,7 @@ from store_checks import label_history
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from alwb.cli import main as cli_main  # noqa: E402
-from alwb.jobs import is_training  # noqa: E402
+from alwb.jobs import is_training, local_runner  # noqa: E402
 from alwb.project import Project  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
@@ -411,8 +411,9 @@ def test_submit_starts_background_training_then_progress_shows_it(project) -> No
             log.read_text() if log.exists() else ""
         )
         time.sleep(0.5)
-    progress = json.loads((root / "train_progress.json").read_text())
-    assert progress.get("phase") is not None
+    with Project.open(root) as proj:  # the round reported through the store's one progress channel
+        assert proj.store.progress_of(local_runner(root))["phase"] == "done"
+        assert proj.training_progress().running is None
 
     at = page("progress", root)
     assert [m.label for m in at.metric] == [

@@ -229,7 +229,9 @@ def test_a_team_on_two_servers_with_a_worker(team_project: Path, tmp_path: Path)
             # the worker takes it; stopped (SIGSTOP) while it trains, it goes silent with its round in progress
             deadline = time.monotonic() + 120
             with _store(root) as proj:
-                while (req := proj.store.round_requests()[0])["progress"].get("phase") != "train":
+                while (proj.store.progress_of((req := proj.store.round_requests()[0])["worker"] or "") or {}).get(
+                    "phase"
+                ) != "train":
                     assert req["status"] in ("queued", "running"), f"the round ended before it trained: {req}"
                     assert time.monotonic() < deadline, f"the worker did not start training: {req}"
                     time.sleep(0.05)

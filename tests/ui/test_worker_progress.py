@@ -57,7 +57,9 @@ def _texts(at: AppTest) -> str:
 
 def _heartbeat(root: Path, at: float, progress: tuple[str, int, int] | None = None) -> None:
     with Project.open(root) as proj:
-        proj.store.worker_heartbeat(WORKER, at, progress)
+        if progress is not None:
+            proj.store.report_progress(WORKER, *progress, at, request_id=1)
+        proj.store.worker_heartbeat(WORKER, at)
 
 
 def test_the_label_page_shows_the_workers_progress_and_its_silence(project: Path) -> None:

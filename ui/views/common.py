@@ -7,7 +7,7 @@ import time
 import streamlit as st
 
 from alwb.errors import AlwbError
-from alwb.jobs import READY_PHASE
+from alwb.progress import RunningRound, TrainingStatus
 from alwb.project import Project
 from ui import state
 from ui.text import md_escape
@@ -38,28 +38,26 @@ def need_project(proj: Project | None) -> Project:
 PHASES = {"train": "training", "score": "scoring the pool", "preparing": "preparing data", "starting": "starting"}
 
 
-def show_training(prog: dict, root: str | None = None, device: str | None = None) -> None:
-    """A progress bar while a round runs (here or on a training worker); the error of a failed round. With
-    ``root``, a project trained by workers that has none alive offers to train here instead ("Train here now")."""
-    queue = prog.get("queue") or {}
-    remote = queue.get("running")
-    for r in queue.get("reaped") or []:  # failed by this very look: say so once, here
+def show_training(status: TrainingStatus, root: str | None = None, device: str | None = None) -> None:
+    """A progress bar while a round runs (here or on a training worker: one channel, :mod:`alwb.progress`); the error
+    of a failed round. With ``root``, a project trained by workers that has none alive offers to train here instead
+    ("Train here now")."""
+    for r in status.reaped:  # failed by this very look: say so once, here
         st.warning(md_escape(f"Round request {r['id']} failed: {r['error']}"), icon="⚠️")
-    if remote:
-        _show_remote(remote)
-    elif prog.get("running") and prog.get("phase") == READY_PHASE:  # a first round, started early, waits
-        st.caption("The first model trains as soon as this batch is submitted (it is ready and waiting).")
-    elif prog.get("running"):
-        phase = prog.get("phase", "training")
-        done, total = int(prog.get("done") or 0), int(prog.get("total") or 0)
-        frac = done / total if total else 0.0
-        words = PHASES.get(phase, phase)
+    run = status.running
+    if run is not None and run.where == "worker":
+        _show_remote(run)
+    elif run is not None:
+        frac = run.done / run.total if run.total else 0.0
+        words = PHASES.get(run.phase, run.phase)
         st.progress(
             min(1.0, frac),
-            text=f"Round in progress: {words} {done}/{total}" if total else f"Round in progress: {words}…",
+            text=f"Round in progress: {words} {run.done}/{run.total}" if run.total else f"Round in progress: {words}…",
         )
-    elif queue.get("queued"):
-        n = queue.get("workers") or 0
+    elif status.waiting:  # a first round, started early, waits
+        st.caption("The first model trains as soon as this batch is submitted (it is ready and waiting).")
+    elif status.queued:
+        n = status.workers
         st.info(
             f"Round queued for a training worker ({n} worker(s) running)."
             if n
@@ -69,22 +67,20 @@ def show_training(prog: dict, root: str | None = None, device: str | None = None
         )
         if not n and root is not None:
             _offer_here(root, device)
-    last = queue.get("last")
-    if not remote and not prog.get("running") and last is not None and last["status"] == "done":
+    last = status.last
+    if run is not None:
+        return
+    if last is not None and last["status"] == "done":
         when = ago(last["finished_at"])
         st.caption(md_escape(f"Round {last['round']} trained by worker {last['worker']}, {when}."))
-    if prog.get("running") or remote:
-        return
-    if last is not None and last["status"] == "failed" and not prog.get("last_error"):
-        prog["last_error"] = last["error"]
-    if prog.get("last_error"):
+    if status.last_error:
         st.error(
             md_escape(
-                f"The last training round failed; the previous model is still in use. Error: {prog['last_error']}"
+                f"The last training round failed; the previous model is still in use. Error: {status.last_error}"
             ),
             icon="⚠️",
         )
-    if last is not None and last["worker"] and not queue.get("queued") and not queue.get("workers"):
+    if last is not None and last["worker"] and not status.queued and not status.workers:
         st.info(
             "No training worker is running now: the next round trains in this web server's background process.",
             icon="🛠️",
@@ -115,20 +111,20 @@ def _train_here(root: str, device: str | None) -> None:
         state.flash("A training round is already running.", "info")
 
 
-def _show_remote(run: dict) -> None:
+def _show_remote(run: RunningRound) -> None:
     """The round a training worker runs: phase, share done, which worker, how long since it was heard from."""
-    words = PHASES.get(run["phase"], run["phase"])
-    done, total = run["done"], run["total"]
+    words = PHASES.get(run.phase, run.phase)
+    done, total = run.done, run.total
     step = f"{words} {done}/{total} ({done / total:.0%})" if total else f"{words}…"
-    who = f"worker {run['worker']}, heard from {run['age']:.0f} s ago"
+    who = f"worker {run.worker}, heard from {run.age:.0f} s ago"
     st.progress(
-        min(1.0, done / total if total else 0.0), text=md_escape(f"Round {run['round']} in progress: {step} · {who}")
+        min(1.0, done / total if total else 0.0), text=md_escape(f"Round {run.round} in progress: {step} · {who}")
     )
-    if run["silent"]:
+    if run.silent:
         st.warning(
             md_escape(
-                f"Worker {run['worker']} has not been heard from for {run['age']:.0f} s: if it stopped, its round "
-                f"is failed in {run.get('fails_in', 0):.0f} s and the previous model stays in use."
+                f"Worker {run.worker} has not been heard from for {run.age:.0f} s: if it stopped, its round "
+                f"is failed in {run.fails_in or 0:.0f} s and the previous model stays in use."
             ),
             icon="⚠️",
         )

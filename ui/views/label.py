@@ -373,7 +373,7 @@ def render() -> None:
         images = proj.reads.image_root()
         digests = proj.reads.digests([it.path for it in b["items"]] if b else [])
         plan_text, plan_todo = plan_sentence(proj)
-        running = is_training(root) and not is_waiting(root)
+        running = is_training(root) and not is_waiting(root, proj.store)
     top = st.columns([3, 1, 1])
     every = (
         f"a new model every {cfg.retrain_every} answers (the first after the first batch)"
