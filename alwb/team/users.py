@@ -26,14 +26,18 @@ import json
 import secrets
 import time
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from ..errors import AlwbError
+from ..errors import AlwbError, ProjectError
 from ..store import Store
+from ..store.location import store_location
 
 ROLES = ("annotator", "reviewer", "admin")
 #: What each role may open in the workbench.
@@ -186,6 +190,29 @@ def exposure_error(host: str, *, has_users: bool, no_auth: bool) -> str | None:
         "address could label, export and change settings. Add accounts ('alwb users add PROJECT NAME --role admin') "
         "or pass --no-auth to open it anyway"
     )
+
+
+@contextmanager
+def open_store(root: str | Path) -> Iterator[Store]:
+    """The project's store alone, for the sign-in check a page makes every few seconds (lighter than opening the
+    :class:`~alwb.project.Project`); :class:`~alwb.errors.ProjectError` when ``root`` holds no project."""
+    location = store_location(root)
+    if location is None:
+        raise ProjectError(f"no alwb project at {root}")
+    with Store(location) as store:
+        yield store
+
+
+def project_key(store: Store) -> str:
+    """A short name of the project that every web server of it shares (it follows the store, not the folder): the
+    sign-in cookie is named after it."""
+    ident = json.dumps(store.get_meta("created_at"))
+    return hashlib.sha256(ident.encode()).hexdigest()[:12]
+
+
+def active_user_count(store: Store) -> int:
+    """Accounts that may sign in (not disabled)."""
+    return int(store.active_user_count())
 
 
 def auth_required(store: Store) -> bool:

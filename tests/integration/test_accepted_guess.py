@@ -42,7 +42,9 @@ def test_a_v9_store_gets_the_column_with_chosen_for_old_labels(tmp_path: Path) -
             s.record_item("x.png", "0" * 64, 1, width=8, height=8, mode="L", format="PNG", grey=True)
         s.add_classes(["a"])
         s.add_labels([LabelRow(s.item_ids()[0], "a")])
-    con = sqlite3.connect(path)  # back to v9: the column did not exist
+    con = sqlite3.connect(path)  # back to v9: the column did not exist (nor v11's progress table)
+    con.execute("DROP TABLE round_progress")
+    con.execute("ALTER TABLE round_requests ADD COLUMN progress TEXT")
     con.execute("ALTER TABLE labels DROP COLUMN accepted_guess")
     con.execute("PRAGMA user_version = 9")
     con.commit()

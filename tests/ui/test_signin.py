@@ -203,7 +203,7 @@ def test_a_reload_signs_in_again_from_the_cookie_and_a_sign_out_ends_it(
     token = at.session_state["alwb_signin"][0]
     scripts = [e.proto.body for e in at.get("html")]
     with Project.open(project) as proj:
-        name = signin.cookie_name(proj.store)
+        name = signin.cookie_name(proj)
     assert any(f"{name}={token}" in s and "SameSite=Strict" in s for s in scripts), scripts
     assert token not in str(at.query_params), "the token never goes into the URL"
 

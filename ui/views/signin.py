@@ -12,8 +12,6 @@ never goes into the URL, and signing out ends the session in the store and remov
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import time
 from pathlib import Path
@@ -22,8 +20,6 @@ import streamlit as st
 
 from alwb.errors import AlwbError, StoreUnavailable
 from alwb.project import Project
-from alwb.store import Store
-from alwb.store.location import store_location
 from alwb.team import users
 from ui import state
 from ui.text import md_escape
@@ -35,10 +31,9 @@ _DEAD = "alwb_dead_token"
 _SAFE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-def cookie_name(store: Store) -> str:
+def cookie_name(proj: Project) -> str:
     """The project's cookie name: the same on every server of the project (it follows the store, not the path)."""
-    ident = json.dumps(store.get_meta("created_at"))
-    return COOKIE_PREFIX + hashlib.sha256(ident.encode()).hexdigest()[:12]
+    return COOKIE_PREFIX + users.project_key(proj.store)
 
 
 def gate(root: Path) -> users.User | None | bool:
@@ -48,7 +43,7 @@ def gate(root: Path) -> users.User | None | bool:
         store = proj.store
         if not users.auth_required(store):
             return None
-        name = cookie_name(store)
+        name = cookie_name(proj)
         current = state.signin()
         token = current[0] if current is not None else state.cookie(name)
         if token and token != state.remember(_DEAD):
@@ -62,7 +57,7 @@ def gate(root: Path) -> users.User | None | bool:
             if current is not None:
                 state.set_signin(None)
             st.info("Your session ended: please sign in again.")
-        _form(store, root)
+        _form(proj, root)
         _drop_cookie(name, state.remember(_DEAD))
     return False
 
@@ -76,10 +71,10 @@ def client_address() -> str | None:
     return str(value) if value else None
 
 
-def _form(store: Store, root: Path) -> None:
+def _form(proj: Project, root: Path) -> None:
     st.title("Sign in")
     st.caption(f"Project {root.name}")
-    if store.active_user_count() == 0:
+    if users.active_user_count(proj.store) == 0:
         st.warning(
             "Every account of this project is disabled, so nobody can sign in. An administrator can enable one on "
             "the server."
@@ -90,7 +85,7 @@ def _form(store: Store, root: Path) -> None:
         submitted = st.form_submit_button("Sign in", type="primary")
     if submitted:
         try:
-            session = users.sign_in(store, name, password, address=client_address())
+            session = users.sign_in(proj.store, name, password, address=client_address())
         except users.SignInThrottled as exc:
             st.error(str(exc))
         except AlwbError as exc:
@@ -138,10 +133,7 @@ def still_allowed(page: str) -> bool:
     if root is None:
         return True
     try:
-        location = store_location(root)
-        if location is None:
-            raise AlwbError("no project")
-        with Store(location) as store:
+        with users.open_store(root) as store:
             if not users.auth_required(store):
                 return True
             current = state.signin()
