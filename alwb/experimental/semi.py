@@ -1,5 +1,5 @@
-"""Semi-supervised research losses on unlabeled pool images, for :func:`alwb.learning.train.train_model`'s
-``extra_loss``.
+"""Semi-supervised research losses on unlabeled pool images: training steps (:class:`alwb.learning.train.StepLoss`)
+for :func:`alwb.learning.train.train_model`'s ``step``, the product's supervised loss plus a term on unlabeled views.
 
 - :class:`ConsistencyLoss` (FixMatch, Sohn et al. 2020): where the model's prediction on a lightly augmented view
   of an unlabeled image reaches a threshold, that class is the target for a strongly augmented view.
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..learning.data import normalise, random_shift_flip
+from ..learning.train import SupervisedFn
 
 
 class ConsistencyLoss:
@@ -52,12 +53,29 @@ class ConsistencyLoss:
         self.teacher, self.teacher_view = teacher, teacher_view
 
     def prepare(
-        self, model: nn.Module, *, device: torch.device, mean: torch.Tensor, std: torch.Tensor, channels_last: bool
+        self,
+        model: nn.Module,
+        *,
+        device: torch.device,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        channels_last: bool,
+        supervised: SupervisedFn,
     ) -> None:
-        """Keep the device and normalisation; move the teacher to the device in eval mode."""
+        """Keep the device, normalisation and the product's loss; move the teacher to the device in eval mode."""
         self.device, self.mean, self.std, self.channels_last = device, mean, std, channels_last
+        self.supervised = supervised
         if self.teacher is not None:
             self.teacher = self.teacher.to(device).eval()
+
+    def __call__(
+        self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor, *, amp: bool
+    ) -> torch.Tensor:
+        """The product's loss on the labeled batch plus this one on unlabeled views, in one forward pass."""
+        view, uloss_of = self.batch(model, len(yb), amp=amp)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            both = model(torch.cat([xb, view]))
+        return self.supervised(both[: len(yb)].float(), yb, wb) + uloss_of(both[len(yb) :].float())
 
     def batch(
         self, model: nn.Module, n_labeled: int, *, amp: bool

@@ -121,21 +121,55 @@ class TrainResult:
     losses: list[float] = field(default_factory=list)
 
 
-class ExtraLoss(Protocol):
-    """A loss on extra inputs added to each training step (research options in :mod:`alwb.experimental` use it).
+#: The product's loss on a labeled batch's logits: ``(logits, labels, sample weights) -> loss``.
+SupervisedFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
-    ``prepare`` is called once with the training device, normalisation and memory format; ``batch`` returns the
-    extra inputs of one step (already normalised, on the device) and a function of their logits giving the loss to
-    add. The extra inputs go through the model in the same forward pass as the labeled batch.
+
+class StepLoss(Protocol):
+    """The loss of one training step, from the model and a labeled batch (inputs normalised, on the device).
+
+    ``prepare`` is called once with the device, normalisation, memory format and ``supervised``, the product's
+    weighted cross-entropy on logits; the step calls the model and returns the loss to minimise. The product's own
+    step is :class:`SupervisedStep`; research steps (:mod:`alwb.experimental`) add to it.
     """
 
     def prepare(
-        self, model: nn.Module, *, device: torch.device, mean: torch.Tensor, std: torch.Tensor, channels_last: bool
+        self,
+        model: nn.Module,
+        *,
+        device: torch.device,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        channels_last: bool,
+        supervised: SupervisedFn,
     ) -> None: ...
 
-    def batch(
-        self, model: nn.Module, n_labeled: int, *, amp: bool
-    ) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]: ...
+    def __call__(
+        self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor, *, amp: bool
+    ) -> torch.Tensor: ...
+
+
+class SupervisedStep:
+    """The product's training step: the labeled batch through the model, its weighted cross-entropy."""
+
+    def prepare(
+        self,
+        model: nn.Module,
+        *,
+        device: torch.device,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        channels_last: bool,
+        supervised: SupervisedFn,
+    ) -> None:
+        self.supervised = supervised
+
+    def __call__(
+        self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor, *, amp: bool
+    ) -> torch.Tensor:
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
+            logits = model(xb).float()
+        return self.supervised(logits, yb, wb)
 
 
 def shrink_perturb(model: nn.Module, fresh: nn.Module, shrink: float, perturb: float) -> None:
@@ -164,14 +198,14 @@ def train_model(
     sample_weights: npt.NDArray[np.float64] | None = None,
     progress: ProgressFn | None = None,
     pause: Callable[[], None] | None = None,
-    extra_loss: ExtraLoss | None = None,
+    step: StepLoss | None = None,
 ) -> TrainResult:
     """Train a model on uint8 pixels ``x`` ``(N, C, S, S)`` and labels ``y`` ``(N,)``.
 
     ``init_state`` (a previous round's state_dict) warm-starts the model with shrink-and-perturb; a head of the
     wrong shape (classes added) is re-initialised. ``sample_weights`` scale each sample's loss (pseudo-labels).
-    ``pause`` is called before every step (a background round gives way to the person there). ``extra_loss``
-    adds a loss on extra inputs to every step (:class:`ExtraLoss`).
+    ``pause`` is called before every step (a background round gives way to the person there). ``step`` computes each
+    step's loss (:class:`StepLoss`; the product's :class:`SupervisedStep` by default).
     """
     t0 = time.perf_counter()
     seed_everything(cfg.seed)
@@ -210,8 +244,12 @@ def train_model(
     m = torch.tensor(mean, device=device)
     s = torch.tensor(std, device=device)
     amp = device.type == "cuda"
-    if extra_loss is not None:
-        extra_loss.prepare(model, device=device, mean=m, std=s, channels_last=channels_last)
+
+    def supervised(logits: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+        return (loss_fn(logits, yb) * wb).sum() / wb.sum().clamp_min(1e-8)
+
+    step = step or SupervisedStep()
+    step.prepare(model, device=device, mean=m, std=s, channels_last=channels_last, supervised=supervised)
     losses: list[float] = []
     model.train()
     for epoch in range(epochs):
@@ -224,20 +262,7 @@ def train_model(
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yb = yb.to(device, non_blocking=True)
             wb = wb.to(device, non_blocking=True)
-            uloss = None
-            if extra_loss is None:
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    logits = model(xb).float()
-            else:
-                view, uloss_of = extra_loss.batch(model, len(yb), amp=amp)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=amp):
-                    both = model(torch.cat([xb, view]))
-                logits = both[: len(yb)].float()
-                uloss = uloss_of(both[len(yb) :].float())
-            loss_each = loss_fn(logits, yb)
-            loss = (loss_each * wb).sum() / wb.sum().clamp_min(1e-8)
-            if uloss is not None:
-                loss = loss + uloss
+            loss = step(model, xb, yb, wb, amp=amp)
             if not torch.isfinite(loss):
                 from ..errors import AlwbError
 

@@ -114,7 +114,7 @@ def main() -> None:
             mean=geo["mean"],
             std=geo["std"],
             cfg=cfg,
-            extra_loss=extra,
+            step=extra,
         )
         seconds = time.perf_counter() - t0
         acc = {tta: test_accuracy(res.model, test, geo, tta=tta) for tta in (False, True)}

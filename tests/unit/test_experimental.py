@@ -55,11 +55,11 @@ def test_consistency_loss_uses_the_unlabeled_images_reproducibly() -> None:
     cfg = TrainConfig(device="cpu", epochs=2, augment="crop+flip", seed=1)
     plain = train_model(x, y, cfg=cfg, **kw)
     # threshold 0.5 with two classes: every unlabeled image gets a target, and the loss includes them
-    a = train_model(x, y, cfg=cfg, extra_loss=ConsistencyLoss(u, threshold=0.5, seed=2), **kw)
-    b = train_model(x, y, cfg=cfg, extra_loss=ConsistencyLoss(u, threshold=0.5, seed=2), **kw)
+    a = train_model(x, y, cfg=cfg, step=ConsistencyLoss(u, threshold=0.5, seed=2), **kw)
+    b = train_model(x, y, cfg=cfg, step=ConsistencyLoss(u, threshold=0.5, seed=2), **kw)
     assert a.losses == b.losses and a.losses != plain.losses
     # weight 0: the unlabeled images add nothing to the loss, the loss values are the plain one's
-    off = train_model(x, y, cfg=cfg, extra_loss=ConsistencyLoss(u, weight=0.0, seed=2), **kw)
+    off = train_model(x, y, cfg=cfg, step=ConsistencyLoss(u, weight=0.0, seed=2), **kw)
     assert len(off.losses) == len(plain.losses)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(v, sb[k]) for k, v in sa.items())
@@ -83,8 +83,8 @@ def test_a_teacher_s_soft_targets_pull_unlabeled_images_towards_its_classes(view
     def teach() -> ConsistencyLoss:
         return ConsistencyLoss(u, weight=3.0, seed=2, teacher=_ConstantTeacher(), teacher_view=view)
 
-    taught = train_model(x, y, cfg=cfg, extra_loss=teach(), **kw)
-    again = train_model(x, y, cfg=cfg, extra_loss=teach(), **kw)
+    taught = train_model(x, y, cfg=cfg, step=teach(), **kw)
+    again = train_model(x, y, cfg=cfg, step=teach(), **kw)
     assert taught.losses == again.losses
     share = {}
     for name, res in (("plain", plain), ("taught", taught)):
