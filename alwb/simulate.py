@@ -165,7 +165,7 @@ def _template(dataset: Path, out: Path, train_manifest: Path | None, s: SimSetti
     return tdir, oracle
 
 
-def _test_files(dataset: Path, classes: list[str]) -> list[tuple[Path, int]]:
+def held_out_files(dataset: Path, classes: list[str]) -> list[tuple[Path, int]]:
     """The test split's image files and their class positions, in a fixed order."""
     tdir = _test_dir(dataset)
     pos = {c: i for i, c in enumerate(classes)}
@@ -186,7 +186,7 @@ def _test_pixels(
     if cache.is_file():
         d = np.load(cache)
         return d["x"], d["y"]
-    files = _test_files(dataset, classes)
+    files = held_out_files(dataset, classes)
     x = np.stack([load_array(f, size, channels) for f, _ in files])
     y = np.asarray([c for _, c in files], dtype=np.int64)
     np.savez(cache, x=x, y=y)
@@ -202,7 +202,7 @@ def _evaluate_head(proj: Project, cur: dict[str, Any], dataset: Path, out: Path)
 
     geo = Geometry.from_dict(cur["config"]["geometry"])
     bb = backbones.load(str(geo.backbone), download=False, quiet=True)
-    files = _test_files(dataset, proj.classes)
+    files = held_out_files(dataset, proj.classes)
     where = out / "test_embeddings"
     rep = embed_items(where, [(i, str(f)) for i, (f, _) in enumerate(files, 1)], bb, threads=1)
     keep = np.asarray([i for i in range(1, len(files) + 1) if i not in rep.unreadable], dtype=np.int64)

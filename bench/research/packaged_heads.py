@@ -5,7 +5,7 @@
 
 Reads what ``alwb simulate`` left in ``SIM``: the template's embeddings of the pool (``template/cache/emb_*.npy``),
 its validation sample (left out of the pool, as the simulator does), the oracle, and the test split's embeddings
-(``test_embeddings/``, in the order of :func:`alwb.simulate._test_files`). For each seed and head: 100 random labels,
+(``test_embeddings/``, in the order of :func:`alwb.simulate.held_out_files`). For each seed and head: 100 random labels,
 then batches of 100 chosen by that head's own margin (modAL's margin through alwb.learning.query), to 1,000; test
 accuracy
 at each count. Heads:
@@ -37,7 +37,7 @@ from scipy import stats
 
 from alwb.learning.head import LinearHead, fit_head, standardiser
 from alwb.project import Project
-from alwb.simulate import _test_files
+from alwb.simulate import held_out_files
 
 HEADS = ("logreg", "c0.3", "c0.03", "spread", "flip")
 
@@ -95,7 +95,7 @@ def _mirror_embeddings(sim: Path, dataset: Path, classes: list[str]) -> tuple[Pa
     with Project.open(sim / "template") as proj:
         items = items_from_store(proj.store)
     rep = embed_items(pool_dir, items, bb, threads=2)
-    files = _test_files(dataset, classes)
+    files = held_out_files(dataset, classes)
     rep2 = embed_items(test_dir, [(i, str(f)) for i, (f, _) in enumerate(files, 1)], bb, threads=2)
     print(
         f"mirror images embedded: {rep.embedded} pool + {rep2.embedded} test in {time.perf_counter() - t0:.0f} s "
@@ -124,7 +124,7 @@ def run(
     keep = np.asarray([i not in val for i in ids])
     ids, pool = ids[keep], emb[keep]
     y_pool = np.asarray([oracle[int(i)] for i in ids])
-    files = _test_files(dataset, classes)
+    files = held_out_files(dataset, classes)
     t_ids, t_emb = _cache(sim / "test_embeddings")
     y_test = np.asarray([files[int(i) - 1][1] for i in t_ids])
     k = len(classes)
