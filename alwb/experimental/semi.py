@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..learning.data import normalise, random_shift_flip
-from ..learning.train import SupervisedFn
+from ..learning.train import StepContext
 
 
 class ConsistencyLoss:
@@ -52,21 +52,12 @@ class ConsistencyLoss:
         self.pad = max(2, int(self.unl.shape[-1]) // 8)
         self.teacher, self.teacher_view = teacher, teacher_view
 
-    def prepare(
-        self,
-        model: nn.Module,
-        *,
-        device: torch.device,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        channels_last: bool,
-        supervised: SupervisedFn,
-    ) -> None:
+    def prepare(self, model: nn.Module, ctx: StepContext) -> None:
         """Keep the device, normalisation and the product's loss; move the teacher to the device in eval mode."""
-        self.device, self.mean, self.std, self.channels_last = device, mean, std, channels_last
-        self.supervised = supervised
+        self.device, self.mean, self.std, self.channels_last = ctx.device, ctx.mean, ctx.std, ctx.channels_last
+        self.supervised = ctx.supervised
         if self.teacher is not None:
-            self.teacher = self.teacher.to(device).eval()
+            self.teacher = self.teacher.to(ctx.device).eval()
 
     def __call__(
         self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor, *, amp: bool

@@ -63,28 +63,43 @@ def _log(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
     return a - b / (1.0 + c * np.log(n))
 
 
+def _loglin(n: np.ndarray, a: float, b: float) -> np.ndarray:
+    # no ceiling: accuracy that keeps growing by b per e-fold of labels (a steep curve far from its plateau)
+    return a + b * np.log(n)
+
+
 @dataclass(frozen=True)
 class CurveFamily:
-    """A learning-curve shape ``f(n, a, b, c)`` with its starting guess and bounds."""
+    """A learning-curve shape ``f(n, *params)`` with its starting guess and bounds; ``ceiling``: its first
+    parameter is the accuracy it tends to (started just above the best accuracy seen)."""
 
     name: str
     fn: Any
-    p0: tuple[float, float, float]
-    lower: tuple[float, float, float]
-    upper: tuple[float, float, float]
+    p0: tuple[float, ...]
+    lower: tuple[float, ...]
+    upper: tuple[float, ...]
+    ceiling: bool = True
+
+    @property
+    def k(self) -> int:
+        """Its number of parameters."""
+        return len(self.p0)
 
 
-FAMILIES: tuple[CurveFamily, ...] = (
-    CurveFamily("power", _pow, (0.9, 1.0, 0.5), (0.0, 0.0, 0.05), (1.0, 50.0, 3.0)),
-    CurveFamily("log", _log, (0.9, 1.0, 0.5), (0.0, 0.0, 0.01), (1.0, 50.0, 10.0)),
-)
+POWER = CurveFamily("power", _pow, (0.9, 1.0, 0.5), (0.0, 0.0, 0.05), (1.0, 50.0, 3.0))
+LOG = CurveFamily("log", _log, (0.9, 1.0, 0.5), (0.0, 0.0, 0.01), (1.0, 50.0, 10.0))
+LOGLIN = CurveFamily("loglin", _loglin, (0.0, 0.05), (-5.0, 0.0), (1.0, 1.0), ceiling=False)
+FAMILIES: tuple[CurveFamily, ...] = (POWER, LOG)
 
 
 def _fit_family(fam: CurveFamily, n: np.ndarray, acc: np.ndarray, sigma: np.ndarray) -> tuple[np.ndarray, float] | None:
     """Weighted least-squares parameters and the weighted residual sum of squares, or None when it fails."""
     from scipy.optimize import OptimizeWarning, curve_fit
 
-    p0 = np.clip(np.array([min(0.999, acc.max() + 0.02), *fam.p0[1:]]), fam.lower, fam.upper)
+    p0 = np.array(fam.p0, float)
+    if fam.ceiling:
+        p0[0] = min(0.999, acc.max() + 0.02)
+    p0 = np.clip(p0, fam.lower, fam.upper)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
@@ -120,7 +135,7 @@ class Forecast:
 
     def _curves(self, at: np.ndarray) -> np.ndarray:
         """Every bootstrap curve evaluated at ``at``: ``(draws, len(at))``."""
-        rows = [fam.fn(at[None, :], *(p[:, i, None] for i in range(3))) for fam, p in self.draws]
+        rows = [fam.fn(at[None, :], *(p[:, i, None] for i in range(fam.k))) for fam, p in self.draws]
         return np.clip(np.concatenate(rows, axis=0), 0.0, 1.0)
 
     def predict(self, labels: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -179,6 +194,7 @@ def forecast(
     seed: int = 0,
     level: float = LEVEL,
     inflate: float = INFLATE,
+    families: Sequence[CurveFamily] = FAMILIES,
 ) -> Forecast | None:
     """Fit the learning curve of validation accuracy against labels; None with fewer than ``min_rounds`` rounds or
     when no curve family fits.
@@ -196,20 +212,20 @@ def forecast(
         return None
     p = np.clip(acc, 0.02, 0.98)
     sigma = np.sqrt(p * (1 - p) / nv)
-    fits = [(fam, _fit_family(fam, n, acc, sigma)) for fam in FAMILIES]
+    fits = [(fam, _fit_family(fam, n, acc, sigma)) for fam in families]
     fits = [(fam, f) for fam, f in fits if f is not None]
     if not fits:
         return None
-    # Akaike weights (3 parameters each, so the residuals decide)
-    rss = np.array([f[1] for _, f in fits])
-    w = np.exp(-(rss - rss.min()) / 2)
+    # Akaike weights: the weighted residuals plus twice the parameters
+    aic = np.array([f[1] + 2 * fam.k for fam, f in fits])
+    w = np.exp(-(aic - aic.min()) / 2)
     w /= w.sum()
     rng = np.random.default_rng(seed)
     out = []
     for (fam, (params, rss_f)), wf in zip(fits, w, strict=True):
         k = max(1, round(draws * wf))
         # the noise between rounds: the binomial one, or the residuals' when they say more (training jitter)
-        scale = math.sqrt(max(1.0, rss_f / max(1, n.size - 3)))
+        scale = math.sqrt(max(1.0, rss_f / max(1, n.size - fam.k)))
         fitted = fam.fn(n, *params)
         got = []
         for _ in range(k):

@@ -125,24 +125,26 @@ class TrainResult:
 SupervisedFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+@dataclass(frozen=True)
+class StepContext:
+    """What a training step needs besides the batch: the device, the normalisation, whether inputs are channels-last,
+    and ``supervised``, the product's weighted cross-entropy on logits."""
+
+    device: torch.device
+    mean: torch.Tensor
+    std: torch.Tensor
+    channels_last: bool
+    supervised: SupervisedFn
+
+
 class StepLoss(Protocol):
     """The loss of one training step, from the model and a labeled batch (inputs normalised, on the device).
 
-    ``prepare`` is called once with the device, normalisation, memory format and ``supervised``, the product's
-    weighted cross-entropy on logits; the step calls the model and returns the loss to minimise. The product's own
-    step is :class:`SupervisedStep`; research steps (:mod:`alwb.experimental`) add to it.
+    ``prepare`` is called once before training; the step calls the model and returns the loss to minimise. The
+    product's own step is :class:`SupervisedStep`; research steps (:mod:`alwb.experimental`) add to it.
     """
 
-    def prepare(
-        self,
-        model: nn.Module,
-        *,
-        device: torch.device,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        channels_last: bool,
-        supervised: SupervisedFn,
-    ) -> None: ...
+    def prepare(self, model: nn.Module, ctx: StepContext) -> None: ...
 
     def __call__(
         self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor, *, amp: bool
@@ -152,17 +154,8 @@ class StepLoss(Protocol):
 class SupervisedStep:
     """The product's training step: the labeled batch through the model, its weighted cross-entropy."""
 
-    def prepare(
-        self,
-        model: nn.Module,
-        *,
-        device: torch.device,
-        mean: torch.Tensor,
-        std: torch.Tensor,
-        channels_last: bool,
-        supervised: SupervisedFn,
-    ) -> None:
-        self.supervised = supervised
+    def prepare(self, model: nn.Module, ctx: StepContext) -> None:
+        self.supervised = ctx.supervised
 
     def __call__(
         self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, wb: torch.Tensor, *, amp: bool
@@ -249,7 +242,7 @@ def train_model(
         return (loss_fn(logits, yb) * wb).sum() / wb.sum().clamp_min(1e-8)
 
     step = step or SupervisedStep()
-    step.prepare(model, device=device, mean=m, std=s, channels_last=channels_last, supervised=supervised)
+    step.prepare(model, StepContext(device, m, s, channels_last, supervised))
     losses: list[float] = []
     model.train()
     for epoch in range(epochs):

@@ -33,7 +33,12 @@ import pandas as pd
 
 from alwb.learning.advice import (
     DECISION_LABELS,
+    FAMILIES,
+    LOG,
+    LOGLIN,
     MIN_GAIN_POINTS,
+    POWER,
+    CurveFamily,
     forecast,
     plain_power_law,
     recommend,
@@ -75,15 +80,15 @@ def recorded_runs(folder: Path = RESULTS) -> list[dict]:
     return kept
 
 
-def forecast_cases(runs: Sequence[dict]) -> pd.DataFrame:
-    """One row per (run, round r): the forecasts of round r + 5 and its test accuracy."""
+def forecast_cases(runs: Sequence[dict], families: Sequence[CurveFamily] = FAMILIES) -> pd.DataFrame:
+    """One row per (run, round r): the forecasts of round r + 5 and its test accuracy (curve ``families``)."""
     out = []
     for run in runs:
         g = run["rows"]
         n, v, nv, t = (g[c].to_numpy(float) for c in ("n_labeled", "val_accuracy", "val_n", "test_accuracy"))
         for r in range(FIRST, len(g) - AHEAD + 1):
             at = n[r - 1 + AHEAD]
-            fc = forecast(n[:r], v[:r], nv[:r].astype(int))
+            fc = forecast(n[:r], v[:r], nv[:r].astype(int), families=families)
             mid = lo = hi = math.nan
             if fc is not None:
                 m, lw, h = fc.predict([at])
@@ -137,7 +142,7 @@ def sim_runs(paths: Sequence[str]) -> list[dict]:
 
 def cmd_forecast(args: argparse.Namespace) -> None:
     if args.sim:  # new runs: the clean held-out set of E32's amendment
-        cases = forecast_cases(sim_runs(args.sim))
+        cases = forecast_cases(sim_runs(args.sim), _families(args.families))
         cases["set"] = "new runs"
         groups = {f: cases[cases["file"] == f] for f in dict.fromkeys(cases["file"])} if len(args.sim) > 1 else {}
         table = pd.DataFrame({**{k: summary(v) for k, v in groups.items() if len(v)}, "new runs": summary(cases)}).T
@@ -149,7 +154,7 @@ def cmd_forecast(args: argparse.Namespace) -> None:
     runs = recorded_runs()
     if args.set != "all":  # only the set asked for is forecast (the others stay unseen)
         runs = [r for r in runs if heldout(r["file"]) == (args.set == "heldout")]
-    cases = forecast_cases(runs)
+    cases = forecast_cases(runs, _families(args.families))
     if args.csv:
         cases.to_csv(args.csv, index=False)
     groups = {
@@ -377,6 +382,14 @@ def cmd_stop(args: argparse.Namespace) -> None:
         print(stop_summary(table).to_string())
 
 
+def _families(names: str | None) -> tuple[CurveFamily, ...]:
+    """Curve families by name (``power,log,loglin``); the product's without names."""
+    if not names:
+        return FAMILIES
+    known = {f.name: f for f in (POWER, LOG, LOGLIN)}
+    return tuple(known[n] for n in names.split(","))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -385,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--png", help="write the picture here")
     p.add_argument("--csv", help="write every case here")
     p.add_argument("--sim", action="append", default=[], help="forecast these simulation folders' runs instead")
+    p.add_argument("--families", help="curve families, e.g. power,log,loglin (default: the product's)")
     p.set_defaults(func=cmd_forecast)
     p = sub.add_parser("stop")
     p.add_argument("--sim", action="append", default=[], help="a simulation folder (or its curve.csv)")
