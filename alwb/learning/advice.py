@@ -63,11 +63,6 @@ def _log(n: np.ndarray, a: float, b: float, c: float) -> np.ndarray:
     return a - b / (1.0 + c * np.log(n))
 
 
-def _loglin(n: np.ndarray, a: float, b: float) -> np.ndarray:
-    # no ceiling: accuracy that keeps growing by b per e-fold of labels (a steep curve far from its plateau)
-    return a + b * np.log(n)
-
-
 @dataclass(frozen=True)
 class CurveFamily:
     """A learning-curve shape ``f(n, *params)`` with its starting guess and bounds; ``ceiling``: its first
@@ -88,7 +83,6 @@ class CurveFamily:
 
 POWER = CurveFamily("power", _pow, (0.9, 1.0, 0.5), (0.0, 0.0, 0.05), (1.0, 50.0, 3.0))
 LOG = CurveFamily("log", _log, (0.9, 1.0, 0.5), (0.0, 0.0, 0.01), (1.0, 50.0, 10.0))
-LOGLIN = CurveFamily("loglin", _loglin, (0.0, 0.05), (-5.0, 0.0), (1.0, 1.0), ceiling=False)
 FAMILIES: tuple[CurveFamily, ...] = (POWER, LOG)
 
 

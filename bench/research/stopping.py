@@ -35,7 +35,6 @@ from alwb.learning.advice import (
     DECISION_LABELS,
     FAMILIES,
     LOG,
-    LOGLIN,
     MIN_GAIN_POINTS,
     POWER,
     CurveFamily,
@@ -78,6 +77,14 @@ def recorded_runs(folder: Path = RESULTS) -> list[dict]:
             continue
         kept.append(r)
     return kept
+
+
+def _loglin(n: np.ndarray, a: float, b: float) -> np.ndarray:
+    return a + b * np.log(n)
+
+
+#: E46's candidate family: no ceiling, accuracy growing by b per e-fold of labels (a steep curve far from its plateau)
+LOGLIN = CurveFamily("loglin", _loglin, (0.0, 0.05), (-5.0, 0.0), (1.0, 1.0), ceiling=False)
 
 
 def forecast_cases(runs: Sequence[dict], families: Sequence[CurveFamily] = FAMILIES) -> pd.DataFrame:

@@ -10,6 +10,7 @@ from sklearn.metrics import cohen_kappa_score
 from alwb.learning.advice import (
     MIN_ROUNDS,
     Costs,
+    CurveFamily,
     advise,
     cohen_kappa,
     forecast,
@@ -49,6 +50,18 @@ def test_forecast_recovers_a_noiseless_curve() -> None:
     need, _, _ = fc.labels_for(0.91)
     assert need == pytest.approx((1.1 / (0.93 - 0.91)) ** 2, rel=0.1)
     assert fc.labels_for(0.95)[0] is None  # above the asymptote: it cannot tell
+
+
+def test_forecast_takes_other_curve_families_of_any_size() -> None:
+    """A two-parameter family without a ceiling (as bench/research/stopping.py tries) fits a log-linear curve."""
+    loglin = CurveFamily(
+        "loglin", lambda n, a, b: a + b * np.log(n), (0.0, 0.05), (-5.0, 0.0), (1.0, 1.0), ceiling=False
+    )
+    truth = -0.2 + 0.1 * np.log(LABELS)
+    fc = forecast(LABELS[:6], truth[:6], 100_000, families=[loglin])
+    assert fc is not None and loglin.k == 2
+    mid, low, high = fc.predict([1000.0])
+    assert mid[0] == pytest.approx(truth[9], abs=0.003) and low[0] <= truth[9] <= high[0]
 
 
 def test_forecast_interval_covers_at_its_stated_rate() -> None:
