@@ -29,6 +29,7 @@ REQUIRED = [
     "test_accuracy",
     "test_macro_f1",
     "test_balanced_accuracy",
+    "test_accuracy_pool_mix",
     "val_accuracy",
     "val_accuracy_low",
     "val_accuracy_high",
@@ -121,7 +122,13 @@ def test_curve_columns_rounds_and_plot(main_run: tuple[Path, Path]) -> None:
         assert {r["seed"] for r in mine} == {"0"}
         for r in mine:
             assert int(r["n_pseudo"]) == 0
-            for col in ("test_accuracy", "test_macro_f1", "test_balanced_accuracy", "val_accuracy"):
+            for col in (
+                "test_accuracy",
+                "test_macro_f1",
+                "test_balanced_accuracy",
+                "test_accuracy_pool_mix",
+                "val_accuracy",
+            ):
                 assert 0.0 <= float(r[col]) <= 1.0
             assert float(r["val_accuracy_low"]) <= float(r["val_accuracy"]) <= float(r["val_accuracy_high"])
             assert float(r["train_seconds"]) > 0 and float(r["round_seconds"]) >= float(r["train_seconds"])

@@ -150,3 +150,12 @@ def test_recommendation_stops_on_stable_predictions_and_weighs_costs() -> None:
     assert recommend(fc, [0.9], n_rounds=6, costs=Costs(1, 1000))[0] is False
     stop, text = recommend(fc, [0.9], n_rounds=6, costs=Costs(10, 1000))
     assert stop is True and "not worth it at 10 a label and 1000 a point" in text
+
+
+def test_pool_mix_weights_test_recalls_by_the_pools_class_shares() -> None:
+    """A long-tailed pool tested on a balanced split: the simulator also reports accuracy on the pool's mix."""
+    from alwb.simulate import pool_mix
+
+    oracle = {1: 0, 2: 0, 3: 0, 4: 1, 5: 2}  # item id → class index: 3 of a, 1 of b, 1 of c
+    assert pool_mix({"a": 1.0, "b": 0.5, "c": None}, oracle, ["a", "b", "c"]) == pytest.approx(3.5 / 4)
+    assert pool_mix({"a": None, "b": None, "c": None}, oracle, ["a", "b", "c"]) is None
