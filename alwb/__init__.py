@@ -13,7 +13,8 @@ and the packages read top to bottom in that order::
     alwb/io/          answers files, exports (dataset, model, ONNX), Label Studio, predictions, text reports
     alwb/insight/     seeing the dataset: label errors, near-duplicates, outliers, the map
 
-``cli.py`` (the ``alwb`` command), ``jobs.py`` (background rounds), ``simulate.py`` (the simulator), ``config.py``,
+``cli.py`` (the ``alwb`` command), ``jobs.py`` (background rounds), ``progress.py`` (how far a round has come,
+wherever it runs: one channel through the store), ``simulate.py`` (the simulator), ``config.py``,
 ``errors.py`` and ``redaction.py`` sit at the top; ``experimental/`` holds what research measured as no gain.
 """
 
