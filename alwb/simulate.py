@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -139,7 +140,11 @@ def _template(dataset: Path, out: Path, train_manifest: Path | None, s: SimSetti
     found = scan(src)
     truth = {c.path: c.label for c in found.candidates if c.refused is None and c.label is not None}
     if not truth:
-        raise AlwbError(f"{src} has no labels for the oracle (need class folders or a label column)")
+        refused = Counter(c.refused for c in found.candidates if c.refused is not None)
+        why = "; ".join(f"{n} refused: {reason}" for reason, n in refused.most_common(3))
+        raise AlwbError(
+            f"{src} has no labels for the oracle (need class folders or a label column)" + (f" ({why})" if why else "")
+        )
     classes = sorted({v for v in truth.values()})
     with Project.create(tdir, classes=classes) as proj:
         proj.set_config(val_size=s.val_size)

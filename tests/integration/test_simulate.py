@@ -451,3 +451,18 @@ def test_pretrain_learns_features_on_the_pool_before_the_runs(dataset: Path, tmp
         (ids,) = zip(*store_rows(proj.root / "alwb.sqlite", sql), strict=True)
         firsts.append(set(ids))
     assert len(firsts[0]) == len(firsts[1]) >= QUICK.initial and firsts[0] != firsts[1]
+
+
+def test_a_pool_of_links_to_files_outside_says_why_it_has_no_oracle(dataset: Path, tmp_path: Path) -> None:
+    """Images linked from outside the dataset are refused by ingest; the simulator says so instead of only "no
+    labels"."""
+    from alwb.errors import AlwbError
+
+    linked = tmp_path / "linked"
+    for split in ("train", "test"):
+        for f in (dataset / split).rglob("*.png"):
+            dest = linked / split / f.parent.name / f.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.symlink_to(f)
+    with pytest.raises(AlwbError, match="refused: symlink points outside the source folder"):
+        simulate(linked, tmp_path / "out", settings=SimSettings(initial=3, batch=3, budget=6, val_size=2))
