@@ -130,11 +130,6 @@ class TrainingStatus:
     last_error: str | None = None
     reaped: list[dict[str, Any]] = field(default_factory=list)
 
-    @property
-    def busy(self) -> bool:
-        """A round trains now (here or on a worker), not merely waits for its labels."""
-        return self.running is not None
-
 
 def local_progress(store: Store, root: str | Path) -> dict[str, Any] | None:
     """This machine's background round as it last reported, while it runs (its lock is held); else None."""
