@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .store import Store
@@ -262,11 +262,17 @@ def start_training(
     return True
 
 
+def local_progress(root: str | Path, store: Store) -> dict[str, Any] | None:
+    """This machine's round as it last reported into the progress channel (:mod:`alwb.progress`), while it runs
+    (its lock is held); else None."""
+    if not is_training(root):
+        return None
+    return store.progress_of(local_runner(root)) or {"phase": "starting", "done": 0, "total": 0}
+
+
 def is_waiting(root: str | Path, store: Store) -> bool:
     """True while a first round started early waits for its labels (:func:`start_training` with ``when_due``)."""
-    if not is_training(root):
-        return False
-    here = store.progress_of(local_runner(root))
+    here = local_progress(root, store)
     return here is not None and here["phase"] == READY_PHASE
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .jobs import READY_PHASE, is_training, local_runner
+from .jobs import READY_PHASE, local_progress
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -131,13 +131,6 @@ class TrainingStatus:
     reaped: list[dict[str, Any]] = field(default_factory=list)
 
 
-def local_progress(store: Store, root: str | Path) -> dict[str, Any] | None:
-    """This machine's background round as it last reported, while it runs (its lock is held); else None."""
-    if not is_training(root):
-        return None
-    return store.progress_of(local_runner(root)) or {"phase": "starting", "done": 0, "total": 0}
-
-
 def training_status(store: Store, root: str | Path, *, now: float | None = None) -> TrainingStatus:
     """Where training stands (:class:`TrainingStatus`): one read of the progress channel, the queue
     (:func:`alwb.team.worker.round_activity`, which fails stale requests first) and the rounds."""
@@ -147,7 +140,7 @@ def training_status(store: Store, root: str | Path, *, now: float | None = None)
     rounds = store.rounds()
     failed = [r for r in rounds if r["status"] == "failed"]
     done = [r for r in rounds if r["status"] == "done"]
-    here = local_progress(store, root)
+    here = local_progress(root, store)
     remote = queue["running"]
     running: RunningRound | None = None
     if remote is not None:  # a worker's round (it holds the lock on its own machine)
