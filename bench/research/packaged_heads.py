@@ -17,6 +17,13 @@ at each count. Heads:
 - ``flip`` (E45): ``logreg`` on the mean of each image's embedding and its mirror image's, pool and test alike (the
   mirror images embedded once into ``SIM/flip_pool/`` and ``SIM/flip_test/`` through
   :func:`alwb.learning.embed.embed_items`, the backbone's own preprocessing followed by a left-right flip).
+- ``sqrt`` (E47): ``logreg`` on the square root of the embeddings (pooled after ReLU6, so ≥ 0: power normalisation);
+- ``res288`` (E47): ``logreg`` on embeddings of 288 px centre crops (shorter side resized to 329 px) instead of the
+  backbone's own size (embedded once into ``SIM/res288_pool/`` and ``SIM/res288_test/``);
+- ``s224``, ``s160``, ``s128`` (E48): ``logreg`` on embeddings of the whole image resized to 224 / 160 / 128 px
+  (no crop; ``SIM/s224_pool/`` …), for small images;
+- ``multi`` (E47): ``logreg`` on the last block's pooled output (320-d for EfficientNet-Lite) concatenated to the
+  pooled head features (``SIM/multi_pool/``, ``SIM/multi_test/``).
 
 ``--heads`` picks some of them (default: all).
 
@@ -39,7 +46,7 @@ from alwb.learning.head import LinearHead, fit_head, standardiser
 from alwb.project import Project
 from alwb.simulate import held_out_files
 
-HEADS = ("logreg", "c0.3", "c0.03", "spread", "flip")
+HEADS = ("logreg", "c0.3", "c0.03", "spread", "flip", "sqrt", "res288", "multi", "s224", "s160", "s128")
 
 
 def _cache(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -69,8 +76,8 @@ def fit(head: str, lab: np.ndarray, y_lab: np.ndarray, pool: np.ndarray, k: int,
     return fit_head(x_lab, y_lab, k, c=c, seed=seed, standardise_with=pool)
 
 
-def _mirror_embeddings(sim: Path, dataset: Path, classes: list[str]) -> tuple[Path, Path]:
-    """Embed the mirror images of the template's pool and of the test split (once; resumed like any cache)."""
+def _view_embeddings(sim: Path, dataset: Path, classes: list[str], view: str) -> tuple[Path, Path]:
+    """Embed the template's pool and the test split as ``view`` (``flip``, ``res288``, ``multi``, ``sNNN``), once."""
     import dataclasses
 
     import torch
@@ -86,11 +93,37 @@ def _mirror_embeddings(sim: Path, dataset: Path, classes: list[str]) -> tuple[Pa
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return self.inner(torch.flip(x, dims=[3]))
 
+    class TwoBlocks(torch.nn.Module):
+        """timm EfficientNet: pooled last-block output ++ pooled head features."""
+
+        def __init__(self, inner: torch.nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            m = self.inner
+            x = m.blocks(m.bn1(m.conv_stem(x)))
+            last = x.mean(dim=(2, 3))
+            return torch.cat([last, m.bn2(m.conv_head(x)).mean(dim=(2, 3))], dim=1)
+
     settings = json.loads((sim / "settings.json").read_text())
     name = (settings.get("train") or {}).get("backbone") or "efficientnet_lite0"
     bb = backbones.load(name, download=False, quiet=True)
-    bb = dataclasses.replace(bb, model=Mirror(bb.model).eval())
-    pool_dir, test_dir = sim / "flip_pool", sim / "flip_test"
+    if view == "flip":
+        bb = dataclasses.replace(bb, model=Mirror(bb.model).eval())
+    elif view == "res288":
+        bb = dataclasses.replace(bb, preprocess=dataclasses.replace(bb.preprocess, resize=329, crop=288))
+    elif view in ("s224", "s160", "s128"):
+        size = int(view[1:])
+        bb = dataclasses.replace(bb, preprocess=dataclasses.replace(bb.preprocess, resize=size, crop=size))
+    elif view == "multi":
+        model = TwoBlocks(bb.model).eval()
+        with torch.no_grad():
+            dim = int(model(torch.zeros(1, 3, 64, 64)).shape[1])
+        bb = dataclasses.replace(bb, model=model, spec=dataclasses.replace(bb.spec, embedding_dim=dim))
+    else:
+        raise ValueError(view)
+    pool_dir, test_dir = sim / f"{view}_pool", sim / f"{view}_test"
     t0 = time.perf_counter()
     with Project.open(sim / "template") as proj:
         items = items_from_store(proj.store)
@@ -98,18 +131,18 @@ def _mirror_embeddings(sim: Path, dataset: Path, classes: list[str]) -> tuple[Pa
     files = held_out_files(dataset, classes)
     rep2 = embed_items(test_dir, [(i, str(f)) for i, (f, _) in enumerate(files, 1)], bb, threads=2)
     print(
-        f"mirror images embedded: {rep.embedded} pool + {rep2.embedded} test in {time.perf_counter() - t0:.0f} s "
+        f"{view} embeddings: {rep.embedded} pool + {rep2.embedded} test in {time.perf_counter() - t0:.0f} s "
         f"({rep.runtime}, {rep2.runtime})",
         flush=True,
     )
     return pool_dir, test_dir
 
 
-def _aligned(ids: np.ndarray, emb: np.ndarray, other: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The mean of ``emb`` and the mirror embeddings ``other`` (ids, rows) of the same items, row for row."""
+def _aligned(ids: np.ndarray, other: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The rows of ``other`` (ids, rows) for the items ``ids``, in that order."""
     o_ids, o_emb = other
     pos = {int(i): k for k, i in enumerate(o_ids)}
-    return (emb + o_emb[[pos[int(i)] for i in ids]]) / 2
+    return o_emb[[pos[int(i)] for i in ids]]
 
 
 def run(
@@ -130,8 +163,14 @@ def run(
     k = len(classes)
     views = {"": (pool, t_emb)}
     if "flip" in heads:
-        pool_dir, test_dir = _mirror_embeddings(sim, dataset, classes)
-        views["flip"] = (_aligned(ids, pool, _cache(pool_dir)), _aligned(t_ids, t_emb, _cache(test_dir)))
+        pool_dir, test_dir = _view_embeddings(sim, dataset, classes, "flip")
+        views["flip"] = ((pool + _aligned(ids, _cache(pool_dir))) / 2, (t_emb + _aligned(t_ids, _cache(test_dir))) / 2)
+    if "sqrt" in heads:
+        views["sqrt"] = (np.sqrt(np.maximum(pool, 0)), np.sqrt(np.maximum(t_emb, 0)))
+    for view in ("res288", "multi", "s224", "s160", "s128"):
+        if view in heads:
+            pool_dir, test_dir = _view_embeddings(sim, dataset, classes, view)
+            views[view] = (_aligned(ids, _cache(pool_dir)), _aligned(t_ids, _cache(test_dir)))
     rows = []
     for seed in seeds:
         first = np.random.default_rng(seed).choice(len(pool), initial, replace=False)
