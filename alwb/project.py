@@ -414,7 +414,7 @@ class Project:
             dim = backbones.get_spec(name).embedding_dim
         except (backbones.WeightsError, AlwbError):
             return None
-        cache = EmbeddingCache(self.root, name, origin.sha256, dim)
+        cache = EmbeddingCache(self.root, name, origin.sha256, dim, geo.framing)
         return cache if len(cache.embedded_ids()) else None
 
     def _describe(
@@ -621,7 +621,16 @@ class Project:
             bb = geo.backbone if geo.mode != "scratch" else None
             why = geo.mode_reason or OLDER_PROJECT_REASON
             size = geo.image_size if bb else None
-            plan = TrainingPlan(geo.mode, bb, size, why, cfg.mode, cfg.backbone, weights_missing=geo.weights_missing)
+            plan = TrainingPlan(
+                geo.mode,
+                bb,
+                size,
+                why,
+                cfg.mode,
+                cfg.backbone,
+                weights_missing=geo.weights_missing,
+                framing=geo.framing,
+            )
             return plan, True
         return self._plan(cfg, fetch=False), False
 
@@ -682,6 +691,7 @@ class Project:
                 std=tuple(spec.std),
                 backbone=spec.name,
                 mode_reason=plan.why,
+                framing=plan.framing,
             )
         size, channels = choose_geometry(self.store, cfg.image_size, cfg.channels, cfg.model)
         return Geometry(

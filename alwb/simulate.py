@@ -165,7 +165,7 @@ def _template(dataset: Path, out: Path, train_manifest: Path | None, s: SimSetti
             from .learning import backbones
             from .learning.embed import embed_items, items_from_store
 
-            bb = backbones.load(str(geo.backbone), download=False, quiet=True)
+            bb = backbones.load(str(geo.backbone), download=False, quiet=True, framing=geo.framing)
             embed_items(tdir, items_from_store(proj.store), bb, threads=1)
         proj.store.set_meta("geometry", geo.to_dict())
         pos = {c: i for i, c in enumerate(classes)}
@@ -204,13 +204,13 @@ def _test_pixels(
 
 def _evaluate_head(proj: Project, cur: dict[str, Any], dataset: Path, out: Path) -> dict[str, Any]:
     """Test metrics of a head round: the test split embedded once per backbone (``OUT/test_embeddings/``, the
-    backbone's own preprocessing, as the pool was), then the round's head on those embeddings."""
+    backbone's own preprocessing and framing, as the pool was), then the round's head on those embeddings."""
     from .learning import backbones
     from .learning.embed import EmbeddingCache, embed_items
     from .learning.head import LinearHead
 
     geo = Geometry.from_dict(cur["config"]["geometry"])
-    bb = backbones.load(str(geo.backbone), download=False, quiet=True)
+    bb = backbones.load(str(geo.backbone), download=False, quiet=True, framing=geo.framing)
     files = held_out_files(dataset, proj.classes)
     where = out / "test_embeddings"
     rep = embed_items(where, [(i, str(f)) for i, (f, _) in enumerate(files, 1)], bb, threads=1)

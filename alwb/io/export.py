@@ -217,7 +217,7 @@ def export_model(project: Project, out: str | Path, *, onnx: bool = True) -> Pat
         from ..learning import backbones
         from ..learning.head import LinearHead, compose
 
-        bb = backbones.load(str(geo.backbone), download=False, quiet=True)
+        bb = backbones.load(str(geo.backbone), download=False, quiet=True, framing=geo.framing)
         model = compose(bb.model, LinearHead.load(cur["path"]))
         state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
         backbone_card = bb.card()
@@ -265,7 +265,7 @@ def export_model(project: Project, out: str | Path, *, onnx: bool = True) -> Pat
     if mode == "head":  # images are prepared as the backbone's embeddings were: its own resize and crop
         from ..learning import backbones
 
-        pre["backbone_preprocess"] = backbones.get_spec(str(geo.backbone)).preprocess().to_dict()
+        pre["backbone_preprocess"] = backbones.get_spec(str(geo.backbone)).preprocess(geo.framing).to_dict()
         pre["resize"] = "shorter side to backbone_preprocess.resize, then centre crop of backbone_preprocess.crop"
     if backbone_card is not None:
         pre["backbone_weights"] = backbone_card["weights"]

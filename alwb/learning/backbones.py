@@ -179,14 +179,27 @@ class BackboneSpec:
         """Whether a file's full hex SHA-256 is the published one (or starts with the published prefix)."""
         return bool(self.sha256) and digest.lower().startswith(self.sha256.lower())
 
-    def preprocess(self) -> Preprocess:
-        """The eval preprocessing of this backbone."""
-        return Preprocess(self.resize_size, self.input_size, self.interpolation, self.mean, self.std)
+    def preprocess(self, framing: str = "crop") -> Preprocess:
+        """The eval preprocessing of this backbone: its own resize and centre crop (``crop``), or for small images
+        the shorter side straight to the input size (``whole``: all of a square image; see :data:`FRAMINGS`)."""
+        if framing not in FRAMINGS:
+            raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}")
+        resize = self.input_size if framing == "whole" else self.resize_size
+        return Preprocess(resize, self.input_size, self.interpolation, self.mean, self.std, framing)
+
+
+#: how an image is framed for a backbone: ``crop`` (its own resize, then the centre crop: photos) or ``whole``
+#: (the shorter side to the input size, nothing more cut: small images, whose crop cost 2-5 points on CIFAR-10,
+#: docs/experiments.md E48-E49)
+FRAMINGS: tuple[str, ...] = ("crop", "whole")
 
 
 @dataclass(frozen=True)
 class Preprocess:
     """Eval preprocessing: shorter side to ``resize`` (antialiased), centre ``crop`` square, normalise.
+
+    ``framing`` names which of :data:`FRAMINGS` it is (``whole``: ``resize == crop``); embedding caches are kept
+    apart by it.
 
     ``to_uint8`` does the geometry on a PIL image (workers can run it), ``normalise`` the arithmetic on a batch
     (on the model's device); ``__call__`` does both for one image.
@@ -197,6 +210,7 @@ class Preprocess:
     interpolation: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    framing: str = "crop"
 
     def to_uint8(self, img: Image.Image) -> np.ndarray:
         """RGB PIL image -> ``(3, crop, crop)`` uint8 array."""
@@ -1241,6 +1255,7 @@ def load(
     quiet: bool = False,
     progress: ProgressFn | None = None,
     frozen: bool = True,
+    framing: str = "crop",
 ) -> LoadedBackbone:
     """The feature extractor of backbone ``name`` with verified weights, its preprocessing and its origin.
 
@@ -1251,6 +1266,7 @@ def load(
     quiet : no progress bar on stderr.
     progress : ``progress("download", bytes_done, bytes_total)`` while downloading.
     frozen : gradients off (embedding); ``False`` for fine-tuning (call ``model.train()`` yourself).
+    framing : ``crop`` or ``whole`` (:data:`FRAMINGS`; :meth:`BackboneSpec.preprocess`).
 
     Raises
     ------
@@ -1262,7 +1278,7 @@ def load(
     model = build_extractor(spec, read_spec_state_dict(spec, origin.file))
     model.requires_grad_(not frozen)
     model.to(device)
-    return LoadedBackbone(spec=spec, model=model, preprocess=spec.preprocess(), origin=origin, device=device)
+    return LoadedBackbone(spec=spec, model=model, preprocess=spec.preprocess(framing), origin=origin, device=device)
 
 
 # --------------------------------------------------------------------------------------------------- wheels

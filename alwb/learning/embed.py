@@ -44,9 +44,10 @@ ProgressFn = Callable[[str, int, int], None]
 PENDING, DONE, UNREADABLE = 0, 1, -1
 
 
-def cache_key(backbone: str, weights_sha256: str) -> str:
-    """``emb_<backbone>_<sha8>``: the stem of the cache files for one backbone and weights file."""
-    return f"emb_{backbone}_{weights_sha256[:8]}"
+def cache_key(backbone: str, weights_sha256: str, framing: str = "crop") -> str:
+    """``emb_<backbone>_<sha8>``: the stem of the cache files for one backbone and weights file; ``_whole`` after it
+    for images framed whole (:data:`alwb.learning.backbones.FRAMINGS`)."""
+    return f"emb_{backbone}_{weights_sha256[:8]}" + ("" if framing == "crop" else f"_{framing}")
 
 
 @dataclass
@@ -92,13 +93,16 @@ class EmbeddingCache:
     backbone : backbone name.
     weights_sha256 : hex SHA-256 of the weights file (its first 8 digits name the cache).
     dim : embedding size D.
+    framing : how the images were framed for the backbone (``crop`` or ``whole``: separate caches).
     """
 
-    def __init__(self, project_dir: str | os.PathLike[str], backbone: str, weights_sha256: str, dim: int) -> None:
+    def __init__(
+        self, project_dir: str | os.PathLike[str], backbone: str, weights_sha256: str, dim: int, framing: str = "crop"
+    ) -> None:
         self.dir = Path(project_dir) / "cache"
         self.backbone = backbone
         self.dim = int(dim)
-        self.key = cache_key(backbone, weights_sha256)
+        self.key = cache_key(backbone, weights_sha256, framing)
         self.path = self.dir / f"{self.key}.npy"
         self.ids_path = self.dir / f"{self.key}.ids.npy"
         self.state_path = self.dir / f"{self.key}.state.npy"
@@ -111,8 +115,10 @@ class EmbeddingCache:
 
     @classmethod
     def for_backbone(cls, project_dir: str | os.PathLike[str], loaded: LoadedBackbone) -> EmbeddingCache:
-        """The cache of a loaded backbone (its name, weights hash and embedding size)."""
-        return cls(project_dir, loaded.spec.name, loaded.origin.sha256, loaded.spec.embedding_dim)
+        """The cache of a loaded backbone (its name, weights hash, embedding size and framing)."""
+        return cls(
+            project_dir, loaded.spec.name, loaded.origin.sha256, loaded.spec.embedding_dim, loaded.preprocess.framing
+        )
 
     def _open(self) -> None:
         if not (self.path.is_file() and self.ids_path.is_file() and self.state_path.is_file()):

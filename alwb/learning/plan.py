@@ -37,6 +37,8 @@ class TrainingPlan:
     why : one sentence for the person.
     requested_mode, requested_backbone : the settings it was decided from.
     weights_missing : photos that train from scratch because no backbone's weights are on this machine.
+    framing : how images are framed for a backbone (:func:`framing_for`): ``whole`` for small images, ``crop`` for
+        photos; a ``scratch`` project's embeddings for the insight features are framed so too.
     """
 
     mode: str | None
@@ -46,6 +48,7 @@ class TrainingPlan:
     requested_mode: str
     requested_backbone: str
     weights_missing: bool = False
+    framing: str = "crop"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for JSON."""
@@ -68,6 +71,7 @@ class Geometry:
     backbone : the pretrained backbone (None for ``scratch``).
     mode_reason : the plan's sentence for the person.
     weights_missing : photos trained from scratch for want of a backbone's weights.
+    framing : how images are framed for the backbone (``crop`` or ``whole``; projects stored before it: ``crop``).
     """
 
     mode: str
@@ -79,6 +83,7 @@ class Geometry:
     backbone: str | None = None
     mode_reason: str | None = None
     weights_missing: bool = False
+    framing: str = "crop"
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Geometry:
@@ -97,6 +102,7 @@ class Geometry:
             backbone=d.get("backbone"),
             mode_reason=d.get("mode_reason"),
             weights_missing=bool(d.get("weights_missing")),
+            framing=str(d.get("framing") or "crop"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +121,12 @@ class Geometry:
     def uses_backbone(self) -> bool:
         """Rounds use a pretrained backbone (``head`` or ``finetune``)."""
         return self.mode in ("head", "finetune") and bool(self.backbone)
+
+
+def framing_for(median_side: int | None) -> str:
+    """How images of this median shorter side are framed for a backbone: ``whole`` for small images (up to
+    :data:`SMALL_IMAGE_PX`), ``crop`` for photos (:data:`alwb.learning.backbones.FRAMINGS`)."""
+    return "whole" if median_side is not None and median_side <= SMALL_IMAGE_PX else "crop"
 
 
 def choose_backbone(requested: str, available: Callable[[str], bool]) -> str | None:
@@ -155,8 +167,8 @@ def decide_plan(
     -------
     TrainingPlan
         Photos (median side over :data:`SMALL_IMAGE_PX`) with a backbone -> ``head`` on a CPU, ``finetune`` on
-        CUDA; small colour images with a backbone -> ``head`` (measured: E37, E40); small greyscale images, or
-        images without any backbone -> ``scratch``; explicit modes as asked when possible.
+        CUDA; small colour images with a backbone -> ``head`` (measured: E37, E40), framed whole (E48, E49); small
+        greyscale images, or images without any backbone -> ``scratch``; explicit modes as asked when possible.
     """
     from . import backbones
     from .head import choose_mode
@@ -171,6 +183,7 @@ def decide_plan(
         )
     median = int(median_side or 0)
     small = median <= SMALL_IMAGE_PX
+    framing = framing_for(median)
     wants = requested_mode in ("head", "finetune") or (requested_mode == "auto" and not (small and grey))
     name: str | None = None
     missing: str | None = None
@@ -200,9 +213,13 @@ def decide_plan(
             )
         if lacking and fetch is not None and missing:
             why = f"{why} ({missing})"
-        return TrainingPlan("scratch", None, None, why, requested_mode, requested_backbone, weights_missing=lacking)
+        return TrainingPlan(
+            "scratch", None, None, why, requested_mode, requested_backbone, weights_missing=lacking, framing=framing
+        )
     assert name is not None
     spec = backbones.get_spec(name)
     if requested_backbone == AUTO_BACKBONE:
         why = f"{why}; backbone {name}, the best of those on this machine"
-    return TrainingPlan(mode, name, spec.input_size, why, requested_mode, requested_backbone)
+    if framing == "whole":
+        why = f"{why}; each image enlarged whole to {spec.input_size} px (no centre crop)"
+    return TrainingPlan(mode, name, spec.input_size, why, requested_mode, requested_backbone, framing=framing)

@@ -401,7 +401,9 @@ class HeadTrainer:
         t0 = time.perf_counter()
         store = r.inp.store
         device = str(resolve_device(r.cfg.device))
-        self.backbone = backbones.load(str(r.geo.backbone), device=device, download=False, quiet=True)
+        self.backbone = backbones.load(
+            str(r.geo.backbone), device=device, download=False, quiet=True, framing=r.geo.framing
+        )
         todo = self._embed_this_round(r, items_from_store(store, located=False))
         report = embed_items(
             r.inp.root,

@@ -8,6 +8,7 @@ validation photos, a fixed image's embedding, the pinned hash, the one-line fixe
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -304,6 +305,20 @@ def test_small_colour_images_train_a_head_and_small_greyscale_ones_from_scratch(
         assert proj.geometry().mode == "head" and summary.round == 1
         scores = proj.scores()
         assert scores is not None and scores.ids.size == 24
+        # embedded whole (E48, E49): the cache says so, and the exported model frames new images the same way
+        assert plan.framing == proj.geometry().framing == "whole" and "enlarged whole to 224 px" in plan.why
+        from alwb.learning.embed import EmbeddingCache
+
+        cache = EmbeddingCache.for_backbone(proj.root, backbones.load(LITE0, download=False, framing="whole"))
+        assert cache.key.endswith("_whole") and len(cache.embedded_ids()) == 24
+        rep = export_project(proj, tmp_path / "out_colour")
+        assert json.loads((rep.model_dir / "preprocess.json").read_text())["backbone_preprocess"]["resize"] == 224
+        ids = sorted(scores.ids.tolist())[:8]
+        got = Predictor(rep.model_dir).predict_paths(
+            [str(tmp_path / "colour" / Path(proj.store.item(i)["path"]).name) for i in ids]
+        )
+        theirs = np.asarray([[g["probabilities"][c] for c in proj.classes] for g in got])
+        np.testing.assert_allclose(theirs, scores.probs_at(scores.rows(np.asarray(ids))), atol=2e-3)
 
 
 @needs_photos

@@ -306,6 +306,32 @@ def test_preprocess_matches_torchvision() -> None:
     assert torch.allclose(ours, ref, atol=0.05)  # same PIL resize; torchvision rounds through its own crop
 
 
+def test_small_images_framed_whole_keep_their_edges() -> None:
+    """A 32 px image framed ``whole`` reaches the network entire (enlarged to the input size); the photos' centre
+    crop cuts its outer eighth; the two framings never share an embedding cache."""
+    import numpy as np
+    from PIL import Image
+
+    from alwb.learning.embed import cache_key
+
+    px = np.zeros((32, 32, 3), dtype=np.uint8)
+    px[:, :1] = (255, 0, 0)  # a red column down the left edge
+    img = Image.fromarray(px)
+    spec = backbones.get_spec("efficientnet_lite0")
+    whole, crop = spec.preprocess("whole"), spec.preprocess()
+    assert (whole.resize, whole.crop, whole.framing) == (224, 224, "whole") and (crop.resize, crop.crop) == (256, 224)
+    a, b = whole.to_uint8(img), crop.to_uint8(img)
+    assert a.shape == b.shape == (3, 224, 224)
+    assert a[0, 112, 0] > 200 and a[1, 112, 0] < 60  # the red edge is there
+    assert b[0, 112, :4].max() < 60  # cropped away
+    assert whole.to_dict()["framing"] == "whole"
+    with pytest.raises(ValueError, match="framing"):
+        spec.preprocess("squash")
+    sha = "ab" * 32
+    assert cache_key("efficientnet_lite0", sha) == "emb_efficientnet_lite0_abababab"  # unchanged for photos
+    assert cache_key("efficientnet_lite0", sha, "whole") == "emb_efficientnet_lite0_abababab_whole"
+
+
 def test_spec_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         backbones.get_spec("resnet18").sha256 = "0"  # type: ignore[misc]

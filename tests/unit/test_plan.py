@@ -43,6 +43,9 @@ def test_the_plan_table(
     plan = decide_plan("auto", AUTO_BACKBONE, px, device, available=lambda n: n in here, grey=grey)
     assert (plan.mode, plan.backbone, plan.input_size, plan.weights_missing) == (mode, backbone, size, missing)
     assert plan.why  # always a sentence for the person
+    # small images are framed whole for a backbone (E48, E49), photos by the backbone's own centre crop
+    assert plan.framing == ("crop" if images == "photos" else "whole")
+    assert ("enlarged whole" in plan.why) == (images != "photos" and plan.mode != "scratch")
     if grey:
         assert f"small greyscale images ({px} px)" in plan.why
     elif images == "small colour" and backbone:
@@ -105,9 +108,12 @@ def test_geometry_reads_what_older_projects_stored_and_writes_plain_json() -> No
     old = {"image_size": 20, "channels": 1, "arch": "cnn6", "mean": None, "std": None}
     g = Geometry.from_dict(old)
     assert (g.mode, g.arch, g.image_size, g.channels, g.mean, g.backbone) == ("scratch", "cnn6", 20, 1, None, None)
+    assert g.framing == "crop"  # stored before framing existed: its embeddings were centre-cropped
     assert not g.is_head and not g.uses_backbone
     head = Geometry("head", "head:efficientnet_lite0", 224, 3, (0.5,) * 3, (0.5,) * 3, "efficientnet_lite0", "why")
     d = json.loads(json.dumps(head.to_dict()))
     assert d["mean"] == [0.5, 0.5, 0.5] and d["mode"] == "head" and d["backbone"] == "efficientnet_lite0"
     assert Geometry.from_dict(d) == head and head.is_head and head.uses_backbone
+    whole = Geometry("head", "head:efficientnet_lite0", 224, 3, backbone="efficientnet_lite0", framing="whole")
+    assert Geometry.from_dict(json.loads(json.dumps(whole.to_dict()))).framing == "whole"
     assert not Geometry("finetune", "bb:x", 224, 3).uses_backbone  # no backbone named: nothing to load
