@@ -401,20 +401,29 @@ class Project:
 
     def _embedding_cache(self) -> Any:
         """The embedding cache of the backbone a head- or finetune-mode project uses (its pretrained weights, as
-        embedded for head rounds or a cold start), when its weights are here and it holds embeddings; else None."""
+        embedded for head rounds or a cold start), when its weights are here and it holds embeddings; else None.
+        Before the first round, the backbone and framing the plan would choose (what the dataset-insight job
+        embeds with), so typical first batches need no round."""
         from .learning import backbones
         from .learning.embed import EmbeddingCache
 
         geo = self.stored_geometry()
-        if geo is None or not geo.uses_backbone:
+        if geo is not None:
+            name, framing = (str(geo.backbone), geo.framing) if geo.uses_backbone else (None, "crop")
+        else:
+            try:
+                plan = self._plan(self.train_config, fetch=False)
+            except AlwbError:  # a backbone setting this machine does not know: no features before a round
+                return None
+            name, framing = (plan.backbone, plan.framing) if plan.mode in ("head", "finetune") else (None, "crop")
+        if not name:
             return None
-        name = str(geo.backbone)
         try:
             origin = backbones.resolve_weights(name, download=False, quiet=True)
             dim = backbones.get_spec(name).embedding_dim
         except (backbones.WeightsError, AlwbError):
             return None
-        cache = EmbeddingCache(self.root, name, origin.sha256, dim, geo.framing)
+        cache = EmbeddingCache(self.root, name, origin.sha256, dim, framing)
         return cache if len(cache.embedded_ids()) else None
 
     def _describe(

@@ -38,6 +38,23 @@ def test_typiclust_without_features_falls_back_to_random_and_says_so(tmp_path: P
         assert res.note is not None and "no features yet" in res.note and "typiclust" in res.note
 
 
+def test_typiclust_before_any_round_reads_what_the_insight_job_embedded(tmp_path: Path) -> None:
+    """The dataset-insight job embeds the pool with the backbone and framing the first round will use, so a
+    typical first batch needs no round (issue 35: E38's figures assumed a pool embedded before the first label)."""
+    from alwb.insight import ensure_embeddings
+
+    proj, _ = shapes_project(tmp_path, mode="head")
+    with proj:
+        assert proj.stored_geometry() is None
+        plan, _ = proj.plan()
+        assert plan.mode == "head" and plan.framing == "whole"  # 20 px shapes on the packaged backbone
+        report = ensure_embeddings(proj)
+        assert report is not None and report.embedded == len(proj.store.item_ids())
+        res = proj.query(6, "typiclust")
+        pool = [it for it in res.items if it.reason != "validation"]
+        assert pool and {it.reason for it in pool} == {"typiclust"} and res.note is None
+
+
 def test_typiclust_after_a_round_picks_distinct_unlabeled_pool_items_from_the_model_features(tmp_path: Path) -> None:
     proj, by_id = shapes_project(tmp_path)
     with proj:
