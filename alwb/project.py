@@ -710,6 +710,7 @@ class Project:
             channels=channels,
             mode_reason=plan.why,
             weights_missing=plan.weights_missing,
+            framing=plan.framing,  # how the insight features frame the images (no backbone trains here)
         )
 
     def pixel_cache(self, geo: Geometry | None = None, *, progress: bool = False) -> PixelCache:
