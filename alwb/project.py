@@ -657,6 +657,15 @@ class Project:
         median, grey = self.image_shape()
         return decide_plan(cfg.mode, cfg.backbone, median, cfg.device, fetch=get if fetch else None, grey=grey)
 
+    def framing(self) -> str:
+        """How this project's images are framed for a backbone (``crop`` or ``whole``): as its last round recorded
+        (older projects: ``crop``), else as the plan would choose (:func:`alwb.learning.plan.framing_for`). Every
+        embedding of the project (rounds, the insight features, a pretraining job's) uses it, so they share a cache."""
+        from .learning.plan import framing_for
+
+        geo = self.stored_geometry()
+        return geo.framing if geo is not None else framing_for(self.image_shape()[0])
+
     def image_shape(self) -> tuple[int | None, bool]:
         """What the training plan is decided from: the accepted images' median shorter side in pixels (None
         without images) and whether most of them are greyscale."""

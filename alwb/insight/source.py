@@ -70,25 +70,14 @@ def insight_backbone(proj: Project) -> tuple[str | None, bool]:
         return choose_backbone("auto", backbones.weights_available), False
 
 
-def insight_framing(proj: Project) -> str:
-    """How the insight features' embeddings frame the images: as the project's rounds do (its stored geometry),
-    else as its plan would (:func:`alwb.learning.plan.framing_for`)."""
-    from ..learning.plan import framing_for
-
-    geo = proj.stored_geometry()
-    if geo is not None:
-        return geo.framing
-    return framing_for(proj.image_shape()[0])
-
-
 #: backbone name -> (its weights file's (path, size, mtime), SHA-256): the pages ask for the cache several times a
 #: run, and hashing the weights each time would cost a tenth of a second per ask
 _VERIFIED: dict[str, tuple[tuple[str, int, int], str]] = {}
 
 
 def open_cache(proj: Project, name: str) -> EmbeddingCache:
-    """The embedding cache of backbone ``name`` in the project, framed as :func:`insight_framing` says (weights
-    checked once per file state, nothing downloaded)."""
+    """The embedding cache of backbone ``name`` in the project, framed as :meth:`alwb.project.Project.framing`
+    says (weights checked once per file state, nothing downloaded)."""
     from ..learning import backbones
     from ..learning.embed import EmbeddingCache
 
@@ -107,7 +96,7 @@ def open_cache(proj: Project, name: str) -> EmbeddingCache:
         with contextlib.suppress(OSError, TypeError):
             st = os.stat(origin.file)
             _VERIFIED[name] = ((str(origin.file), st.st_size, st.st_mtime_ns), sha)
-    return EmbeddingCache(proj.root, name, sha, backbones.get_spec(name).embedding_dim, insight_framing(proj))
+    return EmbeddingCache(proj.root, name, sha, backbones.get_spec(name).embedding_dim, proj.framing())
 
 
 def load_embeddings(proj: Project) -> Embeddings | None:
@@ -137,7 +126,7 @@ def ensure_embeddings(proj: Project, *, progress: Any = None) -> EmbedReport | N
     name, by_rounds = insight_backbone(proj)
     if name is None or by_rounds:
         return None
-    loaded = backbones.load(name, device="cpu", download=False, quiet=True, framing=insight_framing(proj))
+    loaded = backbones.load(name, device="cpu", download=False, quiet=True, framing=proj.framing())
     report = embed_items(
         proj.root,
         items_from_store(proj.store, located=False),

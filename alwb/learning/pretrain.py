@@ -339,7 +339,7 @@ def embed_pool(project: Any, *, device: str = "auto") -> Any:
     from . import backbones
     from .embed import digests_from_store, embed_items, items_from_store
 
-    bb = backbones.load(POOL_BACKBONE, device="cpu", download=False, quiet=True)
+    bb = backbones.load(POOL_BACKBONE, device="cpu", download=False, quiet=True, framing=project.framing())
     return embed_items(
         project.root,
         items_from_store(project.store),

@@ -51,22 +51,22 @@ def test_the_insight_embeddings_keep_their_framing_across_the_first_round(tmp_pa
     """Small images are framed whole for the insight features before the first round and after it (the scratch
     geometry records it), so a round never sends the job back to embed everything again; a project stored before
     framing existed keeps its centre-cropped cache."""
-    from alwb.insight.source import insight_framing, open_cache
+    from alwb.insight.source import open_cache
 
     root = _small_project(tmp_path)
     with Project.open(root) as proj:
-        assert insight_framing(proj) == "whole"
+        assert proj.framing() == "whole"
         before = open_cache(proj, "efficientnet_lite0").key
         assert before.endswith("_whole")
         proj.set_train_config(epochs=1, device="cpu")
         proj.label([(i, "square") for i in proj.store.unlabeled_item_ids()[:6]])
         proj.train()
-        assert proj.stored_geometry().mode == "scratch" and insight_framing(proj) == "whole"
+        assert proj.stored_geometry().mode == "scratch" and proj.framing() == "whole"
         assert open_cache(proj, "efficientnet_lite0").key == before
         old = proj.stored_geometry().to_dict()
         del old["framing"]
         proj.store.set_meta("geometry", old)
-        assert insight_framing(proj) == "crop" and not open_cache(proj, "efficientnet_lite0").key.endswith("_whole")
+        assert proj.framing() == "crop" and not open_cache(proj, "efficientnet_lite0").key.endswith("_whole")
 
 
 def test_without_any_backbone_the_command_says_how_to_get_one(
