@@ -11,7 +11,7 @@ accuracy
 at each count. Heads:
 
 - ``logreg``: the workbench's head (:func:`alwb.learning.head.fit_head`, standardised on the pool, C = 0.1);
-- ``c0.3``, ``c0.03``: the same with another C;
+- ``c0.3``, ``c0.03``, ``c1`` (E52): the same with another C;
 - ``spread``: ``LabelSpreading`` (kNN graph, k = 10, alpha 0.2) over the standardised pool + labels; its pool
   predictions above 0.9 confidence join the logistic head's training as pseudo-labels;
 - ``flip`` (E45): ``logreg`` on the mean of each image's embedding and its mirror image's, pool and test alike (the
@@ -46,7 +46,7 @@ from alwb.learning.head import LinearHead, fit_head, standardiser
 from alwb.project import Project
 from alwb.simulate import held_out_files
 
-HEADS = ("logreg", "c0.3", "c0.03", "spread", "flip", "sqrt", "res288", "multi", "s224", "s160", "s128")
+HEADS = ("logreg", "c0.3", "c0.03", "c1", "spread", "flip", "sqrt", "res288", "multi", "s224", "s160", "s128")
 
 
 def _cache(folder: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -60,7 +60,7 @@ def _cache(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def fit(head: str, lab: np.ndarray, y_lab: np.ndarray, pool: np.ndarray, k: int, seed: int) -> LinearHead:
     """Fit ``head`` on the pool rows ``lab`` (labels ``y_lab``); the returned head scores any embeddings."""
-    c = {"c0.3": 0.3, "c0.03": 0.03}.get(head, 0.1)
+    c = {"c0.3": 0.3, "c0.03": 0.03, "c1": 1.0}.get(head, 0.1)
     x_lab = pool[lab]
     if head == "spread":
         from sklearn.semi_supervised import LabelSpreading
