@@ -266,6 +266,7 @@ def export_model(project: Project, out: str | Path, *, onnx: bool = True) -> Pat
         from ..learning import backbones
 
         pre["backbone_preprocess"] = backbones.get_spec(str(geo.backbone)).preprocess(geo.framing).to_dict()
+        pre["framing"] = geo.framing  # crop: photos; whole: small images, resize == crop
         pre["resize"] = "shorter side to backbone_preprocess.resize, then centre crop of backbone_preprocess.crop"
     if backbone_card is not None:
         pre["backbone_weights"] = backbone_card["weights"]
@@ -499,5 +500,5 @@ class Predictor:
         if bpre is not None:
             from ..learning.backbones import Preprocess
 
-            prep = Preprocess(**{**bpre, "mean": tuple(bpre["mean"]), "std": tuple(bpre["std"])})
+            prep = Preprocess.from_dict(bpre)
         return prediction_rows(paths, self.pre, lambda pixels: self._probs(pixels, prep), self.classes)

@@ -43,8 +43,7 @@ def pixels_for(path: str | Path, pre: dict[str, Any]) -> np.ndarray:
         return load_array(path, int(pre["image_size"]), int(pre["channels"]))
     from ..learning.backbones import Preprocess  # NumPy and Pillow only at import time
 
-    prep = Preprocess(**{**bpre, "mean": tuple(bpre["mean"]), "std": tuple(bpre["std"])})
-    return prep.to_uint8(load_image(path, 3))
+    return Preprocess.from_dict(bpre).to_uint8(load_image(path, 3))
 
 
 def prediction_rows(

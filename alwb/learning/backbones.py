@@ -241,8 +241,24 @@ class Preprocess:
         return self.normalise(torch.from_numpy(self.to_uint8(img))[None])[0]
 
     def to_dict(self) -> dict[str, Any]:
-        """For model cards and exported folders."""
-        return dataclasses.asdict(self)
+        """For model cards and exported folders: the geometry and normalisation any reader needs (``framing`` is
+        only a name for them, left out so that an exported folder stays readable by earlier versions)."""
+        d = dataclasses.asdict(self)
+        del d["framing"]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Preprocess:
+        """Read :meth:`to_dict`'s output (an exported ``preprocess.json``'s ``backbone_preprocess``); keys it does
+        not know are ignored."""
+        return cls(
+            resize=int(d["resize"]),
+            crop=int(d["crop"]),
+            interpolation=str(d["interpolation"]),
+            mean=tuple(float(x) for x in d["mean"]),  # type: ignore[arg-type]
+            std=tuple(float(x) for x in d["std"]),  # type: ignore[arg-type]
+            framing=str(d.get("framing") or "crop"),
+        )
 
 
 @dataclass(frozen=True)
@@ -312,6 +328,7 @@ class LoadedBackbone:
             "weights": self.origin.to_dict(),
             "published_sha256": s.sha256,
             "preprocess": self.preprocess.to_dict(),
+            "framing": self.preprocess.framing,
         }
 
 

@@ -312,7 +312,9 @@ def test_small_colour_images_train_a_head_and_small_greyscale_ones_from_scratch(
         cache = EmbeddingCache.for_backbone(proj.root, backbones.load(LITE0, download=False, framing="whole"))
         assert cache.key.endswith("_whole") and len(cache.embedded_ids()) == 24
         rep = export_project(proj, tmp_path / "out_colour")
-        assert json.loads((rep.model_dir / "preprocess.json").read_text())["backbone_preprocess"]["resize"] == 224
+        pre = json.loads((rep.model_dir / "preprocess.json").read_text())
+        assert pre["backbone_preprocess"]["resize"] == pre["backbone_preprocess"]["crop"] == 224
+        assert pre["framing"] == "whole"
         ids = sorted(scores.ids.tolist())[:8]
         got = Predictor(rep.model_dir).predict_paths(
             [str(tmp_path / "colour" / Path(proj.store.item(i)["path"]).name) for i in ids]
