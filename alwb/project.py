@@ -409,13 +409,13 @@ class Project:
 
         geo = self.stored_geometry()
         if geo is not None:
-            name, framing = (str(geo.backbone), geo.framing) if geo.uses_backbone else (None, "crop")
+            name = str(geo.backbone) if geo.uses_backbone else None
         else:
             try:
                 plan = self._plan(self.train_config, fetch=False)
             except AlwbError:  # a backbone setting this machine does not know: no features before a round
                 return None
-            name, framing = (plan.backbone, plan.framing) if plan.mode in ("head", "finetune") else (None, "crop")
+            name = plan.backbone if plan.mode in ("head", "finetune") else None
         if not name:
             return None
         try:
@@ -423,7 +423,7 @@ class Project:
             dim = backbones.get_spec(name).embedding_dim
         except (backbones.WeightsError, AlwbError):
             return None
-        cache = EmbeddingCache(self.root, name, origin.sha256, dim, framing)
+        cache = EmbeddingCache(self.root, name, origin.sha256, dim, self.framing())
         return cache if len(cache.embedded_ids()) else None
 
     def _describe(
