@@ -58,6 +58,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import AlwbError, ConfigError
+from .plan import FRAMINGS
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -181,25 +182,20 @@ class BackboneSpec:
 
     def preprocess(self, framing: str = "crop") -> Preprocess:
         """The eval preprocessing of this backbone: its own resize and centre crop (``crop``), or for small images
-        the shorter side straight to the input size (``whole``: all of a square image; see :data:`FRAMINGS`)."""
+        the shorter side straight to the input size (``whole``: all of a square image; see
+        :data:`alwb.learning.plan.FRAMINGS`)."""
         if framing not in FRAMINGS:
             raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}")
         resize = self.input_size if framing == "whole" else self.resize_size
         return Preprocess(resize, self.input_size, self.interpolation, self.mean, self.std, framing)
 
 
-#: how an image is framed for a backbone: ``crop`` (its own resize, then the centre crop: photos) or ``whole``
-#: (the shorter side to the input size, nothing more cut: small images, whose crop cost 2-5 points on CIFAR-10,
-#: docs/experiments.md E48-E49)
-FRAMINGS: tuple[str, ...] = ("crop", "whole")
-
-
 @dataclass(frozen=True)
 class Preprocess:
     """Eval preprocessing: shorter side to ``resize`` (antialiased), centre ``crop`` square, normalise.
 
-    ``framing`` names which of :data:`FRAMINGS` it is (``whole``: ``resize == crop``); embedding caches are kept
-    apart by it.
+    ``framing`` names which of :data:`alwb.learning.plan.FRAMINGS` it is (``whole``: ``resize == crop``); embedding
+    caches are kept apart by it.
 
     ``to_uint8`` does the geometry on a PIL image (workers can run it), ``normalise`` the arithmetic on a batch
     (on the model's device); ``__call__`` does both for one image.
@@ -1283,7 +1279,7 @@ def load(
     quiet : no progress bar on stderr.
     progress : ``progress("download", bytes_done, bytes_total)`` while downloading.
     frozen : gradients off (embedding); ``False`` for fine-tuning (call ``model.train()`` yourself).
-    framing : ``crop`` or ``whole`` (:data:`FRAMINGS`; :meth:`BackboneSpec.preprocess`).
+    framing : ``crop`` or ``whole`` (:data:`alwb.learning.plan.FRAMINGS`; :meth:`BackboneSpec.preprocess`).
 
     Raises
     ------

@@ -23,6 +23,10 @@ from typing import Any
 SMALL_IMAGE_PX = 64
 #: ``backbone`` setting: the best backbone available on this machine (:func:`choose_backbone`)
 AUTO_BACKBONE = "auto"
+#: how an image is framed for a backbone (:func:`framing_for`): ``crop`` (its own resize, then the centre crop:
+#: photos) or ``whole`` (the shorter side to the input size, nothing more cut: small images, whose crop cost 2-5
+#: points on CIFAR-10, docs/experiments.md E48-E49)
+FRAMINGS: tuple[str, ...] = ("crop", "whole")
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,7 @@ class Geometry:
 
 def framing_for(median_side: int | None) -> str:
     """How images of this median shorter side are framed for a backbone: ``whole`` for small images (up to
-    :data:`SMALL_IMAGE_PX`), ``crop`` for photos (:data:`alwb.learning.backbones.FRAMINGS`)."""
+    :data:`SMALL_IMAGE_PX`), ``crop`` for photos (:data:`FRAMINGS`)."""
     return "whole" if median_side is not None and median_side <= SMALL_IMAGE_PX else "crop"
 
 
