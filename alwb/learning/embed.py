@@ -46,7 +46,11 @@ PENDING, DONE, UNREADABLE = 0, 1, -1
 
 def cache_key(backbone: str, weights_sha256: str, framing: str = "crop") -> str:
     """``emb_<backbone>_<sha8>``: the stem of the cache files for one backbone and weights file; ``_whole`` after it
-    for images framed whole (:data:`alwb.learning.plan.FRAMINGS`)."""
+    for images framed whole (:data:`alwb.learning.plan.FRAMINGS`; any other framing is refused: it names files)."""
+    from .plan import FRAMINGS
+
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {', '.join(FRAMINGS)}, not {framing!r}")
     return f"emb_{backbone}_{weights_sha256[:8]}" + ("" if framing == "crop" else f"_{framing}")
 
 

@@ -106,7 +106,7 @@ class Geometry:
             backbone=d.get("backbone"),
             mode_reason=d.get("mode_reason"),
             weights_missing=bool(d.get("weights_missing")),
-            framing=str(d.get("framing") or "crop"),
+            framing=_framing(d.get("framing")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -125,6 +125,17 @@ class Geometry:
     def uses_backbone(self) -> bool:
         """Rounds use a pretrained backbone (``head`` or ``finetune``)."""
         return self.mode in ("head", "finetune") and bool(self.backbone)
+
+
+def _framing(value: Any) -> str:
+    """A stored framing, checked: it names cache files, so anything but :data:`FRAMINGS` is refused (absent, as in
+    projects stored before it: ``crop``)."""
+    from ..errors import ProjectError
+
+    framing = str(value or "crop")
+    if framing not in FRAMINGS:
+        raise ProjectError(f"the project's stored geometry names an unknown framing {framing!r} (known: crop, whole)")
+    return framing
 
 
 def framing_for(median_side: int | None) -> str:

@@ -116,4 +116,12 @@ def test_geometry_reads_what_older_projects_stored_and_writes_plain_json() -> No
     assert Geometry.from_dict(d) == head and head.is_head and head.uses_backbone
     whole = Geometry("head", "head:efficientnet_lite0", 224, 3, backbone="efficientnet_lite0", framing="whole")
     assert Geometry.from_dict(json.loads(json.dumps(whole.to_dict()))).framing == "whole"
+    # the framing names cache files: a stored value that is neither is refused, not turned into a path
+    from alwb.errors import ProjectError
+    from alwb.learning.embed import cache_key
+
+    with pytest.raises(ProjectError, match="unknown framing '../../x'"):
+        Geometry.from_dict({**whole.to_dict(), "framing": "../../x"})
+    with pytest.raises(ValueError, match="framing must be one of crop, whole"):
+        cache_key("efficientnet_lite0", "ab" * 32, "../../x")
     assert not Geometry("finetune", "bb:x", 224, 3).uses_backbone  # no backbone named: nothing to load
