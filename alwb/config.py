@@ -105,7 +105,7 @@ class ProjectConfig:
 
     val_size: int = 0
     val_share: float = 0.25
-    strategy: str = "margin"
+    strategy: str = "auto"
     batch_size: int = 16
     retrain_every: int = 50
     seed: int = 0

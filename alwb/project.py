@@ -368,8 +368,16 @@ class Project:
         return *strat.pick(cands, k), use, note
 
     def auto_strategy(self) -> str:
-        """What ``auto`` uses now: ``typiclust`` until a round's validation probe said margin sampling pays at least
-        as much (:func:`alwb.learning.typicality.probe_handover`), ``margin`` from then on."""
+        """What ``auto`` uses now. On a plan that learns from a pretrained backbone's features
+        (:func:`alwb.learning.plan.typical_first`): ``typiclust`` until a round's validation probe said margin sampling
+        pays at least as much (:func:`alwb.learning.typicality.probe_handover`), ``margin`` from then on. From
+        scratch: ``margin``."""
+        try:
+            plan, _ = self.plan()
+        except AlwbError:  # a backbone setting this machine does not know: the round will say so
+            return "margin"
+        if not plan.typical_first and plan.mode is not None:
+            return "margin"
         for r in reversed(self.store.rounds()):
             if r["status"] == "done":
                 return "margin" if (r["metrics"].get("handover") or {}).get("use") == "margin" else "typiclust"

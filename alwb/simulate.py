@@ -370,7 +370,8 @@ def _run(
             pool = np.asarray(proj.store.unlabeled_item_ids(split="pool"))
             rng = np.random.default_rng(seed)
             first = rng.choice(pool, size=min(s.initial, pool.size), replace=False)
-            feats = proj.features(pool) if strategy in FEATURE_STRATEGIES else None
+            use = proj.auto_strategy() if strategy == "auto" else strategy
+            feats = proj.features(pool) if use in FEATURE_STRATEGIES else None
             if feats is not None:  # a cold start by typicality on features that exist before any label
                 first, _ = select_typical(feats[1], feats[0], min(s.initial, pool.size), seed=seed)
             # the first model needs two classes: draw on (still at random) until a second class appears

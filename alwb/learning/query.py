@@ -146,7 +146,8 @@ STRATEGIES: dict[str, Strategy] = {
         "auto",
         "features",
         _auto,
-        "typical items first, margin sampling once a probe on the validation sample says it pays more",
+        "alwb's measured choice: on a pretrained backbone's features typical items first, margin sampling once a "
+        "probe on the validation sample says it pays more; margin sampling when training from scratch",
     ),
     "random": Strategy("random", "nothing", _random, "uniform random baseline"),
 }

@@ -32,7 +32,7 @@ from ..config import TrainConfig
 from ..errors import NoLabelsError
 from ..store import Store
 from .evaluate import classification_metrics
-from .plan import Geometry
+from .plan import Geometry, typical_first
 from .scores import Scores, discard_round_scores, prune_scores
 from .trainers import Progress, RoundInputs, RoundState, stop_items, trainer_for
 
@@ -127,7 +127,7 @@ def metrics(r: RoundState) -> None:
     st = round_stability(r.inp, r.scores, r.ids, r.cfg)
     if st is not None:
         r.metrics["stability"] = st
-    if r.inp.config.strategy == "auto":
+    if r.inp.config.strategy == "auto" and typical_first(r.geo.mode, r.geo.backbone):
         r.metrics["handover"] = handover(r.inp, r.scores, r.ids, r.y, len(r.classes), r.number)
         r.notes.append(f"auto strategy: {r.metrics['handover']['reason']}")
     r.timings["round_seconds"] = time.perf_counter() - r.t_start

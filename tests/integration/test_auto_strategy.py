@@ -72,9 +72,9 @@ def test_typiclust_after_a_round_picks_distinct_unlabeled_pool_items_from_the_mo
 
 
 def test_auto_records_its_decision_with_each_round_and_queries_by_it(tmp_path: Path) -> None:
-    proj, by_id = shapes_project(tmp_path)
+    proj, by_id = shapes_project(tmp_path, mode="head")
     with proj:
-        proj.set_config(strategy="auto")
+        assert proj.config.strategy == "auto"  # a new project's default (docs/experiments.md E54)
         label_start(proj, by_id)
         summary = proj.train()
         h = summary.metrics["handover"]
@@ -88,11 +88,29 @@ def test_auto_records_its_decision_with_each_round_and_queries_by_it(tmp_path: P
         assert {it.reason for it in res.items if it.reason != "validation"} == {"typiclust"}
 
 
+def test_auto_is_margin_sampling_when_training_from_scratch(tmp_path: Path) -> None:
+    """From scratch a typical first batch measured no better than random (E25, E30): ``auto`` is margin sampling
+    there, with no probe in the rounds."""
+    proj, by_id = shapes_project(tmp_path, mode="scratch")
+    with proj:
+        assert proj.config.strategy == "auto" and proj.auto_strategy() == "margin"
+        first = proj.query(6)
+        assert first.note is not None and "no model yet" in first.note
+        assert {it.reason for it in first.items if it.reason != "validation"} == {"random"}
+        label_start(proj, by_id)
+        summary = proj.train()
+        assert "handover" not in summary.metrics
+        assert not any(n.startswith("auto strategy:") for n in summary.notes)
+        res = proj.query(6)
+        assert res.strategy == "auto" and res.note is None
+        assert {it.reason for it in res.items if it.reason != "validation"} == {"margin"}
+
+
 def test_handover_to_margin_is_measured_once_then_kept(tmp_path: Path) -> None:
     # 100 validation items (the probe's minimum) so that the probe runs on the round's own embeddings
-    proj, by_id = shapes_project(tmp_path, n_per_class=50)
+    proj, by_id = shapes_project(tmp_path, n_per_class=50, mode="head")
     with proj:
-        proj.set_config(strategy="auto", val_size=alwb.learning.typicality.MIN_PROBE_VAL)
+        proj.set_config(val_size=alwb.learning.typicality.MIN_PROBE_VAL)
         proj.ensure_validation()
         label_start(proj, by_id, n_pool=15)
         summary = proj.train()

