@@ -135,12 +135,22 @@ def summary(cases: pd.DataFrame) -> dict:
     }
 
 
+def read_sim(sim: str) -> tuple[Path, pd.DataFrame]:
+    """A ``--sim`` argument: a simulation folder or a ``curve.csv``, optionally ``@STRATEGY,...`` to keep only those
+    strategies' runs (e.g. the fresh runs added to a folder whose other runs an earlier backtest saw)."""
+    where, _, only = sim.partition("@")
+    f = Path(where) / "curve.csv" if Path(where).is_dir() else Path(where)
+    df = pd.read_csv(f)
+    if only:
+        df = df[df["strategy"].isin(only.split(","))]
+    return f, df
+
+
 def sim_runs(paths: Sequence[str]) -> list[dict]:
     """The runs of simulation folders (or their ``curve.csv``), shaped as :func:`recorded_runs`'s."""
     runs = []
     for sim in paths:
-        f = Path(sim) / "curve.csv" if Path(sim).is_dir() else Path(sim)
-        df = pd.read_csv(f)
+        f, df = read_sim(sim)
         for key, g in df.groupby(["strategy", "setting", "seed"], sort=True):
             g = g.dropna(subset=["val_accuracy", "test_accuracy"]).sort_values("n_labeled").reset_index(drop=True)
             runs.append({"file": f"{f.parent.name}/{f.name}", "key": key, "rows": g})
@@ -364,9 +374,9 @@ def cmd_stop(args: argparse.Namespace) -> None:
     pd.set_option("display.width", 220)
     runs = []
     for sim in args.sim:
-        df = pd.read_csv(Path(sim) / "curve.csv") if Path(sim).is_dir() else pd.read_csv(sim)
+        f, df = read_sim(sim)
         for key, g in df.groupby(["strategy", "setting", "seed"], sort=True):
-            runs.append((f"{Path(sim).name}:{'/'.join(map(str, key))}", g))
+            runs.append((f"{f.parent.name if f.name == 'curve.csv' else f.stem}:{'/'.join(map(str, key))}", g))
     if runs:
         rules = ["alwb", "small-text KappaAverage", "small-text < 1.3.3", "forecast"]
         table = stop_table(runs, rules)
@@ -404,11 +414,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--set", choices=["calibration", "heldout", "all"], default="all")
     p.add_argument("--png", help="write the picture here")
     p.add_argument("--csv", help="write every case here")
-    p.add_argument("--sim", action="append", default=[], help="forecast these simulation folders' runs instead")
+    p.add_argument(
+        "--sim",
+        action="append",
+        default=[],
+        help="forecast these simulation folders' runs instead (PATH[@STRATEGY,...])",
+    )
     p.add_argument("--families", help="curve families, e.g. power,log,loglin (default: the product's)")
     p.set_defaults(func=cmd_forecast)
     p = sub.add_parser("stop")
-    p.add_argument("--sim", action="append", default=[], help="a simulation folder (or its curve.csv)")
+    p.add_argument(
+        "--sim", action="append", default=[], help="a simulation folder or its curve.csv (PATH[@STRATEGY,...])"
+    )
     p.add_argument("--recorded", action="store_true", help="also the recorded 2,000-label curves, forecast rule")
     p.add_argument("--png", help="write the picture of the --sim runs here")
     p.set_defaults(func=cmd_stop)
