@@ -26,7 +26,7 @@ from .intake.ingest import IngestReport, ingest
 from .io.answers import NONE_LABEL, read_answers
 from .learning.data import PixelCache, choose_geometry
 from .learning.models import BACKBONE_PREFIX, choose_arch
-from .learning.plan import AUTO_BACKBONE, Geometry, TrainingPlan, choose_backbone
+from .learning.plan import AUTO_BACKBONE, Geometry, TrainingPlan, choose_backbone, typical_first
 from .learning.query import Candidates, list_strategies
 from .learning.query import strategy as get_strategy
 from .learning.round import RoundSummary, check_trainable, run_round
@@ -371,12 +371,18 @@ class Project:
         """What ``auto`` uses now. On a plan that learns from a pretrained backbone's features
         (:func:`alwb.learning.plan.typical_first`): ``typiclust`` until a round's validation probe said margin sampling
         pays at least as much (:func:`alwb.learning.typicality.probe_handover`), ``margin`` from then on. From
-        scratch: ``margin``."""
-        try:
-            plan, _ = self.plan()
-        except AlwbError:  # a backbone setting this machine does not know: the round will say so
-            return "margin"
-        if not plan.typical_first and plan.mode is not None:
+        scratch: ``margin``. Decided on the last round's geometry (whose features the query reads), before any
+        round on the plan."""
+        geo = self.stored_geometry()
+        if geo is not None:
+            first = typical_first(geo.mode, geo.backbone)
+        else:
+            try:
+                plan = self._plan(self.train_config, fetch=False)
+            except AlwbError:  # a backbone setting this machine does not know: the round will say so
+                return "margin"
+            first = plan.typical_first or plan.mode is None  # no images yet: nothing to choose from anyway
+        if not first:
             return "margin"
         for r in reversed(self.store.rounds()):
             if r["status"] == "done":
