@@ -465,8 +465,12 @@ def test_settings_page_saves_the_strategy(trained) -> None:
     root, _ = trained
     at = page("settings", root)
     strategy = at.selectbox[0]
-    assert strategy.label == "Query strategy" and strategy.value == "margin"
+    assert strategy.label == "Query strategy" and strategy.value == "auto"  # a new project's default (E54)
     assert "entropy" in strategy.options
+    # each strategy says what it does, auto what it does on which plan
+    assert "**auto**: alwb's measured choice" in strategy.help and "margin sampling when training from scratch" in (
+        strategy.help
+    )
     strategy.select("entropy")
     ok(at.button[0].click().run())  # Save settings
     with Project.open(root) as proj:

@@ -14,6 +14,7 @@ from alwb.learning.advice import advice_settings, set_advice_settings
 from alwb.learning.models import list_models
 from alwb.learning.plan import AUTO_BACKBONE, SMALL_IMAGE_PX, choose_backbone
 from alwb.learning.query import list_strategies
+from alwb.learning.query import strategy as get_strategy
 from alwb.project import Project
 from ui import state
 from ui.text import md_escape
@@ -69,6 +70,7 @@ def _labeling_fields(cfg: Any) -> dict[str, Any]:
         "Query strategy",
         strategies,
         index=_index(strategies, cfg.strategy),
+        help="\n".join(f"- **{name}**: {get_strategy(name).description}" for name in strategies),
     )
     # the ranges widen to a value set elsewhere (API, older settings) rather than failing the page
     batch = st.slider("Images per batch", min(4, cfg.batch_size), max(48, cfg.batch_size), cfg.batch_size, step=4)
