@@ -521,7 +521,7 @@ def test_settings_page_offers_mode_and_backbone_and_says_why(project, monkeypatc
     ok(at.button[0].click().run())  # Save settings
     with Project.open(root) as proj:
         assert (proj.train_config.mode, proj.train_config.backbone) == ("head", "resnet18")
-        assert proj.config.strategy == "margin"  # the rest saved as it was
+        assert proj.config.strategy == "auto"  # the rest saved as it was
     says(at.success, "Settings saved")
     says(at.info, "Each round fits a classifier on the features of the pretrained ResNet-18 (224 px)")
     assert "Import a weights file" in [h.value for h in at.subheader], "local mode: the one person may import"
