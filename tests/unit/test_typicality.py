@@ -40,6 +40,32 @@ def test_one_typical_item_per_blob_near_its_centre() -> None:
     assert np.all(np.isfinite(typ))
 
 
+def test_a_large_pool_is_clustered_on_a_sample_and_still_gives_one_typical_item_per_region(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Over FIT_ROWS rows, clusters and typicality come from a PCA of a seeded sample (E56): the picks still cover
+    every dense region once, each near its middle, and the same seed gives the same picks."""
+    import alwb.learning.typicality as typ
+
+    monkeypatch.setattr(typ, "FIT_ROWS", 500)
+    monkeypatch.setattr(typ, "FIT_DIMS", 8)
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((4, 32)) * 6
+    y = np.repeat(np.arange(4), 400)
+    x = centres[y] + rng.standard_normal((len(y), 32))
+    reduced, fit_rows = typ._reduced(typ._normalise(x), seed=0)
+    assert reduced.shape == (len(x), 8) and fit_rows is not None and len(fit_rows) == 500
+    picked, t = select_typical(x, np.arange(len(x)), 4, seed=0)
+    assert sorted(y[picked].tolist()) == [0, 1, 2, 3] and np.all(np.isfinite(t))
+    for r in picked:  # each pick lies near its region's middle in the features typicality was measured on
+        same = reduced[y == y[r]]
+        assert np.linalg.norm(reduced[r] - same.mean(0)) < np.median(np.linalg.norm(same - same.mean(0), axis=1))
+    assert select_typical(x, np.arange(len(x)), 4, seed=0)[0].tolist() == picked.tolist()
+    # a pool within the limit is clustered on its own features, as before
+    small, none = typ._reduced(typ._normalise(x[:400]), seed=0)
+    assert none is None and small.shape == (400, 32)
+
+
 def test_labeled_regions_are_visited_last() -> None:
     x, y = blobs(60)
     ids = np.arange(len(x))
