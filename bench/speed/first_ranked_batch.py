@@ -2,7 +2,8 @@
 
 What a person meets on a fresh photo project with the packaged backbone (EfficientNet-Lite0, ``head`` mode on a
 CPU): the import, a first batch that is random (no model yet) answered from the folder names, the first round
-(every photo embedded once, then a classifier fitted on the embeddings), and the first batch ranked by that model.
+(every photo embedded once, then a classifier fitted on the embeddings), and the first batch chosen after it (by
+the default strategy, ``auto``: typical photos on the round's embeddings, margin sampling once it pays).
 The photos are ``N`` drawn at random (seed 0) from an ImageFolder tree, copied into a work folder and imported
 without their folder labels; the folder names answer. Prints the time of each step and the total.
 
