@@ -5,7 +5,10 @@ budgets, the most *typical* item of each dense region that has no label yet: the
 backbone's, or the current model's) are clustered by k-means into ``labeled + n`` clusters (at most
 :data:`MAX_CLUSTERS`), clusters are visited by fewest labels first and largest first, and each gives its unlabeled
 item of highest typicality, the inverse mean distance to its ``k`` nearest neighbours within the cluster. The glue
-is on scikit-learn (``KMeans``/``MiniBatchKMeans``, ``NearestNeighbors``).
+is on scikit-learn (``KMeans``/``MiniBatchKMeans``, ``NearestNeighbors``, ``PCA``). Pools of over
+:data:`FIT_ROWS` items are clustered, and their typicality measured, on a :data:`FIT_DIMS`-d PCA of a seeded
+sample (:func:`_reduced`): seconds instead of tens of seconds a batch on a 50,000-item pool, the same accuracy
+(docs/experiments.md E56).
 
 At low budgets typical items beat uncertain ones; once the model is decent, uncertainty wins (Hacohen et al. 2022,
 Lüth et al. 2023). :func:`probe_handover` decides which of the two to use next from the labeled validation sample,
