@@ -32,7 +32,7 @@ from .config import (
     TrainConfig,
 )
 from .errors import AlwbError
-from .io.report import format_round, format_status, training_status
+from .io.report import format_round, format_status, query_status, training_status
 from .redaction import redact, redact_logging
 from .uilaunch import DEFAULT_HOST, DEFAULT_PORT
 
@@ -284,6 +284,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with Project.open(args.project) as proj:
         st = proj.status()
         st["training"] = training_status(proj)
+        st["query"] = query_status(proj)
         st["advice"] = project_advice(proj, target=args.target)
     print(json.dumps(st, indent=1) if args.json else format_status(st))
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import ProjectConfig
 from .io.report import format_round
 from .project import Project
 
@@ -53,7 +54,8 @@ def build_demo(folder: str | Path, *, device: str = "auto", progress: bool = Fal
     project_dir = folder / "project"
     if not (project_dir / "alwb.sqlite").exists():
         with Project.create(project_dir, classes=[str(d) for d in range(10)]) as proj:
-            proj.set_config(val_size=150, batch_size=16, strategy="margin")  # retrain_every: the project default
+            # strategy and retrain_every: the project defaults (auto is margin sampling on these small grey digits)
+            proj.set_config(val_size=150, batch_size=16)
             proj.set_train_config(augment="crop", device=device)
             print(proj.add_images(images, progress=progress).summary())
     return project_dir
@@ -64,7 +66,7 @@ def run_demo(
     *,
     rounds: int = 5,
     batch: int = 60,
-    strategy: str = "margin",
+    strategy: str = ProjectConfig.strategy,
     device: str = "auto",
     progress: bool = False,
 ) -> int:

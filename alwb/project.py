@@ -368,7 +368,11 @@ class Project:
         return *strat.pick(cands, k), use, note
 
     def auto_strategy(self) -> str:
-        """What ``auto`` uses now. On a plan that learns from a pretrained backbone's features
+        """What ``auto`` uses now (:meth:`auto_choice`)."""
+        return self.auto_choice()[0]
+
+    def auto_choice(self) -> tuple[str, str]:
+        """What ``auto`` uses now and why. On a plan that learns from a pretrained backbone's features
         (:func:`alwb.learning.plan.typical_first`): ``typiclust`` until a round's validation probe said margin sampling
         pays at least as much (:func:`alwb.learning.typicality.probe_handover`), ``margin`` from then on. From
         scratch: ``margin``. Decided on the last round's geometry (whose features the query reads), before any
@@ -380,14 +384,16 @@ class Project:
             try:
                 plan = self._plan(self.train_config, fetch=False)
             except AlwbError:  # a backbone setting this machine does not know: the round will say so
-                return "margin"
+                return "margin", "the backbone setting is not known on this machine"
             first = plan.typical_first or plan.mode is None  # no images yet: nothing to choose from anyway
         if not first:
-            return "margin"
+            return "margin", "the model trains from scratch, where typical first batches measured no gain"
         for r in reversed(self.store.rounds()):
             if r["status"] == "done":
-                return "margin" if (r["metrics"].get("handover") or {}).get("use") == "margin" else "typiclust"
-        return "typiclust"
+                h = r["metrics"].get("handover") or {}
+                use = "margin" if h.get("use") == "margin" else "typiclust"
+                return use, str(h.get("reason") or "typical items until the validation sample says margin pays")
+        return "typiclust", "typical items first, on the backbone's features, until a round's probe says margin pays"
 
     def features(
         self, ids: npt.NDArray[np.int64], scores: Scores | None = None

@@ -86,6 +86,10 @@ def format_status(st: dict[str, Any]) -> str:
     )
     if st.get("training"):
         lines.append(format_training(st["training"]))
+    if st.get("query"):
+        q = st["query"]
+        now = f", now {q['uses']}: {q['why']}" if q["strategy"] == "auto" else ""
+        lines.append(f"query: {q['strategy']}{now}")
     if st.get("advice"):
         from ..learning.advice import format_advice
 
@@ -115,6 +119,18 @@ def training_status(project: Project) -> dict[str, Any]:
         "requested": plan.requested_mode,
         "decided": decided,
     }
+
+
+def query_status(project: Project) -> dict[str, Any]:
+    """The project's query strategy: ``strategy`` (the setting), ``uses`` (what ``auto`` uses now, else the same)
+    and ``why`` (:meth:`alwb.project.Project.auto_choice`; for other strategies what they do)."""
+    from ..learning.query import strategy as get_strategy
+
+    name = project.config.strategy
+    if name != "auto":
+        return {"strategy": name, "uses": name, "why": get_strategy(name).description}
+    use, why = project.auto_choice()
+    return {"strategy": name, "uses": use, "why": why}
 
 
 def format_training(t: dict[str, Any]) -> str:

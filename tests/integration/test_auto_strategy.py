@@ -10,6 +10,7 @@ from conftest import make_shapes
 
 import alwb.learning.round
 import alwb.learning.typicality
+from alwb.io.report import format_status, query_status
 from alwb.learning.round import check_pseudo, handover
 from alwb.project import Project
 
@@ -83,6 +84,8 @@ def test_auto_records_its_decision_with_each_round_and_queries_by_it(tmp_path: P
         assert any(n.startswith("auto strategy:") for n in summary.notes)
         assert proj.store.rounds()[-1]["metrics"]["handover"] == h
         assert proj.auto_strategy() == "typiclust"
+        # `alwb status` says what auto uses now and why (the round's own reason)
+        assert query_status(proj) == {"strategy": "auto", "uses": "typiclust", "why": h["reason"]}
         res = proj.query(6)
         assert res.strategy == "auto"
         assert {it.reason for it in res.items if it.reason != "validation"} == {"typiclust"}
@@ -104,6 +107,11 @@ def test_auto_is_margin_sampling_when_training_from_scratch(tmp_path: Path) -> N
         res = proj.query(6)
         assert res.strategy == "auto" and res.note is None
         assert {it.reason for it in res.items if it.reason != "validation"} == {"margin"}
+        st = {**proj.status(), "query": query_status(proj)}
+        assert st["query"]["uses"] == "margin" and "trains from scratch" in st["query"]["why"]
+        assert "query: auto, now margin: the model trains from scratch" in format_status(st)
+        proj.set_config(strategy="entropy")
+        assert query_status(proj) == {"strategy": "entropy", "uses": "entropy", "why": "highest predictive entropy"}
 
 
 def test_handover_to_margin_is_measured_once_then_kept(tmp_path: Path) -> None:
