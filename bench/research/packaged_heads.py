@@ -27,6 +27,10 @@ at each count. Heads:
 
 ``--heads`` picks some of them (default: all).
 
+``--ceiling`` (E58) asks instead how far the features go: ``logreg`` fitted on every image of the training split
+(pool and validation sample) with its true label, at each C of ``--cs``, and on random subsets of ``--sizes`` labels
+(each seed of ``--seeds``), test accuracy on the test split.
+
 The first 100 labels of a seed are the same for every head; a head's later batches are its own. Prints mean ± std
 and the gain over ``logreg`` paired by seed with a 95% t-interval, and the mean seconds a round (fit + score).
 """
@@ -195,6 +199,31 @@ def run(
     return pd.DataFrame(rows)
 
 
+def ceiling(sim: Path, dataset: Path, seeds: list[int], cs: list[float], sizes: list[int]) -> pd.DataFrame:
+    """The head on every training image (and on random subsets of ``sizes``) with true labels, at each C."""
+    tdir = sim / "template"
+    oracle = {int(k): v for k, v in json.loads((tdir / "oracle.json").read_text()).items()}
+    with Project.open(tdir) as proj:
+        classes = proj.classes
+    ids, emb = _cache(tdir)
+    y = np.asarray([oracle[int(i)] for i in ids])
+    files = held_out_files(dataset, classes)
+    t_ids, t_emb = _cache(sim / "test_embeddings")
+    y_test = np.asarray([files[int(i) - 1][1] for i in t_ids])
+    rows = []
+    for c in cs:
+        draws = [(len(ids), -1, np.arange(len(ids)))]
+        draws += [(n, s, np.random.default_rng(s).choice(len(ids), n, replace=False)) for n in sizes for s in seeds]
+        for n, seed, pick in draws:
+            t0 = time.perf_counter()
+            h = fit_head(emb[pick], y[pick], len(classes), c=c, seed=max(seed, 0), standardise_with=emb)
+            acc = float((h.predict(t_emb) == y_test).mean())
+            secs = time.perf_counter() - t0
+            rows.append({"c": c, "n_labeled": n, "seed": seed, "test_accuracy": acc, "seconds": secs})
+            print(f"C {c:g} {n} labels (seed {seed}): {acc:.4f} ({rows[-1]['seconds']:.1f} s)", flush=True)
+    return pd.DataFrame(rows)
+
+
 def report(df: pd.DataFrame, at: list[int]) -> None:
     base = df[df["head"] == "logreg"].set_index(["seed", "n_labeled"])["test_accuracy"]
     for head in dict.fromkeys(df["head"]):
@@ -220,11 +249,21 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=1000)
     ap.add_argument("--heads", default=",".join(HEADS), help=f"some of {', '.join(HEADS)} (logreg first)")
     ap.add_argument("--csv", type=Path)
+    ap.add_argument("--ceiling", action="store_true", help="E58: the head with every training label, and subsets")
+    ap.add_argument("--cs", default="0.03,0.1,0.3,1", help="--ceiling: the head's C values")
+    ap.add_argument("--sizes", default="1000,2000", help="--ceiling: random subset sizes")
     args = ap.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    if args.ceiling:
+        cs = [float(c) for c in args.cs.split(",")]
+        df = ceiling(args.sim, args.dataset, seeds, cs, [int(n) for n in args.sizes.split(",") if n])
+        if args.csv:
+            df.to_csv(args.csv, index=False)
+        print(df.groupby(["c", "n_labeled"])["test_accuracy"].agg(["mean", "std", "count"]).round(4).to_string())
+        return
     heads = tuple(h for h in args.heads.split(",") if h)
     if not heads or heads[0] != "logreg" or not set(heads) <= set(HEADS):
         ap.error(f"--heads: logreg first, then any of {', '.join(HEADS)}")
-    seeds = [int(s) for s in args.seeds.split(",")]
     df = run(args.sim, args.dataset, seeds, args.initial, args.batch, args.budget, heads)
     if args.csv:
         df.to_csv(args.csv, index=False)

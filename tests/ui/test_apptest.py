@@ -242,6 +242,8 @@ def test_label_page_submits_the_chosen_answers(project) -> None:
     assert any("no model yet" in i.value and "random" in i.value for i in at.info), [i.value for i in at.info]
     assert answer_box(at, ids[0]).options == [*SHAPES, SKIP, NONE]
     assert all(answer_box(at, i).value is None for i in ids)
+    # the default strategy says what it uses now: small shapes train from scratch, so margin
+    says(at.caption, "strategy auto, now margin ·")
 
     chosen = {ids[0]: "circle", ids[1]: "square", ids[2]: "triangle", ids[3]: NONE, ids[4]: SKIP}
     for item_id, value in chosen.items():

@@ -369,6 +369,9 @@ def render() -> None:
         tally = proj.reads.counts()
         n_labeled, total, n_left = tally.answered, tally.items, tally.unanswered
         cfg = proj.config
+        strategy_text = cfg.strategy
+        if cfg.strategy == "auto":  # what auto uses now, as `alwb status` says it
+            strategy_text = f"auto, now {proj.auto_choice()[0]}"
         device = proj.train_config.device
         images = proj.reads.image_root()
         digests = proj.reads.digests([it.path for it in b["items"]] if b else [])
@@ -380,7 +383,7 @@ def render() -> None:
         if cfg.retrain_every
         else "a new model when you press Retrain now"
     )
-    top[0].caption(f"{n_labeled} of {total} items answered · strategy {cfg.strategy} · {every}")
+    top[0].caption(f"{n_labeled} of {total} items answered · strategy {strategy_text} · {every}")
     top[0].caption(
         md_escape(plan_text + (" " + plan_todo if plan_todo else ""))
         + (" While a round trains, it gives way to your keys; a pause lets it finish sooner." if running else "")
