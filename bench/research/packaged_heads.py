@@ -149,21 +149,28 @@ def _aligned(ids: np.ndarray, other: tuple[np.ndarray, np.ndarray]) -> np.ndarra
     return o_emb[[pos[int(i)] for i in ids]]
 
 
-def run(
-    sim: Path, dataset: Path, seeds: list[int], initial: int, batch: int, budget: int, heads: tuple[str, ...] = HEADS
-) -> pd.DataFrame:
+def _load(sim: Path, dataset: Path) -> tuple[list[str], set[int], tuple, tuple]:
+    """What ``alwb simulate`` left in ``sim``: the classes, the validation item ids, the template's cached
+    embeddings ``(ids, rows, true labels)`` (pool and validation sample) and the test split's."""
     tdir = sim / "template"
     oracle = {int(k): v for k, v in json.loads((tdir / "oracle.json").read_text()).items()}
     with Project.open(tdir) as proj:
         classes = proj.classes
         val = set(int(i) for i in proj.store.val_item_ids())
     ids, emb = _cache(tdir)
-    keep = np.asarray([i not in val for i in ids])
-    ids, pool = ids[keep], emb[keep]
-    y_pool = np.asarray([oracle[int(i)] for i in ids])
     files = held_out_files(dataset, classes)
     t_ids, t_emb = _cache(sim / "test_embeddings")
+    y = np.asarray([oracle[int(i)] for i in ids])
     y_test = np.asarray([files[int(i) - 1][1] for i in t_ids])
+    return classes, val, (ids, emb, y), (t_ids, t_emb, y_test)
+
+
+def run(
+    sim: Path, dataset: Path, seeds: list[int], initial: int, batch: int, budget: int, heads: tuple[str, ...] = HEADS
+) -> pd.DataFrame:
+    classes, val, (ids, emb, y), (t_ids, t_emb, y_test) = _load(sim, dataset)
+    keep = np.asarray([i not in val for i in ids])
+    ids, pool, y_pool = ids[keep], emb[keep], y[keep]
     k = len(classes)
     views = {"": (pool, t_emb)}
     if "flip" in heads:
@@ -201,15 +208,7 @@ def run(
 
 def ceiling(sim: Path, dataset: Path, seeds: list[int], cs: list[float], sizes: list[int]) -> pd.DataFrame:
     """The head on every training image (and on random subsets of ``sizes``) with true labels, at each C."""
-    tdir = sim / "template"
-    oracle = {int(k): v for k, v in json.loads((tdir / "oracle.json").read_text()).items()}
-    with Project.open(tdir) as proj:
-        classes = proj.classes
-    ids, emb = _cache(tdir)
-    y = np.asarray([oracle[int(i)] for i in ids])
-    files = held_out_files(dataset, classes)
-    t_ids, t_emb = _cache(sim / "test_embeddings")
-    y_test = np.asarray([files[int(i) - 1][1] for i in t_ids])
+    classes, _, (ids, emb, y), (_, t_emb, y_test) = _load(sim, dataset)
     rows = []
     for c in cs:
         draws = [(len(ids), -1, np.arange(len(ids)))]
@@ -220,7 +219,7 @@ def ceiling(sim: Path, dataset: Path, seeds: list[int], cs: list[float], sizes: 
             acc = float((h.predict(t_emb) == y_test).mean())
             secs = time.perf_counter() - t0
             rows.append({"c": c, "n_labeled": n, "seed": seed, "test_accuracy": acc, "seconds": secs})
-            print(f"C {c:g} {n} labels (seed {seed}): {acc:.4f} ({rows[-1]['seconds']:.1f} s)", flush=True)
+            print(f"C {c:g} {n} labels (seed {seed}): {acc:.4f} ({secs:.1f} s)", flush=True)
     return pd.DataFrame(rows)
 
 

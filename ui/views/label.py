@@ -371,7 +371,7 @@ def render() -> None:
         cfg = proj.config
         strategy_text = cfg.strategy
         if cfg.strategy == "auto":  # what auto uses now, as `alwb status` says it
-            strategy_text = f"auto, now {proj.auto_choice()[0]}"
+            strategy_text = f"auto, now {proj.auto_strategy()}"
         device = proj.train_config.device
         images = proj.reads.image_root()
         digests = proj.reads.digests([it.path for it in b["items"]] if b else [])
