@@ -9,20 +9,27 @@ file's SHA-256, so a custom file gets its own cache):
     int64 ``(N,)`` item ids.
 ``KEY.state.npy``
     int8 ``(N,)``: 0 not embedded yet, 1 embedded, -1 unreadable (the reason is in ``KEY.errors.json``).
+``KEY.lock``
+    the writers' lock: one process at a time grows or writes the cache (:meth:`EmbeddingCache.writing`), e.g. a
+    training round and the dataset-insight job embedding the same fresh pool. The second one waits, then re-reads
+    the files and embeds only what is still pending. Readers take no lock.
 
 Rows are written batch by batch and flushed before the state file is replaced (atomically), so an interrupted run
-loses at most the batch in flight and the next call continues from there. New items grow the cache; items already
-embedded are never embedded again. Images are opened through :func:`alwb.intake.images.load_image` (safe formats,
-orientation fixed); one that cannot be read is skipped and reported, never fatal.
+loses at most the batch in flight and the next call continues from there. New items grow the cache (a new
+``KEY.npy`` replaces the old one); items already embedded are never embedded again. A reader that opens the files
+while a writer replaces them (their lengths disagree for a moment) reads them again until they agree. Images are
+opened through :func:`alwb.intake.images.load_image` (safe formats, orientation fixed); one that cannot be read is
+skipped and reported, never fatal.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +41,8 @@ from ..errors import ImageRejected
 from ..intake.images import ImageRoot, check_present
 
 if TYPE_CHECKING:  # pragma: no cover
+    from filelock import BaseFileLock
+
     from .backbones import LoadedBackbone, Preprocess
     from .onnxembed import OnnxEmbedder
 
@@ -42,6 +51,14 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[str, int, int], None]
 
 PENDING, DONE, UNREADABLE = 0, 1, -1
+
+#: how long a reader waits for a writer's files to agree again (a grow replaces three files, milliseconds apart)
+SETTLE_S = 2.0
+
+
+def _settle_pause() -> None:
+    """The pause between two reads of files a writer is replacing (a function, so that a test can act there)."""
+    time.sleep(0.02)
 
 
 def cache_key(backbone: str, weights_sha256: str, framing: str = "crop") -> str:
@@ -111,11 +128,10 @@ class EmbeddingCache:
         self.ids_path = self.dir / f"{self.key}.ids.npy"
         self.state_path = self.dir / f"{self.key}.state.npy"
         self.errors_path = self.dir / f"{self.key}.errors.json"
-        self.ids: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
-        self.state: npt.NDArray[np.int8] = np.zeros(0, dtype=np.int8)
-        self.errors: dict[int, str] = {}
-        self.emb: np.ndarray = np.zeros((0, self.dim), dtype=np.float32)
-        self._open()
+        self.lock_path = self.dir / f"{self.key}.lock"
+        self._lock: BaseFileLock | None = None
+        self._clear()
+        self._open(settle_s=SETTLE_S)
 
     @classmethod
     def for_backbone(cls, project_dir: str | os.PathLike[str], loaded: LoadedBackbone) -> EmbeddingCache:
@@ -124,23 +140,57 @@ class EmbeddingCache:
             project_dir, loaded.spec.name, loaded.origin.sha256, loaded.spec.embedding_dim, loaded.preprocess.framing
         )
 
-    def _open(self) -> None:
+    def _clear(self) -> None:
+        self.ids: npt.NDArray[np.int64] = np.zeros(0, dtype=np.int64)
+        self.state: npt.NDArray[np.int8] = np.zeros(0, dtype=np.int8)
+        self.errors: dict[int, str] = {}
+        self.emb: np.ndarray = np.zeros((0, self.dim), dtype=np.float32)
+
+    def _read(self) -> bool:
+        """Load the files when they agree (True; also when there are none yet); False when they do not."""
         if not (self.path.is_file() and self.ids_path.is_file() and self.state_path.is_file()):
-            return
+            return True
         try:
             ids = np.load(self.ids_path)
             state = np.load(self.state_path)
             emb = np.load(self.path, mmap_mode="r")
-            if len(ids) == len(state) == len(emb) and emb.shape[1:] == (self.dim,):
-                self.ids, self.state, self.emb = ids.astype(np.int64), state.astype(np.int8), emb
-                try:
-                    self.errors = {int(k): str(v) for k, v in json.loads(self.errors_path.read_text()).items()}
-                except (OSError, ValueError):
-                    self.errors = {}
-                return
         except (OSError, ValueError):
-            pass
-        log.warning("embedding cache %s is inconsistent; rebuilding it", self.path)
+            return False
+        if not (len(ids) == len(state) == len(emb) and emb.shape[1:] == (self.dim,)):
+            return False
+        self.ids, self.state, self.emb = ids.astype(np.int64), state.astype(np.int8), emb
+        try:
+            self.errors = {int(k): str(v) for k, v in json.loads(self.errors_path.read_text()).items()}
+        except (OSError, ValueError):
+            self.errors = {}
+        return True
+
+    def _open(self, *, settle_s: float = 0.0) -> None:
+        """Read the files; while they disagree and another process holds the writers' lock (it is replacing them),
+        read again for up to ``settle_s`` seconds. Files that still disagree are left out (the next writer rebuilds
+        the cache)."""
+        deadline = time.monotonic() + settle_s
+        while not self._read():
+            if time.monotonic() >= deadline or not self._writer_busy():
+                log.warning("embedding cache %s is inconsistent; rebuilding it", self.path)
+                return
+            _settle_pause()
+
+    def _writer_busy(self) -> bool:
+        """Whether another process (or thread) holds the writers' lock now."""
+        from filelock import FileLock, Timeout
+
+        if not self.dir.is_dir():
+            return False
+        probe = FileLock(self.lock_path)
+        try:
+            probe.acquire(timeout=0)
+        except Timeout:
+            return True
+        except OSError:  # a folder this process may not write in: nobody here can be writing either
+            return False
+        probe.release()
+        return False
 
     # ------------------------------------------------------------------------------------------ reading
 
@@ -183,6 +233,35 @@ class EmbeddingCache:
 
     # ------------------------------------------------------------------------------------------ writing
 
+    @contextlib.contextmanager
+    def writing(self, waiting: Callable[[], None] | None = None) -> Iterator[EmbeddingCache]:
+        """Hold the writers' lock (``KEY.lock``) for the block: one process at a time grows or writes the cache.
+
+        On taking the lock the cache re-reads its files, so the block starts from what another process wrote
+        meanwhile. ``waiting`` is called once, before waiting, when another process holds the lock. Re-entrant
+        within a thread (:meth:`put` and :meth:`grow` take it themselves); the OS releases it if the process dies.
+        """
+        from filelock import FileLock, Timeout
+
+        if self._lock is None:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._lock = FileLock(self.lock_path)
+        outer = not self._lock.is_locked
+        try:
+            self._lock.acquire(timeout=0)
+        except Timeout:
+            if waiting is not None:
+                waiting()
+            log.info("another process is writing the embedding cache %s; waiting for it", self.path.name)
+            self._lock.acquire()
+        try:
+            if outer:
+                self._clear()
+                self._open()
+            yield self
+        finally:
+            self._lock.release()
+
     def _save_state(self) -> None:
         tmp = self.state_path.with_name(f"{self.state_path.stem}.{os.getpid()}.tmp.npy")
         np.save(tmp, self.state)
@@ -193,8 +272,13 @@ class EmbeddingCache:
             os.replace(tmp_e, self.errors_path)
 
     def grow(self, item_ids: Iterable[int]) -> int:
-        """Add rows (not embedded yet) for ids the cache does not have; returns how many were added."""
+        """Add rows (not embedded yet) for ids the cache does not have; returns how many were added (under the
+        writers' lock: :meth:`writing`)."""
         want = np.unique(np.asarray(list(item_ids), dtype=np.int64))
+        with self.writing():
+            return self._grow(want)
+
+    def _grow(self, want: npt.NDArray[np.int64]) -> int:
         new = np.setdiff1d(want, self.ids)
         if new.size == 0 and self.path.is_file():
             return 0
@@ -237,14 +321,15 @@ class EmbeddingCache:
         rows = np.asarray(rows, dtype=np.float32)
         if rows.shape != (len(ids), self.dim):
             raise ValueError(f"rows of shape {rows.shape} for {len(ids)} ids of dimension {self.dim}")
-        self.grow(ids)
-        pos = self.positions(ids)
-        out = self._writable()
-        out[pos] = rows
-        out.flush()
-        del out
-        self.state[pos] = DONE
-        self._save_state()
+        with self.writing():
+            self.grow(ids)
+            pos = self.positions(ids)
+            out = self._writable()
+            out[pos] = rows
+            out.flush()
+            del out
+            self.state[pos] = DONE
+            self._save_state()
 
 
 # ----------------------------------------------------------------------------------------------- embedding
@@ -325,7 +410,9 @@ def embed_items(
     device : ``auto``/None (CUDA when available), ``cpu``, ``cuda`` ... (the model is moved there; on CUDA the
         forward pass runs under ``torch.autocast`` in float16).
     workers : DataLoader processes decoding images (None: 0 for small runs or 2 CPUs, else up to 4 / 8 on CUDA).
-    progress : called as ``progress("embedding", done, total)`` after each batch is safely written.
+    progress : called as ``progress("embedding", done, total)`` after each batch is safely written, and once as
+        ``progress("waiting", 0, n)`` when another process is writing this cache (this call waits for it to finish,
+        then embeds only what that one left pending).
     retry_unreadable : try again the items that were unreadable in an earlier run.
     threads : torch CPU threads for this call (restored afterwards); None leaves torch's setting. On a CPU that
         other processes share, 1 thread was twice as fast as 2 for ResNet-18 (``bench/speed/backbones.py``).
@@ -356,52 +443,54 @@ def embed_items(
     cache = EmbeddingCache.for_backbone(project_dir, backbone)
     pairs = {int(i): str(p) for i, p in items}
     want = np.asarray(sorted(pairs), dtype=np.int64)
-    cache.grow(want)
-    pos = cache.positions(want)
-    if retry_unreadable:
-        again = pos[cache.state[pos] == UNREADABLE]
-        cache.state[again] = PENDING
-        for p in again:
-            cache.errors.pop(int(cache.ids[p]), None)
-    todo = pos[cache.state[pos] == PENDING]
-    if images is not None:
-        todo_stored = [pairs[int(cache.ids[p])] for p in todo]
-        located = [str(images.locate(p)) for p in todo_stored]
-        check_present(images, todo_stored, located)
-        pairs.update((int(cache.ids[p]), loc) for p, loc in zip(todo, located, strict=True))
-    already = int(np.sum(cache.state[pos] == DONE))
-    report = EmbedReport(backbone.spec.name, cache.path, int(want.size), 0, already, device=dev)
-    total = int(todo.size)
-    if total:
-        model = backbone.model
-        if backbone.device != dev:
-            model.to(dev)
-            backbone.device = dev
-        model.eval()
-        n_workers = _auto_workers(total, dev) if workers is None else int(workers)
-        todo_ids = [int(cache.ids[p]) for p in todo]
-        dataset = _ImageSet(
-            [pairs[i] for i in todo_ids],
-            [int(p) for p in todo],
-            backbone.preprocess,
-            [digests.get(i) for i in todo_ids] if digests is not None else None,
-        )
-        loader = torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=n_workers, collate_fn=_collate
-        )
-        old_threads = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(int(threads))
-        try:
-            onnx = _onnx_embedder(cache, backbone, runtime, dev, total, threads or old_threads)
-            _embed_batches(cache, loader, backbone, dev, onnx, report, progress, total)
-        finally:
-            torch.set_num_threads(old_threads)
-    report.unreadable = {
-        int(cache.ids[p]): cache.errors.get(int(cache.ids[p]), "unreadable")
-        for p in pos
-        if cache.state[p] == UNREADABLE
-    }
+    waiting = None if progress is None else (lambda: progress("waiting", 0, int(want.size)))
+    with cache.writing(waiting):  # one writer at a time; the cache re-reads what another one wrote
+        cache.grow(want)
+        pos = cache.positions(want)
+        if retry_unreadable:
+            again = pos[cache.state[pos] == UNREADABLE]
+            cache.state[again] = PENDING
+            for p in again:
+                cache.errors.pop(int(cache.ids[p]), None)
+        todo = pos[cache.state[pos] == PENDING]
+        if images is not None:
+            todo_stored = [pairs[int(cache.ids[p])] for p in todo]
+            located = [str(images.locate(p)) for p in todo_stored]
+            check_present(images, todo_stored, located)
+            pairs.update((int(cache.ids[p]), loc) for p, loc in zip(todo, located, strict=True))
+        already = int(np.sum(cache.state[pos] == DONE))
+        report = EmbedReport(backbone.spec.name, cache.path, int(want.size), 0, already, device=dev)
+        total = int(todo.size)
+        if total:
+            model = backbone.model
+            if backbone.device != dev:
+                model.to(dev)
+                backbone.device = dev
+            model.eval()
+            n_workers = _auto_workers(total, dev) if workers is None else int(workers)
+            todo_ids = [int(cache.ids[p]) for p in todo]
+            dataset = _ImageSet(
+                [pairs[i] for i in todo_ids],
+                [int(p) for p in todo],
+                backbone.preprocess,
+                [digests.get(i) for i in todo_ids] if digests is not None else None,
+            )
+            loader = torch.utils.data.DataLoader(
+                dataset, batch_size=batch_size, shuffle=False, num_workers=n_workers, collate_fn=_collate
+            )
+            old_threads = torch.get_num_threads()
+            if threads:
+                torch.set_num_threads(int(threads))
+            try:
+                onnx = _onnx_embedder(cache, backbone, runtime, dev, total, threads or old_threads)
+                _embed_batches(cache, loader, backbone, dev, onnx, report, progress, total)
+            finally:
+                torch.set_num_threads(old_threads)
+        report.unreadable = {
+            int(cache.ids[p]): cache.errors.get(int(cache.ids[p]), "unreadable")
+            for p in pos
+            if cache.state[p] == UNREADABLE
+        }
     report.seconds = time.perf_counter() - t0
     if report.unreadable:
         log.warning("%d image(s) could not be read for %s embeddings", len(report.unreadable), backbone.spec.name)
