@@ -35,7 +35,14 @@ def need_project(proj: Project | None) -> Project:
     return proj
 
 
-PHASES = {"train": "training", "score": "scoring the pool", "preparing": "preparing data", "starting": "starting"}
+PHASES = {
+    "train": "training",
+    "score": "scoring the pool",
+    "preparing": "preparing data",
+    "starting": "starting",
+    "embedding": "embedding the images",
+    "waiting": "waiting for another job embedding the same images",
+}
 
 
 def show_training(status: TrainingStatus, root: str | None = None, device: str | None = None) -> None:

@@ -19,6 +19,7 @@ from alwb.insight import jobs
 from alwb.project import Project
 from ui import state
 from ui.text import md_escape
+from ui.views.common import PHASES
 
 COLUMNS = 6
 GROUPS_PER_PAGE = 5
@@ -56,7 +57,7 @@ def findings(proj: Project, *, start: bool = True) -> insight.Findings | None:
             running = True
     if running:
         phase = job.get("phase")
-        where = f" ({phase} {job.get('done')}/{job.get('total')})" if phase else ""
+        where = f" ({PHASES.get(phase, phase)} {job.get('done')}/{job.get('total')})" if phase else ""
         st.caption(
             f"Updating the findings in the background{where}; "
             + ("these are from before the latest changes." if found else "they appear here when ready.")
