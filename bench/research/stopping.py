@@ -18,6 +18,13 @@ small-text's
 Vijay-Shanker's reading; small-text ≥ 1.3.3), the rule small-text had before 1.3.3 (the mean change between the
 window's kappas under 0.01), and the forecast alone. Recorded 2,000-label curves (no kappa) get the forecast
 rule with ``--recorded``.
+
+``tradeoff`` (E59): can *any* rule on the past tell a plateau from a curve still rising? On every recorded run with
+kappa (``bench/results/*.csv``, runs repeated across files counted once), at every round up to 70% of the run's
+labels, the forecast's gain from there to the run's end, fitted once to the validation curve (what a person sees)
+and once to the test curve (the same run measured on its large test split: a nearly noise-free past), and the mean
+of the last three kappas. Thresholds on each, and on both together, are applied as stop rules: plateau runs that
+meet issue 39's "≥ 30% saved, ≤ 1 point lost", and rising runs stopped and losing over a point.
 """
 
 from __future__ import annotations
@@ -399,6 +406,122 @@ def cmd_stop(args: argparse.Namespace) -> None:
         print(stop_summary(table).to_string())
 
 
+# ----------------------------------------------------------------------------------------- E59: the trade-off
+def _test_size(acc: np.ndarray) -> int:
+    """The test split's size, read off a run's test accuracies: the smallest n making every one a whole count."""
+    for n in range(50, 20001):
+        if np.all(np.abs(acc * n - np.round(acc * n)) < 1e-6 * n):
+            return n
+    return 10_000
+
+
+def kappa_runs(folder: Path = RESULTS) -> list[dict]:
+    """Every recorded run with kappa and at least 8 rounds, once (the longer kept where a run repeats)."""
+    runs = []
+    for f in sorted(folder.glob("*.csv")):
+        df = pd.read_csv(f)
+        if not {"kappa", "val_accuracy", "val_n", "test_accuracy"} <= set(df.columns):
+            continue
+        for key, g in df.groupby(["strategy", "setting", "seed"], sort=True):
+            g = g.dropna(subset=["val_accuracy", "test_accuracy"]).sort_values("n_labeled")
+            g = g.drop_duplicates("n_labeled", keep="last").reset_index(drop=True)
+            if len(g) >= 8 and g["n_labeled"].iloc[-1] >= 500:
+                runs.append({"file": f.stem, "key": key, "rows": g})
+    runs.sort(key=lambda r: -len(r["rows"]))
+    kept, seen = [], set()
+    for r in runs:
+        sig = tuple(np.round(r["rows"]["test_accuracy"].to_numpy()[:8], 4))
+        if sig not in seen:
+            seen.add(sig)
+            kept.append(r)
+    return kept
+
+
+def tradeoff_rows(runs: Sequence[dict]) -> pd.DataFrame:
+    """One row per (run, round up to 70% of its labels): the forecast gain to the run's end from the validation
+    and from the test curve, the mean of the last three kappas, and what stopping there saves and loses."""
+    rows = []
+    for run in runs:
+        g = run["rows"]
+        n, v, t = (g[c].to_numpy(float) for c in ("n_labeled", "val_accuracy", "test_accuracy"))
+        nv, kap, end = g["val_n"].to_numpy(int), g["kappa"].to_numpy(float), n[-1]
+        nt = _test_size(t)
+        i60 = int(np.argmin(np.abs(n - 0.6 * end)))
+        plateau = bool((t[-1] - t[i60]) * 100 <= 1.0)
+        for i in range(FIRST - 1, len(g)):
+            if n[i] > 0.7 * end:
+                break
+            fv = forecast(n[: i + 1], v[: i + 1], nv[: i + 1])
+            ft = forecast(n[: i + 1], t[: i + 1], np.full(i + 1, nt))
+            gv = fv.gain(end - n[i]) if fv else (math.nan,) * 3
+            gt = ft.gain(end - n[i]) if ft else (math.nan,) * 3
+            k3 = kap[max(1, i - 2) : i + 1]
+            rows.append(
+                {
+                    "file": run["file"],
+                    "run": "/".join(map(str, run["key"])),
+                    "labels": n[i],
+                    "end": end,
+                    "plateau": plateau,
+                    "lost": (t[-1] - t[i]) * 100,
+                    "saved": (1 - n[i] / end) * 100,
+                    "val_mid": gv[0],
+                    "val_high": gv[2],
+                    "test_mid": gt[0],
+                    "test_high": gt[2],
+                    "kappa3": float(np.nanmean(k3)) if np.isfinite(k3).any() else math.nan,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def apply_rule(rows: pd.DataFrame, stop: pd.Series, name: str) -> dict:
+    """The first round of each run where ``stop`` holds: plateau runs meeting the issue's rule, rising runs
+    stopped and those losing over a point (never stopping: 0 saved, 0 lost)."""
+    out = []
+    for _, g in rows.assign(stop=stop).groupby(["file", "run"], sort=False):
+        hit = g[g["stop"]]
+        lost, saved = (float(hit["lost"].iloc[0]), float(hit["saved"].iloc[0])) if len(hit) else (0.0, 0.0)
+        out.append({"plateau": bool(g["plateau"].iloc[0]), "lost": lost, "saved": saved, "stopped": len(hit) > 0})
+    o = pd.DataFrame(out)
+    p, q = o[o["plateau"]], o[~o["plateau"]]
+    good = int(((p["saved"] >= 30) & (p["lost"] <= 1.0)).sum())
+    return {
+        "rule": name,
+        "plateau runs meeting the rule": f"{good}/{len(p)} ({good / max(1, len(p)):.0%})",
+        "rising runs stopped": f"{int(q['stopped'].sum())}/{len(q)}",
+        "rising runs losing > 1 pt": int((q["lost"] > 1.0).sum()),
+        "worst loss (pts)": round(float(o["lost"].max()), 1),
+    }
+
+
+def cmd_tradeoff(args: argparse.Namespace) -> None:
+    if args.rows and Path(args.rows).is_file() and not args.refresh:
+        rows = pd.read_csv(args.rows)
+    else:
+        runs = kappa_runs()
+        rows = tradeoff_rows(runs)
+        if args.rows:
+            rows.to_csv(args.rows, index=False)
+    per_run = rows.groupby(["file", "run"])["plateau"].first()
+    print(f"{len(per_run)} runs, {int(per_run.sum())} plateau (test accuracy at the end within 1 point of 60%)")
+    table = []
+    for col, what in (("val", "validation curve"), ("test", "test curve")):
+        for part in ("mid", "high"):
+            for t in (0.5, 1.0, 1.5, 2.0, 3.0):
+                stop = rows[f"{col}_{part}"] < t
+                table.append(apply_rule(rows, stop, f"gain to the end < {t:g} pts ({what}, forecast {part})"))
+    for k in (0.99, 0.98, 0.97, 0.95, 0.9):
+        table.append(apply_rule(rows, rows["kappa3"] >= k, f"mean of the last 3 kappas >= {k:g}"))
+    for k in (0.95, 0.9):
+        for t in (1.0, 1.5, 2.0):
+            for col, what in (("val", "validation"), ("test", "test")):
+                stop = (rows[f"{col}_high"] < t) & (rows["kappa3"] >= k)
+                table.append(apply_rule(rows, stop, f"kappas >= {k:g} and gain < {t:g} pts ({what}, high)"))
+    pd.set_option("display.width", 220)
+    print(pd.DataFrame(table).to_string(index=False))
+
+
 def _families(names: str | None) -> tuple[CurveFamily, ...]:
     """Curve families by name (``power,log,loglin``); the product's without names."""
     if not names:
@@ -429,6 +552,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--recorded", action="store_true", help="also the recorded 2,000-label curves, forecast rule")
     p.add_argument("--png", help="write the picture of the --sim runs here")
     p.set_defaults(func=cmd_stop)
+    p = sub.add_parser("tradeoff", help="E59: stop rules on the past (validation or test curve, kappa) vs the future")
+    p.add_argument("--rows", help="the per-round table: read it when it exists, else compute and write it here")
+    p.add_argument("--refresh", action="store_true", help="compute the per-round table even when --rows exists")
+    p.set_defaults(func=cmd_tradeoff)
     args = ap.parse_args(argv)
     args.func(args)
 
