@@ -46,6 +46,10 @@ KAPPA_STOP = 0.99
 MIN_GAIN_POINTS = 0.5
 #: the label count ahead the recommendation weighs
 DECISION_LABELS = 500
+#: without costs, +500 labels buying fewer points than this (the forecast's middle) is a slow curve: no rule on the
+#: past tells a plateau from a slow rise there (E59: not even one fitted to the test curve), so the advice gives the
+#: exchange rate (labels a point) and leaves the call to the person, or to the costs in Settings
+SLOW_POINTS = 2.0
 #: bootstrap draws of the forecast (deterministic: seeded)
 DRAWS = 100
 #: the interval's half-width is scaled by this factor: 1.04 made the 80% interval hold 80% of the calibration
@@ -312,7 +316,8 @@ def recommend(
     costs: Costs = Costs(),
     more: int = DECISION_LABELS,
 ) -> tuple[bool | None, str]:
-    """``(stop, sentence)``: True to stop, False to go on, None when it cannot tell yet."""
+    """``(stop, sentence)``: True to stop, False to go on, None when it cannot tell (too few rounds yet, or a slow
+    curve without costs: the sentence then gives what a point costs in labels)."""
     stable = stable_over(kappas)
     known = [k for k in kappas if k is not None]
     if stable:
@@ -343,6 +348,13 @@ def recommend(
         return True, f"stop: {why}; {buys}"
     if hi < MIN_GAIN_POINTS:
         return True, f"stop: {buys}, under {MIN_GAIN_POINTS:g} points at best; {why}"
+    if mid < SLOW_POINTS:
+        per_point = float(f"{more / mid:.2g}") if mid >= 0.05 else 0.0  # two significant digits
+        rate = f"about {per_point:,.0f} labels a point" if per_point else "no gain by the curve's middle"
+        return None, (
+            f"your call: {buys}, {rate}; {why}; at this pace a plateau and a slow rise look alike, so stop when a "
+            "point is worth fewer labels than that to you (or give a label's cost and a point's value in Settings)"
+        )
     return False, f"keep labeling: {buys}; {why}"
 
 

@@ -63,6 +63,17 @@ def test_progress_page_says_to_stop_when_predictions_settled(tmp_path: Path) -> 
     says(at.success, "Stop: predictions stable (kappa ≥ 0.99 over the last 3 rounds); +500 labels would buy about")
 
 
+def test_progress_page_leaves_a_slow_curve_to_the_person_with_its_exchange_rate(tmp_path: Path) -> None:
+    """A curve gaining about a point per 500 labels: alwb cannot tell a plateau from a slow rise (E59), so it gives
+    labels a point and points to the costs in Settings, neither "stop" nor "keep labeling"."""
+    root, _ = _project(tmp_path)
+    record_rounds(root, [0.80, 0.83, 0.845, 0.853, 0.858, 0.861], [0.9, 0.93, 0.95, 0.96, 0.96])
+    at = page("progress", root)
+    says(at.info, "Your call: +500 labels would buy about +")
+    says(at.info, "labels a point; predictions still changing (kappa 0.960 last round)")
+    assert not at.success
+
+
 def test_progress_page_says_when_it_is_too_early(trained) -> None:  # noqa: F811 (the fixture)
     root, _ = trained
     at = page("progress", root)

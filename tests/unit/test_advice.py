@@ -103,14 +103,15 @@ def test_no_forecast_before_enough_rounds() -> None:
 
 
 def test_advice_forecasts_the_horizons_once_there_are_enough_rounds() -> None:
-    adv = advise(rounds_of(list(curve(LABELS[:6])), kappas=[0.8, 0.9, 0.95, 0.97, 0.98]), target=0.9)
+    steep = list(curve(LABELS[:6], b=3.0, c=0.4))  # +500 labels buy about 4.7 points
+    adv = advise(rounds_of(steep, kappas=[0.8, 0.9, 0.95, 0.97, 0.98]), target=0.85)
     assert [r["labels"] for r in adv["forecast"]] == [700, 1100, 1600]
     for r in adv["forecast"]:
         assert set(r) == {"labels", "accuracy", "low", "high"}
         assert r["low"] <= r["accuracy"] <= r["high"]
     assert adv["kappa"] == [0.8, 0.9, 0.95, 0.97, 0.98]
     assert adv["recommendation"].startswith("keep labeling: +500 labels would buy about +")
-    assert adv["target"]["labels"] > 600 and adv["target"]["sentence"].startswith("90.0% in about ")
+    assert adv["target"]["labels"] > 600 and adv["target"]["sentence"].startswith("85.0% in about ")
 
 
 def test_plain_power_law_fits_error_in_log_log() -> None:
@@ -144,9 +145,15 @@ def test_recommendation_stops_on_stable_predictions_and_weighs_costs() -> None:
     assert stable_over([0.5, 0.991, 0.995, 0.999]) and not stable_over([0.991, None, 0.999])
     stop, text = recommend(fc, [0.9, 0.991, 0.995, 0.999], n_rounds=6)
     assert stop is True and text.startswith("stop: predictions stable (kappa ≥ 0.99 over the last 3 rounds)")
+    # +500 labels buy about 1 point here: a slow curve, where a plateau and a slow rise look alike (E59), so without
+    # costs the advice gives the exchange rate and leaves the call to the person
     stop, text = recommend(fc, [0.9, 0.95], n_rounds=6)
-    assert stop is False and "predictions still changing (kappa 0.950 last round)" in text
-    # +500 labels buy about 1.4 points here: worth it at 1 a label and 1,000 a point, not at 10 a label
+    assert stop is None and text.startswith("your call: +500 labels would buy about +1.0 points")
+    assert "about 520 labels a point" in text and "predictions still changing (kappa 0.950 last round)" in text
+    steep = forecast(LABELS[:6], curve(LABELS[:6], b=3.0, c=0.4), 500)
+    stop, text = recommend(steep, [0.9, 0.95], n_rounds=6)
+    assert stop is False and text.startswith("keep labeling: +500 labels would buy about +4.7 points")
+    # costs decide a slow curve: worth it at 1 a label and 1,000 a point, not at 10 a label
     assert recommend(fc, [0.9], n_rounds=6, costs=Costs(1, 1000))[0] is False
     stop, text = recommend(fc, [0.9], n_rounds=6, costs=Costs(10, 1000))
     assert stop is True and "not worth it at 10 a label and 1000 a point" in text
