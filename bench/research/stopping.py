@@ -384,6 +384,8 @@ def cmd_stop(args: argparse.Namespace) -> None:
         f, df = read_sim(sim)
         for key, g in df.groupby(["strategy", "setting", "seed"], sort=True):
             runs.append((f"{f.parent.name if f.name == 'curve.csv' else f.stem}:{'/'.join(map(str, key))}", g))
+    if args.kappa_runs:  # E59's 111 runs: every recorded run with kappa, once
+        runs += [(f"{r['file']}:{'/'.join(map(str, r['key']))}", r["rows"]) for r in kappa_runs()]
     if runs:
         rules = ["alwb", "small-text KappaAverage", "small-text < 1.3.3", "forecast"]
         table = stop_table(runs, rules)
@@ -550,6 +552,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--sim", action="append", default=[], help="a simulation folder or its curve.csv (PATH[@STRATEGY,...])"
     )
     p.add_argument("--recorded", action="store_true", help="also the recorded 2,000-label curves, forecast rule")
+    p.add_argument("--kappa-runs", action="store_true", help="every recorded run with kappa, once (E59's runs)")
     p.add_argument("--png", help="write the picture of the --sim runs here")
     p.set_defaults(func=cmd_stop)
     p = sub.add_parser("tradeoff", help="E59: stop rules on the past (validation or test curve, kappa) vs the future")
