@@ -418,25 +418,16 @@ def _test_size(acc: np.ndarray) -> int:
 
 
 def kappa_runs(folder: Path = RESULTS) -> list[dict]:
-    """Every recorded run with kappa and at least 8 rounds, once (the longer kept where a run repeats)."""
-    runs = []
-    for f in sorted(folder.glob("*.csv")):
-        df = pd.read_csv(f)
-        if not {"kappa", "val_accuracy", "val_n", "test_accuracy"} <= set(df.columns):
-            continue
-        for key, g in df.groupby(["strategy", "setting", "seed"], sort=True):
-            g = g.dropna(subset=["val_accuracy", "test_accuracy"]).sort_values("n_labeled")
-            g = g.drop_duplicates("n_labeled", keep="last").reset_index(drop=True)
-            if len(g) >= 8 and g["n_labeled"].iloc[-1] >= 500:
-                runs.append({"file": f.stem, "key": key, "rows": g})
-    runs.sort(key=lambda r: -len(r["rows"]))
-    kept, seen = [], set()
-    for r in runs:
-        sig = tuple(np.round(r["rows"]["test_accuracy"].to_numpy()[:8], 4))
-        if sig not in seen:
-            seen.add(sig)
-            kept.append(r)
-    return kept
+    """The recorded runs (:func:`recorded_runs`: each once) that logged kappa and have at least 8 rounds and 500
+    labels; ``file`` without its ``.csv``."""
+    return [
+        {**r, "file": Path(r["file"]).stem}
+        for r in recorded_runs(folder)
+        if "kappa" in r["rows"]
+        and r["rows"]["kappa"].notna().any()
+        and len(r["rows"]) >= 8
+        and r["rows"]["n_labeled"].iloc[-1] >= 500
+    ]
 
 
 def tradeoff_rows(runs: Sequence[dict]) -> pd.DataFrame:
